@@ -1,0 +1,19 @@
+"""Dataset plugins: `type: X` in a `datasets.*` block names the class `X` in some `dataset/**/*_dataset.py`.
+
+A dataset is built as `X(opt_dataset)` from its YAML block. A class may declare `config_keys`, the
+keys of its block that it reads, so that a misspelled key gets "did you mean" instead of being
+silently ignored.
+"""
+
+from utils.registry import Registry
+
+DATASET_REGISTRY = Registry("dataset", "_dataset.py", kind="dataset")
+
+
+def find_dataset_class(dataset_type: str) -> type:
+    return DATASET_REGISTRY.get(dataset_type, what="dataset class (datasets.*.type)")
+
+
+def create_dataset(opt_dataset):
+    """Instantiate the dataset that `opt_dataset.type` names."""
+    return find_dataset_class(opt_dataset["type"])(opt_dataset)

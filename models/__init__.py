@@ -1,0 +1,15 @@
+"""Model plugins: `model_type: X` in the YAML names the class `X` in some `models/**/*_model.py`."""
+
+from utils.registry import Registry
+
+MODEL_REGISTRY = Registry("models", "_model.py", kind="model")
+
+
+def find_model_class(model_type: str) -> type:
+    """The class named `model_type`, importing only the file that defines it."""
+    return MODEL_REGISTRY.get(model_type, what="model class (model_type)")
+
+
+def create_model(opt, logger):
+    """Instantiate the model that `opt.model_type` names (seed 003's entry point for models)."""
+    return find_model_class(opt["model_type"])(opt, logger)

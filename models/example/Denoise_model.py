@@ -1,0 +1,46 @@
+"""The example model plugin: learn to remove Gaussian noise from images.
+
+It follows seed 003's roadmap line by line (its own zero_grad / backward / step, a loss dict with
+'all', `log_image` and `log_metrics` in validation), so it doubles as the README's walkthrough.
+"""
+
+import torch
+
+from models.archs import define_network
+from models.base_model import BaseModel
+from utils import log_image, log_metrics
+from utils.loss import Loss
+
+
+class Denoise_model(BaseModel):
+    def __init__(self, opt, logger):
+        super().__init__(opt, logger)
+        self.net_g = define_network(opt.network)
+        self.net_g.train()
+        self.models.append(self.net_g)
+        self.criterion = Loss(self.opt["train"].loss).to(self.accelerator.device)
+
+    def feed_data(self, data, is_train=True):
+        self.sample = {"inp": data["cond"], "gt": data["gt"]}
+
+    def optimize_parameters(self):
+        for optimizer in self.optimizers:
+            optimizer.zero_grad()
+        pred = self.net_g(self.sample["inp"])
+        loss = self.criterion(pred, self.sample["gt"])
+        self.accelerator.backward(loss["all"])
+        for optimizer in self.optimizers:
+            optimizer.step()
+        return loss
+
+    def validate_step(self, batch, idx, lq_key, gt_key):
+        self.feed_data(batch, is_train=False)
+        with torch.no_grad():
+            pred = self.net_g(self.sample["inp"])
+        if idx == 0:  # one grid per validation is enough to watch progress
+            triplet = torch.cat([self.sample["inp"], pred, self.sample["gt"]], dim=-1)
+            log_image(self.opt, self.accelerator, triplet.cpu().numpy(), "val_input_pred_target", self.global_step)
+        if hasattr(self.opt.val, "metrics"):
+            log_metrics(pred.cpu().numpy(), self.sample["gt"].cpu().numpy(), self.opt.val.metrics,
+                        self.accelerator, self.global_step, comment="val_")
+        return idx + len(pred)

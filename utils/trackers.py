@@ -1,0 +1,49 @@
+"""Which Accelerate trackers a run uses, and how comet_ml falls back to an offline archive.
+
+comet_ml with no API key, or with a key but no route to its server, would fail the run; instead it
+writes an offline archive into the run folder (uploadable later with `comet upload`) and says so in
+one line.
+"""
+
+import os
+import socket
+from urllib.parse import urlparse
+
+TRACKERS = ("tensorboard", "comet_ml")
+
+
+def requested_trackers(report_to) -> list[str]:
+    names = report_to if isinstance(report_to, list) else [report_to]
+    if "all" in names:
+        return list(TRACKERS)
+    return [n for n in names if n != "none"]
+
+
+def _comet_reachable(timeout: float = 3.0) -> bool:
+    try:
+        from comet_ml.config import get_config, get_comet_url_override
+
+        url = urlparse(get_comet_url_override(get_config()))
+        with socket.create_connection((url.hostname, url.port or 443), timeout=timeout):
+            return True
+    except Exception:
+        return False
+
+
+def comet_init_kwargs(run_dir: str, experiment_name: str, logger) -> dict:
+    """comet_ml.start keyword arguments: online when a key and the network are there, else offline."""
+    import comet_ml
+
+    offline_dir = os.path.join(run_dir, "comet_ml")
+    has_key = bool(os.environ.get("COMET_API_KEY") or comet_ml.config.get_config().get_string(None, "comet.api_key"))
+    online = has_key and _comet_reachable()
+    config = dict(name=experiment_name, log_code=False, log_git_metadata=False, log_git_patch=False,
+                  log_env_gpu=False, log_env_host=False, auto_output_logging="simple")
+    if online:
+        return {"experiment_config": comet_ml.ExperimentConfig(**config)}
+    os.makedirs(offline_dir, exist_ok=True)
+    reason = "cannot reach the Comet server" if has_key else "no COMET_API_KEY is set"
+    logger.info(
+        f"comet_ml: {reason}; logging offline to {offline_dir} (upload later with `comet upload <archive>.zip`)."
+    )
+    return {"online": False, "experiment_config": comet_ml.ExperimentConfig(offline_directory=offline_dir, **config)}
