@@ -54,6 +54,10 @@ from utils.run_dir import run_dir, safe_name
 from utils.trackers import comet_init_kwargs, requested_trackers
 
 
+def _as_float(value) -> float:
+    return float(value.detach()) if torch.is_tensor(value) else float(value)
+
+
 class TrainingState:
     """Where the loop stands, saved with every checkpoint so that a resumed run continues mid-epoch."""
 
@@ -270,6 +274,8 @@ class BaseModel:
         prepared = prepared if isinstance(prepared, (list, tuple)) else [prepared]
         self._prepared = list(prepared[: len(dispatchers)])
         self.optimizers = list(prepared[len(dispatchers) :])
+        for optimizer in self.optimizers:
+            self._keep_gradients_mid_window(optimizer)
         if self.train_loader is not None:
             self.train_loader = self.accelerator.prepare(self.train_loader)
         if self.val_loader is not None:
@@ -335,6 +341,29 @@ class BaseModel:
             num_cycles=sched["lr_num_cycles"],
             power=sched["lr_power"],
         )
+
+    def _keep_gradients_mid_window(self, optimizer):
+        """Make `zero_grad()` harmless in the middle of a gradient-accumulation window.
+
+        Seed 003's models call `zero_grad()` at the start of every `optimize_parameters()`. Accelerate
+        skips it on accumulating micro-steps but not on the last one, which would throw away the
+        gradients of the window's earlier micro-batches. So a `zero_grad()` is ignored while gradients
+        of earlier micro-steps are waiting; the loop clears them itself after every optimizer step.
+        """
+        accelerated_zero_grad = optimizer.zero_grad
+        optimizer.mid_window = False
+
+        def zero_grad(set_to_none: bool = True):
+            if not optimizer.mid_window:
+                accelerated_zero_grad(set_to_none=set_to_none)
+
+        optimizer.zero_grad = zero_grad
+
+    def _end_micro_step(self, sync: bool):
+        for optimizer in self.optimizers:
+            optimizer.mid_window = not sync
+            if sync:
+                optimizer.optimizer.zero_grad(set_to_none=True)
 
     def _clip_gradients(self, optimizer, args, kwargs):
         # Runs just before the real optimizer step, which Accelerate only calls on sync steps and, with
@@ -480,6 +509,7 @@ class BaseModel:
                 with self.accelerator.accumulate(*self._prepared):
                     self.feed_data(batch, is_train=True)
                     losses = self.optimize_parameters()
+                self._end_micro_step(self.accelerator.sync_gradients)
                 self._check_losses(losses)
                 window.append(losses)
                 self.state.batches_in_epoch += 1
@@ -496,7 +526,7 @@ class BaseModel:
                 speed = rate if speed is None else 0.9 * speed + 0.1 * rate
                 step_start = now
 
-                logs = {k: sum(float(w[k]) for w in window) / len(window) for k in window[-1]}
+                logs = {k: sum(_as_float(w[k]) for w in window) / len(window) for k in window[-1]}
                 window = []
                 logs = {f"train/{k}": v for k, v in logs.items()}
                 logs["train/lr"] = self.schedulers[0].get_last_lr()[0] if self.schedulers else 0.0

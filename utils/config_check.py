@@ -61,7 +61,8 @@ def _check_block(path: str, block: dict, schema: dict, extra: set[str], strict_u
         if name in schema or name in extra:
             continue
         where = f"{path}.{name}" if path else name
-        close = nearest(name, list(schema) + list(extra), n=1)
+        # Where unknown keys may belong to a plugin, only a near-certain typo is an error.
+        close = nearest(name, list(schema) + list(extra), n=1, cutoff=0.5 if strict_unknown else 0.8)
         if strict_unknown or close:
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             known = ", ".join(sorted(list(schema) + list(extra)))
@@ -86,6 +87,12 @@ def validate_options(opt: Opt, model_config_keys: Mapping | None = None, dataset
     """
     data = opt._data
     model_config_keys = model_config_keys or {}
+    for name in data:
+        if any(w in name.lower() for w in ("token", "api_key")):
+            raise ConfigError(
+                f"The config key '{name}' looks like a secret; put tokens in the environment "
+                "(HF_TOKEN, COMET_API_KEY), never in a YAML file that is saved with the run."
+            )
     for path, schema in BLOCKS.items():
         block = data
         for part in [p for p in path.split(".") if p]:
@@ -100,7 +107,7 @@ def validate_options(opt: Opt, model_config_keys: Mapping | None = None, dataset
         if path == "":
             # Top-level blocks a plugin reads (a GAN's `network_d`, an LDM's `vae`) are allowed when
             # they resemble no trainer key; a top-level scalar must be the trainer's or the model's.
-            extra |= {k for k, v in block.items() if isinstance(v, dict) and not nearest(k, schema, n=1)}
+            extra |= {k for k, v in block.items() if isinstance(v, dict) and not nearest(k, schema, n=1, cutoff=0.8)}
         _check_block(path, block, schema, extra, strict_unknown=path == "")
     _check_report_to(data)
     _check_datasets(data, dataset_classes or {})
@@ -110,12 +117,6 @@ def validate_options(opt: Opt, model_config_keys: Mapping | None = None, dataset
         raise ConfigError("Set 'train.max_train_steps' or 'train.num_train_epochs'; both are empty.")
     if data.get("push_to_hub") and not data.get("hub_model_id"):
         raise ConfigError("'push_to_hub' is true but 'hub_model_id' is empty; set it to 'user/repo-name'.")
-    for name in data:
-        if any(w in name.lower() for w in ("token", "api_key")):
-            raise ConfigError(
-                f"The config key '{name}' looks like a secret; put tokens in the environment "
-                "(HF_TOKEN, COMET_API_KEY), never in a YAML file that is saved with the run."
-            )
     return opt
 
 
@@ -152,7 +153,8 @@ def _check_datasets(data: dict, dataset_classes: Mapping) -> None:
             raise ConfigError(f"'datasets.{name}' must be a mapping with at least 'type', got {block!r}.")
         cls = dataset_classes.get(name)
         declared = getattr(cls, "config_keys", None)
-        extra = set(declared or ())
+        # A dataset that does not declare its keys may read any; only the common ones are checked.
+        extra = set(declared) if declared is not None else {k for k in block if k not in DATASET}
         _check_block(f"datasets.{name}", block, DATASET, extra, strict_unknown=declared is not None)
 
 

@@ -32,11 +32,11 @@ class DataError(UserError, ValueError):
     """A data file or folder that cannot be used as it is."""
 
 
-def nearest(name: str, candidates: Iterable[str], n: int = 3) -> list[str]:
+def nearest(name: str, candidates: Iterable[str], n: int = 3, cutoff: float = 0.5) -> list[str]:
     """The candidates closest to `name`, best first (case-insensitive)."""
     candidates = list(candidates)
     by_lower = {c.lower(): c for c in candidates}
-    matches = difflib.get_close_matches(name.lower(), list(by_lower), n=n, cutoff=0.5)
+    matches = difflib.get_close_matches(name.lower(), list(by_lower), n=n, cutoff=cutoff)
     return [by_lower[m] for m in matches]
 
 
