@@ -16,7 +16,9 @@ from utils.errors import UserError
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("-opt", required=True, help="path to the experiment YAML")
     parser.add_argument("-test", action="store_true", help="validate once with trained weights, then exit")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
@@ -36,7 +38,9 @@ def build(args):
         if key not in opt:
             validate_options(opt)  # raises the "missing key" error with its explanation
     model_cls = find_model_class(opt["model_type"])
-    datasets = opt["datasets"] if isinstance(opt.get("datasets"), dict) or hasattr(opt["datasets"], "items") else {}
+    datasets = (
+        opt["datasets"] if isinstance(opt.get("datasets"), dict) or hasattr(opt["datasets"], "items") else {}
+    )
     dataset_classes = {
         name: find_dataset_class(block["type"])
         for name, block in datasets.items()
@@ -55,6 +59,9 @@ def main(argv=None) -> int:
     # Accelerate narrates every file of a checkpoint at INFO; our own lines say what matters.
     for noisy in ("accelerate", "transformers", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # one bar per save_pretrained shard is noise here
     try:
         model, _ = build(args)
         if args.test:

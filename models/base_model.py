@@ -67,7 +67,11 @@ class TrainingState:
         self.batches_in_epoch = 0
 
     def state_dict(self) -> dict:
-        return {"global_step": self.global_step, "epoch": self.epoch, "batches_in_epoch": self.batches_in_epoch}
+        return {
+            "global_step": self.global_step,
+            "epoch": self.epoch,
+            "batches_in_epoch": self.batches_in_epoch,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.global_step, self.epoch, self.batches_in_epoch = (
@@ -112,7 +116,9 @@ class BaseModel:
             # Seedable samplers make every epoch's order a function of (seed, epoch), so a resumed run
             # sees exactly the batches an uninterrupted one would.
             dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
-            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=train["find_unused_parameters"])],
+            kwargs_handlers=[
+                DistributedDataParallelKwargs(find_unused_parameters=train["find_unused_parameters"])
+            ],
         )
         self._add_file_log()
         set_seed(opt["seed"])
@@ -153,7 +159,9 @@ class BaseModel:
         )
 
     def validate_step(self, batch, idx, lq_key, gt_key):
-        raise NotImplementedError(f"{type(self).__name__} must define validate_step(batch, idx, lq_key, gt_key).")
+        raise NotImplementedError(
+            f"{type(self).__name__} must define validate_step(batch, idx, lq_key, gt_key)."
+        )
 
     def build_optimizers(self) -> list:
         """One AdamW over every trainable parameter of `self.models`. Override for several optimizers."""
@@ -304,11 +312,15 @@ class BaseModel:
 
         if self.accelerator.is_main_process:
             save_options(self.opt, os.path.join(self.run_dir, "config.yml"))
-            config = {k: v if isinstance(v, (int, float, str, bool)) else str(v)
-                      for k, v in flatten(redact_secrets(self.opt.to_dict())).items()}
+            config = {
+                k: v if isinstance(v, (int, float, str, bool)) else str(v)
+                for k, v in flatten(redact_secrets(self.opt.to_dict())).items()
+            }
             init_kwargs = {}
             if "comet_ml" in requested_trackers(self.opt["report_to"]):
-                init_kwargs["comet_ml"] = comet_init_kwargs(self.run_dir, self.opt["experiment_key"], self.logger)
+                init_kwargs["comet_ml"] = comet_init_kwargs(
+                    self.run_dir, self.opt["experiment_key"], self.logger
+                )
             project = self.opt.get("tracker_project_name") or self.opt["name"]
             self.accelerator.init_trackers(safe_name(project), config=config, init_kwargs=init_kwargs)
         self.accelerator.wait_for_everyone()
@@ -416,7 +428,9 @@ class BaseModel:
             try:
                 missing, unexpected = arch.load_state_dict(load_file(weights), strict=False)
             except RuntimeError as error:
-                raise ConfigError(f"The weights '{weights}' do not fit '{name}': {str(error).splitlines()[0]}") from None
+                raise ConfigError(
+                    f"The weights '{weights}' do not fit '{name}': {str(error).splitlines()[0]}"
+                ) from None
             if missing or unexpected:
                 raise ConfigError(
                     f"The weights '{weights}' do not fit '{name}': missing {sorted(missing)[:5]}, "
@@ -453,7 +467,9 @@ class BaseModel:
         if self.accelerator.is_main_process:
             final = publish(staging)
             removed = rotate(self.run_dir, self.opt["train"]["checkpoints_total_limit"])
-            self.logger.info(f"Saved {final}" + (f"; removed {len(removed)} old checkpoint(s)" if removed else ""))
+            self.logger.info(
+                f"Saved {final}" + (f"; removed {len(removed)} old checkpoint(s)" if removed else "")
+            )
         self.accelerator.wait_for_everyone()
         return final
 
@@ -601,7 +617,12 @@ class BaseModel:
         for arch in self._archs:
             arch.eval()
         devices = [self.accelerator.device] if self.accelerator.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices), self.ema_weights(), torch.no_grad(), collect_metrics() as summary:
+        with (
+            torch.random.fork_rng(devices=devices),
+            self.ema_weights(),
+            torch.no_grad(),
+            collect_metrics() as summary,
+        ):
             torch.manual_seed(self.opt["seed"])
             idx = 0
             for i, batch in enumerate(self.val_loader):
@@ -647,7 +668,9 @@ class BaseModel:
             search = path.get("resume_from_path") or self.run_dir
             found = resolve_checkpoint(path["resume_from_checkpoint"], search)
             if found is None:
-                raise ConfigError(f"-test: no checkpoint found in '{search}' for 'resume_from_checkpoint: latest'.")
+                raise ConfigError(
+                    f"-test: no checkpoint found in '{search}' for 'resume_from_checkpoint: latest'."
+                )
             path["pretrained"] = found
         self._setup()
         if self.val_loader is None:

@@ -87,7 +87,9 @@ def read_scalars(run_dir: str) -> dict[str, dict[int, float]]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     scalars: dict[str, dict[int, float]] = {}
-    for path in sorted(glob.glob(os.path.join(run_dir, "**", "events.out.tfevents.*"), recursive=True), key=os.path.getmtime):
+    for path in sorted(
+        glob.glob(os.path.join(run_dir, "**", "events.out.tfevents.*"), recursive=True), key=os.path.getmtime
+    ):
         acc = EventAccumulator(path)
         acc.Reload()
         for tag in acc.Tags()["scalars"]:

@@ -26,8 +26,12 @@ def test_seed_separator_and_default_weight():
 
 @pytest.mark.parametrize(
     "spec, message",
-    [("1*MSE+0.1*LPIPS", r"unknown loss 'LPIPS'.*known: MSE, L1"), ("1*MSE+", "not of the form"),
-     ("__import__('os')", "not of the form"), ("MSE+MSE", "twice")],
+    [
+        ("1*MSE+0.1*LPIPS", r"unknown loss 'LPIPS'.*known: MSE, L1"),
+        ("1*MSE+", "not of the form"),
+        ("__import__('os')", "not of the form"),
+        ("MSE+MSE", "twice"),
+    ],
 )
 def test_bad_loss_strings(spec, message):
     with pytest.raises(ConfigError, match=message):
@@ -69,5 +73,7 @@ def test_ssim_identical_is_one_and_noise_lower():
 def test_metric_options_are_checked_and_computed():
     with pytest.raises(ConfigError, match=r"'val.metrics.psnr.crop' is -1"):
         check_metric_options({"psnr": {"crop": -1}})
-    values = compute_metrics(np.zeros((1, 1, 4, 4)), np.full((1, 1, 4, 4), 0.5), {"mse": {}, "psnr": {"data_range": 1}})
+    values = compute_metrics(
+        np.zeros((1, 1, 4, 4)), np.full((1, 1, 4, 4), 0.5), {"mse": {}, "psnr": {"data_range": 1}}
+    )
     assert values["mse"] == 0.25 and values["psnr"] == pytest.approx(10 * math.log10(4))

@@ -8,7 +8,7 @@ from utils.errors import ConfigError, PluginError
 from utils.options import Opt
 from utils.registry import Registry
 
-SEED_STYLE_ARCH = '''
+SEED_STYLE_ARCH = """
 import torch.nn as nn
 from transformers import PreTrainedModel, PretrainedConfig
 
@@ -32,7 +32,7 @@ class SeedVAE_arch(PreTrainedModel):
 
     def forward(self, x):
         return self.enc(x)
-'''
+"""
 
 
 def make_plugins(tmp_path, files: dict[str, str]) -> Registry:
@@ -50,7 +50,10 @@ def plugin_root(tmp_path, monkeypatch):
 
 
 def test_discovery_is_sorted_and_recursive(plugin_root):
-    reg = make_plugins(plugin_root, {"b_arch.py": "class B: pass\n", "sub/a_arch.py": "class A: pass\n", "x.py": "class X: pass\n"})
+    reg = make_plugins(
+        plugin_root,
+        {"b_arch.py": "class B: pass\n", "sub/a_arch.py": "class A: pass\n", "x.py": "class X: pass\n"},
+    )
     assert [p.name for p in reg.files] == ["b_arch.py", "a_arch.py"]
     assert reg.names() == ["A", "B"]
     assert reg.get("A").__name__ == "A"
@@ -58,7 +61,11 @@ def test_discovery_is_sorted_and_recursive(plugin_root):
 
 def test_broken_plugin_breaks_only_itself_and_is_named(plugin_root):
     reg = make_plugins(
-        plugin_root, {"good_arch.py": "class Good: pass\n", "broken_arch.py": "import not_a_real_module\nclass Broken: pass\n"}
+        plugin_root,
+        {
+            "good_arch.py": "class Good: pass\n",
+            "broken_arch.py": "import not_a_real_module\nclass Broken: pass\n",
+        },
     )
     assert reg.get("Good").__name__ == "Good"
     with pytest.raises(PluginError, match=r"plugins/broken_arch.py.*'not_a_real_module'"):
@@ -66,14 +73,18 @@ def test_broken_plugin_breaks_only_itself_and_is_named(plugin_root):
 
 
 def test_duplicate_class_names_both_files(plugin_root):
-    reg = make_plugins(plugin_root, {"one_arch.py": "class Same: pass\n", "two_arch.py": "class Same: pass\n"})
+    reg = make_plugins(
+        plugin_root, {"one_arch.py": "class Same: pass\n", "two_arch.py": "class Same: pass\n"}
+    )
     with pytest.raises(PluginError, match=r"one_arch.py.*two_arch.py"):
         reg.get("Same")
 
 
 def test_unknown_name_lists_available_and_nearest(plugin_root):
     reg = make_plugins(plugin_root, {"m_arch.py": "class Denoise_model: pass\nclass Other_model: pass\n"})
-    with pytest.raises(PluginError, match=r"Did you mean 'Denoise_model'\?.*Available: Denoise_model, Other_model"):
+    with pytest.raises(
+        PluginError, match=r"Did you mean 'Denoise_model'\?.*Available: Denoise_model, Other_model"
+    ):
         reg.get("Denoise_modle")
 
 
@@ -97,11 +108,15 @@ def test_define_network_pairs_config_and_does_not_mutate():
 
 
 def test_define_network_errors():
-    with pytest.raises(PluginError, match=r"No arch named 'TinyDenoizer_arch'.*Did you mean 'TinyDenoiser_arch'"):
+    with pytest.raises(
+        PluginError, match=r"No arch named 'TinyDenoizer_arch'.*Did you mean 'TinyDenoiser_arch'"
+    ):
         define_network({"type": "TinyDenoizer"})
     with pytest.raises(ConfigError, match="needs a 'type'"):
         define_network({"in_channels": 1})
-    with pytest.raises(ConfigError, match=r"'network.hiden_channels' for TinyDenoiser_config.*'hidden_channels'"):
+    with pytest.raises(
+        ConfigError, match=r"'network.hiden_channels' for TinyDenoiser_config.*'hidden_channels'"
+    ):
         define_network({"type": "TinyDenoiser", "hiden_channels": 4})
 
 
@@ -117,7 +132,9 @@ def test_arch_without_config_class_is_rejected(plugin_root, monkeypatch):
 def test_seed_style_arch_without_post_init_saves_and_reloads(plugin_root, monkeypatch, tmp_path):
     import models.archs as archs
 
-    monkeypatch.setattr(archs, "ARCH_REGISTRY", make_plugins(plugin_root, {"seedvae_arch.py": SEED_STYLE_ARCH}))
+    monkeypatch.setattr(
+        archs, "ARCH_REGISTRY", make_plugins(plugin_root, {"seedvae_arch.py": SEED_STYLE_ARCH})
+    )
     torch.manual_seed(0)
     net = archs.define_network({"type": "SeedVAE", "in_channels": 1, "latent_dim": 3})
     # PyTorch's own init is kept (transformers' post_init would have redrawn it with std 0.02).

@@ -19,7 +19,15 @@ def test_train_checkpoints_rotation_final_and_test(tiny_config, tmp_path, capsys
     assert run_trainer(tiny_config, tmp_path) == 0
     run = run_folder(tiny_config)
     # checkpoints every 3 steps of 6, at most 2 kept; only complete ones, no staging left over
-    assert sorted(os.listdir(run)) == ["checkpoint-3", "checkpoint-6", "config.yml", "final", "images", "logs", "train.log"]
+    assert sorted(os.listdir(run)) == [
+        "checkpoint-3",
+        "checkpoint-6",
+        "config.yml",
+        "final",
+        "images",
+        "logs",
+        "train.log",
+    ]
     assert os.path.isfile(os.path.join(run, "checkpoint-6", "checkpoint_complete"))
     assert os.path.isfile(os.path.join(run, "checkpoint-6", "net_g", "model.safetensors"))
     # scalars read back from the TensorBoard event files
@@ -63,7 +71,9 @@ def test_loss_falls_and_psnr_beats_the_noisy_input(tiny_config, tmp_path):
 
 
 def test_resume_mid_epoch_gives_the_same_losses_and_weights(tiny_config, tmp_path, monkeypatch):
-    tiny_config["train"].update(max_train_steps=10, checkpointing_steps=3, validation_steps=5, checkpoints_total_limit=None)
+    tiny_config["train"].update(
+        max_train_steps=10, checkpointing_steps=3, validation_steps=5, checkpoints_total_limit=None
+    )
     reference = copy.deepcopy(tiny_config)
     reference["experiment_key"] = "uninterrupted"
     assert run_trainer(reference, tmp_path, name="ref.yml") == 0
@@ -154,7 +164,9 @@ def test_eight_bit_adam_step(tiny_config, tmp_path):
     tiny_config["network"]["hidden_channels"] = 64  # bitsandbytes keeps tensors under 4096 values in 32 bit
     tiny_config["train"].update(max_train_steps=8, checkpointing_steps=8, validation_steps=8)
     assert run_trainer(tiny_config, tmp_path) == 0
-    optimizer_state = torch.load(os.path.join(run_folder(tiny_config), "checkpoint-8", "optimizer.bin"), weights_only=False)
+    optimizer_state = torch.load(
+        os.path.join(run_folder(tiny_config), "checkpoint-8", "optimizer.bin"), weights_only=False
+    )
     quantized = [s["__bnb_optimizer_quant_state__"] for s in optimizer_state["state"].values()]
     assert any(q["state1"].dtype == torch.uint8 for q in quantized)  # the 64x64x3x3 conv's moments
     losses = read_scalars(run_folder(tiny_config))["train/all"]

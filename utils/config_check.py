@@ -79,7 +79,9 @@ def _check_block(path: str, block: dict, schema: dict, extra: set[str], strict_u
         block[name] = check_value(where, block[name], key)
 
 
-def validate_options(opt: Opt, model_config_keys: Mapping | None = None, dataset_classes: Mapping | None = None) -> Opt:
+def validate_options(
+    opt: Opt, model_config_keys: Mapping | None = None, dataset_classes: Mapping | None = None
+) -> Opt:
     """Validate the trainer's blocks of `opt` in place and return it.
 
     model_config_keys: `{'train': {'kl_weight'}, ...}`, keys the model reads from those blocks.
@@ -107,7 +109,9 @@ def validate_options(opt: Opt, model_config_keys: Mapping | None = None, dataset
         if path == "":
             # Top-level blocks a plugin reads (a GAN's `network_d`, an LDM's `vae`) are allowed when
             # they resemble no trainer key; a top-level scalar must be the trainer's or the model's.
-            extra |= {k for k, v in block.items() if isinstance(v, dict) and not nearest(k, schema, n=1, cutoff=0.8)}
+            extra |= {
+                k for k, v in block.items() if isinstance(v, dict) and not nearest(k, schema, n=1, cutoff=0.8)
+            }
         _check_block(path, block, schema, extra, strict_unknown=path == "")
     _check_report_to(data)
     _check_datasets(data, dataset_classes or {})

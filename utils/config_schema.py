@@ -33,26 +33,36 @@ SCHEDULER_CHOICES = (
 )
 
 TOP_LEVEL = {
-    "name": Key(None, "str", "Experiment name; the run folder is `path.root/name/experiment_key`.", required=True),
-    "model_type": Key(None, "str", "Class name of the model, found among `models/**/*_model.py`.", required=True),
-    "is_train": Key(True, "bool", "Kept from seed 003; `-test` sets it to false."),
-    "report_to": Key(
-        "tensorboard", "str|list", "Trackers: tensorboard, comet_ml, none, all, or a list.", REPORT_TO_CHOICES
+    "name": Key(
+        None, "str", "Experiment name; the run folder is `path.root/name/experiment_key`.", required=True
     ),
+    "model_type": Key(
+        None, "str", "Class name of the model, found among `models/**/*_model.py`.", required=True
+    ),
+    "is_train": Key(True, "bool", "Kept from seed 003; `-test` sets it to false."),
+    "report_to": Key("tensorboard", "str|list", "Tracker, or a list of them.", REPORT_TO_CHOICES),
     "push_to_hub": Key(False, "bool", "Push every trained arch and a model card to the Hub at the end."),
     "hub_model_id": Key(None, "str", "Hub repository (`user/name`) for `push_to_hub`.", nullable=True),
     "hub_private": Key(True, "bool", "Create the Hub repository as private."),
     "num_gpu": Key(
         None, "int", "Kept from seed 003; informational (`accelerate launch` sets the count).", nullable=True
     ),
-    "seed": Key(42, "int", "Seed of every random generator (weights, data order, validation noise).", minimum=0),
-    "mixed_precision": Key("no", "str", "Autocast precision: no, fp16 (with a grad scaler) or bf16.", ("no", "fp16", "bf16")),
+    "seed": Key(
+        42, "int", "Seed of every random generator (weights, data order, validation noise).", minimum=0
+    ),
+    "mixed_precision": Key(
+        "no", "str", "Autocast precision; fp16 runs with a grad scaler.", ("no", "fp16", "bf16")
+    ),
     "allow_tf32": Key(False, "bool", "Allow TF32 matmuls on Ampere and newer GPUs."),
-    "tracker_project_name": Key(None, "str", "Project name in the trackers; defaults to `name`.", nullable=True),
+    "tracker_project_name": Key(
+        None, "str", "Project name in the trackers; defaults to `name`.", nullable=True
+    ),
     "experiment_key": Key(
         None, "str", "Run subfolder and tracker run name; a timestamp when empty.", nullable=True
     ),
-    "datasets": Key(None, "block", "`train` and `val` (and optionally `test`) dataset blocks.", required=True),
+    "datasets": Key(
+        None, "block", "`train` and `val` (and optionally `test`) dataset blocks.", required=True
+    ),
     "network": Key(None, "block", "The arch block: `type: X` plus the keys of `X_config`.", nullable=True),
     "deeplens": Key(None, "block", "Lens simulation block of the PSF models (metres).", nullable=True),
     "path": Key(None, "block", "Where runs are written and what to resume or load."),
@@ -67,10 +77,15 @@ PATH = {
         None, "str", "`latest`, `checkpoint-N` or a checkpoint folder to resume training from.", nullable=True
     ),
     "resume_from_path": Key(
-        None, "str", "Run folder searched by `resume_from_checkpoint` (default: this run's folder).", nullable=True
+        None,
+        "str",
+        "Run folder searched by `resume_from_checkpoint` (default: this run's folder).",
+        nullable=True,
     ),
     "pretrained": Key(
-        None, "str", "A `final/` or `checkpoint-N` folder whose weights are loaded before training or `-test`.",
+        None,
+        "str",
+        "A `final/` or `checkpoint-N` folder whose weights are loaded before training or `-test`.",
         nullable=True,
     ),
 }
@@ -84,8 +99,11 @@ OPTIM = {
     "adam_weight_decay": Key(1e-2, "float", "AdamW decoupled weight decay.", minimum=0.0),
     "adam_epsilon": Key(1e-8, "float", "AdamW epsilon.", minimum=0.0),
     "max_grad_norm": Key(
-        1.0, "float", "Clip the gradient norm to this on every optimizer step; 0 or null turns it off.",
-        minimum=0.0, nullable=True,
+        1.0,
+        "float",
+        "Clip the gradient norm to this on every optimizer step; 0 or null turns it off.",
+        minimum=0.0,
+        nullable=True,
     ),
 }
 
@@ -98,7 +116,9 @@ SCHEDULER = {
 
 EMA = {
     "decay": Key(0.999, "float", "Largest EMA decay.", minimum=0.0, maximum=1.0),
-    "update_after_step": Key(0, "int", "Optimizer steps before the EMA starts following the weights.", minimum=0),
+    "update_after_step": Key(
+        0, "int", "Optimizer steps before the EMA starts following the weights.", minimum=0
+    ),
     "use_ema_warmup": Key(False, "bool", "Grow the decay as 1 - (1 + step / inv_gamma) ** -power."),
     "inv_gamma": Key(1.0, "float", "EMA warm-up inverse gamma.", minimum=0.0),
     "power": Key(2 / 3, "float", "EMA warm-up power.", minimum=0.0),
@@ -107,15 +127,28 @@ EMA = {
 TRAIN = {
     "optim": Key(None, "block", "Optimizer settings."),
     "scheduler": Key(None, "block", "Learning-rate schedule."),
-    "ema": Key(None, "block", "Exponential moving average of the trained weights; absent or null is off.", nullable=True),
+    "ema": Key(
+        None,
+        "block",
+        "Exponential moving average of the trained weights; absent or null is off.",
+        nullable=True,
+    ),
     "loss": Key("1*MSE", "str", "Loss expression for `utils.loss.Loss`, e.g. `1*MSE+0.1*L1`."),
     "batch_size": Key(16, "int", "Training batch size per process.", minimum=1),
     "gradient_accumulation_steps": Key(1, "int", "Micro-batches per optimizer step.", minimum=1),
     "max_train_steps": Key(
-        None, "int", "Optimizer steps to train; overrides `num_train_epochs` when set.", minimum=1, nullable=True
+        None,
+        "int",
+        "Optimizer steps to train; overrides `num_train_epochs` when set.",
+        minimum=1,
+        nullable=True,
     ),
-    "num_train_epochs": Key(1, "int", "Epochs to train when `max_train_steps` is not set.", minimum=1, nullable=True),
-    "validation_steps": Key(500, "int", "Validate every N optimizer steps (and always at the end).", minimum=1),
+    "num_train_epochs": Key(
+        1, "int", "Epochs to train when `max_train_steps` is not set.", minimum=1, nullable=True
+    ),
+    "validation_steps": Key(
+        500, "int", "Validate every N optimizer steps (and always at the end).", minimum=1
+    ),
     "checkpointing_steps": Key(1000, "int", "Write `checkpoint-N` every N optimizer steps.", minimum=1),
     "checkpoints_total_limit": Key(
         None, "int", "Keep at most this many checkpoints (oldest removed).", minimum=1, nullable=True
@@ -128,15 +161,25 @@ TRAIN = {
 VAL = {
     "batch_size": Key(4, "int", "Validation batch size per process.", minimum=1),
     "save_images": Key(True, "bool", "Write logged images as PNGs to `<run>/images/`."),
-    "metrics": Key(None, "block", "Metrics by name with their options, e.g. `psnr: {crop: 0}`.", nullable=True),
+    "metrics": Key(
+        None, "block", "Metrics by name with their options, e.g. `psnr: {crop: 0}`.", nullable=True
+    ),
     "lq_key": Key("cond", "str", "Batch key of the input, passed to `validate_step`."),
     "gt_key": Key("gt", "str", "Batch key of the target, passed to `validate_step`."),
-    "max_batches": Key(None, "int", "Validate on at most this many batches (all when null).", minimum=1, nullable=True),
+    "max_batches": Key(
+        None, "int", "Validate on at most this many batches (all when null).", minimum=1, nullable=True
+    ),
 }
 
 DATASET = {
     "type": Key(None, "str", "Class name of the dataset, found among `dataset/*_dataset.py`.", required=True),
-    "batch_size": Key(None, "int", "Overrides `train.batch_size` / `val.batch_size` for this loader.", minimum=1, nullable=True),
+    "batch_size": Key(
+        None,
+        "int",
+        "Overrides `train.batch_size` / `val.batch_size` for this loader.",
+        minimum=1,
+        nullable=True,
+    ),
     "use_shuffle": Key(None, "bool", "Shuffle (default: true for train, false otherwise).", nullable=True),
     "num_workers": Key(0, "int", "DataLoader worker processes.", minimum=0),
     "pin_memory": Key(False, "bool", "Pin host memory for faster GPU copies."),
@@ -144,7 +187,9 @@ DATASET = {
     "persistent_workers": Key(False, "bool", "Keep workers alive between epochs."),
     "prefetch_factor": Key(None, "int", "Batches prefetched per worker.", minimum=1, nullable=True),
     "phase": Key(None, "str", "Set by the trainer from the block name; datasets read it.", nullable=True),
-    "split_file": Key(None, "str", "Set by the trainer: where a dataset writes and rereads its split.", nullable=True),
+    "split_file": Key(
+        None, "str", "Set by the trainer: where a dataset writes and rereads its split.", nullable=True
+    ),
 }
 
 DATASET_NAMES = ("train", "val", "test")

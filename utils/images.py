@@ -41,9 +41,9 @@ def make_grid(images, ncol: int | None = None, pad: int = 1) -> np.ndarray:
     grid = np.ones((nrow * (h + pad) + pad, ncol * (w + pad) + pad, 3), dtype=np.float32)
     for i in range(count):
         r, col = divmod(i, ncol)
-        grid[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + col * (w + pad) : pad + col * (w + pad) + w] = x[
-            i
-        ].transpose(1, 2, 0)
+        grid[
+            pad + r * (h + pad) : pad + r * (h + pad) + h, pad + col * (w + pad) : pad + col * (w + pad) + w
+        ] = x[i].transpose(1, 2, 0)
     return grid
 
 

@@ -35,7 +35,9 @@ class SSIMLoss(nn.Module):
 
         dims = pred.ndim - 2
         if dims not in self._by_dims:
-            self._by_dims[dims] = MonaiSSIMLoss(spatial_dims=dims, data_range=1.0, win_size=min(7, *pred.shape[2:]) | 1)
+            self._by_dims[dims] = MonaiSSIMLoss(
+                spatial_dims=dims, data_range=1.0, win_size=min(7, *pred.shape[2:]) | 1
+            )
         return self._by_dims[dims](pred, target)
 
 
@@ -49,7 +51,9 @@ LOSSES = {
     "SSIM": SSIMLoss,
 }
 
-_TERM = re.compile(r"^\s*(?:(?P<weight>[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*\*\s*)?(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*$")
+_TERM = re.compile(
+    r"^\s*(?:(?P<weight>[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*\*\s*)?(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*$"
+)
 
 
 class Loss(nn.Module):
@@ -88,7 +92,9 @@ class Loss(nn.Module):
                     f"known: {', '.join(LOSSES)}."
                 )
             if any(name == n for n, _ in terms):
-                raise ConfigError(f"'{where}' = {spec!r} names the loss '{name}' twice; add the weights instead.")
+                raise ConfigError(
+                    f"'{where}' = {spec!r} names the loss '{name}' twice; add the weights instead."
+                )
             terms.append((name, float(match["weight"]) if match["weight"] else 1.0))
         return terms
 

@@ -117,7 +117,9 @@ def load_options(path: str, overrides: list[str] | None = None) -> Opt:
         problem = getattr(error, "problem", None) or str(error).splitlines()[0]
         raise ConfigError(f"The config file '{path}' is not valid YAML{where}: {problem}.") from None
     if not isinstance(conf, Mapping):
-        raise ConfigError(f"The config file '{path}' must hold a mapping of keys, not a {type(conf).__name__}.")
+        raise ConfigError(
+            f"The config file '{path}' must hold a mapping of keys, not a {type(conf).__name__}."
+        )
     if overrides:
         bad = [o for o in overrides if "=" not in o or o.startswith("=")]
         if bad:
@@ -127,7 +129,9 @@ def load_options(path: str, overrides: list[str] | None = None) -> Opt:
         try:
             conf = OmegaConf.merge(conf, OmegaConf.from_dotlist(list(overrides)))
         except OmegaConfBaseException as error:
-            raise ConfigError(f"The command-line overrides {overrides} cannot be applied: {error.msg}.") from None
+            raise ConfigError(
+                f"The command-line overrides {overrides} cannot be applied: {error.msg}."
+            ) from None
     try:
         data = OmegaConf.to_container(conf, resolve=True)
     except OmegaConfBaseException as error:

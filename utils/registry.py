@@ -24,7 +24,9 @@ def _top_level_names(path: Path) -> list[tuple[str, bool]]:
     try:
         tree = ast.parse(path.read_text(), filename=str(path))
     except SyntaxError as error:
-        raise PluginError(f"The plugin file '{path}' has a syntax error at line {error.lineno}: {error.msg}.") from None
+        raise PluginError(
+            f"The plugin file '{path}' has a syntax error at line {error.lineno}: {error.msg}."
+        ) from None
     names = []
     for node in tree.body:
         if isinstance(node, ast.ClassDef):

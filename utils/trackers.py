@@ -21,7 +21,7 @@ def requested_trackers(report_to) -> list[str]:
 
 def _comet_reachable(timeout: float = 3.0) -> bool:
     try:
-        from comet_ml.config import get_config, get_comet_url_override
+        from comet_ml.config import get_comet_url_override, get_config
 
         url = urlparse(get_comet_url_override(get_config()))
         with socket.create_connection((url.hostname, url.port or 443), timeout=timeout):
@@ -35,10 +35,19 @@ def comet_init_kwargs(run_dir: str, experiment_name: str, logger) -> dict:
     import comet_ml
 
     offline_dir = os.path.join(run_dir, "comet_ml")
-    has_key = bool(os.environ.get("COMET_API_KEY") or comet_ml.config.get_config().get_string(None, "comet.api_key"))
+    has_key = bool(
+        os.environ.get("COMET_API_KEY") or comet_ml.config.get_config().get_string(None, "comet.api_key")
+    )
     online = has_key and _comet_reachable()
-    config = dict(name=experiment_name, log_code=False, log_git_metadata=False, log_git_patch=False,
-                  log_env_gpu=False, log_env_host=False, auto_output_logging="simple")
+    config = dict(
+        name=experiment_name,
+        log_code=False,
+        log_git_metadata=False,
+        log_git_patch=False,
+        log_env_gpu=False,
+        log_env_host=False,
+        auto_output_logging="simple",
+    )
     if online:
         return {"experiment_config": comet_ml.ExperimentConfig(**config)}
     os.makedirs(offline_dir, exist_ok=True)
@@ -46,4 +55,7 @@ def comet_init_kwargs(run_dir: str, experiment_name: str, logger) -> dict:
     logger.info(
         f"comet_ml: {reason}; logging offline to {offline_dir} (upload later with `comet upload <archive>.zip`)."
     )
-    return {"online": False, "experiment_config": comet_ml.ExperimentConfig(offline_directory=offline_dir, **config)}
+    return {
+        "online": False,
+        "experiment_config": comet_ml.ExperimentConfig(offline_directory=offline_dir, **config),
+    }

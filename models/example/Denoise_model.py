@@ -39,8 +39,16 @@ class Denoise_model(BaseModel):
             pred = self.net_g(self.sample["inp"])
         if idx == 0:  # one grid per validation is enough to watch progress
             triplet = torch.cat([self.sample["inp"], pred, self.sample["gt"]], dim=-1)
-            log_image(self.opt, self.accelerator, triplet.cpu().numpy(), "val_input_pred_target", self.global_step)
+            log_image(
+                self.opt, self.accelerator, triplet.cpu().numpy(), "val_input_pred_target", self.global_step
+            )
         if hasattr(self.opt.val, "metrics"):
-            log_metrics(pred.cpu().numpy(), self.sample["gt"].cpu().numpy(), self.opt.val.metrics,
-                        self.accelerator, self.global_step, comment="val_")
+            log_metrics(
+                pred.cpu().numpy(),
+                self.sample["gt"].cpu().numpy(),
+                self.opt.val.metrics,
+                self.accelerator,
+                self.global_step,
+                comment="val_",
+            )
         return idx + len(pred)

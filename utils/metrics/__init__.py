@@ -23,7 +23,9 @@ HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "mse": False, "mae": False, "dic
 
 def get_metric(name: str):
     if name not in METRICS:
-        raise ConfigError(f"Unknown metric '{name}'{did_you_mean(name, METRICS)}; known: {', '.join(METRICS)}.")
+        raise ConfigError(
+            f"Unknown metric '{name}'{did_you_mean(name, METRICS)}; known: {', '.join(METRICS)}."
+        )
     module, fn = METRICS[name].split(":")
     return getattr(importlib.import_module(module), fn)
 
@@ -33,10 +35,14 @@ def check_metric_options(metrics_opt, where: str = "val.metrics") -> None:
     if metrics_opt is None:
         return
     if not hasattr(metrics_opt, "items"):
-        raise ConfigError(f"'{where}' must map metric names to their options (e.g. psnr: {{crop: 0}}), got {metrics_opt!r}.")
+        raise ConfigError(
+            f"'{where}' must map metric names to their options (e.g. psnr: {{crop: 0}}), got {metrics_opt!r}."
+        )
     for name, options in metrics_opt.items():
         if name not in METRICS:
-            raise ConfigError(f"Unknown metric '{where}.{name}'{did_you_mean(name, METRICS)}; known: {', '.join(METRICS)}.")
+            raise ConfigError(
+                f"Unknown metric '{where}.{name}'{did_you_mean(name, METRICS)}; known: {', '.join(METRICS)}."
+            )
         accepted = [p for p in inspect.signature(get_metric(name)).parameters if p not in ("pred", "target")]
         for option, value in (options or {}).items():
             if option not in accepted:
@@ -45,9 +51,14 @@ def check_metric_options(metrics_opt, where: str = "val.metrics") -> None:
                     f"'{name}' takes: {', '.join(accepted)}."
                 )
             if option == "crop" and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
-                raise ConfigError(f"'{where}.{name}.crop' is {value!r}; it must be a whole number of pixels >= 0.")
+                raise ConfigError(
+                    f"'{where}.{name}.crop' is {value!r}; it must be a whole number of pixels >= 0."
+                )
 
 
 def compute_metrics(pred, target, metrics_opt) -> dict[str, float]:
     """`{name: value}` for every metric of `metrics_opt` (`{'psnr': {'crop': 0}, ...}`)."""
-    return {name: get_metric(name)(pred, target, **dict(options or {})) for name, options in (metrics_opt or {}).items()}
+    return {
+        name: get_metric(name)(pred, target, **dict(options or {}))
+        for name, options in (metrics_opt or {}).items()
+    }

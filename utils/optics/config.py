@@ -61,7 +61,9 @@ def _positive(where: str, key: str, value, kind=float):
     except (TypeError, ValueError):
         raise ConfigError(f"{where}.{key} must be a positive number, not {value!r}") from None
     if not (number > 0 and math.isfinite(number)) or (kind is int and number != float(value)):
-        raise ConfigError(f"{where}.{key} must be a positive {'integer' if kind is int else 'number'}, not {value!r}")
+        raise ConfigError(
+            f"{where}.{key} must be a positive {'integer' if kind is int else 'number'}, not {value!r}"
+        )
     return number
 
 
@@ -76,7 +78,9 @@ class PSFSimulator:
         depth_min_mm, depth_max_mm: object distance range (positive mm; the points use -depth).
     """
 
-    def __init__(self, lens, spp, kernel_size, wavelengths_um, field_extent, depth_min_mm, depth_max_mm, backend):
+    def __init__(
+        self, lens, spp, kernel_size, wavelengths_um, field_extent, depth_min_mm, depth_max_mm, backend
+    ):
         self.lens = lens
         self.spp = spp
         self.kernel_size = kernel_size
@@ -112,23 +116,36 @@ class PSFSimulator:
         return self.lens.refocus(-abs(depth_mm))
 
     @torch.no_grad()
-    def simulate(self, points, device=None, generator=None, wavelengths_um=None) -> torch.Tensor:
+    def simulate(
+        self, points, device=None, generator=None, wavelengths_um=None, focus_depths_mm=None
+    ) -> torch.Tensor:
         """PSFs of (N, 3) points (normalised x, y, depth in mm), shape (N, C, K, K), each channel sum 1.
 
         `wavelengths_um` may override the block's set, as C floats or an (N, C) tensor.
+        `focus_depths_mm`, (N,) object distances, focuses the lens anew for each point; without it
+        the lens stays where `focus` last put it.
         """
         points = torch.as_tensor(points, dtype=torch.float32)
         waves = self.wavelengths_um if wavelengths_um is None else wavelengths_um
         if device is not None:
             self.lens.to(device)
         if self.backend == "deeplens":
+            if focus_depths_mm is not None:
+                raise ConfigError(
+                    "per-point focus needs backend: builtin (DeepLens focuses one lens at a time)"
+                )
             return self._simulate_deeplens(points, waves, device)
-        return self.lens.psf_batch(points, waves, ks=self.kernel_size, spp=self.spp, generator=generator)
+        sensor_z = None if focus_depths_mm is None else self.lens.best_focus_z(focus_depths_mm)
+        return self.lens.psf_batch(
+            points, waves, ks=self.kernel_size, spp=self.spp, generator=generator, sensor_z=sensor_z
+        )
 
     def _simulate_deeplens(self, points, waves, device):
         waves = torch.as_tensor(waves, dtype=torch.float32)
         if waves.dim() == 2:
-            raise ConfigError("per-point wavelengths need backend: builtin (DeepLens traces one wavelength per call)")
+            raise ConfigError(
+                "per-point wavelengths need backend: builtin (DeepLens traces one wavelength per call)"
+            )
         points = points.to(device or self.lens.device)
         channels = [self.lens.psf(points, ks=self.kernel_size, wvln=float(w), spp=self.spp) for w in waves]
         return torch.stack(channels, dim=1)
@@ -154,13 +171,16 @@ def parse_block(block, where: str = "deeplens") -> dict:
     waves = [_positive(where, "wavelength_set_m", w) for w in waves]
     if not waves or not all(100e-9 <= w <= 20e-6 for w in waves):
         raise ConfigError(
-            f"{where}.wavelength_set_m must list wavelengths in metres (e.g. [450e-9, 550e-9, 650e-9]), not {waves}"
+            f"{where}.wavelength_set_m must list wavelengths in metres "
+            f"(e.g. [450e-9, 550e-9, 650e-9]), not {waves}"
         )
     values["wavelength_set_m"] = waves
     for key in ("depth_min", "depth_max"):
         values[key] = _positive(where, key, values[key])
     if values["depth_min"] > values["depth_max"]:
-        raise ConfigError(f"{where}.depth_min ({values['depth_min']}) is larger than depth_max ({values['depth_max']})")
+        raise ConfigError(
+            f"{where}.depth_min ({values['depth_min']}) is larger than depth_max ({values['depth_max']})"
+        )
     if values["fov"] is not None:
         values["fov"] = _positive(where, "fov", values["fov"])
     backend = str(values["backend"]).lower()

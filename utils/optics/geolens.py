@@ -107,28 +107,40 @@ class GeoLens:
     # ------------------------------------------------------------------ focus
 
     @torch.no_grad()
-    def refocus(self, depth: float = float("-inf"), spp: int = 4096) -> float:
-        """Move the sensor to best focus (least RMS spot, green) for an axial point at `depth` mm.
+    def refocus(self, depth: float = float("-inf"), spp: int = 4096, wvln: float = CHIEF_RAY_WAVE) -> float:
+        """Move the sensor to best focus for an axial point at `depth` mm (see `best_focus_z`).
+
+        Returns the new `d_sensor`.
+        """
+        self.d_sensor = float(self.best_focus_z(torch.tensor([float(depth)]), spp, wvln)[0])
+        return self.d_sensor
+
+    @torch.no_grad()
+    def best_focus_z(self, depths, spp: int = 4096, wvln: float = CHIEF_RAY_WAVE) -> torch.Tensor:
+        """Sensor positions (mm, shape (N,)) of least RMS spot for axial points at `depths` mm, at
+        `wvln` micrometres (green by default); the lens is left as it is.
 
         Each ray's height varies linearly with the sensor position, so the RMS spot radius is a
-        quadratic whose minimum is found in closed form. Returns the new `d_sensor`.
+        quadratic whose minimum is found in closed form.
         """
-        depth = -abs(float(depth))
-        points = torch.tensor([[0.0, 0.0, depth]], device=self.device)
-        wvln = torch.tensor([[CHIEF_RAY_WAVE]])
-        o, d, valid = self._trace_from_points(points, wvln, spp, generator=_fixed_generator())
-        o, d, valid = o[0, :-1], d[0, :-1], valid[0, :-1]
-        if not valid.any():
-            raise LensError(f"no ray from depth {depth:g} mm passes the lens {self!r}")
-        slope = d[valid, :2] / d[valid, 2:]
-        at_zero = o[valid, :2] - slope * o[valid, 2:]  # heights extrapolated to z = 0
-        slope = slope - slope.mean(0)
-        at_zero = at_zero - at_zero.mean(0)
-        z = -(at_zero * slope).sum() / (slope * slope).sum()
-        if not math.isfinite(float(z)) or float(z) <= self.surfaces[-1].z:
-            raise LensError(f"the lens {self!r} forms no real image of a point at depth {depth:g} mm")
-        self.d_sensor = float(z)
-        return self.d_sensor
+        depths = -torch.as_tensor(depths, dtype=torch.float32).reshape(-1).abs()
+        n = depths.shape[0]
+        points = torch.stack([torch.zeros(n), torch.zeros(n), depths], dim=-1)
+        waves = torch.full((n, 1), float(wvln))
+        o, d, valid = self._trace_from_points(points, waves, spp, generator=_fixed_generator())
+        o, d, valid = o[:, :-1], d[:, :-1], valid[:, :-1]
+        weight = valid.unsqueeze(-1).to(o.dtype)
+        count = weight.sum(1, keepdim=True).clamp(min=1.0)
+        slope = torch.nan_to_num(d[..., :2] / d[..., 2:]) * weight
+        at_zero = torch.nan_to_num(o[..., :2] - slope * o[..., 2:]) * weight  # heights extrapolated to z = 0
+        slope = (slope - slope.sum(1, keepdim=True) / count) * weight
+        at_zero = (at_zero - at_zero.sum(1, keepdim=True) / count) * weight
+        z = -(at_zero * slope).sum((1, 2)) / (slope * slope).sum((1, 2))
+        bad = ~torch.isfinite(z) | (z <= self.surfaces[-1].z) | ~valid.any(1)
+        if bad.any():
+            depth = float(depths[bad.nonzero()[0, 0]])
+            raise LensError(f"the lens {self!r} forms no real image of an axial point at depth {depth:g} mm")
+        return z
 
     def paraxial_image_z(self, depth: float, wvln: float = WAVE_D) -> float:
         """Paraxial image position (mm from the first vertex) of an axial point at `depth` mm."""
@@ -152,8 +164,15 @@ class GeoLens:
         kernels, _ = self._psf_any(points, wvlns, ks, spp, **kwargs)
         return kernels
 
-    def psf_map(self, depth: float = -20000.0, grid=(7, 7), ks: int = 64, spp: int = 16384, wvln=DEFAULT_WAVE,
-                **kwargs):
+    def psf_map(
+        self,
+        depth: float = -20000.0,
+        grid=(7, 7),
+        ks: int = 64,
+        spp: int = 16384,
+        wvln=DEFAULT_WAVE,
+        **kwargs,
+    ):
         """PSFs on a field grid at one depth, shape (grid_rows, grid_cols, 1, ks, ks).
 
         Grid points sit at the centres of equal cells tiling the sensor; row 0 is the top of the
@@ -184,6 +203,7 @@ class GeoLens:
         seed: int | None = None,
         diffraction: bool = False,
         stratified: bool = True,
+        sensor_z=None,
     ) -> torch.Tensor:
         """PSFs of N points at W wavelengths in one trace, shape (N, W, ks, ks), each summing to 1.
 
@@ -194,6 +214,8 @@ class GeoLens:
             generator / seed: the source of the pupil jitter; the same seed gives the same kernels.
             diffraction: convolve with the Airy pattern of the working F-number at each wavelength.
             stratified: stratified pupil sampling (default) or independent samples as in DeepLens.
+            sensor_z: sensor position(s) in mm, a float or an (N,) tensor (one focus per point, e.g.
+                from `best_focus_z`); default `self.d_sensor`.
         """
         if generator is None and seed is not None:
             generator = torch.Generator().manual_seed(int(seed))
@@ -205,7 +227,11 @@ class GeoLens:
         n_waves = wvlns.shape[1]
 
         o, d, valid = self._trace_from_points(points, wvlns, spp, generator, stratified)
-        xy = propagate_to_z(o, d, self.d_sensor)[..., :2]
+        if sensor_z is None:
+            sensor_z = self.d_sensor
+        elif torch.is_tensor(sensor_z):
+            sensor_z = sensor_z.to(o.device, o.dtype).reshape(-1, 1)
+        xy = propagate_to_z(o, d, sensor_z)[..., :2]
         chief, chief_ok = xy[:, -1], valid[:, -1]
         xy, valid = xy[:, :-1], valid[:, :-1]
         # Where the chief ray is vignetted (only at the very edge of some fields), centre on the
@@ -233,7 +259,9 @@ class GeoLens:
         at_infinity = torch.isinf(depth)
         scale = torch.where(at_infinity, 0.0, depth.abs()) / self.efl
         half_w, half_h = self.sensor_size[0] / 2.0, self.sensor_size[1] / 2.0
-        obj = torch.stack([points[:, 0] * half_w * scale, points[:, 1] * half_h * scale, -depth.abs()], dim=-1)
+        obj = torch.stack(
+            [points[:, 0] * half_w * scale, points[:, 1] * half_h * scale, -depth.abs()], dim=-1
+        )
         return obj, at_infinity
 
     def _trace_from_points(self, points, wvlns, spp, generator=None, stratified=True):
@@ -258,10 +286,18 @@ class GeoLens:
         # A point at infinity sends parallel rays at the field angle whose paraxial image lands at
         # the same normalised position.
         half_w, half_h = self.sensor_size[0] / 2.0, self.sensor_size[1] / 2.0
-        parallel = torch.stack(
-            [points[:, 0].to(device) * half_w / self.efl, points[:, 1].to(device) * half_h / self.efl,
-             torch.ones(n, device=device)], dim=-1
-        ).unsqueeze(1).expand_as(to_pupil)
+        parallel = (
+            torch.stack(
+                [
+                    points[:, 0].to(device) * half_w / self.efl,
+                    points[:, 1].to(device) * half_h / self.efl,
+                    torch.ones(n, device=device),
+                ],
+                dim=-1,
+            )
+            .unsqueeze(1)
+            .expand_as(to_pupil)
+        )
         d = torch.where(at_infinity.view(n, 1, 1), parallel, to_pupil)
         d = d / torch.linalg.vector_norm(d, dim=-1, keepdim=True)
         # Rays start on the pupil plane (exactly on the ray), not at the far object: float32 would

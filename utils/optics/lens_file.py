@@ -8,7 +8,8 @@
       "surfaces": [
         {"type": "Stop", "r": 6.25, "d_next": 2.0},
         {"type": "Spheric", "r": 12.7, "roc": 51.5, "d_next": 5.0, "mat2": "n-bk7"},
-        {"type": "Aspheric", "r": 6.35, "c": 0.21, "k": -1.2, "ai": [5e-4, 1e-5], "d_next": 7.5, "mat2": "air"},
+        {"type": "Aspheric", "r": 6.35, "c": 0.21, "k": -1.2, "ai": [5e-4, 1e-5],
+         "d_next": 7.5, "mat2": "air"},
         ...
       ]
     }
@@ -27,11 +28,39 @@ from pathlib import Path
 from utils.errors import UserError, did_you_mean
 from utils.optics.materials import Material, MaterialError
 
-SURFACE_TYPES = {"spheric": "Spheric", "aspheric": "Aspheric", "stop": "Stop", "aperture": "Stop", "plane": "Plane"}
+SURFACE_TYPES = {
+    "spheric": "Spheric",
+    "aspheric": "Aspheric",
+    "stop": "Stop",
+    "aperture": "Stop",
+    "plane": "Plane",
+}
 
 # Keys that DeepLens writes and that we recompute or do not need.
-DEEPLENS_LENS_KEYS = {"foclen", "fnum", "d_sensor", "sensor_size", "is_square", "r_last", "hfov", "float_enpd"}
-DEEPLENS_SURFACE_KEYS = {"d", "mat1", "idx", "ai2", "ai4", "ai6", "ai8", "ai10", "ai12", "ai14", "ai16", "is_square"}
+DEEPLENS_LENS_KEYS = {
+    "foclen",
+    "fnum",
+    "d_sensor",
+    "sensor_size",
+    "is_square",
+    "r_last",
+    "hfov",
+    "float_enpd",
+}
+DEEPLENS_SURFACE_KEYS = {
+    "d",
+    "mat1",
+    "idx",
+    "ai2",
+    "ai4",
+    "ai6",
+    "ai8",
+    "ai10",
+    "ai12",
+    "ai14",
+    "ai16",
+    "is_square",
+}
 LENS_KEYS = {"surfaces", "r_sensor", "sensor_res", "enpd", "info"}
 SURFACE_KEYS = {"type", "r", "roc", "c", "d_next", "mat2", "k", "ai"}
 
@@ -97,6 +126,14 @@ def _check_key(where: str, key: str, known: set[str], tolerated: set[str]):
         raise LensError(f"{where}: unknown key '{key}'{hint}")
 
 
+def _is_pair(value) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) == 2
+        and all(isinstance(v, int | float) and v > 0 for v in value)
+    )
+
+
 def _number(where: str, block: dict, key: str, default=None) -> float:
     if key not in block:
         if default is not None:
@@ -133,7 +170,7 @@ def parse_lens(data: dict, source: str = "<dict>") -> LensPrescription:
         if kind is None:
             raise LensError(
                 f"{where}: 'type' {block['type']!r} is not supported (one of Spheric, Aspheric, Stop, "
-                f"Aperture, Plane){did_you_mean(str(block['type']), ['Spheric', 'Aspheric', 'Stop', 'Plane'])}"
+                f"Aperture, Plane){did_you_mean(str(block['type']), SURFACE_TYPES.values())}"
             )
         r = _number(where, block, "r")
         if r <= 0:
@@ -160,7 +197,9 @@ def parse_lens(data: dict, source: str = "<dict>") -> LensPrescription:
         if kind == "Spheric" or kind == "Aspheric":
             # Beyond |c| r = 1 a sphere has no sag; the aperture must fit on the surface.
             if (1.0 + k) * c * c * r * r >= 1.0:
-                raise LensError(f"{where}: semi-aperture 'r' = {r} is larger than the surface ('roc' = {1 / c:g})")
+                raise LensError(
+                    f"{where}: semi-aperture 'r' = {r} is larger than the surface ('roc' = {1 / c:g})"
+                )
         d_next = _number(where, block, "d_next")
         if d_next < 0:
             raise LensError(f"{where}: 'd_next' must not be negative, not {d_next}")
@@ -174,10 +213,14 @@ def parse_lens(data: dict, source: str = "<dict>") -> LensPrescription:
             mat2 = medium  # a stop sits in a medium; it does not change it
         else:
             raise LensError(f"{where} has no 'mat2' (the medium after the surface, e.g. 'air' or 'n-bk7')")
-        if kind == "Stop" and mat2.name.strip().lower() != medium.name.strip().lower() and not (
-            mat2.is_air and medium.is_air
+        if (
+            kind == "Stop"
+            and mat2.name.strip().lower() != medium.name.strip().lower()
+            and not (mat2.is_air and medium.is_air)
         ):
-            raise LensError(f"{where}: a Stop cannot change the medium ('mat2' {mat2.name!r} after {medium.name!r})")
+            raise LensError(
+                f"{where}: a Stop cannot change the medium ('mat2' {mat2.name!r} after {medium.name!r})"
+            )
         surfaces.append(Surface(kind=kind, r=r, c=c, z=z, mat2=mat2, k=k, ai=ai))
         medium = mat2
         z += d_next
@@ -187,9 +230,13 @@ def parse_lens(data: dict, source: str = "<dict>") -> LensPrescription:
         raise LensError(f"lens file {source}, surface {last}: 'mat2' must be air in front of the sensor")
     _check_gaps(surfaces, source)
 
-    if "r_sensor" not in data:
+    if "r_sensor" in data:
+        r_sensor = _number(f"lens file {source}", data, "r_sensor")
+    elif _is_pair(data.get("sensor_size")):
+        # Older DeepLens files give only the sensor's [W, H] in mm.
+        r_sensor = math.hypot(*data["sensor_size"]) / 2.0
+    else:
         raise LensError(f"lens file {source} has no 'r_sensor' (the sensor half-diagonal in mm)")
-    r_sensor = _number(f"lens file {source}", data, "r_sensor")
     if r_sensor <= 0:
         raise LensError(f"lens file {source}: 'r_sensor' must be positive, not {r_sensor}")
     sensor_res = data.get("sensor_res", DEFAULT_SENSOR_RES)

@@ -54,7 +54,12 @@ def splat(rows: torch.Tensor, cols: torch.Tensor, valid: torch.Tensor, ks: int) 
     c0 = c0.long()
     offset = (torch.arange(n_kernels, device=rows.device) * (ks * ks)).unsqueeze(-1)
     indices, weights = [], []
-    for dr, dc, w in ((0, 0, (1 - fr) * (1 - fc)), (0, 1, (1 - fr) * fc), (1, 0, fr * (1 - fc)), (1, 1, fr * fc)):
+    for dr, dc, w in (
+        (0, 0, (1 - fr) * (1 - fc)),
+        (0, 1, (1 - fr) * fc),
+        (1, 0, fr * (1 - fc)),
+        (1, 1, fr * fc),
+    ):
         r, c = r0 + dr, c0 + dc
         inside = (r >= 0) & (r < ks) & (c >= 0) & (c < ks)
         indices.append(torch.where(inside, offset + r * ks + c, 0))

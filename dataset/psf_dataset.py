@@ -1,0 +1,108 @@
+"""PSFDataset: point spread functions ray-traced on the fly, so no data set is stored.
+
+Each item is the PSF of one randomly drawn object point, seen through a lens focused at a randomly
+drawn distance, at each wavelength of `wavelength_set_m` (one channel each). Item i depends only on
+(seed, i), not on workers or order, so a validation set with a fixed seed is fixed.
+
+YAML (the lens keys are those of the `deeplens:` block, in metres):
+
+    datasets:
+      train:
+        type: PSFDataset
+        size: 10000
+        seed: 0
+        lens_file: cooke_triplet_f50.json
+        spp: 4096
+        kernel_size: 64
+        wavelength_set_m: [450e-9, 550e-9, 650e-9]
+        fov: 0.015               # largest image height sampled (m); default: the whole sensor
+        depth_min: 0.4           # object distances (m), drawn uniformly in 1 / distance
+        depth_max: 20.0
+        focus_depth_min: 0.4     # focus distances (m); default: depth_min / depth_max; equal: fixed focus
+        focus_depth_max: 20.0
+        wavelength_jitter_m: 0   # each channel's wavelength drawn within +- this (m)
+        normalize: peak          # peak: brightest pixel over all channels = 1; sum: each channel sums to 1
+
+Item: {'gt': (C, K, K) float32 PSF, 'coords': float32 [x, y, depth_mm, focus_depth_mm, *wavelengths_um],
+'x': index}; x, y are normalised field coordinates (1 = sensor edge), depths are positive mm.
+"""
+
+import numpy as np
+import torch
+from torch.utils import data
+
+from utils.errors import ConfigError
+from utils.optics.config import BLOCK_KEYS, as_plain_dict, check_keys, lens_from_config
+
+COMMON_KEYS = {
+    "type",
+    "phase",
+    "batch_size",
+    "use_shuffle",
+    "num_workers",
+    "pin_memory",
+    "drop_last",
+    "persistent_workers",
+    "prefetch_factor",
+}
+NORMALIZATIONS = ("peak", "sum")
+
+
+class PSFDataset(data.Dataset):
+    config_keys = {
+        "size",
+        "seed",
+        "normalize",
+        "focus_depth_min",
+        "focus_depth_max",
+        "wavelength_jitter_m",
+    } | BLOCK_KEYS
+
+    def __init__(self, opt):
+        opt = as_plain_dict(opt)
+        check_keys(opt, self.config_keys | COMMON_KEYS, "datasets.PSFDataset")
+        self.size = int(opt.get("size", 1000))
+        self.seed = int(opt.get("seed", 0))
+        self.normalize = str(opt.get("normalize", "peak")).lower()
+        if self.normalize not in NORMALIZATIONS:
+            raise ConfigError(
+                f"datasets.PSFDataset.normalize must be 'peak' or 'sum', not {self.normalize!r}"
+            )
+        self.simulator = lens_from_config(
+            {k: opt[k] for k in BLOCK_KEYS if k in opt}, where="datasets.PSFDataset"
+        )
+        focus_min = opt.get("focus_depth_min")
+        focus_max = opt.get("focus_depth_max")
+        self.focus_min_mm = self.simulator.depth_min_mm if focus_min is None else float(focus_min) * 1000.0
+        self.focus_max_mm = self.simulator.depth_max_mm if focus_max is None else float(focus_max) * 1000.0
+        if not 0 < self.focus_min_mm <= self.focus_max_mm:
+            raise ConfigError("datasets.PSFDataset: need 0 < focus_depth_min <= focus_depth_max (metres)")
+        self.wavelength_jitter_um = float(opt.get("wavelength_jitter_m", 0.0)) * 1e6
+
+    def __len__(self):
+        return self.size
+
+    def __getitem__(self, index):
+        if not 0 <= index < self.size:
+            raise IndexError(f"PSFDataset index {index} out of range (size {self.size})")
+        # Mixing (seed, index) through SeedSequence keeps neighbouring items independent.
+        state = np.random.SeedSequence([self.seed, int(index)]).generate_state(2, dtype=np.uint64)
+        generator = torch.Generator().manual_seed(int(state[0] >> np.uint64(1)))
+        sim = self.simulator
+        point = sim.sample_points(1, generator)
+        focus_mm = float(sim.sample_depths(1, self.focus_min_mm, self.focus_max_mm, generator)[0])
+        waves = torch.tensor(sim.wavelengths_um, dtype=torch.float32).unsqueeze(0)
+        if self.wavelength_jitter_um > 0:
+            waves = (
+                waves + (2.0 * torch.rand(waves.shape, generator=generator) - 1.0) * self.wavelength_jitter_um
+            )
+        sim.focus(focus_mm)
+        psf = sim.simulate(
+            point, generator=generator, wavelengths_um=waves if self.wavelength_jitter_um > 0 else None
+        )[0]
+        if self.normalize == "peak":
+            psf = psf / psf.amax().clamp(min=1e-12)
+        coords = torch.cat([point[0, :2], point[0, 2:].abs(), torch.tensor([focus_mm]), waves[0]]).to(
+            torch.float32
+        )
+        return {"gt": psf.float().cpu(), "coords": coords, "x": index}

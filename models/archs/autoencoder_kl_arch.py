@@ -1,0 +1,191 @@
+"""`type: AutoencoderKL`: diffusers' 2D KL autoencoder (the Stable Diffusion VAE), as a transformers model.
+
+The config keys are diffusers' own `AutoencoderKL` arguments, so a diffusers VAE folder converts both ways:
+`AutoencoderKL_arch.from_diffusers(folder)` starts from one (for example the `vae` subfolder of a Stable
+Diffusion checkpoint the user has on disk) and `export_diffusers(folder)` writes one that
+`diffusers.AutoencoderKL.from_pretrained` loads with identical outputs, carrying the trained `scaling_factor`.
+
+Attention: the middle block has self-attention (`mid_block_add_attention`); for attention at a resolution
+level, name that level's blocks `AttnDownEncoderBlock2D` / `AttnUpDecoderBlock2D` in `down_block_types` /
+`up_block_types` (the up list runs from the deepest level back to full resolution).
+
+The methods are the shared autoencoder interface of `models/archs/autoencoder_outputs.py`.
+"""
+
+import os
+
+import diffusers
+import torch
+from transformers import PretrainedConfig, PreTrainedModel
+
+from models.archs.autoencoder_outputs import AutoencoderOutput, DiagonalGaussianPosterior, EncoderOutput
+from utils.errors import ConfigError, DataError
+
+# The keys passed through to `diffusers.AutoencoderKL` (all of this config's own keys).
+DIFFUSERS_KEYS = (
+    "in_channels",
+    "out_channels",
+    "down_block_types",
+    "up_block_types",
+    "block_out_channels",
+    "layers_per_block",
+    "act_fn",
+    "latent_channels",
+    "norm_num_groups",
+    "sample_size",
+    "scaling_factor",
+    "shift_factor",
+    "latents_mean",
+    "latents_std",
+    "force_upcast",
+    "use_quant_conv",
+    "use_post_quant_conv",
+    "mid_block_add_attention",
+)
+
+
+class AutoencoderKL_config(PretrainedConfig):
+    """Defaults are the Stable Diffusion VAE's (as in seed 001): widths 128-256-512-512, 2 blocks per level.
+
+    `scaling_factor` defaults to Stable Diffusion's 0.18215, which is right for its VAE and a placeholder
+    for any other: the VAE training model replaces it with 1 / std of the trained latents.
+    `down_block_types` / `up_block_types` default to plain (attention-free) blocks, one per width.
+    """
+
+    model_type = "AutoencoderKL"
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        out_channels: int = 3,
+        block_out_channels: list[int] = (128, 256, 512, 512),
+        layers_per_block: int = 2,
+        latent_channels: int = 4,
+        norm_num_groups: int = 32,
+        act_fn: str = "silu",
+        down_block_types: list[str] | None = None,
+        up_block_types: list[str] | None = None,
+        mid_block_add_attention: bool = True,
+        sample_size: int = 512,
+        scaling_factor: float = 0.18215,
+        shift_factor: float | None = None,
+        latents_mean: list[float] | None = None,
+        latents_std: list[float] | None = None,
+        force_upcast: bool = True,
+        use_quant_conv: bool = True,
+        use_post_quant_conv: bool = True,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.block_out_channels = list(block_out_channels)
+        self.layers_per_block = layers_per_block
+        self.latent_channels = latent_channels
+        self.norm_num_groups = norm_num_groups
+        self.act_fn = act_fn
+        levels = len(self.block_out_channels)
+        self.down_block_types = list(down_block_types or ["DownEncoderBlock2D"] * levels)
+        self.up_block_types = list(up_block_types or ["UpDecoderBlock2D"] * levels)
+        self.mid_block_add_attention = mid_block_add_attention
+        self.sample_size = sample_size
+        self.scaling_factor = scaling_factor
+        self.shift_factor = shift_factor
+        self.latents_mean = latents_mean
+        self.latents_std = latents_std
+        self.force_upcast = force_upcast
+        self.use_quant_conv = use_quant_conv
+        self.use_post_quant_conv = use_post_quant_conv
+
+
+class AutoencoderKL_arch(PreTrainedModel):
+    config_class = AutoencoderKL_config
+    main_input_name = "x"
+
+    def __init__(self, config: AutoencoderKL_config):
+        super().__init__(config)
+        _check_config(config)
+        self.diffusers_vae = diffusers.AutoencoderKL(**_diffusers_kwargs(config))
+        self.post_init()
+
+    def _init_weights(self, module):
+        # Keep diffusers' own initialisation: transformers' default would redraw every conv from N(0, 0.02).
+        pass
+
+    # --- the shared autoencoder interface -------------------------------------------------------------
+
+    @property
+    def latent_channels(self) -> int:
+        return self.config.latent_channels
+
+    def encode(self, x: torch.Tensor) -> EncoderOutput:
+        diffusers_posterior = self.diffusers_vae.encode(x).latent_dist
+        return EncoderOutput(
+            latent_dist=DiagonalGaussianPosterior(diffusers_posterior.mean, diffusers_posterior.logvar)
+        )
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.diffusers_vae.decode(z).sample
+
+    def forward(
+        self, x: torch.Tensor, sample_posterior: bool = True, generator: torch.Generator | None = None
+    ) -> AutoencoderOutput:
+        posterior = self.encode(x).latent_dist
+        latents = posterior.sample(generator) if sample_posterior else posterior.mode()
+        return AutoencoderOutput(reconstruction=self.decode(latents), latents=latents, latent_dist=posterior)
+
+    def scale_latents(self, z: torch.Tensor) -> torch.Tensor:
+        return (z - (self.config.shift_factor or 0.0)) * self.config.scaling_factor
+
+    def unscale_latents(self, z: torch.Tensor) -> torch.Tensor:
+        return z / self.config.scaling_factor + (self.config.shift_factor or 0.0)
+
+    def last_decoder_layer(self) -> torch.nn.Parameter:
+        return self.diffusers_vae.decoder.conv_out.weight
+
+    # --- diffusers format ------------------------------------------------------------------------------
+
+    @classmethod
+    def from_diffusers(cls, folder: str | os.PathLike, subfolder: str | None = None) -> "AutoencoderKL_arch":
+        """Start from a local diffusers-format VAE folder (`config.json` + weights); nothing is downloaded.
+
+        `subfolder="vae"` reads the VAE of a whole pipeline folder (e.g. a Stable Diffusion checkpoint).
+        """
+        vae_folder = os.path.join(folder, subfolder) if subfolder else os.fspath(folder)
+        if not os.path.isfile(os.path.join(vae_folder, "config.json")):
+            raise DataError(
+                f"'{vae_folder}' is not a diffusers VAE folder: it has no config.json (for a whole pipeline "
+                f"folder, pass subfolder='vae')."
+            )
+        pretrained = diffusers.AutoencoderKL.from_pretrained(vae_folder, local_files_only=True)
+        config = AutoencoderKL_config(**{key: pretrained.config[key] for key in DIFFUSERS_KEYS})
+        model = cls(config)
+        model.diffusers_vae.load_state_dict(pretrained.state_dict())
+        return model.eval()  # as `from_pretrained` returns it
+
+    def export_diffusers(self, folder: str | os.PathLike) -> str:
+        """Write a folder `diffusers.AutoencoderKL.from_pretrained` loads, with this config's scaling_factor."""
+        # The scaling factor (and shift) may have been set on our config after training: copy it over.
+        self.diffusers_vae.register_to_config(**_diffusers_kwargs(self.config))
+        self.diffusers_vae.save_pretrained(folder, safe_serialization=True)
+        return os.fspath(folder)
+
+
+def _diffusers_kwargs(config: AutoencoderKL_config) -> dict:
+    return {key: getattr(config, key) for key in DIFFUSERS_KEYS}
+
+
+def _check_config(config: AutoencoderKL_config) -> None:
+    levels = len(config.block_out_channels)
+    for key in ("down_block_types", "up_block_types"):
+        if len(getattr(config, key)) != levels:
+            raise ConfigError(
+                f"'network.{key}' has {len(getattr(config, key))} entries but 'network.block_out_channels' "
+                f"has {levels}; give one block type per width."
+            )
+    for width in config.block_out_channels:
+        if width % config.norm_num_groups:
+            raise ConfigError(
+                f"'network.block_out_channels' entry {width} is not a multiple of 'network.norm_num_groups' "
+                f"({config.norm_num_groups}); group normalisation needs every width divisible by it."
+            )

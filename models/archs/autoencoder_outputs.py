@@ -1,0 +1,97 @@
+"""What every autoencoder arch returns: the one interface the VAE training model is written against.
+
+Each autoencoder arch (`AutoencoderKL`, `MonaiAutoencoderKL`, `VQVAE`) offers the same methods, whatever
+library network it wraps:
+
+    encode(x)                      -> EncoderOutput
+        .latent_dist               KL arches: a `DiagonalGaussianPosterior` (None for VQ arches)
+        .quantized                 VQ arches: the quantised latent, straight-through gradient (None for KL)
+        .quant_loss                VQ arches: codebook + beta * commitment (+ LFQ entropy) loss, a scalar
+        .perplexity                VQ arches: exp(entropy of the codebook usage in this batch), a scalar
+        .codebook_indices          VQ arches: the chosen code of every latent position
+    decode(z)                      -> reconstruction tensor (for `bce`/`bce_focal` training: logits)
+    forward(x, sample_posterior=True, generator=None) -> AutoencoderOutput
+        .reconstruction            the decoded tensor, same shape as x
+        .latent_dist / .latents    the posterior (KL) and the latent that was decoded
+        .quant_loss, .perplexity, .codebook_indices   (VQ)
+    latent_channels                property: channels of the latent the diffusion model sees
+    scale_latents(z)               latent -> what stage 2 diffuses: (z - shift) * config.scaling_factor
+    unscale_latents(z)             the inverse, before `decode`
+    last_decoder_layer()           the weight of the decoder's last conv, for `adaptive_gan_weight`
+
+`config.scaling_factor` is the factor stage 2 multiplies latents by. The VAE training model measures
+1 / std of the latents at the end of training and stores it there (`model.config.scaling_factor = s`),
+so it is saved with the weights instead of being recomputed from another batch at inference time.
+
+A training step, for a KL arch (`utils/vae_losses.py` has the loss pieces):
+
+    out = net(x)                                       # sample_posterior=True while training
+    rec = recon_loss(out.reconstruction, x, recon_type)
+    reg = kl_loss(out.latent_dist)                     # VQ arches: out.quant_loss
+    loss = rec + kl_weight * reg
+"""
+
+from dataclasses import dataclass
+
+import torch
+from transformers.utils import ModelOutput
+
+
+class DiagonalGaussianPosterior:
+    """A diagonal Gaussian q(z|x) = N(mean, exp(logvar)), the posterior of the KL autoencoders.
+
+    Built from the log-variance (diffusers) or, with `from_sigma`, from the standard deviation (MONAI,
+    whose `encode` returns sigma: reading sigma as a log-variance is the PTI-LDM-VAE KL bug).
+    """
+
+    def __init__(self, mean: torch.Tensor, logvar: torch.Tensor):
+        self.mean = mean
+        # The same clamp as diffusers and MONAI: exp(logvar) stays finite in float16 and never reaches 0.
+        self.logvar = torch.clamp(logvar, -30.0, 20.0)
+        self.std = torch.exp(0.5 * self.logvar)
+        self.var = torch.exp(self.logvar)
+
+    @classmethod
+    def from_sigma(cls, mean: torch.Tensor, sigma: torch.Tensor) -> "DiagonalGaussianPosterior":
+        # log(sigma^2) = 2 log(sigma); MONAI's sigma is exp(clamped logvar / 2) >= exp(-15), so the log is finite.
+        return cls(mean, 2.0 * torch.log(sigma))
+
+    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        noise = torch.randn(
+            self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype
+        )
+        return self.mean + self.std * noise
+
+    def mode(self) -> torch.Tensor:
+        return self.mean
+
+    def kl(self) -> torch.Tensor:
+        """KL(q || N(0, I)) per sample, summed over every latent dimension (shape [batch]).
+
+        Closed form: 0.5 * sum(mean^2 + var - 1 - logvar).
+        """
+        per_element = 0.5 * (self.mean.pow(2) + self.var - 1.0 - self.logvar)
+        return per_element.flatten(start_dim=1).sum(dim=1)
+
+
+@dataclass
+class EncoderOutput(ModelOutput):
+    """What `encode` returns: a posterior for KL arches, a quantised latent and its losses for VQ arches."""
+
+    latent_dist: DiagonalGaussianPosterior | None = None
+    quantized: torch.Tensor | None = None
+    quant_loss: torch.Tensor | None = None
+    perplexity: torch.Tensor | None = None
+    codebook_indices: torch.Tensor | None = None
+
+
+@dataclass
+class AutoencoderOutput(ModelOutput):
+    """What `forward` returns. `latents` is the tensor that was decoded (a sample, the mode, or the codes)."""
+
+    reconstruction: torch.Tensor | None = None
+    latents: torch.Tensor | None = None
+    latent_dist: DiagonalGaussianPosterior | None = None
+    quant_loss: torch.Tensor | None = None
+    perplexity: torch.Tensor | None = None
+    codebook_indices: torch.Tensor | None = None

@@ -1,0 +1,71 @@
+"""comet_ml's offline archive and the Hub push, each through a real tiny run."""
+
+import glob
+import json
+import os
+import shutil
+import zipfile
+
+import pytest
+import torch
+
+from tests.conftest import run_folder, run_trainer
+
+
+def test_comet_ml_without_key_writes_an_offline_archive(tiny_config, tmp_path, monkeypatch, caplog):
+    pytest.importorskip("comet_ml")
+    monkeypatch.delenv("COMET_API_KEY", raising=False)
+    monkeypatch.setenv("COMET_CONFIG", str(tmp_path / "no.comet.config"))
+    tiny_config["report_to"] = ["tensorboard", "comet_ml"]
+    tiny_config["train"].update(max_train_steps=3, checkpointing_steps=3, validation_steps=3)
+    with caplog.at_level("INFO", logger="trainer"):
+        assert run_trainer(tiny_config, tmp_path) == 0
+    assert any("logging offline" in r.message for r in caplog.records)
+    archives = glob.glob(os.path.join(run_folder(tiny_config), "comet_ml", "*.zip"))
+    assert len(archives) == 1
+    with zipfile.ZipFile(archives[0]) as archive:
+        text = "".join(
+            archive.read(n).decode("utf-8", "ignore") for n in archive.namelist() if n.endswith(".json")
+        )
+    assert "train/all" in text and "val_psnr" in text
+
+
+def test_push_to_hub_uploads_a_loadable_arch_and_card(tiny_config, tmp_path, monkeypatch):
+    from huggingface_hub import HfApi
+
+    uploads = {}
+
+    def fake_create_repo(self, repo_id, private=False, exist_ok=False, **kwargs):
+        uploads["repo"] = (repo_id, private)
+
+    def fake_upload_folder(self, folder_path, repo_id, commit_message=None, **kwargs):
+        # What would have gone over the wire, kept for inspection.
+        shutil.copytree(folder_path, tmp_path / "uploaded")
+        uploads["message"] = commit_message
+        return "https://example.invalid/commit/1"
+
+    monkeypatch.setattr(HfApi, "create_repo", fake_create_repo)
+    monkeypatch.setattr(HfApi, "upload_folder", fake_upload_folder)
+    monkeypatch.setenv("HF_TOKEN", "hf_secret_token_value")
+    tiny_config.update(push_to_hub=True, hub_model_id="someone/tiny-denoiser")
+    tiny_config["train"].update(max_train_steps=2, checkpointing_steps=2, validation_steps=2)
+    assert run_trainer(tiny_config, tmp_path) == 0
+
+    assert uploads["repo"] == ("someone/tiny-denoiser", True)
+    uploaded = tmp_path / "uploaded"
+    from models.archs import find_arch
+
+    _, arch_cls = find_arch("TinyDenoiser")
+    net = arch_cls.from_pretrained(uploaded / "net_g")
+    x = torch.rand(1, 1, 16, 16)
+    trained = arch_cls.from_pretrained(os.path.join(run_folder(tiny_config), "final", "net_g"))
+    assert torch.equal(net(x), trained(x))
+    card = (uploaded / "README.md").read_text()
+    assert "val_psnr" in card and "TinyDenoiser" in card and "model_type: Denoise_model" in card
+    assert json.loads((uploaded / "metrics.json").read_text())["val_psnr"] > 0
+    for path in [
+        *uploaded.rglob("*"),
+        *glob.glob(os.path.join(run_folder(tiny_config), "**", "*"), recursive=True),
+    ]:
+        if os.path.isfile(path) and not str(path).endswith((".safetensors", ".bin", ".pkl", ".png")):
+            assert "hf_secret_token_value" not in open(path, errors="ignore").read(), path
