@@ -94,7 +94,7 @@ class BaseModel:
 
         # The run folder must be the same on every process: the timestamp of an unnamed run is
         # chosen once on the main process and broadcast (PSF_Densify made one folder per process).
-        state = PartialState()
+        state = PartialState(cpu=self._multi_process_cpu())
         if not opt.get("experiment_key"):
             stamp = [datetime.now().strftime("%Y%m%d-%H%M%S") if state.is_main_process else None]
             if state.num_processes > 1:
@@ -107,6 +107,7 @@ class BaseModel:
         self._claim_run_dir(state)
 
         self.accelerator = Accelerator(
+            cpu=self._multi_process_cpu(),
             gradient_accumulation_steps=train["gradient_accumulation_steps"],
             mixed_precision=opt["mixed_precision"],
             log_with=requested_trackers(opt["report_to"]) or None,
@@ -120,6 +121,8 @@ class BaseModel:
                 DistributedDataParallelKwargs(find_unused_parameters=train["find_unused_parameters"])
             ],
         )
+        if not self.accelerator.is_main_process:
+            self.logger.setLevel(logging.WARNING)  # one voice: the main process narrates the run
         self._add_file_log()
         set_seed(opt["seed"])
         if torch.cuda.is_available():
@@ -138,6 +141,13 @@ class BaseModel:
         self._arch_names = []
         self._is_set_up = False
         self.last_metrics = {}
+
+    @staticmethod
+    def _multi_process_cpu() -> bool:
+        """True under torchrun on a machine without GPUs: Accelerate then needs `cpu=True` to use gloo
+        (otherwise every process believes it is alone and they all train on their own)."""
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        return world_size > 1 and not torch.cuda.is_available()
 
     # ------------------------------------------------------------------ hooks for subclasses
 

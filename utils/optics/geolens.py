@@ -28,9 +28,12 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_WAVE = 0.587  # micrometres, as in DeepLens
 WAVE_RGB = (WAVE_C, WAVE_D, WAVE_F)  # red, green, blue Fraunhofer lines, as in DeepLens
 CHIEF_RAY_WAVE = WAVE_D
-# Rays are aimed at a slightly larger disc than the paraxial entrance pupil and the real stop cuts
-# the beam: off-axis pupils are shifted and distorted by pupil aberrations.
-PUPIL_OVERFILL = 1.05
+# Off-axis, the real entrance pupil is shifted and stretched against the paraxial one (pupil
+# aberrations), so rays are aimed at a larger disc and the real stop cuts the beam; each lens measures
+# how much larger at load time, probing up to this factor.
+PUPIL_PROBE = 2.0
+PUPIL_PROBE_SPP = 128 * 128
+MAX_RAYS_PER_TRACE = 1 << 21
 
 
 def resolve_lens_file(filename: str | Path) -> Path:
@@ -88,6 +91,8 @@ class GeoLens:
         self.entrance_pupil_r = first.entrance_pupil_r
         self.stop_index = first.stop_index
         self.hfov = math.atan(self.r_sensor / self.efl)  # half diagonal field of view, radians
+        self.pupil_overfill = PUPIL_PROBE
+        self.pupil_overfill = self._measure_pupil_overfill()
 
     @classmethod
     def from_dict(cls, data: dict, device=None, source="<dict>"):
@@ -205,7 +210,7 @@ class GeoLens:
         stratified: bool = True,
         sensor_z=None,
     ) -> torch.Tensor:
-        """PSFs of N points at W wavelengths in one trace, shape (N, W, ks, ks), each summing to 1.
+        """PSFs of N points at W wavelengths, shape (N, W, ks, ks), each summing to 1.
 
         Args:
             points: (N, 3) normalised x, y and depth in mm (negative; -inf for a point at infinity).
@@ -226,12 +231,33 @@ class GeoLens:
             wvlns = wvlns.unsqueeze(0).expand(n, -1)
         n_waves = wvlns.shape[1]
 
-        o, d, valid = self._trace_from_points(points, wvlns, spp, generator, stratified)
         if sensor_z is None:
-            sensor_z = self.d_sensor
-        elif torch.is_tensor(sensor_z):
-            sensor_z = sensor_z.to(o.device, o.dtype).reshape(-1, 1)
-        xy = propagate_to_z(o, d, sensor_z)[..., :2]
+            sensor_z = torch.full((n,), float(self.d_sensor))
+        sensor_z = torch.as_tensor(sensor_z, dtype=torch.float32).reshape(-1).expand(n)
+        # A few million rays at a time: larger batches only add memory traffic (and on a GPU, risk).
+        chunk = max(1, MAX_RAYS_PER_TRACE // (n_waves * spp))
+        kernels = torch.cat(
+            [
+                self._psf_chunk(
+                    points[i : i + chunk],
+                    wvlns[i : i + chunk],
+                    ks,
+                    spp,
+                    generator,
+                    stratified,
+                    sensor_z[i : i + chunk],
+                )
+                for i in range(0, n, chunk)
+            ]
+        )
+        if diffraction:
+            kernels = normalize_sum(self._diffraction_blur(kernels, points, wvlns))
+        return kernels
+
+    def _psf_chunk(self, points, wvlns, ks, spp, generator, stratified, sensor_z):
+        n, n_waves = wvlns.shape
+        o, d, valid = self._trace_from_points(points, wvlns, spp, generator, stratified)
+        xy = propagate_to_z(o, d, sensor_z.to(o.device).reshape(-1, 1))[..., :2]
         chief, chief_ok = xy[:, -1], valid[:, -1]
         xy, valid = xy[:, :-1], valid[:, :-1]
         # Where the chief ray is vignetted (only at the very edge of some fields), centre on the
@@ -245,11 +271,7 @@ class GeoLens:
         half = (ks - 1) / 2.0
         cols = (half + offset[..., 0]).reshape(n, n_waves, -1)
         rows = (half - offset[..., 1]).reshape(n, n_waves, -1)
-        kernels = splat(rows, cols, valid.reshape(n, n_waves, -1), ks)
-        kernels = normalize_sum(kernels)
-        if diffraction:
-            kernels = normalize_sum(self._diffraction_blur(kernels, points, wvlns))
-        return kernels
+        return normalize_sum(splat(rows, cols, valid.reshape(n, n_waves, -1), ks))
 
     # ------------------------------------------------------------------ internals
 
@@ -276,7 +298,7 @@ class GeoLens:
         disc = pupil_samples(n, spp, generator, stratified).to(device)
         s = disc.shape[1]
         disc = torch.cat([disc.repeat(1, n_waves, 1), disc.new_zeros(n, 1, 2)], dim=1)
-        pupil_r = self.entrance_pupil_r * PUPIL_OVERFILL
+        pupil_r = self.entrance_pupil_r * self.pupil_overfill
         pupil = torch.cat(
             [disc * pupil_r, torch.full_like(disc[..., :1], self.entrance_pupil_z)], dim=-1
         )  # (N, R, 3)
@@ -319,6 +341,34 @@ class GeoLens:
             medium = surface.mat2
         o, d, valid = trace(self.surfaces, o, d, valid, indices)
         return o, d, valid
+
+    @torch.no_grad()
+    def _measure_pupil_overfill(self) -> float:
+        """The smallest disc (in paraxial pupil radii) that holds every ray passing the lens.
+
+        Probed along the field diagonal (the lens is rotationally symmetric) at infinity and at a
+        close 8 focal lengths, with a fine disc of rays PUPIL_PROBE times the paraxial pupil.
+        """
+        field = torch.linspace(0.0, 1.0, 6)
+        points = torch.cat(
+            [
+                torch.stack([field, field, torch.full_like(field, depth)], dim=-1)
+                for depth in (float("-inf"), -8.0 * self.efl)
+            ]
+        )
+        generator = _fixed_generator()
+        disc = pupil_samples(points.shape[0], PUPIL_PROBE_SPP, _fixed_generator())
+        waves = torch.full((points.shape[0], 1), CHIEF_RAY_WAVE)
+        _, _, valid = self._trace_from_points(points, waves, PUPIL_PROBE_SPP, generator)
+        radius = torch.linalg.vector_norm(disc, dim=-1) * PUPIL_PROBE
+        valid = valid[:, :-1].cpu()
+        if not valid.any():
+            raise LensError(
+                f"no ray passes the lens {self!r}: check the semi-apertures 'r' and the gaps 'd_next'"
+            )
+        # Two probe cells of margin cover what falls between the probe rays.
+        margin = 2.0 * PUPIL_PROBE / math.sqrt(PUPIL_PROBE_SPP)
+        return min(PUPIL_PROBE, float(radius[valid].max()) + margin)
 
     def _diffraction_blur(self, kernels, points, wvlns):
         """Convolve with the Airy pattern of the working F-number of each point and wavelength."""

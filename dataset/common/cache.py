@@ -1,0 +1,32 @@
+"""An in-memory cache of the first `cache_rate` of a dataset's items, filled before DataLoader workers start.
+
+Why filled up front rather than lazily in `__getitem__`: each DataLoader worker is a forked copy of the
+dataset, so a lazy cache fills separately in every worker (memory times `num_workers`, each worker
+seeing a different subset), is lost at each epoch's end unless `persistent_workers`, and makes
+`cache_rate` meaningless. Filled in the process that builds the dataset, the arrays exist once; forked
+workers share their pages copy-on-write, and what an item returns is identical for 0 or N workers.
+The cache never grows after construction. Under the `spawn` start method (macOS, Windows) each worker
+receives a pickled copy instead: correct, but memory times the number of workers.
+
+Which items: indices 0 .. round(cache_rate * len) - 1, as MONAI's CacheDataset does. What is cached is
+the deterministic part of loading (decoded, checked, normalised, resized); random crops and
+augmentation run on every access.
+"""
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+
+class PreloadCache:
+    def __init__(self, compute: Callable[[int], object], length: int, cache_rate: float, threads: int = 4):
+        self.count = int(round(cache_rate * length))
+        # Threads rather than processes: decoding and numpy release the GIL, and results stay in this process.
+        with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+            self.items = list(pool.map(compute, range(self.count)))
+
+    def get(self, idx: int):
+        """The cached value of item `idx`, or None when it is not cached."""
+        return self.items[idx] if idx < self.count else None
+
+    def __len__(self) -> int:
+        return self.count

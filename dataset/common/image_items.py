@@ -1,0 +1,261 @@
+"""`ImageItemsDataset`: what the TIF, image-folder and manifest datasets share.
+
+An item is a few image files read together (`{'gt': a.tif}`, or `{'gt': edente/a.tif, 'cond': dente/a.tif}`),
+plus any per-item values a subclass adds (labels, a latent). A subclass lists its items as `Record`s in
+`find_records`; this class does the rest in one place so the datasets cannot drift apart:
+
+    build:   check keys -> records of this phase's split -> probe every header (dtype, rank, shapes)
+             -> cache the first `cache_rate` of the items
+    item:    read -> finite check -> channel-first -> normalise -> resize   (cached)
+             -> shared crop -> shared augmentation (train only)             (every access)
+
+An item is `{<key>: float32 (C, *spatial) tensor for each image, 'name': str, 'norm': {<key>: float64
+[shift, scale]}, ...extras}`; `denormalize(tensor, item_or_batch, key)` maps model outputs back to the
+original intensities.
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils import data
+
+from dataset.common import files
+from dataset.common.augmentation import PairedAugmentation
+from dataset.common.cache import PreloadCache
+from dataset.common.geometry import PATCH_MODES, crop, crop_window, resize
+from dataset.common.normalization import MODES, Normalization, denormalize
+from dataset.common.options import (
+    check_keys,
+    plain,
+    read_choice,
+    read_number,
+    read_pair,
+    read_phase,
+    read_size,
+    where_of,
+)
+from dataset.common.splits import check_no_leak, compile_split_by, group_of, load_or_draw_split
+from utils.errors import ConfigError, DataError
+
+IMAGE_KEYS = frozenset(
+    {
+        "patch_size",
+        "patch_mode",
+        "spatial_dims",
+        "channels",
+        "normalize",
+        "percentiles",
+        "value_range",
+        "norm_range",
+        "background",
+        "augment",
+        "cache_rate",
+    }
+)
+SPLIT_KEYS = frozenset({"train_split", "seed", "split_by", "split_file"})
+RESERVED_ITEM_KEYS = ("name", "norm")
+
+
+@dataclass
+class Record:
+    name: str  # unique within the dataset; what split_by reads and results are written as
+    paths: dict[str, Path]  # item key -> image file
+    extras: dict = field(default_factory=dict)  # values the subclass adds to the item (labels, latent path)
+    group: str | None = None  # the split group when the subclass knows it (a manifest's group column)
+
+
+class ImageItemsDataset(data.Dataset):
+    config_keys: frozenset = IMAGE_KEYS | SPLIT_KEYS
+    # Keys that name a separate validation source; they exclude train_split.
+    val_keys: tuple[str, ...] = ()
+    default_channels: int = 1
+
+    def __init__(self, opt):
+        opt = plain(opt)
+        self.where = where_of(opt, type(self).__name__)
+        check_keys(opt, self.config_keys, self.where)
+        self.phase = read_phase(opt, self.where)
+        self._read_image_options(opt)
+        records, sources = self.find_records(opt)
+        self.records = self._select_split(opt, records, sources)
+        self._probe()
+        cache_rate = read_number(opt, "cache_rate", 0.0, self.where, low=0.0, high=1.0)
+        self.cache = PreloadCache(self._load, len(self.records), cache_rate)
+
+    # ------------------------------------------------------------------ for subclasses
+
+    def find_records(self, opt: dict) -> tuple[list[Record], list[str]]:
+        """(this phase's records before any train_split, the folders or files they come from)."""
+        raise NotImplementedError
+
+    def load_extras(self, record: Record) -> dict:
+        """Values added to the item beside its images; cached with them."""
+        return dict(record.extras)
+
+    # ------------------------------------------------------------------ dataset protocol
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, idx: int) -> dict:
+        record = self.records[idx]
+        cached = self.cache.get(idx)
+        images, stats, extras = cached if cached is not None else self._load(idx)
+        if images and self.patch_size is not None and self.patch_mode == "crop":
+            first = next(iter(images.values()))
+            window = crop_window(first.shape[1:], self.patch_size, self.phase == "train", record.name)
+            images = {key: crop(image, window) for key, image in images.items()}
+        if images and self.phase == "train" and self.augment.active:
+            images = self.augment(images)
+        tensors = {key: _own_tensor(image, cached is not None) for key, image in images.items()}
+        stats = {key: torch.from_numpy(value.copy()) for key, value in stats.items()}
+        return {**tensors, **extras, "name": record.name, "norm": stats}
+
+    def denormalize(self, image, item: dict, key: str | None = None):
+        """`image` (an item's or a batch's tensor) in the original intensities of `item`'s image `key`."""
+        key = key or next(iter(self.records[0].paths))
+        return denormalize(image, item["norm"][key])
+
+    # ------------------------------------------------------------------ building
+
+    def _read_image_options(self, opt: dict) -> None:
+        where = self.where
+        self.spatial_dims = int(read_number(opt, "spatial_dims", 2, where, low=2, high=3, integer=True))
+        self.channels = int(read_number(opt, "channels", self.default_channels, where, low=1, integer=True))
+        self.patch_size = read_size(opt, "patch_size", self.spatial_dims, where)
+        self.patch_mode = read_choice(opt, "patch_mode", PATCH_MODES, "resize", where)
+        mode = read_choice(opt, "normalize", MODES, "none", where)
+        self.normalization = Normalization(
+            mode=mode,
+            percentiles=read_pair(opt, "percentiles", (1.0, 99.0), where),
+            value_range=read_pair(opt, "value_range", None, where),
+            norm_range=read_pair(opt, "norm_range", (0.0, 1.0), where),
+            background=read_number(opt, "background", 0.0, where),
+        )
+        low, high = self.normalization.percentiles
+        if not 0 <= low < high <= 100:
+            raise ConfigError(
+                f"'percentiles' in {where} is [{low}, {high}]; it needs 0 <= low < high <= 100."
+            )
+        self.augment = PairedAugmentation(opt.get("augment"), where)
+
+    def _select_split(self, opt: dict, records: list[Record], sources: list[str]) -> list[Record]:
+        names = [r.name for r in records]
+        if len(set(names)) != len(names):
+            seen = set()
+            twice = next(n for n in names if n in seen or seen.add(n))
+            files_of = [str(p) for r in records if r.name == twice for p in r.paths.values()]
+            raise DataError(
+                f"Two files share the name '{twice}' ({', '.join(files_of)}); rename one of them."
+            )
+        train_split = read_number(opt, "train_split", None, self.where, low=0.0, high=1.0)
+        split_file = opt.get("split_file")
+        has_val_source = any(opt.get(key) is not None for key in self.val_keys)
+        if train_split is None:
+            if self.phase != "train" and not has_val_source:
+                check_no_leak(split_file, sources, self.where)
+            return records
+        if has_val_source:
+            raise ConfigError(
+                f"{self.where} sets both train_split and {'/'.join(self.val_keys)}; use one way to choose the "
+                "validation data."
+            )
+        if not 0 < train_split < 1:
+            raise ConfigError(
+                f"'train_split' in {self.where} is {train_split}; it must be between 0 and 1 (exclusive)."
+            )
+        split_by = opt.get("split_by")
+        pattern = compile_split_by(split_by, self.where)
+        groups = [
+            r.group
+            if pattern is None and r.group is not None
+            else group_of(r.name, pattern, str(next(iter(r.paths.values()), r.name)))
+            for r in records
+        ]
+        seed = int(read_number(opt, "seed", 0, self.where, integer=True))
+        split = load_or_draw_split(
+            names,
+            groups,
+            train_split=train_split,
+            seed=seed,
+            split_by=split_by,
+            split_file=split_file,
+            sources=sources,
+        )
+        wanted = set(split["train" if self.phase == "train" else "val"])
+        return [r for r in records if r.name in wanted]
+
+    def _probe(self) -> None:
+        """Every header read once: a corrupt file, a wrong dtype or rank, mixed shapes fail here, by name."""
+        self.channel_axes: list[dict[str, int | None]] = []
+        self.shapes: list[dict[str, tuple[int, ...]]] = []
+        for record in self.records:
+            axes, shapes = {}, {}
+            for key, path in record.paths.items():
+                shape, dtype = files.probe(path, self.channels)
+                files.check_dtype(dtype, path)
+                axes[key] = files.channel_axis(shape, path, self.spatial_dims, self.channels)
+                shapes[key] = files.channel_first_shape(shape, axes[key])
+            self.channel_axes.append(axes)
+            self.shapes.append(shapes)
+        self._check_shapes()
+
+    def _check_shapes(self) -> None:
+        by_file = [
+            (shape, path)
+            for rec, shapes in zip(self.records, self.shapes)
+            for path, shape in zip(rec.paths.values(), shapes.values())
+        ]
+        if not by_file:
+            return
+        if self.patch_size is None:
+            first_shape, first_path = by_file[0]
+            for shape, path in by_file[1:]:
+                if shape != first_shape:
+                    raise DataError(
+                        f"'{path}' has shape {shape} but '{first_path}' has {first_shape}; images of different "
+                        "sizes cannot be batched, so set patch_size (with patch_mode resize or crop)."
+                    )
+        elif self.patch_mode == "crop":
+            for shape, path in by_file:
+                if any(s > n for s, n in zip(self.patch_size, shape[1:])):
+                    raise DataError(
+                        f"'{path}' has spatial shape {shape[1:]}, smaller than patch_size {self.patch_size}; "
+                        "use patch_mode: resize or a smaller patch_size."
+                    )
+            # One crop window serves all images of an item, so they must share a spatial shape.
+            for record, shapes in zip(self.records, self.shapes):
+                spatial = {key: shape[1:] for key, shape in shapes.items()}
+                if len(set(spatial.values())) > 1:
+                    listed = ", ".join(f"'{record.paths[k]}' {s}" for k, s in spatial.items())
+                    raise DataError(
+                        f"The images of '{record.name}' differ in size ({listed}); patch_mode crop needs "
+                        "them equal (patch_mode resize does not)."
+                    )
+
+    def _load(self, idx: int):
+        """The deterministic part of an item: ({key: float32 array}, {key: float64 stats}, extras)."""
+        record = self.records[idx]
+        images, stats = {}, {}
+        for key, path in record.paths.items():
+            array = files.read(path, self.channels)
+            files.check_dtype(array.dtype, path)
+            files.check_finite(array, path)
+            array = files.to_channel_first(array, self.channel_axes[idx][key])
+            if array.shape != self.shapes[idx][key]:
+                raise DataError(
+                    f"'{path}' decodes to shape {array.shape}, not the {self.shapes[idx][key]} its "
+                    "header gave when the dataset was built; was it changed?"
+                )
+            image, stats[key] = self.normalization(array)
+            if self.patch_size is not None and self.patch_mode == "resize":
+                image = resize(image, self.patch_size)
+            images[key] = image
+        return images, stats, self.load_extras(record)
+
+
+def _own_tensor(image: np.ndarray, from_cache: bool) -> torch.Tensor:
+    """A tensor of `image` that shares no memory with the cache, since callers may modify items in place."""
+    return torch.from_numpy(np.array(image, order="C") if from_cache else np.ascontiguousarray(image))

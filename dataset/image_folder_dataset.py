@@ -1,0 +1,44 @@
+"""A folder of ordinary images (png, jpg, bmp, tif), gray or RGB: for users outside medical imaging.
+
+    datasets:
+      train: &data
+        type: ImageFolderDataset
+        dir: data/photos
+        channels: 3            # 1: converted to gray; 3: to RGB (16-bit gray PNGs keep their range)
+        patch_size: 128
+        normalize: minmax
+        norm_range: [-1, 1]
+        train_split: 0.9
+      val: *data
+
+Items: `{gt_key: float32 (C, H, W), 'name': 'cats/001', 'norm': {...}}`. Everything after reading (checks,
+normalisation, splits, augmentation, caching) is shared with the TIF datasets; see docs/data.md.
+"""
+
+from pathlib import Path
+
+from dataset.common.files import IMAGE_SUFFIXES, list_files, relative_name
+from dataset.common.image_items import RESERVED_ITEM_KEYS, ImageItemsDataset, Record
+from dataset.common.options import read_key_name
+from utils.errors import ConfigError
+
+
+class ImageFolderDataset(ImageItemsDataset):
+    config_keys = ImageItemsDataset.config_keys | {"dir", "val_dir", "recursive", "gt_key"}
+    val_keys = ("val_dir",)
+    default_channels = 3
+
+    def find_records(self, opt):
+        if self.channels not in (1, 3):
+            raise ConfigError(
+                f"'channels' in {self.where} is {self.channels}; images are read as 1 (gray) or 3 (RGB)."
+            )
+        self.gt_key = read_key_name(opt, "gt_key", "gt", self.where, RESERVED_ITEM_KEYS)
+        key = "val_dir" if self.phase != "train" and opt.get("val_dir") is not None else "dir"
+        folder = opt.get(key)
+        if not folder:
+            raise ConfigError(f"{self.where} needs '{key}', the folder of images.")
+        paths = list_files(str(folder), IMAGE_SUFFIXES, bool(opt.get("recursive", False)), key)
+        return [Record(relative_name(path, Path(folder)), {self.gt_key: path}) for path in paths], [
+            str(folder)
+        ]

@@ -1,0 +1,213 @@
+"""A CSV manifest (seed 002): one row per item, columns of image paths, labels and pre-encoded latents.
+
+    datasets:
+      train: &data
+        type: ManifestDataset
+        csv: data/manifest.csv
+        columns: {gt: layout_path}        # item key -> column of image paths (relative to `root`)
+        label_columns: [type]             # integers stay integers, numbers become float32,
+                                          # words become class indices (sorted; see .label_classes)
+        latent_column: latent_path        # .npy, .pt or .tif files of pre-encoded latents -> item['latent']
+        filters: {is_empty: false}        # keep rows whose column equals the value (or one of a list)
+        balance_by: type                  # sample_weights(): 1 / class count, for a WeightedRandomSampler
+        train_split: 0.9
+        group_column: patient_id          # split groups from a column (or split_by, a regex on the name)
+      val: *data
+
+A manifest that already has a split column needs no train_split: `filters: {split: train}` in the train
+block and `{split: val}` in the val block. Paths are relative to `root` (default: the CSV's folder).
+Item names are the first image column's path below `root` without suffix (the latent's, without images).
+"""
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dataset.common import files
+from dataset.common.image_items import RESERVED_ITEM_KEYS, ImageItemsDataset, Record
+from dataset.common.options import plain
+from utils.errors import ConfigError, DataError, did_you_mean
+
+LATENT_KEY = "latent"
+TRUE_WORDS = ("true", "1", "yes", "y", "t")
+
+
+class ManifestDataset(ImageItemsDataset):
+    config_keys = ImageItemsDataset.config_keys | {
+        "csv",
+        "root",
+        "columns",
+        "label_columns",
+        "latent_column",
+        "filters",
+        "balance_by",
+        "group_column",
+    }
+
+    def find_records(self, opt):
+        csv_path = opt.get("csv")
+        if not csv_path:
+            raise ConfigError(f"{self.where} needs 'csv', the path of the manifest.")
+        self.csv_path = str(csv_path)
+        root = Path(opt.get("root") or Path(self.csv_path).parent)
+        columns = plain(opt.get("columns", {"gt": "path"})) or {}
+        label_columns = list(plain(opt.get("label_columns")) or [])
+        latent_column = opt.get("latent_column")
+        self._check_options(opt, columns, label_columns, latent_column)
+        header, rows = self._read_csv()
+        wanted = {f"columns.{key}": col for key, col in columns.items()}
+        wanted.update({f"label_columns[{i}]": col for i, col in enumerate(label_columns)})
+        for option in ("latent_column", "balance_by", "group_column"):
+            if opt.get(option):
+                wanted[option] = opt[option]
+        filters = plain(opt.get("filters")) or {}
+        wanted.update({f"filters.{col}": col for col in filters})
+        for option, column in wanted.items():
+            if column not in header:
+                raise DataError(
+                    f"'{self.csv_path}' has no column '{column}' (named by {option}){did_you_mean(column, header)}; "
+                    f"its columns are: {', '.join(header)}."
+                )
+        kept = [(number, row) for number, row in rows if all(_matches(row[c], v) for c, v in filters.items())]
+        if not kept:
+            raise DataError(f"No row of '{self.csv_path}' passes the filters {filters}.")
+        self.label_classes = {}
+        labels = {column: self._parse_labels(column, kept) for column in label_columns}
+        self._balance_value = {}
+        records = []
+        for i, (number, row) in enumerate(kept):
+            paths = {key: self._existing(root, row[col], number, col) for key, col in columns.items()}
+            extras = {column: values[i] for column, values in labels.items()}
+            if latent_column:
+                extras[LATENT_KEY] = self._existing(root, row[latent_column], number, latent_column)
+            named_by = next(iter(paths.values()), extras.get(LATENT_KEY))
+            name = files.relative_name(Path(named_by), root)
+            group = row[opt["group_column"]] if opt.get("group_column") else None
+            records.append(Record(name, paths, extras, group))
+            if opt.get("balance_by"):
+                self._balance_value[name] = row[opt["balance_by"]]
+        return records, [self.csv_path]
+
+    def load_extras(self, record):
+        extras = dict(record.extras)
+        if LATENT_KEY in extras:
+            extras[LATENT_KEY] = _read_latent(extras[LATENT_KEY])
+        return extras
+
+    def sample_weights(self) -> list[float] | None:
+        """1 / (items of its `balance_by` class) per item, so each class is drawn equally often; None without it."""
+        if not self._balance_value:
+            return None
+        values = [self._balance_value[r.name] for r in self.records]
+        counts = {v: values.count(v) for v in set(values)}
+        return [1.0 / counts[v] for v in values]
+
+    # ------------------------------------------------------------------ helpers
+
+    def _check_options(self, opt, columns, label_columns, latent_column):
+        if not isinstance(columns, dict) or not all(isinstance(c, str) for c in columns.values()):
+            raise ConfigError(
+                f"'columns' in {self.where} is {columns!r}; it maps item keys to CSV columns, e.g. {{gt: path}}."
+            )
+        if not columns and not latent_column:
+            raise ConfigError(f"{self.where} reads nothing: give 'columns' (image paths) or 'latent_column'.")
+        taken = set(RESERVED_ITEM_KEYS) | ({LATENT_KEY} if latent_column else set())
+        for key in [*columns, *label_columns]:
+            if key in taken:
+                raise ConfigError(
+                    f"The item key '{key}' in {self.where} is used twice or is reserved ({', '.join(sorted(taken))})."
+                )
+            taken.add(key)
+        if latent_column and self.augment.active:
+            raise ConfigError(
+                f"{self.where} sets both augment and latent_column; a flipped or turned image would no longer match "
+                "its pre-encoded latent."
+            )
+        if opt.get("group_column") and opt.get("split_by"):
+            raise ConfigError(
+                f"{self.where} sets both group_column and split_by; choose one source of split groups."
+            )
+
+    def _read_csv(self):
+        try:
+            with open(self.csv_path, newline="", encoding="utf-8-sig") as f:
+                reader = csv.DictReader(f)
+                header = list(reader.fieldnames or [])
+                # Row numbers as a spreadsheet shows them: the header is row 1.
+                rows = [(number, row) for number, row in enumerate(reader, start=2)]
+        except (OSError, UnicodeDecodeError, csv.Error) as error:
+            raise DataError(
+                f"'{self.csv_path}' is not a readable CSV file ({type(error).__name__}: {error})."
+            ) from None
+        if not header or not rows:
+            raise DataError(
+                f"'{self.csv_path}' has no {'header' if not header else 'rows'}; it needs a header row and one row per item."
+            )
+        for number, row in rows:
+            if None in row or any(value is None for value in row.values()):
+                raise DataError(
+                    f"Row {number} of '{self.csv_path}' has {'more' if None in row else 'fewer'} cells than the header."
+                )
+        return header, rows
+
+    def _existing(self, root: Path, value: str, number: int, column: str) -> Path:
+        path = root / value.strip() if value and value.strip() else None
+        if path is None or not path.is_file():
+            raise DataError(
+                f"Row {number} of '{self.csv_path}', column '{column}': the file '{path or value}' does not exist."
+            )
+        return path
+
+    def _parse_labels(self, column, rows) -> list[torch.Tensor]:
+        cells = [row[column].strip() for _, row in rows]
+        for (number, _), cell in zip(rows, cells):
+            if not cell:
+                raise DataError(f"Row {number} of '{self.csv_path}' has an empty '{column}' label.")
+        try:
+            numbers = [float(c) for c in cells]
+        except ValueError:
+            classes = sorted(set(cells))
+            self.label_classes[column] = classes
+            index = {c: i for i, c in enumerate(classes)}
+            return [torch.tensor(index[c]) for c in cells]
+        if all(n.is_integer() and "." not in c for n, c in zip(numbers, cells)):
+            return [torch.tensor(int(n)) for n in numbers]
+        return [torch.tensor(n, dtype=torch.float32) for n in numbers]
+
+
+def _matches(cell: str, wanted) -> bool:
+    """A CSV cell (text) against a filter value from YAML: a bool, a number, a string or a list of them."""
+    if isinstance(wanted, list):
+        return any(_matches(cell, w) for w in wanted)
+    cell = cell.strip()
+    if isinstance(wanted, bool):
+        return (cell.lower() in TRUE_WORDS) == wanted
+    if isinstance(wanted, int | float):
+        try:
+            return float(cell) == float(wanted)
+        except ValueError:
+            return False
+    return cell == str(wanted)
+
+
+def _read_latent(path: Path) -> torch.Tensor:
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            array = np.load(path, allow_pickle=False)
+        elif suffix in (".pt", ".pth"):
+            array = torch.load(path, map_location="cpu", weights_only=True)
+            array = array.numpy() if torch.is_tensor(array) else np.asarray(array)
+        else:
+            array = files.read(path)
+    except DataError:
+        raise
+    except Exception as error:
+        raise DataError(
+            f"'{path}' is not a readable latent (.npy, .pt or .tif) ({type(error).__name__}: {error})."
+        ) from None
+    files.check_dtype(array.dtype, path)
+    files.check_finite(array, path)
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))

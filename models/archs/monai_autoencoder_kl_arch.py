@@ -1,0 +1,222 @@
+"""`type: MonaiAutoencoderKL`: MONAI's KL autoencoder (2D or 3D), the stage-1 model of PTI-LDM-VAE.
+
+The config keys are those of PTI-LDM-VAE's VAE table (seed 000) plus MONAI's own extras, so its JSON
+configs carry over. `MonaiAutoencoderKL_arch.from_monai_checkpoint(path, **config)` (or, on a model already
+built from a YAML `network` block, `load_monai_checkpoint(path)`) loads an existing PTI-LDM-VAE checkpoint:
+the plain MONAI state dict of `autoencoder_epochN.pth` or the full `checkpoint_epochN.pth` dict, through
+its `autoencoder_state_dict` key. Files are read with `torch.load(weights_only=True)`: no arbitrary pickle.
+
+MONAI's `encode` returns the mean and the standard deviation sigma (not a log-variance); the posterior is
+built from sigma, so its KL is 0.5 * sum(mu^2 + sigma^2 - 1 - log sigma^2). PTI-LDM-VAE put sigma where
+the log-variance goes.
+
+MONAI's attention blocks (`attention_levels`, the non-local attention of encoder and decoder) need the
+`einops` package.
+
+The methods are the shared autoencoder interface of `models/archs/autoencoder_outputs.py`.
+"""
+
+import os
+import pickle
+
+import numpy as np
+import torch
+from monai.networks.nets import AutoencoderKL as MonaiAutoencoderKL
+from transformers import PretrainedConfig, PreTrainedModel
+
+from models.archs.autoencoder_outputs import AutoencoderOutput, DiagonalGaussianPosterior, EncoderOutput
+from utils.errors import ConfigError, DataError
+
+# The keys passed through to MONAI's `AutoencoderKL` (every key of the config but `scaling_factor`).
+MONAI_KEYS = (
+    "spatial_dims",
+    "in_channels",
+    "out_channels",
+    "channels",
+    "latent_channels",
+    "num_res_blocks",
+    "norm_num_groups",
+    "norm_eps",
+    "attention_levels",
+    "with_encoder_nonlocal_attn",
+    "with_decoder_nonlocal_attn",
+    "use_checkpoint",
+    "use_convtranspose",
+    "include_fc",
+    "use_combined_linear",
+    "use_flash_attention",
+)
+
+# Checkpoints that saved a numpy float (a best validation loss, say) need these to unpickle; they rebuild
+# plain numbers and run no code, so allowing them keeps `weights_only` safe.
+NUMPY_SCALAR_GLOBALS = [np._core.multiarray.scalar, np.dtype] + [
+    getattr(np.dtypes, name) for name in np.dtypes.__all__
+]
+
+
+class MonaiAutoencoderKL_config(PretrainedConfig):
+    """Defaults follow seed 000's example (widths 64-128-256, 4 latent channels, no per-level attention).
+
+    `attention_levels` defaults to no attention at every level. `num_res_blocks` is one number for every
+    level or one per level. `scaling_factor` defaults to 1.0 (no scaling): PTI-LDM-VAE measured it at
+    inference time; the VAE training model now stores 1 / std of the trained latents here.
+    """
+
+    model_type = "MonaiAutoencoderKL"
+
+    def __init__(
+        self,
+        spatial_dims: int = 2,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        channels: list[int] = (64, 128, 256),
+        latent_channels: int = 4,
+        num_res_blocks: int | list[int] = 2,
+        norm_num_groups: int = 32,
+        norm_eps: float = 1e-6,
+        attention_levels: list[bool] | None = None,
+        with_encoder_nonlocal_attn: bool = True,
+        with_decoder_nonlocal_attn: bool = True,
+        use_checkpoint: bool = False,
+        use_convtranspose: bool = False,
+        include_fc: bool = True,
+        use_combined_linear: bool = False,
+        use_flash_attention: bool = False,
+        scaling_factor: float = 1.0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.spatial_dims = spatial_dims
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.channels = list(channels)
+        self.latent_channels = latent_channels
+        self.num_res_blocks = num_res_blocks if isinstance(num_res_blocks, int) else list(num_res_blocks)
+        self.norm_num_groups = norm_num_groups
+        self.norm_eps = norm_eps
+        self.attention_levels = list(attention_levels or [False] * len(self.channels))
+        self.with_encoder_nonlocal_attn = with_encoder_nonlocal_attn
+        self.with_decoder_nonlocal_attn = with_decoder_nonlocal_attn
+        self.use_checkpoint = use_checkpoint
+        self.use_convtranspose = use_convtranspose
+        self.include_fc = include_fc
+        self.use_combined_linear = use_combined_linear
+        self.use_flash_attention = use_flash_attention
+        self.scaling_factor = scaling_factor
+
+
+class MonaiAutoencoderKL_arch(PreTrainedModel):
+    config_class = MonaiAutoencoderKL_config
+    main_input_name = "x"
+
+    def __init__(self, config: MonaiAutoencoderKL_config):
+        super().__init__(config)
+        _check_config(config)
+        self.monai_autoencoder = MonaiAutoencoderKL(**{key: getattr(config, key) for key in MONAI_KEYS})
+        self.post_init()
+
+    def _init_weights(self, module):
+        # Keep MONAI's own initialisation: transformers' default would redraw every conv from N(0, 0.02).
+        pass
+
+    # --- the shared autoencoder interface -------------------------------------------------------------
+
+    @property
+    def latent_channels(self) -> int:
+        return self.config.latent_channels
+
+    def encode(self, x: torch.Tensor) -> EncoderOutput:
+        mean, sigma = self.monai_autoencoder.encode(x)
+        return EncoderOutput(latent_dist=DiagonalGaussianPosterior.from_sigma(mean, sigma))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.monai_autoencoder.decode(z)
+
+    def forward(
+        self, x: torch.Tensor, sample_posterior: bool = True, generator: torch.Generator | None = None
+    ) -> AutoencoderOutput:
+        posterior = self.encode(x).latent_dist
+        latents = posterior.sample(generator) if sample_posterior else posterior.mode()
+        return AutoencoderOutput(reconstruction=self.decode(latents), latents=latents, latent_dist=posterior)
+
+    def scale_latents(self, z: torch.Tensor) -> torch.Tensor:
+        return z * self.config.scaling_factor
+
+    def unscale_latents(self, z: torch.Tensor) -> torch.Tensor:
+        return z / self.config.scaling_factor
+
+    def last_decoder_layer(self) -> torch.nn.Parameter:
+        # The decoder ends GroupNorm -> Convolution; the MONAI Convolution keeps its conv as `.conv`.
+        return self.monai_autoencoder.decoder.blocks[-1].conv.weight
+
+    # --- PTI-LDM-VAE checkpoints -----------------------------------------------------------------------
+
+    @classmethod
+    def from_monai_checkpoint(cls, path: str | os.PathLike, **config_kwargs) -> "MonaiAutoencoderKL_arch":
+        """Build the arch from config keys (those the checkpoint was trained with) and load `path` into it."""
+        model = cls(MonaiAutoencoderKL_config(**config_kwargs))
+        model.load_monai_checkpoint(path)
+        return model.eval()  # as `from_pretrained` returns it
+
+    def load_monai_checkpoint(self, path: str | os.PathLike) -> None:
+        """Load a MONAI AutoencoderKL state dict, or a PTI-LDM-VAE `checkpoint_epochN.pth`, into this arch."""
+        state_dict = _read_monai_state_dict(path)
+        expected = self.monai_autoencoder.state_dict()
+        missing = [key for key in expected if key not in state_dict]
+        unexpected = [key for key in state_dict if key not in expected]
+        if missing or unexpected:
+            raise DataError(
+                f"'{path}' does not fit this MonaiAutoencoderKL config: {len(missing)} weights missing "
+                f"(first: {missing[:2]}) and {len(unexpected)} unexpected (first: {unexpected[:2]}); give the "
+                f"network keys the checkpoint was trained with (channels, num_res_blocks, attention_levels, ...)."
+            )
+        for key, tensor in state_dict.items():
+            if tensor.shape != expected[key].shape:
+                raise DataError(
+                    f"'{path}' does not fit this MonaiAutoencoderKL config: '{key}' has shape "
+                    f"{tuple(tensor.shape)} in the file and {tuple(expected[key].shape)} in the model; give the "
+                    f"network keys the checkpoint was trained with (channels, latent_channels, ...)."
+                )
+        self.monai_autoencoder.load_state_dict(state_dict)
+
+
+def _read_monai_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    if not os.path.isfile(path):
+        raise DataError(f"The MONAI AutoencoderKL checkpoint '{path}' does not exist.")
+    try:
+        with torch.serialization.safe_globals(NUMPY_SCALAR_GLOBALS):
+            content = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise DataError(
+            f"'{path}' holds Python objects that only full pickle loading restores, which can run arbitrary "
+            f"code, so it is not loaded; in a session you trust, re-save its tensors alone with "
+            f"torch.save(model.state_dict(), path)."
+        ) from error
+    if isinstance(content, dict) and "autoencoder_state_dict" in content:
+        content = content["autoencoder_state_dict"]
+    if not (isinstance(content, dict) and content and all(torch.is_tensor(v) for v in content.values())):
+        found = list(content)[:6] if isinstance(content, dict) else type(content).__name__
+        raise DataError(
+            f"'{path}' is neither a MONAI AutoencoderKL state dict nor a PTI-LDM-VAE checkpoint with an "
+            f"'autoencoder_state_dict' key (it holds {found})."
+        )
+    # A model saved while wrapped in DistributedDataParallel has every key under 'module.'.
+    if all(key.startswith("module.") for key in content):
+        content = {key[len("module.") :]: tensor for key, tensor in content.items()}
+    return content
+
+
+def _check_config(config: MonaiAutoencoderKL_config) -> None:
+    if config.spatial_dims not in (2, 3):
+        raise ConfigError(f"'network.spatial_dims' is {config.spatial_dims}; MonaiAutoencoderKL takes 2 or 3.")
+    if len(config.attention_levels) != len(config.channels):
+        raise ConfigError(
+            f"'network.attention_levels' has {len(config.attention_levels)} entries but 'network.channels' has "
+            f"{len(config.channels)}; give one true/false per level."
+        )
+    for width in config.channels:
+        if width % config.norm_num_groups:
+            raise ConfigError(
+                f"'network.channels' entry {width} is not a multiple of 'network.norm_num_groups' "
+                f"({config.norm_num_groups}); group normalisation needs every width divisible by it."
+            )

@@ -1,0 +1,59 @@
+"""Two real processes on CPU (torchrun + gloo) against one process with the doubled batch."""
+
+import copy
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.conftest import ROOT, read_scalars, run_folder, run_trainer, write_config
+
+
+def torchrun(config_path: str, *overrides: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    command += [os.path.join(ROOT, "trainer.py"), "-opt", config_path, *overrides]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+
+
+def test_two_processes_match_one_process_with_double_batch(tiny_config, tmp_path):
+    tiny_config["train"].update(batch_size=2, max_train_steps=6, checkpointing_steps=3, validation_steps=3)
+    tiny_config["train"]["scheduler"] = {"type": "linear", "lr_warmup_steps": 2}
+    tiny_config["experiment_key"] = None  # the folder name must be agreed between processes
+    two = torchrun(write_config(tiny_config, tmp_path / "two.yml"))
+    assert two.returncode == 0, two.stderr[-3000:]
+
+    runs = os.listdir(os.path.join(tiny_config["path"]["root"], tiny_config["name"]))
+    assert len(runs) == 1, runs  # one run folder, not one per process
+    run_two = os.path.join(tiny_config["path"]["root"], tiny_config["name"], runs[0])
+    assert sorted(d for d in os.listdir(run_two) if d.startswith("checkpoint")) == [
+        "checkpoint-3",
+        "checkpoint-6",
+    ]
+    assert {"random_states_0.pkl", "random_states_1.pkl"} <= set(
+        os.listdir(os.path.join(run_two, "checkpoint-6"))
+    )
+
+    one = copy.deepcopy(tiny_config)
+    one["experiment_key"] = "single"
+    one["train"]["batch_size"] = 4
+    assert run_trainer(one, tmp_path, name="one.yml") == 0
+
+    weights_two = load_file(os.path.join(run_two, "final", "net_g", "model.safetensors"))
+    weights_one = load_file(os.path.join(run_folder(one), "final", "net_g", "model.safetensors"))
+    for key, value in weights_one.items():
+        torch.testing.assert_close(weights_two[key], value, rtol=1e-5, atol=1e-6)
+    scalars_two, scalars_one = read_scalars(run_two), read_scalars(run_folder(one))
+    assert scalars_two["train/lr"] == pytest.approx(
+        scalars_one["train/lr"]
+    )  # the schedule ignores the process count
+    metrics_two = json.load(open(os.path.join(run_two, "final", "metrics.json")))
+    metrics_one = json.load(open(os.path.join(run_folder(one), "final", "metrics.json")))
+    assert metrics_two["val_psnr"] == pytest.approx(metrics_one["val_psnr"], rel=1e-5)
+    assert (
+        two.stdout.count("Saved the trained networks") + two.stderr.count("Saved the trained networks") == 1
+    )
