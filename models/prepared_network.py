@@ -29,12 +29,16 @@ class MethodDispatch(nn.Module):
 
 
 @cache
-def _library_names() -> frozenset:
-    """Attribute names defined by PreTrainedModel and its bases (nn.Module, the Hub mixins...)."""
-    names = set()
-    for cls in PreTrainedModel.__mro__:
-        names.update(vars(cls))
-    return frozenset(names)
+def _routed(arch_cls: type, name: str) -> bool:
+    """Route a method when the class that defines it is the arch's own (or a base below PreTrainedModel):
+    `forward`, `encode`, `decode`... but not `parameters`, `save_pretrained` or `train`."""
+    if name.startswith("_"):
+        return False
+    library = set(PreTrainedModel.__mro__)
+    for cls in arch_cls.__mro__:
+        if name in vars(cls):
+            return cls not in library
+    return False
 
 
 class PreparedNetwork:
@@ -51,7 +55,7 @@ class PreparedNetwork:
 
     def __getattr__(self, name: str):
         value = getattr(self.arch, name)
-        if callable(value) and not isinstance(value, nn.Module) and self._routes(name):
+        if callable(value) and not isinstance(value, nn.Module) and _routed(type(self.arch), name):
             prepared = self.prepared
 
             def routed(*args, **kwargs):
@@ -59,12 +63,6 @@ class PreparedNetwork:
 
             return routed
         return value
-
-    def _routes(self, name: str) -> bool:
-        # The arch's own compute methods go through the prepared forward; library methods do not.
-        if name.startswith("_") or name in _library_names():
-            return False
-        return any(name in vars(cls) for cls in type(self.arch).__mro__)
 
     def __setattr__(self, name, value):
         setattr(self.arch, name, value)

@@ -274,3 +274,11 @@ def test_per_point_focus_matches_refocusing_the_lens():
     sim.focus(800.0)
     alone = sim.simulate(points[:1], generator=torch.Generator().manual_seed(0))  # the same pupil samples
     assert torch.allclose(together[:1], alone, atol=1e-4)
+
+
+def test_a_lens_that_blocks_every_ray_names_the_surface(tmp_path):
+    data = json.loads(json.dumps(SINGLET))
+    data["surfaces"].insert(0, {"type": "Stop", "r": 4.0, "d_next": 1.0})
+    data["surfaces"][2]["r"] = 1e-4  # a typo: the back surface is a pinhole
+    with pytest.raises(LensError, match=r"surface 2: no ray gets past it; check its 'r'"):
+        GeoLens(filename=str(write(tmp_path, data)))

@@ -23,17 +23,34 @@ from utils.errors import ConfigError, DataError
 HAS_EINOPS = importlib.util.find_spec("einops") is not None  # MONAI's attention blocks need it
 
 TINY_KL = dict(
-    in_channels=1, out_channels=1, block_out_channels=[8, 16], layers_per_block=1, latent_channels=2,
-    norm_num_groups=4, sample_size=32,
+    in_channels=1,
+    out_channels=1,
+    block_out_channels=[8, 16],
+    layers_per_block=1,
+    latent_channels=2,
+    norm_num_groups=4,
+    sample_size=32,
 )
 # MONAI's attention needs einops, which is optional; these tiny MONAI nets do without it.
 TINY_MONAI = dict(
-    in_channels=1, out_channels=1, channels=[8, 16], latent_channels=2, num_res_blocks=1, norm_num_groups=4,
-    with_encoder_nonlocal_attn=False, with_decoder_nonlocal_attn=False,
+    in_channels=1,
+    out_channels=1,
+    channels=[8, 16],
+    latent_channels=2,
+    num_res_blocks=1,
+    norm_num_groups=4,
+    with_encoder_nonlocal_attn=False,
+    with_decoder_nonlocal_attn=False,
 )
 TINY_VQ = dict(
-    in_channels=1, out_channels=1, block_out_channels=[8, 16], layers_per_block=1, latent_channels=4,
-    norm_num_groups=4, num_vq_embeddings=16, sample_size=32,
+    in_channels=1,
+    out_channels=1,
+    block_out_channels=[8, 16],
+    layers_per_block=1,
+    latent_channels=4,
+    norm_num_groups=4,
+    num_vq_embeddings=16,
+    sample_size=32,
 )
 
 
@@ -137,19 +154,33 @@ def test_autoencoder_kl_exports_to_diffusers_with_identical_outputs(tmp_path):
     x = _images()
     with torch.no_grad():
         torch.testing.assert_close(
-            exported(x, sample_posterior=False).sample, model(x, sample_posterior=False).reconstruction,
-            rtol=0, atol=0,
+            exported(x, sample_posterior=False).sample,
+            model(x, sample_posterior=False).reconstruction,
+            rtol=0,
+            atol=0,
         )
-        torch.testing.assert_close(exported.decode(torch.ones(1, 2, 16, 16)).sample,
-                                   model.decode(torch.ones(1, 2, 16, 16)), rtol=0, atol=0)
+        torch.testing.assert_close(
+            exported.decode(torch.ones(1, 2, 16, 16)).sample,
+            model.decode(torch.ones(1, 2, 16, 16)),
+            rtol=0,
+            atol=0,
+        )
 
 
 def test_autoencoder_kl_starts_from_a_diffusers_folder(tmp_path):
     # A pipeline folder with the VAE in its `vae` subfolder, as Stable Diffusion checkpoints are laid out.
     source = diffusers.AutoencoderKL(
-        in_channels=3, out_channels=3, block_out_channels=[8, 16], layers_per_block=1, latent_channels=4,
-        norm_num_groups=8, down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
-        scaling_factor=0.13025, shift_factor=0.1, use_quant_conv=False,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=[8, 16],
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=8,
+        down_block_types=["DownEncoderBlock2D"] * 2,
+        up_block_types=["UpDecoderBlock2D"] * 2,
+        scaling_factor=0.13025,
+        shift_factor=0.1,
+        use_quant_conv=False,
     ).eval()
     source.save_pretrained(tmp_path / "pipeline" / "vae")
     model = AutoencoderKL_arch.from_diffusers(tmp_path / "pipeline", subfolder="vae")
@@ -157,8 +188,12 @@ def test_autoencoder_kl_starts_from_a_diffusers_folder(tmp_path):
     assert model.config.use_quant_conv is False and model.config.block_out_channels == [8, 16]
     x = _images((1, 3, 32, 32))
     with torch.no_grad():
-        torch.testing.assert_close(model(x, sample_posterior=False).reconstruction,
-                                   source(x, sample_posterior=False).sample, rtol=0, atol=0)
+        torch.testing.assert_close(
+            model(x, sample_posterior=False).reconstruction,
+            source(x, sample_posterior=False).sample,
+            rtol=0,
+            atol=0,
+        )
     torch.testing.assert_close(model.scale_latents(torch.ones(1)), torch.tensor([0.9 * 0.13025]))
 
     with pytest.raises(DataError, match="pipeline"):
@@ -245,8 +280,9 @@ def test_monai_autoencoder_kl_loads_pti_ldm_vae_checkpoints(tmp_path, layout):
     with torch.no_grad():
         mu, sigma = monai_net.encode(x)
         torch.testing.assert_close(model.decode(mu), monai_net.decode(mu), rtol=0, atol=0)
-        torch.testing.assert_close(model(x, sample_posterior=False).reconstruction, monai_net.reconstruct(x),
-                                   rtol=0, atol=0)
+        torch.testing.assert_close(
+            model(x, sample_posterior=False).reconstruction, monai_net.reconstruct(x), rtol=0, atol=0
+        )
         posterior = model.encode(x).latent_dist
         torch.testing.assert_close(posterior.mean, mu, rtol=0, atol=0)
         torch.testing.assert_close(posterior.std, sigma)
@@ -258,8 +294,9 @@ def test_monai_checkpoint_errors_name_the_file(tmp_path):
         model.load_monai_checkpoint(tmp_path / "missing.pth")
 
     pickled = tmp_path / "needs_pickle.pth"
-    torch.save({"autoencoder_state_dict": _pti_ldm_vae_autoencoder().state_dict(), "args": DataError("x")},
-               pickled)
+    torch.save(
+        {"autoencoder_state_dict": _pti_ldm_vae_autoencoder().state_dict(), "args": DataError("x")}, pickled
+    )
     with pytest.raises(DataError, match="needs_pickle.pth.*full pickle"):
         model.load_monai_checkpoint(pickled)
 
@@ -331,11 +368,14 @@ def test_vq_loss_is_codebook_plus_beta_commitment():
     squared = (z_e - codes).pow(2).mean()
     torch.testing.assert_close(encoded.quant_loss, 1.25 * squared)
     # Gradients: the codebook term moves the codes with weight 1, the commitment term the encoder with beta.
-    grad_codes = torch.autograd.grad(encoded.quant_loss, model.vq_model.quantize.embedding.weight,
-                                     retain_graph=True)[0]
+    grad_codes = torch.autograd.grad(
+        encoded.quant_loss, model.vq_model.quantize.embedding.weight, retain_graph=True
+    )[0]
     z_e_leaf = z_e.detach().requires_grad_()
     codes_leaf = codes.detach().requires_grad_()
-    by_hand = (z_e_leaf.detach() - codes_leaf).pow(2).mean() + 0.25 * (z_e_leaf - codes_leaf.detach()).pow(2).mean()
+    by_hand = (z_e_leaf.detach() - codes_leaf).pow(2).mean() + 0.25 * (z_e_leaf - codes_leaf.detach()).pow(
+        2
+    ).mean()
     by_hand.backward()
     expected_codes = torch.zeros_like(grad_codes).index_add_(
         0, encoded.codebook_indices.flatten(), codes_leaf.grad.permute(0, 2, 3, 1).reshape(-1, 4)
@@ -349,8 +389,9 @@ def test_vq_loss_is_codebook_plus_beta_commitment():
 
 
 def test_lookup_free_quantizer_by_hand():
-    lfq = LookupFreeQuantizer(codebook_dim=2, commitment_beta=0.25, entropy_weight=0.1, diversity_gamma=1.0,
-                              temperature=1.0)
+    lfq = LookupFreeQuantizer(
+        codebook_dim=2, commitment_beta=0.25, entropy_weight=0.1, diversity_gamma=1.0, temperature=1.0
+    )
     z = torch.tensor([[[[0.5]], [[-2.0]]], [[[-0.1]], [[0.3]]]])  # [batch 2, dims 2, 1, 1]
     quantized, loss, perplexity, indices = lfq(z)
     torch.testing.assert_close(quantized, torch.tensor([[[[1.0]], [[-1.0]]], [[[-1.0]], [[1.0]]]]))

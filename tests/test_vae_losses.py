@@ -83,7 +83,7 @@ def test_unknown_recon_type_suggests_the_nearest():
 
 
 def test_kl_loss_reductions_by_hand():
-    # mean 1, variance 1: each element contributes 0.5 * (1 + 1 - 1 - 0) = 0.5; 4 elements per sample, 2 samples.
+    # mean 1, variance 1: each element gives 0.5 * (1 + 1 - 1 - 0) = 0.5; 4 elements a sample, 2 samples.
     posterior = DiagonalGaussianPosterior(torch.ones(2, 1, 2, 2), torch.zeros(2, 1, 2, 2))
     assert kl_loss(posterior).item() == pytest.approx(2.0)
     assert kl_loss(posterior, "batchmean").item() == pytest.approx(2.0)
@@ -110,15 +110,19 @@ def test_discriminator_losses_by_hand():
     assert discriminator_loss(REAL, FAKE, "lsgan").item() == pytest.approx(lsgan)
     assert discriminator_loss(REAL, FAKE, "vanilla").item() == pytest.approx(vanilla, rel=1e-6)
     # vanilla is the BCE of real against 1 and fake against 0.
-    bce = 0.5 * (F.binary_cross_entropy_with_logits(REAL, torch.ones_like(REAL))
-                 + F.binary_cross_entropy_with_logits(FAKE, torch.zeros_like(FAKE)))
+    bce = 0.5 * (
+        F.binary_cross_entropy_with_logits(REAL, torch.ones_like(REAL))
+        + F.binary_cross_entropy_with_logits(FAKE, torch.zeros_like(FAKE))
+    )
     assert discriminator_loss(REAL, FAKE, "vanilla").item() == pytest.approx(bce.item(), rel=1e-6)
 
 
 def test_generator_losses_by_hand():
     assert generator_loss(FAKE, "hinge").item() == pytest.approx(-(0.5 - 3.0) / 2)
     assert generator_loss(FAKE, "lsgan").item() == pytest.approx(((0.5 - 1) ** 2 + (-3.0 - 1) ** 2) / 2)
-    assert generator_loss(FAKE, "vanilla").item() == pytest.approx((softplus(-0.5) + softplus(3.0)) / 2, rel=1e-6)
+    assert generator_loss(FAKE, "vanilla").item() == pytest.approx(
+        (softplus(-0.5) + softplus(3.0)) / 2, rel=1e-6
+    )
     with pytest.raises(ConfigError, match="hinge"):
         generator_loss(FAKE, "hing")
     with pytest.raises(ConfigError, match="lsgan"):
@@ -139,14 +143,35 @@ def test_adaptive_gan_weight_is_the_clamped_detached_ratio_of_gradient_norms():
 
 
 TINY_ARCHES = {
-    "AutoencoderKL": lambda: AutoencoderKL_arch(AutoencoderKL_config(
-        in_channels=1, out_channels=1, block_out_channels=[8, 16], layers_per_block=1, latent_channels=2,
-        norm_num_groups=4)),
-    "MonaiAutoencoderKL": lambda: MonaiAutoencoderKL_arch(MonaiAutoencoderKL_config(
-        channels=[8, 16], latent_channels=2, num_res_blocks=1, norm_num_groups=4,
-        with_encoder_nonlocal_attn=False, with_decoder_nonlocal_attn=False)),
-    "VQVAE": lambda: VQVAE_arch(VQVAE_config(
-        block_out_channels=[8, 16], layers_per_block=1, latent_channels=4, norm_num_groups=4, num_vq_embeddings=16)),
+    "AutoencoderKL": lambda: AutoencoderKL_arch(
+        AutoencoderKL_config(
+            in_channels=1,
+            out_channels=1,
+            block_out_channels=[8, 16],
+            layers_per_block=1,
+            latent_channels=2,
+            norm_num_groups=4,
+        )
+    ),
+    "MonaiAutoencoderKL": lambda: MonaiAutoencoderKL_arch(
+        MonaiAutoencoderKL_config(
+            channels=[8, 16],
+            latent_channels=2,
+            num_res_blocks=1,
+            norm_num_groups=4,
+            with_encoder_nonlocal_attn=False,
+            with_decoder_nonlocal_attn=False,
+        )
+    ),
+    "VQVAE": lambda: VQVAE_arch(
+        VQVAE_config(
+            block_out_channels=[8, 16],
+            layers_per_block=1,
+            latent_channels=4,
+            norm_num_groups=4,
+            num_vq_embeddings=16,
+        )
+    ),
 }
 
 
@@ -184,7 +209,9 @@ def test_perceptual_loss_is_zero_for_identical_inputs_and_differentiable(vgg_wei
     perceptual = PerceptualLoss(vgg_weights)
     target = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(1))
     assert perceptual(target, target.clone()).item() == 0.0
-    pred = (target + 0.1 * torch.randn(target.shape, generator=torch.Generator().manual_seed(2))).requires_grad_()
+    pred = (
+        target + 0.1 * torch.randn(target.shape, generator=torch.Generator().manual_seed(2))
+    ).requires_grad_()
     loss = perceptual(pred, target)
     assert loss.item() > 0
     loss.backward()

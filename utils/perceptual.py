@@ -21,7 +21,6 @@ import os
 
 import safetensors.torch
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from utils.errors import DataError
@@ -91,11 +90,16 @@ class PerceptualLoss(nn.Module):
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if pred.dim() == 5:
-            return sum(
-                self._loss_2d(_slices(pred, axis, self.slices_per_axis_3d),
-                              _slices(target, axis, self.slices_per_axis_3d))
-                for axis in (2, 3, 4)
-            ) / 3.0
+            return (
+                sum(
+                    self._loss_2d(
+                        _slices(pred, axis, self.slices_per_axis_3d),
+                        _slices(target, axis, self.slices_per_axis_3d),
+                    )
+                    for axis in (2, 3, 4)
+                )
+                / 3.0
+            )
         return self._loss_2d(pred, target)
 
     def _loss_2d(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -109,7 +113,9 @@ class PerceptualLoss(nn.Module):
 
     def _to_vgg_input(self, images: torch.Tensor) -> torch.Tensor:
         if images.shape[1] not in (1, 3):
-            raise DataError(f"PerceptualLoss takes 1- or 3-channel images; these have {images.shape[1]} channels.")
+            raise DataError(
+                f"PerceptualLoss takes 1- or 3-channel images; these have {images.shape[1]} channels."
+            )
         low, high = self.data_range
         images = (images - low) / (high - low)
         if images.shape[1] == 1:
@@ -130,7 +136,8 @@ def _read_vgg16_weights(path: str | os.PathLike, expected: dict) -> dict:
     if not os.path.isfile(path):
         raise DataError(
             f"The perceptual loss weights file '{path}' does not exist; give a local VGG16 weights file "
-            f"(safetensors, or a torch state dict such as torchvision's vgg16-397923af.pth), nothing is downloaded."
+            f"(safetensors, or a torch state dict such as torchvision's vgg16-397923af.pth): nothing is "
+            f"downloaded."
         )
     if os.fspath(path).endswith(".safetensors"):
         weights = safetensors.torch.load_file(os.fspath(path))
@@ -139,11 +146,14 @@ def _read_vgg16_weights(path: str | os.PathLike, expected: dict) -> dict:
             weights = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:  # an unsafe pickle, or not a torch file at all
             raise DataError(
-                f"The perceptual loss weights file '{path}' cannot be read with torch.load(weights_only=True): "
-                f"it needs full pickle loading, which can run arbitrary code, or is not a torch file."
+                f"The perceptual loss weights file '{path}' cannot be read with "
+                f"torch.load(weights_only=True): it needs full pickle loading, which can run arbitrary "
+                f"code, or it is not a torch file."
             ) from error
     features = {key: tensor for key, tensor in weights.items() if key.startswith("features.")}
-    mismatched = [key for key in expected if key not in features or features[key].shape != expected[key].shape]
+    mismatched = [
+        key for key in expected if key not in features or features[key].shape != expected[key].shape
+    ]
     if mismatched:
         raise DataError(
             f"The perceptual loss weights file '{path}' does not hold VGG16 features: '{mismatched[0]}' and "

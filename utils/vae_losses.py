@@ -4,9 +4,10 @@ Pure functions of tensors; the VAE training model combines them (the perceptual 
 `utils/perceptual.py`). With the latent-diffusion recipe one generator step reads:
 
     out = net(x)
+    image = decoded_image(out.reconstruction, recon_type)
     rec = recon_loss(out.reconstruction, x, recon_type) + perceptual_weight * perceptual(image, x)
     reg = kl_loss(out.latent_dist)                       # VQ arches: out.quant_loss
-    g = generator_loss(disc(image), gan_type)            # image = decoded_image(out.reconstruction, recon_type)
+    g = generator_loss(disc(image), gan_type)
     w = adaptive_gan_weight(rec, g, net.last_decoder_layer()) if adaptive else 1.0
     loss = rec + kl_weight * reg + disc_weight * w * g   # the adversarial term only from step disc_start on
 

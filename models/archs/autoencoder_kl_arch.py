@@ -164,7 +164,7 @@ class AutoencoderKL_arch(PreTrainedModel):
         return model.eval()  # as `from_pretrained` returns it
 
     def export_diffusers(self, folder: str | os.PathLike) -> str:
-        """Write a folder `diffusers.AutoencoderKL.from_pretrained` loads, with this config's scaling_factor."""
+        """Write a folder `diffusers.AutoencoderKL.from_pretrained` loads, carrying this scaling_factor."""
         # The scaling factor (and shift) may have been set on our config after training: copy it over.
         self.diffusers_vae.register_to_config(**_diffusers_kwargs(self.config))
         self.diffusers_vae.save_pretrained(folder, safe_serialization=True)

@@ -53,7 +53,7 @@ class DiagonalGaussianPosterior:
 
     @classmethod
     def from_sigma(cls, mean: torch.Tensor, sigma: torch.Tensor) -> "DiagonalGaussianPosterior":
-        # log(sigma^2) = 2 log(sigma); MONAI's sigma is exp(clamped logvar / 2) >= exp(-15), so the log is finite.
+        # log(sigma^2) = 2 log(sigma); MONAI's sigma = exp(clamped logvar / 2) >= exp(-15): the log is finite.
         return cls(mean, 2.0 * torch.log(sigma))
 
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:

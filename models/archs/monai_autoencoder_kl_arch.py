@@ -167,15 +167,16 @@ class MonaiAutoencoderKL_arch(PreTrainedModel):
         if missing or unexpected:
             raise DataError(
                 f"'{path}' does not fit this MonaiAutoencoderKL config: {len(missing)} weights missing "
-                f"(first: {missing[:2]}) and {len(unexpected)} unexpected (first: {unexpected[:2]}); give the "
-                f"network keys the checkpoint was trained with (channels, num_res_blocks, attention_levels, ...)."
+                f"(first: {missing[:2]}) and {len(unexpected)} unexpected (first: {unexpected[:2]}); "
+                f"give the network keys the checkpoint was trained with (channels, num_res_blocks, "
+                f"attention_levels, ...)."
             )
         for key, tensor in state_dict.items():
             if tensor.shape != expected[key].shape:
                 raise DataError(
                     f"'{path}' does not fit this MonaiAutoencoderKL config: '{key}' has shape "
-                    f"{tuple(tensor.shape)} in the file and {tuple(expected[key].shape)} in the model; give the "
-                    f"network keys the checkpoint was trained with (channels, latent_channels, ...)."
+                    f"{tuple(tensor.shape)} in the file and {tuple(expected[key].shape)} in the model; "
+                    f"give the network keys the checkpoint was trained with (channels, latent_channels, ...)."
                 )
         self.monai_autoencoder.load_state_dict(state_dict)
 
@@ -208,11 +209,13 @@ def _read_monai_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 def _check_config(config: MonaiAutoencoderKL_config) -> None:
     if config.spatial_dims not in (2, 3):
-        raise ConfigError(f"'network.spatial_dims' is {config.spatial_dims}; MonaiAutoencoderKL takes 2 or 3.")
+        raise ConfigError(
+            f"'network.spatial_dims' is {config.spatial_dims}; MonaiAutoencoderKL takes 2 or 3."
+        )
     if len(config.attention_levels) != len(config.channels):
         raise ConfigError(
-            f"'network.attention_levels' has {len(config.attention_levels)} entries but 'network.channels' has "
-            f"{len(config.channels)}; give one true/false per level."
+            f"'network.attention_levels' has {len(config.attention_levels)} entries but 'network.channels' "
+            f"has {len(config.channels)}; give one true/false per level."
         )
     for width in config.channels:
         if width % config.norm_num_groups:

@@ -181,7 +181,7 @@ class GeoLens:
         """PSFs on a field grid at one depth, shape (grid_rows, grid_cols, 1, ks, ks).
 
         Grid points sit at the centres of equal cells tiling the sensor; row 0 is the top of the
-        scene (+y), column 0 its left (-x), as DeepLens's `psf_map` orders them.
+        scene (+y), column 0 its left (-x), like an image.
         """
         rows, cols = (grid, grid) if isinstance(grid, int) else grid
         y = 1.0 - (2.0 * torch.arange(rows) + 1.0) / rows
@@ -363,12 +363,27 @@ class GeoLens:
         radius = torch.linalg.vector_norm(disc, dim=-1) * PUPIL_PROBE
         valid = valid[:, :-1].cpu()
         if not valid.any():
-            raise LensError(
-                f"no ray passes the lens {self!r}: check the semi-apertures 'r' and the gaps 'd_next'"
-            )
+            self._raise_blocking_surface(points, waves)
         # Two probe cells of margin cover what falls between the probe rays.
         margin = 2.0 * PUPIL_PROBE / math.sqrt(PUPIL_PROBE_SPP)
         return min(PUPIL_PROBE, float(radius[valid].max()) + margin)
+
+    def _raise_blocking_surface(self, points, waves):
+        """Name the first surface that stops every ray (an error in the lens file)."""
+        source = self.prescription.source
+        for index in range(len(self.surfaces)):
+            all_surfaces = self.surfaces
+            try:
+                self.surfaces = all_surfaces[: index + 1]
+                _, _, valid = self._trace_from_points(points, waves, 1024, _fixed_generator())
+            finally:
+                self.surfaces = all_surfaces
+            if not valid[:, :-1].any():
+                raise LensError(
+                    f"lens file {source}, surface {index}: no ray gets past it; check its 'r' and the "
+                    f"'d_next' before it"
+                )
+        raise LensError(f"lens file {source}: no ray reaches the sensor")
 
     def _diffraction_blur(self, kernels, points, wvlns):
         """Convolve with the Airy pattern of the working F-number of each point and wavelength."""
