@@ -57,7 +57,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(format="%(message)s", level=logging.INFO)
     # Accelerate narrates every file of a checkpoint at INFO; our own lines say what matters.
-    for noisy in ("accelerate", "transformers", "huggingface_hub"):
+    for noisy in ("accelerate", "transformers", "huggingface_hub", "bitsandbytes"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     from transformers.utils import logging as transformers_logging
 

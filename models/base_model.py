@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from contextlib import contextmanager
 from datetime import datetime
 
@@ -39,7 +40,6 @@ from accelerate.utils import (
     set_seed,
 )
 from diffusers.optimization import get_scheduler
-from diffusers.training_utils import EMAModel
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -173,6 +173,10 @@ class BaseModel:
             f"{type(self).__name__} must define validate_step(batch, idx, lq_key, gt_key)."
         )
 
+    def on_train_end(self):
+        """Called once after the last step and validation, before the final save: a model can store
+        values measured on the trained weights in its arch's config (the VAE's latent scale factor)."""
+
     def build_optimizers(self) -> list:
         """One AdamW over every trainable parameter of `self.models`. Override for several optimizers."""
         params = [p for arch in self._archs for p in arch.parameters() if p.requires_grad]
@@ -302,6 +306,8 @@ class BaseModel:
 
         ema_opt = self.opt["train"].get("ema")
         if ema_opt is not None:
+            from diffusers.training_utils import EMAModel  # imports bitsandbytes: only when EMA is on
+
             self.emas = [
                 EMAModel(
                     arch.parameters(),
@@ -542,8 +548,12 @@ class BaseModel:
                 if not self.accelerator.sync_gradients:
                     continue
 
-                for scheduler in self.schedulers:
-                    scheduler.step()
+                with warnings.catch_warnings():
+                    # A GAN's discriminator schedule advances before its optimizer's first step
+                    # (disc_start); schedules follow the global step, so PyTorch's warning is moot.
+                    warnings.filterwarnings("ignore", message=".*lr_scheduler.step.*optimizer.step", category=UserWarning)
+                    for scheduler in self.schedulers:
+                        scheduler.step()
                 for ema, arch in zip(self.emas, self._archs):
                     ema.step(arch.parameters())
                 self.global_step += 1
@@ -580,6 +590,7 @@ class BaseModel:
 
         if self.val_loader is not None and last_validated != self.global_step:
             self.validation()
+        self.on_train_end()
         self.save_final()
         self.accelerator.end_training()
         return self.last_metrics

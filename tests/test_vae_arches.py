@@ -104,7 +104,7 @@ def test_autoencoder_kl_keeps_diffusers_initialisation():
     ours = AutoencoderKL_arch(AutoencoderKL_config(**TINY_KL))
     torch.manual_seed(0)
     theirs = diffusers.AutoencoderKL(
-        **{k: v for k, v in TINY_KL.items()},
+        **TINY_KL,
         down_block_types=["DownEncoderBlock2D"] * 2,
         up_block_types=["UpDecoderBlock2D"] * 2,
     )

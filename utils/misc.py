@@ -74,6 +74,16 @@ def log_metrics(pred, target, metrics_opt, accelerator, step: int, comment: str 
     return values
 
 
+def log_validation_scalars(accelerator, values: dict, step: int, n: int = 1) -> None:
+    """Scalars such as a validation loss: averaged over the validation pass (weighted by `n` samples)
+    when called inside one, logged at once otherwise."""
+    values = {k: _scalar(v) for k, v in values.items()}
+    if _summary is not None:
+        _summary.add(values, n=n)
+    else:
+        log_metric(accelerator, values, step)
+
+
 _image_names: dict[tuple, int] = defaultdict(int)
 
 

@@ -70,7 +70,9 @@ class DiagonalGaussianPosterior:
 
         Closed form: 0.5 * sum(mean^2 + var - 1 - logvar).
         """
-        per_element = 0.5 * (self.mean.pow(2) + self.var - 1.0 - self.logvar)
+        # In float32: a half-precision sum over a whole latent loses the small per-element terms.
+        mean, logvar = self.mean.float(), self.logvar.float()
+        per_element = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar)
         return per_element.flatten(start_dim=1).sum(dim=1)
 
 

@@ -53,11 +53,14 @@ class LookupFreeQuantizer(nn.Module):
 
         commitment = F.mse_loss(z, codes.detach())
         flat = z.movedim(1, -1).reshape(-1, self.codebook_dim).float()
-        # -||z - c||^2 = 2 z.c - ||z||^2 - D: the last two terms are the same for every code c.
-        log_probs = F.log_softmax(2.0 * flat @ all_codes.T / self.temperature, dim=-1)
-        per_position_entropy = -(log_probs.exp() * log_probs).sum(dim=-1).mean()
-        average_probs = log_probs.exp().mean(dim=0)
-        codebook_entropy = -(average_probs * torch.log(average_probs.clamp_min(1e-12))).sum()
+        # In float32 even under autocast: at temperature 0.01 the logits reach hundreds, where bf16 rounding
+        # would change the soft assignments.
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            # -||z - c||^2 = 2 z.c - ||z||^2 - D: the last two terms are the same for every code c.
+            log_probs = F.log_softmax(2.0 * flat @ all_codes.T / self.temperature, dim=-1)
+            per_position_entropy = -(log_probs.exp() * log_probs).sum(dim=-1).mean()
+            average_probs = log_probs.exp().mean(dim=0)
+            codebook_entropy = -(average_probs * torch.log(average_probs.clamp_min(1e-12))).sum()
         entropy_penalty = per_position_entropy - self.diversity_gamma * codebook_entropy
         loss = self.commitment_beta * commitment + self.entropy_weight * entropy_penalty
 

@@ -177,10 +177,8 @@ class VQVAE_arch(PreTrainedModel):
     def _nearest_code_quantize(self, z_e: torch.Tensor):
         codebook = self.vq_model.quantize.embedding.weight  # [num_vq_embeddings, code_dim]
         flat = z_e.movedim(1, -1).reshape(-1, self.code_dim)
-        squared_distances = (
-            flat.pow(2).sum(dim=1, keepdim=True) - 2.0 * flat @ codebook.T + codebook.pow(2).sum(dim=1)
-        )
-        flat_indices = squared_distances.argmin(dim=1)
+        # cdist runs in float32 under autocast, so near-equal distances are still told apart in bf16 runs.
+        flat_indices = torch.cdist(flat.float(), codebook.float()).argmin(dim=1)
         codes = codebook[flat_indices].view(z_e.movedim(1, -1).shape).movedim(-1, 1)
 
         codebook_term = F.mse_loss(codes, z_e.detach())  # moves the codes towards the encoder outputs

@@ -1,0 +1,203 @@
+"""Stage 1: train an autoencoder (AutoencoderKL, MonaiAutoencoderKL or VQVAE) with the latent-diffusion recipe.
+
+    loss_G = recon + perceptual_weight * perceptual + kl_weight * KL (or the VQ loss)
+             + disc_weight * w * adversarial          (the last term from step `disc_start` on)
+    loss_D = discriminator_loss(D(x), D(x_hat))       (from step `disc_start` on, its own optimizer)
+
+`w` is the adaptive weight of the latent-diffusion recipe when `adaptive_disc_weight` is true, else 1.
+The discriminator is the arch of the top-level `network_d` block (a `PatchDiscriminator`); without that
+block, or with `disc_weight: 0`, training is GAN-free. At the end of training the latent scale factor
+(1 / std of the latents over the validation set) is stored in the arch's config, so stage 2 and every
+export use the same value.
+"""
+
+import torch
+
+from models.archs import define_network
+from models.base_model import BaseModel
+from utils import log_image, log_metrics
+from utils.errors import ConfigError
+from utils.misc import log_metric, log_validation_scalars
+from utils.vae_losses import (
+    GAN_TYPES,
+    RECON_TYPES,
+    adaptive_gan_weight,
+    decoded_image,
+    discriminator_loss,
+    generator_loss,
+    kl_loss,
+    recon_loss,
+)
+
+TRAIN_KEYS = {
+    "recon_type": "l1",
+    "focal_gamma": 2.0,
+    "kl_weight": 1e-6,
+    "kl_reduction": "batchmean",
+    "perceptual_weight": 0.0,
+    "perceptual_weights_path": None,
+    "disc_weight": 0.5,
+    "disc_start": 0,
+    "disc_loss": "hinge",
+    "disc_learning_rate": None,
+    "adaptive_disc_weight": True,
+    "compute_scale_factor": True,
+}
+VAL_KEYS = {"num_images": 8}
+
+
+class VAE_model(BaseModel):
+    config_keys = {"": {"network_d"}, "train": set(TRAIN_KEYS), "val": set(VAL_KEYS)}
+
+    def __init__(self, opt, logger):
+        super().__init__(opt, logger)
+        train = {k: opt["train"].get(k, default) for k, default in TRAIN_KEYS.items()}
+        if train["recon_type"] not in RECON_TYPES:
+            raise ConfigError(f"'train.recon_type' is {train['recon_type']!r}; use one of {', '.join(RECON_TYPES)}.")
+        if train["disc_loss"] not in GAN_TYPES:
+            raise ConfigError(f"'train.disc_loss' is {train['disc_loss']!r}; use one of {', '.join(GAN_TYPES)}.")
+        self.hp = train
+        self.gt_key = opt["val"]["gt_key"]
+
+        self.net_g = define_network(opt.network)
+        self.models.append(self.net_g)
+        self.is_vq = type(self.net_g).__name__.startswith("VQ")
+        self.net_d = None
+        if opt.get("network_d") is not None and train["disc_weight"] > 0:
+            self.net_d = define_network(opt.network_d)
+            self.models.append(self.net_d)
+        self.perceptual = None
+        if train["perceptual_weight"] > 0:
+            if not train["perceptual_weights_path"]:
+                raise ConfigError(
+                    "'train.perceptual_weight' is above 0 but 'train.perceptual_weights_path' is empty; point it at "
+                    "a VGG16 weights file (see utils/perceptual.py) or set the weight to 0."
+                )
+            from utils.perceptual import PerceptualLoss
+
+            self.perceptual = PerceptualLoss(train["perceptual_weights_path"]).to(self.accelerator.device)
+
+    # ------------------------------------------------------------------ optimizers: one for G, one for D
+
+    def build_optimizers(self):
+        generator = [p for p in self.net_g.parameters() if p.requires_grad]
+        optimizers = [self.make_optimizer(generator)]
+        if self.net_d is not None:
+            optimizers.append(self.make_optimizer(self.net_d.parameters(), lr=self.hp["disc_learning_rate"]))
+        return optimizers
+
+    @property
+    def gan_active(self) -> bool:
+        return self.net_d is not None and self.global_step >= self.hp["disc_start"]
+
+    # ------------------------------------------------------------------ hooks
+
+    def feed_data(self, data, is_train=True):
+        if self.gt_key not in data:
+            raise ConfigError(
+                f"The batch has no key '{self.gt_key}' (val.gt_key); its keys are {sorted(data)}. Set 'val.gt_key' "
+                "to the key holding the images."
+            )
+        self.sample = {"gt": data[self.gt_key]}
+
+    def _generator_losses(self, x, out):
+        hp = self.hp
+        image = decoded_image(out.reconstruction, hp["recon_type"])
+        losses = {"recon": recon_loss(out.reconstruction, x, hp["recon_type"], hp["focal_gamma"])}
+        nll = losses["recon"]
+        if self.perceptual is not None:
+            losses["perceptual"] = self.perceptual(image, x)
+            nll = nll + hp["perceptual_weight"] * losses["perceptual"]
+        if self.is_vq:
+            losses["quant"] = out.quant_loss
+            losses["perplexity"] = out.perplexity.detach()
+            total = nll + out.quant_loss
+        else:
+            losses["kl"] = kl_loss(out.latent_dist, hp["kl_reduction"])
+            total = nll + hp["kl_weight"] * losses["kl"]
+        return image, nll, total, losses
+
+    def optimize_parameters(self):
+        opt_g = self.optimizers[0]
+        x = self.sample["gt"]
+        opt_g.zero_grad()
+        out = self.net_g(x)
+        image, nll, total, losses = self._generator_losses(x, out)
+        if self.gan_active:
+            # D judges the reconstruction for the generator's loss through the raw arch, with its weights
+            # frozen: this pass must leave no gradient in D, and D's DDP wrapper must not expect one.
+            self.net_d.requires_grad_(False)
+            with self.accelerator.autocast():
+                losses["g_adv"] = generator_loss(self.net_d.arch(image), self.hp["disc_loss"])
+            weight = (
+                adaptive_gan_weight(nll, losses["g_adv"], self.net_g.arch.last_decoder_layer())
+                if self.hp["adaptive_disc_weight"]
+                else torch.ones((), device=x.device)
+            )
+            losses["adv_weight"] = weight
+            total = total + self.hp["disc_weight"] * weight * losses["g_adv"]
+            self.net_d.requires_grad_(True)
+        self.accelerator.backward(total)
+        opt_g.step()
+
+        if self.gan_active:
+            opt_d = self.optimizers[1]
+            opt_d.zero_grad()
+            losses["d"] = discriminator_loss(self.net_d(x), self.net_d(image.detach()), self.hp["disc_loss"])
+            self.accelerator.backward(losses["d"])
+            opt_d.step()
+        losses["all"] = total
+        return losses
+
+    def validate_step(self, batch, idx, lq_key, gt_key):
+        self.feed_data(batch, is_train=False)
+        x = self.sample["gt"]
+        out = self.net_g(x, sample_posterior=False)
+        image = decoded_image(out.reconstruction, self.hp["recon_type"])
+        _, _, total, losses = self._generator_losses(x, out)
+        pred, target = image.float().cpu().numpy(), x.float().cpu().numpy()
+        metrics_opt = self.opt["val"].get("metrics") or {}
+        log_metrics(pred, target, metrics_opt, self.accelerator, self.global_step, comment="val_")
+        # The validation loss and latent statistics are averaged over the pass like the metrics.
+        latents = out.latents if getattr(out, "latents", None) is not None else out.latent_dist.mean
+        log_validation_scalars(
+            self.accelerator,
+            {
+                "val_loss": float(total),
+                "val_recon": float(losses["recon"]),
+                "val_latent_mean": float(latents.mean()),
+                "val_latent_std": float(latents.std()),
+            },
+            self.global_step,
+            n=len(x),
+        )
+        if idx == 0:
+            n = min(len(x), int(self.opt["val"].get("num_images", VAL_KEYS["num_images"])))
+            triplet = torch.cat([x[:n], image[:n], (image[:n] - x[:n]).abs()], dim=-1)
+            log_image(self.opt, self.accelerator, triplet.float().cpu().numpy(), "val_input_recon_diff", self.global_step)
+        return idx + len(x)
+
+    # ------------------------------------------------------------------ the latent scale factor
+
+    def on_train_end(self):
+        """Store 1 / std of the validation latents in the arch's config (the stage-2 scale factor)."""
+        if not self.hp["compute_scale_factor"] or self.val_loader is None:
+            return
+        arch = self.net_g.arch
+        total, total_sq, count = 0.0, 0.0, 0
+        with torch.no_grad(), self.ema_weights():
+            for batch in self.val_loader:
+                self.feed_data(batch, is_train=False)
+                encoded = self.net_g.encode(self.sample["gt"])
+                z = encoded.quantized if self.is_vq else encoded.latent_dist.mean
+                z = z.float()
+                if getattr(arch.config, "shift_factor", None):
+                    z = z - arch.config.shift_factor
+                stats = torch.tensor([z.sum().item(), (z**2).sum().item(), z.numel()], dtype=torch.float64)
+                stats = self.accelerator.reduce(stats.to(self.accelerator.device), "sum").cpu()
+                total, total_sq, count = total + stats[0].item(), total_sq + stats[1].item(), count + stats[2].item()
+        mean = total / count
+        std = max((total_sq / count - mean**2) ** 0.5, 1e-8)
+        arch.config.scaling_factor = 1.0 / std
+        self.logger.info(f"Latent std over the validation set: {std:.5g}; scaling_factor = {1.0 / std:.5g}.")
+        log_metric(self.accelerator, {"latent_scaling_factor": 1.0 / std}, self.global_step)
