@@ -22,6 +22,7 @@ YAML (the lens keys are those of the `deeplens:` block, in metres):
         focus_depth_max: 20.0
         wavelength_jitter_m: 0   # each channel's wavelength drawn within +- this (m)
         normalize: peak          # peak: brightest pixel over all channels = 1; sum: each channel sums to 1
+        keep_in_kernel: true     # draw depths only where the defocus blur fits in the kernel
 
 Item: {'gt': (C, K, K) float32 PSF, 'coords': float32 [x, y, depth_mm, focus_depth_mm, *wavelengths_um],
 'x': index}; x, y are normalised field coordinates (1 = sensor edge), depths are positive mm.
@@ -46,6 +47,7 @@ COMMON_KEYS = {
     "prefetch_factor",
 }
 NORMALIZATIONS = ("peak", "sum")
+KERNEL_FILL = 0.8  # the margin leaves room for aberrations on top of defocus
 
 
 class PSFDataset(data.Dataset):
@@ -56,6 +58,7 @@ class PSFDataset(data.Dataset):
         "focus_depth_min",
         "focus_depth_max",
         "wavelength_jitter_m",
+        "keep_in_kernel",
     } | BLOCK_KEYS
 
     def __init__(self, opt):
@@ -78,6 +81,21 @@ class PSFDataset(data.Dataset):
         if not 0 < self.focus_min_mm <= self.focus_max_mm:
             raise ConfigError("datasets.PSFDataset: need 0 < focus_depth_min <= focus_depth_max (metres)")
         self.wavelength_jitter_um = float(opt.get("wavelength_jitter_m", 0.0)) * 1e6
+        self.keep_in_kernel = bool(opt.get("keep_in_kernel", True))
+        lens = self.simulator.lens
+        # Defocus blur (thin lens, objects far beyond f) is A f |1/depth - 1/focus| across; keep it
+        # within KERNEL_FILL of the kernel so the kernel holds the whole PSF.
+        kernel_mm = self.simulator.kernel_size * float(lens.pixel_size)
+        self.max_defocus_per_mm = KERNEL_FILL * kernel_mm / (2.0 * lens.entrance_pupil_r * lens.efl)
+
+    def _depth_range_in_kernel(self, focus_mm: float) -> tuple[float, float]:
+        """The part of [depth_min, depth_max] whose defocus blur at this focus fits the kernel."""
+        sim = self.simulator
+        inverse_far = max(1.0 / sim.depth_max_mm, 1.0 / focus_mm - self.max_defocus_per_mm)
+        inverse_near = min(1.0 / sim.depth_min_mm, 1.0 / focus_mm + self.max_defocus_per_mm)
+        if inverse_near <= inverse_far:  # focus outside the depth range and too far from it
+            return sim.depth_min_mm, sim.depth_max_mm
+        return 1.0 / inverse_near, 1.0 / inverse_far
 
     def __len__(self):
         return self.size
@@ -86,19 +104,24 @@ class PSFDataset(data.Dataset):
         if not 0 <= index < self.size:
             raise IndexError(f"PSFDataset index {index} out of range (size {self.size})")
         # Mixing (seed, index) through SeedSequence keeps neighbouring items independent.
-        state = np.random.SeedSequence([self.seed, int(index)]).generate_state(2, dtype=np.uint64)
+        state = np.random.SeedSequence([self.seed, int(index)]).generate_state(1, dtype=np.uint64)
         generator = torch.Generator().manual_seed(int(state[0] >> np.uint64(1)))
         sim = self.simulator
-        point = sim.sample_points(1, generator)
         focus_mm = float(sim.sample_depths(1, self.focus_min_mm, self.focus_max_mm, generator)[0])
+        point = sim.sample_points(1, generator)
+        if self.keep_in_kernel:
+            near, far = self._depth_range_in_kernel(focus_mm)
+            point[0, 2] = -sim.sample_depths(1, near, far, generator)[0]
         waves = torch.tensor(sim.wavelengths_um, dtype=torch.float32).unsqueeze(0)
         if self.wavelength_jitter_um > 0:
             waves = (
                 waves + (2.0 * torch.rand(waves.shape, generator=generator) - 1.0) * self.wavelength_jitter_um
             )
-        sim.focus(focus_mm)
         psf = sim.simulate(
-            point, generator=generator, wavelengths_um=waves if self.wavelength_jitter_um > 0 else None
+            point,
+            generator=generator,
+            wavelengths_um=waves if self.wavelength_jitter_um > 0 else None,
+            focus_depths_mm=torch.tensor([focus_mm]),
         )[0]
         if self.normalize == "peak":
             psf = psf / psf.amax().clamp(min=1e-12)

@@ -10,6 +10,16 @@ from utils.optics.materials import WAVE_C, WAVE_D, WAVE_F, Material
 from utils.optics.tracing import refract
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # The tracer's tensors are small: on a shared 2-core machine a second thread mostly waits for a
+    # busy core, and makes the run 10 times slower.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def singlet():
     return GeoLens(filename="bk7_singlet_f50.json")

@@ -9,6 +9,17 @@ from utils.errors import ConfigError, UserError
 from utils.optics import GeoLens, LensError, Material, MaterialError, lens_from_config, shipped_lenses
 from utils.optics.materials import WAVE_D
 
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # The tracer's tensors are small: on a shared 2-core machine a second thread mostly waits for a
+    # busy core, and makes the run 10 times slower.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # Schott / Ohara / Malitson catalogue values: n_d and Abbe number V_d.
 CATALOGUE = {
     "N-BK7": (1.51680, 64.17),

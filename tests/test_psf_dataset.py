@@ -7,6 +7,17 @@ from torch.utils.data import DataLoader
 from dataset.psf_dataset import PSFDataset
 from utils.errors import ConfigError
 
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # The tracer's tensors are small: on a shared 2-core machine a second thread mostly waits for a
+    # busy core, and makes the run 10 times slower.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 OPT = {
     "type": "PSFDataset",
     "size": 6,
@@ -81,3 +92,18 @@ def test_config_keys_cover_the_block_and_typos_are_named():
         PSFDataset({**OPT, "kernel_sise": 32})
     with pytest.raises(ConfigError, match="normalize"):
         PSFDataset({**OPT, "normalize": "max"})
+
+
+def test_depths_are_drawn_where_the_blur_fits_the_kernel():
+    dataset = PSFDataset({**OPT, "size": 12})
+    for i in range(12):
+        item = dataset[i]
+        depth, focus = item["coords"][2:4].tolist()
+        assert abs(1 / depth - 1 / focus) <= dataset.max_defocus_per_mm * (1 + 1e-4)
+        # Little of the PSF touches the kernel's border: it holds the whole blur.
+        psf = item["gt"] / item["gt"].sum((-2, -1), keepdim=True)
+        border = psf.sum((-2, -1)) - psf[:, 1:-1, 1:-1].sum((-2, -1))
+        assert float(border.max()) < 0.05
+    free = PSFDataset({**OPT, "keep_in_kernel": False, "size": 12})
+    spread = [abs(1 / d - 1 / f) for d, f in (free[i]["coords"][2:4].tolist() for i in range(12))]
+    assert max(spread) > dataset.max_defocus_per_mm
