@@ -85,7 +85,7 @@ def item_rate(dataset) -> float:
 
 
 def compare(gt_dir, cond_dir, cache: bool, workers: int, args) -> dict:
-    """Rates of both pipelines, epochs alternating (ours, MONAI, ours, ...) so the machine's drift hits both."""
+    """Rates of both pipelines, epochs alternating (ours, MONAI, ours, ...): the machine's drift hits both."""
     result = {}
     loaders = {}
     for name, build in (("ours", ours), ("MONAI", monai)):
@@ -113,7 +113,10 @@ def main(argv=None) -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--normalize", default="none", help="our normalisation (MONAI's pipeline has none)")
     parser.add_argument(
-        "--threads", type=int, default=None, help="torch threads of the main process (default: torch's choice)"
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads of the main process (default: torch's choice)",
     )
     args = parser.parse_args(argv)
     if args.threads:
@@ -122,18 +125,26 @@ def main(argv=None) -> None:
         torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads")
-    print(f"{args.pairs} pairs of {SIZE}x{SIZE} float32 TIFs, batch {args.batch_size}; pairs/s (median of "
-          f"{args.epochs} epochs)")
-    print(f"{'workers':>7} {'cache':>5} {'ours':>8} {'MONAI':>8} {'ratio':>6}   "
-          f"{'items/s without DataLoader (ours / MONAI)':>42}   build s (ours / MONAI)")
+    print(
+        f"{args.pairs} pairs of {SIZE}x{SIZE} float32 TIFs, batch {args.batch_size}; pairs/s (median of "
+        f"{args.epochs} epochs)"
+    )
+    print(
+        f"{'workers':>7} {'cache':>5} {'ours':>8} {'MONAI':>8} {'ratio':>6}   "
+        f"{'items/s without DataLoader (ours / MONAI)':>42}   build s (ours / MONAI)"
+    )
     with tempfile.TemporaryDirectory() as root:
         gt_dir, cond_dir = write_pairs(root, args.pairs)
         for cache in (False, True):
             for workers in (0, 2):
                 r = compare(gt_dir, cond_dir, cache, workers, args)
                 items = f"{r['ours item']:.0f} / {r['MONAI item']:.0f}" if workers == 0 else "-"
-                print(f"{workers:>7} {'yes' if cache else 'no':>5} {r['ours']:>8.0f} {r['MONAI']:>8.0f} "
-                      f"{r['ours'] / r['MONAI']:>5.1f}x   {items:>42}   {r['ours build']:.2f} / {r['MONAI build']:.2f}")
+                print(
+                    f"{workers:>7} {'yes' if cache else 'no':>5} {r['ours']:>8.0f} {r['MONAI']:>8.0f} "
+                    f"{r['ours'] / r['MONAI']:>5.1f}x   {items:>42}   "
+                    f"{r['ours build']:.2f} / {r['MONAI build']:.2f}"
+                )
+
 
 if __name__ == "__main__":
     main()

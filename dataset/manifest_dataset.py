@@ -67,7 +67,8 @@ class ManifestDataset(ImageItemsDataset):
         for option, column in wanted.items():
             if column not in header:
                 raise DataError(
-                    f"'{self.csv_path}' has no column '{column}' (named by {option}){did_you_mean(column, header)}; "
+                    f"'{self.csv_path}' has no column '{column}' (named by {option})"
+                    f"{did_you_mean(column, header)}; "
                     f"its columns are: {', '.join(header)}."
                 )
         kept = [(number, row) for number, row in rows if all(_matches(row[c], v) for c, v in filters.items())]
@@ -97,7 +98,7 @@ class ManifestDataset(ImageItemsDataset):
         return extras
 
     def sample_weights(self) -> list[float] | None:
-        """1 / (items of its `balance_by` class) per item, so each class is drawn equally often; None without it."""
+        """1 / (items of its `balance_by` class) per item, so classes are drawn equally often; else None."""
         if not self._balance_value:
             return None
         values = [self._balance_value[r.name] for r in self.records]
@@ -109,7 +110,8 @@ class ManifestDataset(ImageItemsDataset):
     def _check_options(self, opt, columns, label_columns, latent_column):
         if not isinstance(columns, dict) or not all(isinstance(c, str) for c in columns.values()):
             raise ConfigError(
-                f"'columns' in {self.where} is {columns!r}; it maps item keys to CSV columns, e.g. {{gt: path}}."
+                f"'columns' in {self.where} is {columns!r}; it maps item keys to CSV columns, "
+                "e.g. {gt: path}."
             )
         if not columns and not latent_column:
             raise ConfigError(f"{self.where} reads nothing: give 'columns' (image paths) or 'latent_column'.")
@@ -117,13 +119,14 @@ class ManifestDataset(ImageItemsDataset):
         for key in [*columns, *label_columns]:
             if key in taken:
                 raise ConfigError(
-                    f"The item key '{key}' in {self.where} is used twice or is reserved ({', '.join(sorted(taken))})."
+                    f"The item key '{key}' in {self.where} is used twice or is reserved "
+                    f"({', '.join(sorted(taken))})."
                 )
             taken.add(key)
         if latent_column and self.augment.active:
             raise ConfigError(
-                f"{self.where} sets both augment and latent_column; a flipped or turned image would no longer match "
-                "its pre-encoded latent."
+                f"{self.where} sets both augment and latent_column; a flipped or turned image would no "
+                "longer match its pre-encoded latent."
             )
         if opt.get("group_column") and opt.get("split_by"):
             raise ConfigError(
@@ -143,12 +146,14 @@ class ManifestDataset(ImageItemsDataset):
             ) from None
         if not header or not rows:
             raise DataError(
-                f"'{self.csv_path}' has no {'header' if not header else 'rows'}; it needs a header row and one row per item."
+                f"'{self.csv_path}' has no {'header' if not header else 'rows'}; it needs a header row and "
+                "one row per item."
             )
         for number, row in rows:
             if None in row or any(value is None for value in row.values()):
                 raise DataError(
-                    f"Row {number} of '{self.csv_path}' has {'more' if None in row else 'fewer'} cells than the header."
+                    f"Row {number} of '{self.csv_path}' has {'more' if None in row else 'fewer'} cells than "
+                    "the header."
                 )
         return header, rows
 
@@ -156,7 +161,8 @@ class ManifestDataset(ImageItemsDataset):
         path = root / value.strip() if value and value.strip() else None
         if path is None or not path.is_file():
             raise DataError(
-                f"Row {number} of '{self.csv_path}', column '{column}': the file '{path or value}' does not exist."
+                f"Row {number} of '{self.csv_path}', column '{column}': the file '{path or value}' "
+                "does not exist."
             )
         return path
 

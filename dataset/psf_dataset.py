@@ -65,7 +65,8 @@ class PSFDataset(data.Dataset):
         opt = as_plain_dict(opt)
         check_keys(opt, self.config_keys | COMMON_KEYS, "datasets.PSFDataset")
         self.size = int(opt.get("size", 1000))
-        self.seed = int(opt.get("seed", 0))
+        # Train and validation draw different points unless the YAML gives each block its own seed.
+        self.seed = int(opt.get("seed", 0 if opt.get("phase", "train") == "train" else 1))
         self.normalize = str(opt.get("normalize", "peak")).lower()
         if self.normalize not in NORMALIZATIONS:
             raise ConfigError(

@@ -132,10 +132,15 @@ def _unmatched_message(gt_folder, lonely_targets, cond_folder, lonely_conditions
     parts = []
     if lonely_targets:
         parts.append(
-            f"{_files(len(lonely_targets))} in '{gt_folder}' without a condition in '{cond_folder}' ({listed(lonely_targets)})"
+            f"{_files(len(lonely_targets))} in '{gt_folder}' without a condition in '{cond_folder}' "
+            f"({listed(lonely_targets)})"
         )
     if lonely_conditions:
         parts.append(
-            f"{_files(len(lonely_conditions))} in '{cond_folder}' without a target in '{gt_folder}' ({listed(lonely_conditions)})"
+            f"{_files(len(lonely_conditions))} in '{cond_folder}' without a target in '{gt_folder}' "
+            f"({listed(lonely_conditions)})"
         )
-    return f"Unpaired files: {'; '.join(parts)}; pairs are matched by file name, so rename or remove them, or set unmatched: skip."
+    return (
+        f"Unpaired files: {'; '.join(parts)}; pairs are matched by file name, so rename or remove them, "
+        "or set unmatched: skip."
+    )

@@ -44,7 +44,7 @@ from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from dataset import create_dataset
+from dataset import create_dataset, find_dataset_class
 from models.prepared_network import MethodDispatch, PreparedNetwork
 from utils.checkpoint import list_checkpoints, publish, resolve_checkpoint, rotate, staging_path
 from utils.errors import ConfigError, PluginError
@@ -191,7 +191,7 @@ class BaseModel:
         # Datasets that split one folder into train and val write the split into the run folder and
         # reread it on resume; they learn their phase from the block's name.
         block["phase"] = phase
-        if block.get("split_file") is None:
+        if "split_file" in getattr(find_dataset_class(block["type"]), "config_keys", ()) and not block.get("split_file"):
             block["split_file"] = os.path.join(self.run_dir, f"split_{safe_name(block['type'])}.json")
         dataset = create_dataset(block)
         is_train = phase == "train"

@@ -23,7 +23,18 @@ from skimage import data
 from skimage.transform import resize
 
 # Grayscale pictures that ship inside scikit-image (no download).
-SOURCES = ("camera", "moon", "coins", "shepp_logan_phantom", "brick", "grass", "gravel", "cell", "page", "text")
+SOURCES = (
+    "camera",
+    "moon",
+    "coins",
+    "shepp_logan_phantom",
+    "brick",
+    "grass",
+    "gravel",
+    "cell",
+    "page",
+    "text",
+)
 
 
 def picture(name: str) -> np.ndarray:
@@ -84,8 +95,10 @@ def main(argv=None) -> None:
             write(out / "dente" / name, add_teeth(target, rng))
         write(out / "volumes" / f"p{p:02d}.tif", np.stack(slices))
     total = args.patients * args.slices
-    print(f"Wrote {total} slices in {out / 'tif'}, {total} pairs in {out / 'dente'} -> {out / 'edente'}, "
-          f"{args.patients} volumes in {out / 'volumes'}.")
+    print(
+        f"Wrote {total} slices in {out / 'tif'}, {total} pairs in {out / 'dente'} -> {out / 'edente'}, "
+        f"{args.patients} volumes in {out / 'volumes'}."
+    )
 
 
 if __name__ == "__main__":

@@ -24,7 +24,9 @@ def test_rgb_by_default(photos):
     dataset = ImageFolderDataset({"dir": str(photos), "normalize": "minmax"})
     assert [r.name for r in dataset.records] == ["a", "b", "c", "d", "e"]
     for item in dataset:
-        assert item["gt"].shape == (3, 12, 10) and 0 <= float(item["gt"].min()) <= float(item["gt"].max()) <= 1
+        assert (
+            item["gt"].shape == (3, 12, 10) and 0 <= float(item["gt"].min()) <= float(item["gt"].max()) <= 1
+        )
     np.testing.assert_array_equal(dataset[2]["gt"][0].numpy(), dataset[2]["gt"][2].numpy())  # gray -> RGB
 
 
@@ -36,7 +38,12 @@ def test_gray_keeps_16_bit_range(photos):
 
 
 def test_resize_and_split(photos, tmp_path):
-    opt = {"dir": str(photos), "patch_size": [8, 8], "train_split": 0.6, "split_file": str(tmp_path / "s.json")}
+    opt = {
+        "dir": str(photos),
+        "patch_size": [8, 8],
+        "train_split": 0.6,
+        "split_file": str(tmp_path / "s.json"),
+    }
     train, val = ImageFolderDataset(opt), ImageFolderDataset({**opt, "phase": "val"})
     assert len(train) == 3 and len(val) == 2 and train[0]["gt"].shape == (3, 8, 8)
     assert not {r.name for r in train.records} & {r.name for r in val.records}

@@ -49,10 +49,16 @@ def test_latents_only(manifest):
 
 def test_filters_keep_matching_rows(manifest):
     dataset = ManifestDataset(
-        {"csv": str(manifest), "columns": {"gt": "layout_path"}, "filters": {"is_empty": False, "type": "river"}}
+        {
+            "csv": str(manifest),
+            "columns": {"gt": "layout_path"},
+            "filters": {"is_empty": False, "type": "river"},
+        }
     )
     assert [r.name for r in dataset.records] == ["img4"]
-    listed = ManifestDataset({"csv": str(manifest), "columns": {"gt": "layout_path"}, "filters": {"score": [0, 1.5]}})
+    listed = ManifestDataset(
+        {"csv": str(manifest), "columns": {"gt": "layout_path"}, "filters": {"score": [0, 1.5]}}
+    )
     assert [r.name for r in listed.records] == ["img0", "img3"]
 
 
@@ -80,8 +86,12 @@ def test_split_by_group_column(manifest, tmp_path):
 def test_manifest_mistakes(manifest):
     with pytest.raises(ConfigError, match="augment and latent_column"):
         ManifestDataset(
-            {"csv": str(manifest), "columns": {"gt": "layout_path"}, "latent_column": "latent_path",
-             "augment": {"flip": True}}
+            {
+                "csv": str(manifest),
+                "columns": {"gt": "layout_path"},
+                "latent_column": "latent_path",
+                "augment": {"flip": True},
+            }
         )
     with pytest.raises(DataError, match="did you mean 'type'"):
         ManifestDataset({"csv": str(manifest), "columns": {"gt": "layout_path"}, "filters": {"typo": 1}})

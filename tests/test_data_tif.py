@@ -168,9 +168,9 @@ def test_dataset_denormalize_restores_a_collated_batch(patients):
     batch = next(iter(DataLoader(dataset, batch_size=4)))
     assert batch["gt"].min() >= -1 and batch["norm"]["gt"].shape == (4, 2)
     restored = dataset.denormalize(batch["gt"], batch, "gt")
-    expected = torch.stack([torch.from_numpy(ramp(10 * 0 + s))[None] for s in range(3)] + [
-        torch.from_numpy(ramp(10))[None]
-    ])
+    expected = torch.stack(
+        [torch.from_numpy(ramp(10 * 0 + s))[None] for s in range(3)] + [torch.from_numpy(ramp(10))[None]]
+    )
     torch.testing.assert_close(restored, expected, rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(
         dataset.denormalize(batch["cond"], batch, "cond"), expected + 0.5, rtol=1e-5, atol=1e-4
@@ -287,7 +287,42 @@ def test_cache_with_two_workers_gives_the_items_of_no_workers(patients):
 
 
 def test_cached_items_cannot_be_corrupted_by_callers(patients):
-    dataset = TIFPairDataset(pair_opt(patients, cache_rate=1.0))
+    dataset = TIFPairDataset(pair_opt(patients, cache_rate=1.0, phase="val"))
     before = dataset[0]["gt"].clone()
     dataset[0]["gt"].mul_(0)
     torch.testing.assert_close(dataset[0]["gt"], before)
+    for batch in DataLoader(dataset, batch_size=4):  # the batched fetch, without the defensive copy
+        batch["gt"].mul_(0)
+    torch.testing.assert_close(next(iter(DataLoader(dataset, batch_size=4)))["gt"][0], before)
+    for item in DataLoader(dataset, batch_size=None):  # no batching: each item as __getitem__ gives it
+        item["gt"].mul_(0)
+    torch.testing.assert_close(dataset[0]["gt"], before)
+
+
+# ---------------------------------------------------------------------------------------------- through the trainer
+
+
+def test_trainer_trains_on_a_split_tif_pair_folder(tiny_config, tmp_path):
+    from conftest import run_folder, run_trainer
+
+    for p in range(3):
+        for s in range(4):
+            image = np.random.default_rng(10 * p + s).random((20, 20)).astype(np.float32)
+            write_tif(tmp_path / "edente" / f"p{p}_s{s}.tif", image)
+            write_tif(tmp_path / "dente" / f"p{p}_s{s}.tif", image + 0.1)
+    block = {
+        "type": "TIFPairDataset",
+        **pair_opt(tmp_path),
+        "patch_size": 16,
+        "patch_mode": "crop",
+        "normalize": "minmax",
+        "train_split": 0.67,
+        "split_by": r"^(p\d+)_",
+        "augment": {"flip": True},
+        "cache_rate": 1.0,
+    }
+    del block["phase"]  # the trainer sets it from the block's name
+    tiny_config["datasets"] = {"train": dict(block), "val": dict(block)}
+    assert run_trainer(tiny_config, tmp_path) == 0
+    split = json.loads((tmp_path / run_folder(tiny_config) / "split_TIFPairDataset.json").read_text())
+    assert len(split["groups"]["train"]) == 2 and len(split["groups"]["val"]) == 1

@@ -42,7 +42,9 @@ def test_crop_removes_the_border():
 
 def test_registered_beside_psnr():
     masks = (np.random.default_rng(0).random((2, 1, 8, 8)) > 0.5).astype(np.float32)
-    scores = compute_metrics(masks, masks, {"dice": {"threshold": 0.5}, "iou": {"crop": 1}, "psnr": {"crop": 0}})
+    scores = compute_metrics(
+        masks, masks, {"dice": {"threshold": 0.5}, "iou": {"crop": 1}, "psnr": {"crop": 0}}
+    )
     assert scores["dice"] == 1.0 and scores["iou"] == 1.0
 
 

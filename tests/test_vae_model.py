@@ -137,3 +137,33 @@ def test_3d_monai_vae_trains_and_validates(vae_config, tmp_path):
     assert scalars["train/all"][4] < scalars["train/all"][1]
     assert "val_psnr" in scalars and os.path.isfile(os.path.join(run, "images", "val_input_recon_diff_0000004.png"))
     assert load_file(os.path.join(run, "final", "net_g", "model.safetensors"))
+
+
+def test_pti_ldm_vae_checkpoint_is_loaded_and_trained_on(vae_config, tmp_path):
+    from monai.networks.nets import AutoencoderKL
+
+    network = {
+        "spatial_dims": 2,
+        "in_channels": 1,
+        "out_channels": 1,
+        "channels": [8, 16],
+        "latent_channels": 2,
+        "num_res_blocks": 1,
+        "norm_num_groups": 4,
+        "attention_levels": [False, False],
+        "with_encoder_nonlocal_attn": False,
+        "with_decoder_nonlocal_attn": False,
+    }
+    torch.manual_seed(11)
+    monai_vae = AutoencoderKL(**network)
+    path = tmp_path / "checkpoint_epoch7.pth"
+    torch.save({"epoch": 7, "autoencoder_state_dict": monai_vae.state_dict()}, path)
+    vae_config["network"] = {"type": "MonaiAutoencoderKL", **network}
+    vae_config["train"].update(monai_checkpoint=str(path), max_train_steps=2, validation_steps=2, checkpointing_steps=2)
+    vae_config["train"]["optim"]["learning_rate"] = 0.0  # the loaded weights must come out unchanged
+    vae_config["train"]["optim"]["adam_weight_decay"] = 0.0
+    assert run_trainer(vae_config, tmp_path) == 0
+    saved = load_file(os.path.join(run_folder(vae_config), "final", "net_g", "model.safetensors"))
+    original = monai_vae.state_dict()
+    matched = sum(1 for k in saved if k.split(".", 1)[1] in original and torch.equal(saved[k], original[k.split(".", 1)[1]]))
+    assert matched == len(original)

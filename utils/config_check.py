@@ -72,7 +72,7 @@ def _check_block(path: str, block: dict, schema: dict, extra: set[str], strict_u
         if name not in block:
             if key.required:
                 raise ConfigError(f"The key '{where}' is missing; it is required: {key.help}")
-            if key.kind == "block":
+            if key.kind == "block" or not key.fill_default:
                 continue
             block[name] = key.default
             continue

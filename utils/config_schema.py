@@ -19,6 +19,7 @@ class Key:
     maximum: float | None = None
     nullable: bool = False
     required: bool = False
+    fill_default: bool = True  # False: the key stays absent unless given (the trainer sets it itself)
 
 
 REPORT_TO_CHOICES = ("tensorboard", "comet_ml", "none", "all")
@@ -186,9 +187,15 @@ DATASET = {
     "drop_last": Key(None, "bool", "Drop the last partial batch (default: true for train).", nullable=True),
     "persistent_workers": Key(False, "bool", "Keep workers alive between epochs."),
     "prefetch_factor": Key(None, "int", "Batches prefetched per worker.", minimum=1, nullable=True),
-    "phase": Key(None, "str", "Set by the trainer from the block name; datasets read it.", nullable=True),
+    "phase": Key(
+        None, "str", "Set by the trainer from the block name; datasets read it.", nullable=True, fill_default=False
+    ),
     "split_file": Key(
-        None, "str", "Set by the trainer: where a dataset writes and rereads its split.", nullable=True
+        None,
+        "str",
+        "Where a dataset that splits its files keeps the split (default: in the run folder).",
+        nullable=True,
+        fill_default=False,
     ),
 }
 

@@ -57,7 +57,7 @@ class PairedAugmentation:
         return self.flip or self.rot90 or bool(self.degrees or self.scale or self.translate)
 
     def __call__(self, images: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """The same random transform applied to every (C, *spatial) array of `images` (flips and turns are views)."""
+        """One random transform applied to every (C, *spatial) array of `images`."""
         first = next(iter(images.values()))
         spatial_dims = first.ndim - 1
         flip_axes = tuple(1 + axis for axis in range(spatial_dims) if self.flip and torch.rand(()) < 0.5)

@@ -10,7 +10,9 @@ receives a pickled copy instead: correct, but memory times the number of workers
 
 Which items: indices 0 .. round(cache_rate * len) - 1, as MONAI's CacheDataset does. What is cached is
 the deterministic part of loading (decoded, checked, normalised, resized); random crops and
-augmentation run on every access.
+augmentation run on every access. `dataset[i]` returns a copy of a cached item, so a caller that
+modifies it in place cannot change the cache; DataLoader's batched fetch (`__getitems__`) skips that
+copy because its collate copies the items into new batch tensors anyway.
 """
 
 from collections.abc import Callable

@@ -22,7 +22,7 @@ _PIL_DTYPES = {"I": np.dtype(np.int32), "F": np.dtype(np.float32), "I;16": np.dt
 
 
 def list_files(folder: str, suffixes: tuple[str, ...], recursive: bool, key: str) -> list[Path]:
-    """Files of `folder` with one of `suffixes` (any case), sorted by path; a missing or empty folder is an error."""
+    """Files of `folder` with one of `suffixes` (any case), sorted; a missing or empty folder is an error."""
     root = Path(folder)
     if not root.is_dir():
         raise DataError(f"The folder '{folder}' ({key}) does not exist or is not a folder.")

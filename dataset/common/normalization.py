@@ -51,7 +51,7 @@ class Normalization:
             return self._apply(image, shift, _safe(scale))
         foreground = image != self.background
         if not foreground.any():
-            # Nothing to standardise: the whole image is background and maps to 0, as the background always does.
+            # Nothing to standardise: all background, which always maps to 0.
             return np.zeros_like(image), np.array([float(self.background), 1.0])
         values = image[foreground].astype(np.float64)
         shift, scale = float(values.mean()), _safe(float(values.std()))

@@ -1,4 +1,4 @@
-"""Reading a dataset's YAML block: each mistake is a ConfigError that names the key, the value and what is allowed.
+"""Reading a dataset's YAML block: each mistake is a ConfigError naming the key, value and what is allowed.
 
 The trainer's validator already checks keys against a class's `config_keys`; the datasets check again
 here because tests, notebooks and scripts build them from plain dicts without the trainer.
@@ -135,6 +135,7 @@ def read_key_name(opt: Mapping, key: str, default: str, where: str, reserved: It
     value = opt.get(key, default)
     if not isinstance(value, str) or not value or value in set(reserved):
         raise ConfigError(
-            f"'{key}' in {where} is {value!r}; it must be a non-empty name other than {', '.join(sorted(reserved))}."
+            f"'{key}' in {where} is {value!r}; it must be a non-empty name other than "
+            f"{', '.join(sorted(reserved))}."
         )
     return value

@@ -73,7 +73,7 @@ def load_or_draw_split(
     split_file: str | None,
     sources: list[str],
 ) -> dict[str, list[str]]:
-    """The split stored in `split_file` if it exists (checked against these settings and names), else a new one.
+    """The split in `split_file` if it exists (checked against these settings and names), else a new one.
 
     sources: the folders (or manifest) the names come from, recorded for `check_no_leak`.
     """
@@ -91,7 +91,7 @@ def load_or_draw_split(
 
 
 def check_no_leak(split_file: str | None, sources: list[str], where: str) -> None:
-    """A val block that reads the folder the train block split, but takes all of it, would validate on training data."""
+    """A val block that reads all of the folder the train block split would validate on training data."""
     if not split_file or not os.path.exists(split_file):
         return
     try:
@@ -101,9 +101,9 @@ def check_no_leak(split_file: str | None, sources: list[str], where: str) -> Non
         return
     if recorded and sorted(recorded) == sorted(os.path.abspath(s) for s in sources):
         raise ConfigError(
-            f"{where} reads the same data that the split file '{split_file}' divides into train and val, but sets "
-            "no train_split, so it would validate on training items; give it the train block's train_split, seed "
-            "and split_by."
+            f"{where} reads the same data that the split file '{split_file}' divides into train and val, "
+            "but sets no train_split, so it would validate on training items; give it the train block's "
+            "train_split, seed and split_by."
         )
 
 
@@ -114,15 +114,15 @@ def _read_split(split_file: str, settings: dict, names: list[str]) -> dict[str, 
         stored = {"train": list(record["train"]), "val": list(record["val"])}
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise DataError(
-            f"The split file '{split_file}' is unreadable ({type(error).__name__}: {error}); delete it only if "
-            "this run has not trained yet."
+            f"The split file '{split_file}' is unreadable ({type(error).__name__}: {error}); delete it only "
+            "if this run has not trained yet."
         ) from None
     for key, value in settings.items():
         if record.get(key) != value:
             raise ConfigError(
-                f"The split file '{split_file}' was written with {key}={record.get(key)!r} but the dataset now "
-                f"has {key}={value!r}; the train and val blocks (and a resumed run) must use the same split "
-                "settings."
+                f"The split file '{split_file}' was written with {key}={record.get(key)!r} but the dataset "
+                f"now has {key}={value!r}; the train and val blocks (and a resumed run) must use the same "
+                "split settings."
             )
     known, current = set(stored["train"]) | set(stored["val"]), set(names)
     if known != current:
@@ -133,8 +133,8 @@ def _read_split(split_file: str, settings: dict, names: list[str]) -> dict[str, 
             if items
         )
         raise DataError(
-            f"The split file '{split_file}' does not match the data any more ({detail}); restore the data, or "
-            "start a new run so that it gets a new split."
+            f"The split file '{split_file}' does not match the data any more ({detail}); restore the data, "
+            "or start a new run so that it gets a new split."
         )
     return stored
 

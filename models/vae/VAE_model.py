@@ -42,6 +42,7 @@ TRAIN_KEYS = {
     "disc_learning_rate": None,
     "adaptive_disc_weight": True,
     "compute_scale_factor": True,
+    "monai_checkpoint": None,
 }
 VAL_KEYS = {"num_images": 8}
 
@@ -60,6 +61,13 @@ class VAE_model(BaseModel):
         self.gt_key = opt["val"]["gt_key"]
 
         self.net_g = define_network(opt.network)
+        if train["monai_checkpoint"]:
+            # Continue from a PTI-LDM-VAE run: its autoencoder_epochN.pth or checkpoint_epochN.pth.
+            if not hasattr(self.net_g, "load_monai_checkpoint"):
+                raise ConfigError(
+                    f"'train.monai_checkpoint' needs 'network.type: MonaiAutoencoderKL', not '{opt.network.type}'."
+                )
+            self.net_g.load_monai_checkpoint(train["monai_checkpoint"])
         self.models.append(self.net_g)
         self.is_vq = type(self.net_g).__name__.startswith("VQ")
         self.net_d = None
