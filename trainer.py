@@ -11,6 +11,7 @@ A mistake in the config, a plugin or the data is reported in one sentence and ex
 import argparse
 import logging
 import sys
+from collections.abc import Mapping
 
 from utils.errors import UserError
 
@@ -26,31 +27,31 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def build(args):
-    """Load and check the config, then create the model (the registries import only what it needs)."""
+def load_config(path: str, overrides=(), test: bool = False):
+    """Load and check the config; returns it with the model class it names (imported lazily)."""
     from dataset import find_dataset_class
     from models import find_model_class
     from utils.config_check import validate_options
     from utils.options import load_options
 
-    opt = load_options(args.opt, args.overrides)
-    for key in ("model_type", "datasets"):
-        if key not in opt:
-            validate_options(opt)  # raises the "missing key" error with its explanation
+    opt = load_options(path, list(overrides))
+    if "model_type" not in opt or not isinstance(opt.get("datasets"), Mapping):
+        validate_options(opt)  # raises the "missing key" error with its explanation
     model_cls = find_model_class(opt["model_type"])
-    datasets = (
-        opt["datasets"] if isinstance(opt.get("datasets"), dict) or hasattr(opt["datasets"], "items") else {}
-    )
     dataset_classes = {
         name: find_dataset_class(block["type"])
-        for name, block in datasets.items()
-        if hasattr(block, "get") and block.get("type")
+        for name, block in opt["datasets"].items()
+        if isinstance(block, Mapping) and block.get("type")
     }
     validate_options(opt, getattr(model_cls, "config_keys", {}), dataset_classes)
-    if args.test:
+    if test:
         opt["is_train"] = False
-    logger = logging.getLogger("trainer")
-    return model_cls(opt, logger), opt
+    return opt, model_cls
+
+
+def build(args):
+    opt, model_cls = load_config(args.opt, args.overrides, test=args.test)
+    return model_cls(opt, logging.getLogger("trainer")), opt
 
 
 def main(argv=None) -> int:

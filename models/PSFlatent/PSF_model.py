@@ -55,7 +55,9 @@ class PSF_model(BaseModel):
         train = opt["train"]
         self.psf_normalize = str(train.get("psf_normalize", TRAIN_KEYS["psf_normalize"])).lower()
         if self.psf_normalize not in NORMALIZATIONS:
-            raise ConfigError(f"'train.psf_normalize' is {self.psf_normalize!r}; use one of {', '.join(NORMALIZATIONS)}.")
+            raise ConfigError(
+                f"'train.psf_normalize' is {self.psf_normalize!r}; use one of {', '.join(NORMALIZATIONS)}."
+            )
         self.focus_depth_mm = self._focus_depth_mm(train.get("focus_depth"))
         self.simulator.focus(self.focus_depth_mm)
         self._warn_if_blur_exceeds_kernel()
@@ -76,7 +78,9 @@ class PSF_model(BaseModel):
             # Where the defocus blur at depth_min and at depth_max is the same: the smallest largest blur.
             return 2.0 / (1.0 / sim.depth_min_mm + 1.0 / sim.depth_max_mm)
         if not float(focus_depth_m) > 0:
-            raise ConfigError(f"'train.focus_depth' is {focus_depth_m!r}; give the focus distance in metres (> 0).")
+            raise ConfigError(
+                f"'train.focus_depth' is {focus_depth_m!r}; give the focus distance in metres (> 0)."
+            )
         return float(focus_depth_m) * 1000.0
 
     def _warn_if_blur_exceeds_kernel(self):
@@ -95,15 +99,17 @@ class PSF_model(BaseModel):
 
     def check_network_fits(self, net):
         """A clear error when the arch's kernel size or channel count differs from the `deeplens` block."""
-        config, sim = net.config, self.simulator
-        for key, expected in (("kernel_size", sim.kernel_size), ("out_channels", sim.channels), ("in_channels", sim.channels)):
-            value = getattr(config, key, None)
-            if value is not None and int(value) != expected:
-                raise ConfigError(
-                    f"'network.{key}' is {value} but the 'deeplens' block gives {expected} "
-                    f"({'kernel_size' if key == 'kernel_size' else 'one channel per wavelength of wavelength_set_m'}); "
-                    f"write `{key}: ${{deeplens.{'kernel_size' if key == 'kernel_size' else '...'}}}` or match them."
-                )
+        sim = self.simulator
+        channels = (sim.channels, "the number of deeplens.wavelength_set_m")
+        expected = {
+            "kernel_size": (sim.kernel_size, "deeplens.kernel_size"),
+            "out_channels": channels,
+            "in_channels": channels,
+        }
+        for key, (value, source) in expected.items():
+            got = getattr(net.config, key, None)
+            if got is not None and int(got) != value:
+                raise ConfigError(f"'network.{key}' is {got} but {source} is {value}; they must match.")
 
     def coords_to_points(self, inp: torch.Tensor) -> torch.Tensor:
         """(N, 3) coordinates in [-1, 1] -> the simulator's points: normalised field x, y, depth (negative mm)."""
@@ -111,11 +117,15 @@ class PSF_model(BaseModel):
         inp = inp.detach().double().cpu()
         t = (inp[:, 2] + 1.0) / 2.0
         inverse_depth = 1.0 / sim.depth_max_mm + t * (1.0 / sim.depth_min_mm - 1.0 / sim.depth_max_mm)
-        return torch.stack([inp[:, 0] * sim.field_extent, inp[:, 1] * sim.field_extent, -1.0 / inverse_depth], -1).float()
+        return torch.stack(
+            [inp[:, 0] * sim.field_extent, inp[:, 1] * sim.field_extent, -1.0 / inverse_depth], -1
+        ).float()
 
     def simulate_psfs(self, inp: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Ray-traced PSFs (N, C, K, K) at coordinates `inp`, on the accelerator's device, normalised."""
-        psf = self.simulator.simulate(self.coords_to_points(inp), device=self.accelerator.device, generator=generator)
+        psf = self.simulator.simulate(
+            self.coords_to_points(inp), device=self.accelerator.device, generator=generator
+        )
         psf = psf.to(self.accelerator.device, torch.float32)
         if self.psf_normalize == "peak":
             psf = psf / psf.amax(dim=(1, 2, 3), keepdim=True).clamp(min=1e-12)
@@ -187,11 +197,20 @@ class PSF_model(BaseModel):
 
     def log_psf_metrics(self, pred, target, comment: str):
         metrics = self.opt["val"].get("metrics") or {}
-        log_metrics(pred.float().cpu().numpy(), target.float().cpu().numpy(), metrics, self.accelerator, self.global_step, comment=comment)
+        log_metrics(
+            pred.float().cpu().numpy(),
+            target.float().cpu().numpy(),
+            metrics,
+            self.accelerator,
+            self.global_step,
+            comment=comment,
+        )
 
     def log_psf_grid(self, truth, pred, name: str):
         """Rows of [ray-traced | predicted | |difference|], shown with gamma 0.5 so the faint tails of a
         PSF are visible; the three share one brightness scale."""
         n = min(len(truth), int(self.opt["val"].get("num_images", VAL_KEYS["num_images"])))
         rows = torch.cat([truth[:n], pred[:n], (pred[:n] - truth[:n]).abs()], dim=-1)
-        log_image(self.opt, self.accelerator, rows.clamp(min=0).sqrt().float().cpu().numpy(), name, self.global_step)
+        log_image(
+            self.opt, self.accelerator, rows.clamp(min=0).sqrt().float().cpu().numpy(), name, self.global_step
+        )

@@ -25,7 +25,9 @@ from models.archs.psf_mlp_arch import FourierFeatures, check_output, kernel_acti
 class ConvKernelDecoder(nn.Module):
     """(N, in_features) -> (N, out_channels, K, K) logits, for any K (see the module docstring)."""
 
-    def __init__(self, in_features: int, out_channels: int, kernel_size: int, base_channels: int, num_upsamples: int):
+    def __init__(
+        self, in_features: int, out_channels: int, kernel_size: int, base_channels: int, num_upsamples: int
+    ):
         super().__init__()
         self.kernel_size = kernel_size
         self.grid_size = math.ceil(kernel_size / 2**num_upsamples)

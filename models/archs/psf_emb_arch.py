@@ -123,4 +123,6 @@ class PSF_Emb_arch(PreTrainedModel):
     ) -> AutoencoderOutput:
         posterior = self.encode(psf, coords)
         latents = posterior.sample(generator) if sample_posterior else posterior.mode()
-        return AutoencoderOutput(reconstruction=self.decode(latents, coords), latents=latents, latent_dist=posterior)
+        return AutoencoderOutput(
+            reconstruction=self.decode(latents, coords), latents=latents, latent_dist=posterior
+        )

@@ -1,0 +1,87 @@
+"""PSF_Emb_model: a VAE over ray-traced PSFs, conditioned on their coordinates, whose latents interpolate.
+
+Each training item is an interpolation triple drawn by `draw_coordinates`: a point a, a neighbour b
+within `train.interp_distance` of it (in the [-1, 1] coordinates of `PSF_model`), and their midpoint m.
+All three PSFs are ray-traced; the encoder sees each real PSF with its coordinate embedding
+(PSF_Densify's encoder was fed Gaussian noise), and
+
+    loss = recon(decode(z, c), psf)                        over a, b and m, with `train.loss`
+         + kl_weight * KL(q(z | psf, c) || N(0, I))        closed form from mean and log-variance
+         + interp_weight * |mean_m - (mean_a + mean_b) / 2|^2
+
+The last term ("densify") makes the latent of a midpoint the mean of its endpoints' latents, so a
+PSF at a field point that was never ray-traced can be predicted from its neighbours: decode the
+mean of their latents at its coordinates. Validation does exactly that on its own points (never
+sampled in training) and scores it against the ray-traced truth: `val_interp_psnr`, next to
+`val_psnr` for the reconstruction of a PSF from its own latent.
+
+self.sample: 'inp', 'psf' (point a, as in PSF_model), 'inp_b', 'psf_b', 'inp_mid', 'psf_mid'.
+"""
+
+import torch
+import torch.nn.functional as F
+
+from models.archs import define_network
+from models.PSFlatent.PSF_model import TRAIN_KEYS, VAL_KEYS, PSF_model
+from utils.misc import log_validation_scalars
+
+EMB_TRAIN_KEYS = {"kl_weight": 1e-4, "interp_weight": 1.0, "interp_distance": 0.25}
+
+
+class PSF_Emb_model(PSF_model):
+    config_keys = {"": {"deeplens"}, "train": set(TRAIN_KEYS) | set(EMB_TRAIN_KEYS), "val": set(VAL_KEYS)}
+
+    def __init__(self, opt, logger):
+        super().__init__(opt, logger)
+        self.hp = {k: float(opt["train"].get(k, default)) for k, default in EMB_TRAIN_KEYS.items()}
+        self.net_g = define_network(opt.network)
+        self.check_network_fits(self.net_g)
+        self.net_g.train()
+        self.models.append(self.net_g)
+
+    def draw_coordinates(self, generator):
+        a = 2.0 * torch.rand(3, generator=generator) - 1.0
+        offset = (2.0 * torch.rand(3, generator=generator) - 1.0) * self.hp["interp_distance"]
+        b = (a + offset).clamp(-1.0, 1.0)
+        return {"inp": a, "inp_b": b, "inp_mid": (a + b) / 2.0}
+
+    def compute_losses(self, sample_posterior: bool = True):
+        """Every loss term on `self.sample`, and the network's output for the stacked a, b, m items."""
+        s = self.sample
+        n = len(s["inp"])
+        psf = torch.cat([s["psf"], s["psf_b"], s["psf_mid"]])
+        coords = torch.cat([s["inp"], s["inp_b"], s["inp_mid"]])
+        out = self.net_g(psf, coords, sample_posterior=sample_posterior)
+        recon = self.criterion(out.reconstruction, psf)
+        kl = out.latent_dist.kl().mean()
+        mean_a, mean_b, mean_mid = out.latent_dist.mean.split(n)
+        interp = F.mse_loss(mean_mid, (mean_a + mean_b) / 2.0)
+        total = recon["all"] + self.hp["kl_weight"] * kl + self.hp["interp_weight"] * interp
+        terms = {k: v for k, v in recon.items() if k != "all"}  # the named terms of train.loss
+        return {**terms, "recon": recon["all"], "kl": kl, "interp": interp, "all": total}, out
+
+    def optimize_parameters(self):
+        for optimizer in self.optimizers:
+            optimizer.zero_grad()
+        losses, _ = self.compute_losses(sample_posterior=True)
+        self.accelerator.backward(losses["all"])
+        for optimizer in self.optimizers:
+            optimizer.step()
+        return losses
+
+    def validate_step(self, batch, idx, lq_key, gt_key):
+        self.feed_data(batch, is_train=False)
+        losses, out = self.compute_losses(sample_posterior=False)
+        n = len(self.sample["inp"])
+        log_validation_scalars(self.accelerator, {f"val_loss_{k}": v for k, v in losses.items()}, self.global_step, n=n)
+
+        recon, truth = out.reconstruction[:n], self.sample["psf"]
+        self.log_psf_metrics(recon, truth, comment="val_")
+        # Densify: the midpoint's PSF from its endpoints' latents alone, never from its own PSF.
+        mean_a, mean_b, _ = out.latent_dist.mean.split(n)
+        interpolated = self.net_g.decode((mean_a + mean_b) / 2.0, self.sample["inp_mid"])
+        self.log_psf_metrics(interpolated, self.sample["psf_mid"], comment="val_interp_")
+        if idx == 0:
+            self.log_psf_grid(truth, recon, "val_psf_truth_recon_diff")
+            self.log_psf_grid(self.sample["psf_mid"], interpolated, "val_interp_truth_pred_diff")
+        return idx + n
