@@ -80,7 +80,9 @@ def trainer_steps(args, root, network) -> tuple[list[float], float]:
         "report_to": "none",
         "seed": 0,
         "experiment_key": f"r{time.perf_counter_ns()}",
-        "datasets": {"train": {"type": "SyntheticShapesDataset", "size": 4 * (args.steps + 2), "image_size": args.size}},
+        "datasets": {
+            "train": {"type": "SyntheticShapesDataset", "size": 4 * (args.steps + 2), "image_size": args.size}
+        },
         "network": copy.deepcopy(network),
         "path": {"root": root},
         "train": {
@@ -160,7 +162,9 @@ def plain_monai_steps(args) -> tuple[list[float], float]:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--size", type=int, default=128)

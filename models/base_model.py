@@ -191,7 +191,9 @@ class BaseModel:
         # Datasets that split one folder into train and val write the split into the run folder and
         # reread it on resume; they learn their phase from the block's name.
         block["phase"] = phase
-        if "split_file" in getattr(find_dataset_class(block["type"]), "config_keys", ()) and not block.get("split_file"):
+        if "split_file" in getattr(find_dataset_class(block["type"]), "config_keys", ()) and not block.get(
+            "split_file"
+        ):
             block["split_file"] = os.path.join(self.run_dir, f"split_{safe_name(block['type'])}.json")
         dataset = create_dataset(block)
         is_train = phase == "train"
@@ -551,7 +553,9 @@ class BaseModel:
                 with warnings.catch_warnings():
                     # A GAN's discriminator schedule advances before its optimizer's first step
                     # (disc_start); schedules follow the global step, so PyTorch's warning is moot.
-                    warnings.filterwarnings("ignore", message=".*lr_scheduler.step.*optimizer.step", category=UserWarning)
+                    warnings.filterwarnings(
+                        "ignore", message=".*lr_scheduler.step.*optimizer.step", category=UserWarning
+                    )
                     for scheduler in self.schedulers:
                         scheduler.step()
                 for ema, arch in zip(self.emas, self._archs):

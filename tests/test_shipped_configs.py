@@ -21,9 +21,8 @@ def test_shipped_config_validates(path):
 
 def test_main_job_runs_a_few_steps(tmp_path):
     """`make train`'s experiment, shortened: PSFs ray-traced on the fly into a KL autoencoder."""
-    from tests.conftest import read_scalars, reset_accelerate
-
     import trainer
+    from tests.conftest import read_scalars, reset_accelerate
 
     overrides = [
         f"path.root={tmp_path}",

@@ -70,7 +70,13 @@ def test_vae_psnr_rises_above_a_bar_and_the_scale_factor_is_stored(vae_config, t
 def test_no_discriminator_gradient_before_disc_start(vae_config, tmp_path, monkeypatch):
     from models.vae.VAE_model import VAE_model
 
-    vae_config["network_d"] = {"type": "PatchDiscriminator", "spatial_dims": 2, "in_channels": 1, "channels": 8, "num_layers_d": 2}
+    vae_config["network_d"] = {
+        "type": "PatchDiscriminator",
+        "spatial_dims": 2,
+        "in_channels": 1,
+        "channels": 8,
+        "num_layers_d": 2,
+    }
     vae_config["train"].update(disc_start=3, max_train_steps=5, disc_loss="hinge")
     seen = []
     original = VAE_model.optimize_parameters
@@ -135,7 +141,9 @@ def test_3d_monai_vae_trains_and_validates(vae_config, tmp_path):
     run = run_folder(vae_config)
     scalars = read_scalars(run)
     assert scalars["train/all"][4] < scalars["train/all"][1]
-    assert "val_psnr" in scalars and os.path.isfile(os.path.join(run, "images", "val_input_recon_diff_0000004.png"))
+    assert "val_psnr" in scalars and os.path.isfile(
+        os.path.join(run, "images", "val_input_recon_diff_0000004.png")
+    )
     assert load_file(os.path.join(run, "final", "net_g", "model.safetensors"))
 
 
@@ -159,11 +167,17 @@ def test_pti_ldm_vae_checkpoint_is_loaded_and_trained_on(vae_config, tmp_path):
     path = tmp_path / "checkpoint_epoch7.pth"
     torch.save({"epoch": 7, "autoencoder_state_dict": monai_vae.state_dict()}, path)
     vae_config["network"] = {"type": "MonaiAutoencoderKL", **network}
-    vae_config["train"].update(monai_checkpoint=str(path), max_train_steps=2, validation_steps=2, checkpointing_steps=2)
+    vae_config["train"].update(
+        monai_checkpoint=str(path), max_train_steps=2, validation_steps=2, checkpointing_steps=2
+    )
     vae_config["train"]["optim"]["learning_rate"] = 0.0  # the loaded weights must come out unchanged
     vae_config["train"]["optim"]["adam_weight_decay"] = 0.0
     assert run_trainer(vae_config, tmp_path) == 0
     saved = load_file(os.path.join(run_folder(vae_config), "final", "net_g", "model.safetensors"))
     original = monai_vae.state_dict()
-    matched = sum(1 for k in saved if k.split(".", 1)[1] in original and torch.equal(saved[k], original[k.split(".", 1)[1]]))
+    matched = sum(
+        1
+        for k in saved
+        if k.split(".", 1)[1] in original and torch.equal(saved[k], original[k.split(".", 1)[1]])
+    )
     assert matched == len(original)

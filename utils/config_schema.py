@@ -188,7 +188,11 @@ DATASET = {
     "persistent_workers": Key(False, "bool", "Keep workers alive between epochs."),
     "prefetch_factor": Key(None, "int", "Batches prefetched per worker.", minimum=1, nullable=True),
     "phase": Key(
-        None, "str", "Set by the trainer from the block name; datasets read it.", nullable=True, fill_default=False
+        None,
+        "str",
+        "Set by the trainer from the block name; datasets read it.",
+        nullable=True,
+        fill_default=False,
     ),
     "split_file": Key(
         None,

@@ -54,9 +54,13 @@ class VAE_model(BaseModel):
         super().__init__(opt, logger)
         train = {k: opt["train"].get(k, default) for k, default in TRAIN_KEYS.items()}
         if train["recon_type"] not in RECON_TYPES:
-            raise ConfigError(f"'train.recon_type' is {train['recon_type']!r}; use one of {', '.join(RECON_TYPES)}.")
+            raise ConfigError(
+                f"'train.recon_type' is {train['recon_type']!r}; use one of {', '.join(RECON_TYPES)}."
+            )
         if train["disc_loss"] not in GAN_TYPES:
-            raise ConfigError(f"'train.disc_loss' is {train['disc_loss']!r}; use one of {', '.join(GAN_TYPES)}.")
+            raise ConfigError(
+                f"'train.disc_loss' is {train['disc_loss']!r}; use one of {', '.join(GAN_TYPES)}."
+            )
         self.hp = train
         self.gt_key = opt["val"]["gt_key"]
 
@@ -182,7 +186,13 @@ class VAE_model(BaseModel):
         if idx == 0:
             n = min(len(x), int(self.opt["val"].get("num_images", VAL_KEYS["num_images"])))
             triplet = torch.cat([x[:n], image[:n], (image[:n] - x[:n]).abs()], dim=-1)
-            log_image(self.opt, self.accelerator, triplet.float().cpu().numpy(), "val_input_recon_diff", self.global_step)
+            log_image(
+                self.opt,
+                self.accelerator,
+                triplet.float().cpu().numpy(),
+                "val_input_recon_diff",
+                self.global_step,
+            )
         return idx + len(x)
 
     # ------------------------------------------------------------------ the latent scale factor
@@ -203,7 +213,11 @@ class VAE_model(BaseModel):
                     z = z - arch.config.shift_factor
                 stats = torch.tensor([z.sum().item(), (z**2).sum().item(), z.numel()], dtype=torch.float64)
                 stats = self.accelerator.reduce(stats.to(self.accelerator.device), "sum").cpu()
-                total, total_sq, count = total + stats[0].item(), total_sq + stats[1].item(), count + stats[2].item()
+                total, total_sq, count = (
+                    total + stats[0].item(),
+                    total_sq + stats[1].item(),
+                    count + stats[2].item(),
+                )
         mean = total / count
         std = max((total_sq / count - mean**2) ** 0.5, 1e-8)
         arch.config.scaling_factor = 1.0 / std

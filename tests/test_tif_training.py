@@ -1,0 +1,60 @@
+"""A VAE trained through the trainer on real TIF files: the split lives in the run folder and survives resume."""
+
+import copy
+import json
+import os
+import subprocess
+import sys
+
+from tests.conftest import ROOT, read_scalars, run_folder, run_trainer
+from tests.test_vae_model import TINY_VAE
+
+
+def test_tif_folder_vae_run_writes_and_reuses_its_split(tmp_path):
+    out = tmp_path / "sample"
+    subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "scripts", "make_sample_tifs.py"),
+            "--out",
+            str(out),
+            "--patients",
+            "4",
+            "--slices",
+            "3",
+            "--size",
+            "32",
+        ],
+        check=True,
+        cwd=ROOT,
+    )
+    config = copy.deepcopy(TINY_VAE)
+    config["path"]["root"] = str(tmp_path / "experiments")
+    data = {
+        "type": "TIFFolderDataset",
+        "dir": str(out / "tif"),
+        "normalize": "minmax",
+        "patch_size": 16,
+        "train_split": 0.5,
+        "split_by": r"^(p\d+)_",
+        "seed": 0,
+    }
+    config["datasets"] = {"train": dict(data), "val": dict(data)}
+    config["train"].update(batch_size=2, max_train_steps=4, checkpointing_steps=2, validation_steps=4)
+    config["val"]["batch_size"] = 2
+    assert run_trainer(config, tmp_path) == 0
+    run = run_folder(config)
+    split_files = [f for f in os.listdir(run) if f.startswith("split_")]
+    assert split_files, os.listdir(run)
+    split = json.load(open(os.path.join(run, split_files[0])))
+    text = json.dumps(split)
+    patients = {f"p0{i}" for i in range(1, 5)}
+    assert all(p in text for p in patients)
+    assert "val_psnr" in read_scalars(run)
+
+    resumed = copy.deepcopy(config)
+    resumed["path"]["resume_from_checkpoint"] = "checkpoint-2"
+    resumed["train"]["max_train_steps"] = 6
+    before = open(os.path.join(run, split_files[0])).read()
+    assert run_trainer(resumed, tmp_path, name="resume.yml") == 0
+    assert open(os.path.join(run, split_files[0])).read() == before
