@@ -58,3 +58,20 @@ def test_tif_folder_vae_run_writes_and_reuses_its_split(tmp_path):
     before = open(os.path.join(run, split_files[0])).read()
     assert run_trainer(resumed, tmp_path, name="resume.yml") == 0
     assert open(os.path.join(run, split_files[0])).read() == before
+
+    # scripts/vae_reconstruct.py on the trained run: float32 TIFs, a metrics CSV and a grid PNG
+    import csv
+
+    import tifffile
+
+    from scripts.vae_reconstruct import main as reconstruct_main
+
+    recon = tmp_path / "recon"
+    assert reconstruct_main(["--run", os.path.join(run, "final"), "--input", str(out / "tif"), "--out", str(recon)]) == 0
+    written = sorted(p.name for p in recon.glob("*.tif"))
+    assert written == sorted(p.name for p in (out / "tif").glob("*.tif"))
+    image = tifffile.imread(recon / written[0])
+    assert image.dtype == "float32" and image.shape == (16, 16)
+    rows = list(csv.DictReader(open(recon / "metrics.csv")))
+    assert len(rows) == len(written) + 1 and rows[-1]["name"] == "mean" and float(rows[-1]["psnr"]) > 5
+    assert (recon / "grid_input_recon_diff.png").is_file()

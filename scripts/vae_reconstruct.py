@@ -1,0 +1,104 @@
+"""Reconstruct a folder of TIFs with a trained VAE: float32 TIFs, a metrics CSV and a grid PNG out.
+
+    python scripts/vae_reconstruct.py --run experiments/VAE_TIF/<key>/final --input data/sample/tif --out recon/
+
+`--run` is a VAE run's `final/` (or `checkpoint-N/`) folder; its saved `config.yml` says how the
+training data was normalised, and the same normalisation (with the run's patch size) is applied here.
+Reconstructions are written back in the input's original intensity range, with the input's names.
+Metrics (PSNR, SSIM, MAE; data range of each input image) are computed in that original range.
+"""
+
+import argparse
+import csv
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import tifffile
+import torch
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from dataset.tif_dataset import TIFFolderDataset  # noqa: E402
+from models.archs import find_arch  # noqa: E402
+from utils.errors import UserError  # noqa: E402
+from utils.images import make_grid, save_png  # noqa: E402
+from utils.metrics.image import mae, psnr, ssim  # noqa: E402
+from utils.vae_losses import decoded_image  # noqa: E402
+
+# The image options of the training block that decide what the network saw; split, augmentation and
+# caching do not apply to a folder being reconstructed.
+IMAGE_OPTIONS = ("normalize", "percentiles", "value_range", "norm_range", "background", "patch_size", "spatial_dims", "channels")
+
+
+def load_vae(run: Path, device: str):
+    config_path = run / "config.yml"
+    if not config_path.is_file():
+        config_path = run.parent / "config.yml"
+    if not config_path.is_file():
+        raise UserError(f"No config.yml in '{run}' or its parent: --run must be a VAE run's final/ or checkpoint folder.")
+    opt = yaml.safe_load(config_path.read_text())
+    weights = run / "net_g"
+    if not (weights / "model.safetensors").is_file():
+        raise UserError(f"No trained autoencoder in '{weights}' (expected model.safetensors from save_pretrained).")
+    _, arch_cls = find_arch(opt["network"]["type"])
+    vae = arch_cls.from_pretrained(weights).to(device).eval()
+    return vae, opt
+
+
+def reconstruct(run: Path, input_dir: Path, out: Path, batch_size: int = 4, device: str = "cpu") -> list[dict]:
+    vae, opt = load_vae(run, device)
+    block = (opt.get("datasets") or {}).get("val") or (opt.get("datasets") or {}).get("train") or {}
+    dataset = TIFFolderDataset(
+        {"dir": str(input_dir), "phase": "val", **{k: block[k] for k in IMAGE_OPTIONS if block.get(k) is not None}}
+    )
+    recon_type = (opt.get("train") or {}).get("recon_type", "l1")
+    out.mkdir(parents=True, exist_ok=True)
+    rows, grid_tiles = [], []
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    with torch.no_grad():
+        for batch in loader:
+            x = batch["gt"].to(device)
+            pred = decoded_image(vae(x, sample_posterior=False).reconstruction, recon_type).float().cpu()
+            original = dataset.denormalize(batch["gt"], batch, "gt").float().numpy()
+            restored = dataset.denormalize(pred, batch, "gt").float().numpy()
+            for name, target, image in zip(batch["name"], original, restored):
+                path = out / f"{name}.tif"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tifffile.imwrite(path, image.squeeze(0).astype(np.float32))
+                t, p = target[None], image[None]
+                rows.append({"name": name, "psnr": psnr(p, t), "ssim": ssim(p, t), "mae": mae(p, t)})
+                if len(grid_tiles) < 8:
+                    grid_tiles.append(np.concatenate([target, image, np.abs(image - target)], axis=-1))
+    with open(out / "metrics.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["name", "psnr", "ssim", "mae"])
+        writer.writeheader()
+        writer.writerows(rows)
+        writer.writerow({"name": "mean", **{k: float(np.mean([r[k] for r in rows])) for k in ("psnr", "ssim", "mae")}})
+    if grid_tiles:
+        save_png(make_grid(np.stack(grid_tiles), ncol=1), str(out / "grid_input_recon_diff.png"))
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", required=True, type=Path, help="a VAE run's final/ (or checkpoint-N/) folder")
+    parser.add_argument("--input", required=True, type=Path, help="folder of .tif/.tiff images")
+    parser.add_argument("--out", required=True, type=Path, help="output folder")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+    try:
+        rows = reconstruct(args.run, args.input, args.out, args.batch_size, args.device)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    mean_psnr = float(np.mean([r["psnr"] for r in rows]))
+    print(f"Reconstructed {len(rows)} images into {args.out} (mean PSNR {mean_psnr:.2f} dB); metrics.csv and grid PNG written.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
