@@ -25,6 +25,8 @@ import json
 import logging
 import math
 import os
+import signal
+import threading
 import time
 import warnings
 from contextlib import contextmanager
@@ -47,7 +49,7 @@ from tqdm.auto import tqdm
 from dataset import create_dataset, find_dataset_class
 from models.prepared_network import MethodDispatch, PreparedNetwork
 from utils.checkpoint import list_checkpoints, publish, resolve_checkpoint, rotate, staging_path
-from utils.errors import ConfigError, PluginError
+from utils.errors import ConfigError, NumericalError, PluginError
 from utils.misc import collect_metrics, log_metric
 from utils.options import flatten, redact_secrets, save_options
 from utils.run_dir import run_dir, safe_name
@@ -65,20 +67,14 @@ class TrainingState:
         self.global_step = 0
         self.epoch = 0
         self.batches_in_epoch = 0
+        self.skipped_steps = 0
 
     def state_dict(self) -> dict:
-        return {
-            "global_step": self.global_step,
-            "epoch": self.epoch,
-            "batches_in_epoch": self.batches_in_epoch,
-        }
+        return dict(vars(self))
 
     def load_state_dict(self, state: dict) -> None:
-        self.global_step, self.epoch, self.batches_in_epoch = (
-            int(state["global_step"]),
-            int(state["epoch"]),
-            int(state["batches_in_epoch"]),
-        )
+        for key in vars(self):
+            setattr(self, key, int(state.get(key, 0)))
 
 
 class BaseModel:
@@ -290,7 +286,7 @@ class BaseModel:
             if not self.optimizers:
                 self.optimizers = list(self.build_optimizers())
             for optimizer in self.optimizers:
-                optimizer.register_step_pre_hook(self._clip_gradients)
+                optimizer.register_step_pre_hook(self._before_optimizer_step)
             self.schedulers = [self._make_scheduler(o) for o in self.optimizers]
 
         dispatchers = [MethodDispatch(arch) for arch in self._archs]
@@ -395,13 +391,23 @@ class BaseModel:
             if sync:
                 optimizer.optimizer.zero_grad(set_to_none=True)
 
-    def _clip_gradients(self, optimizer, args, kwargs):
+    def _before_optimizer_step(self, optimizer, args, kwargs):
         # Runs just before the real optimizer step, which Accelerate only calls on sync steps and, with
-        # fp16, after the grad scaler has unscaled the gradients.
+        # fp16, after the grad scaler has unscaled the gradients (and skipped steps with inf gradients).
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if not params:
+            return
         max_norm = self.opt["train"]["optim"]["max_grad_norm"]
         if max_norm:
-            params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-            self._grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+            norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        else:
+            norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+        self._grad_norm = float(norm)
+        if not math.isfinite(self._grad_norm):
+            # Dropping the gradients makes AdamW leave these weights and their moments untouched;
+            # _check_losses then applies train.nan_policy.
+            for p in params:
+                p.grad = None
 
     # ------------------------------------------------------------------ run folder
 
@@ -518,7 +524,19 @@ class BaseModel:
     # ------------------------------------------------------------------ the loop
 
     def train(self):
-        """Train for `max_train_steps` optimizer steps, validating, checkpointing, and saving at the end."""
+        """Train for `max_train_steps` optimizer steps, validating, checkpointing, and saving at the end.
+
+        SIGTERM (a cluster's preemption) or SIGINT (Ctrl-C) ends the run at the next step boundary with a
+        checkpoint; a second Ctrl-C stops at once.
+        """
+        previous = self._catch_stop_signals()
+        try:
+            return self._train_loop()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def _train_loop(self):
         self._setup()
         self.resume()
         train = self.opt["train"]
@@ -533,7 +551,8 @@ class BaseModel:
             dynamic_ncols=True,
         )
         last_validated = -1
-        window, step_start, speed = [], time.perf_counter(), None
+        window = []
+        self._step_started, self._speed = time.perf_counter(), None
         while self.global_step < total_steps:
             self.train_loader.set_epoch(self.state.epoch)
             batches = self.train_loader
@@ -550,38 +569,28 @@ class BaseModel:
                 if not self.accelerator.sync_gradients:
                     continue
 
-                with warnings.catch_warnings():
-                    # A GAN's discriminator schedule advances before its optimizer's first step
-                    # (disc_start); schedules follow the global step, so PyTorch's warning is moot.
-                    warnings.filterwarnings(
-                        "ignore", message=".*lr_scheduler.step.*optimizer.step", category=UserWarning
-                    )
-                    for scheduler in self.schedulers:
-                        scheduler.step()
-                for ema, arch in zip(self.emas, self._archs):
-                    ema.step(arch.parameters())
+                self._advance_schedules()
                 self.global_step += 1
-                now = time.perf_counter()
-                rate = samples_per_step / max(now - step_start, 1e-9)
-                speed = rate if speed is None else 0.9 * speed + 0.1 * rate
-                step_start = now
-
-                logs = {k: sum(_as_float(w[k]) for w in window) / len(window) for k in window[-1]}
+                logs = self._log_step(window, samples_per_step)
                 window = []
-                logs = {f"train/{k}": v for k, v in logs.items()}
-                logs["train/lr"] = self.schedulers[0].get_last_lr()[0] if self.schedulers else 0.0
-                if train["check_speed"]:
-                    logs["train/samples_per_second"] = speed
-                if getattr(self, "_grad_norm", None) is not None:
-                    logs["train/grad_norm"] = self._grad_norm
-                self.accelerator.log(logs, step=self.global_step)
                 progress.update(1)
                 progress.set_postfix(
-                    loss=f"{logs['train/all']:.4g}", lr=f"{logs['train/lr']:.2e}", samples_s=f"{speed:.1f}"
+                    loss=f"{logs['train/all']:.4g}",
+                    lr=f"{logs['train/lr']:.2e}",
+                    samples_s=f"{self._speed:.1f}",
                 )
 
-                if self.global_step % train["checkpointing_steps"] == 0:
+                stop = self._stop_requested()
+                if self.global_step % train["checkpointing_steps"] == 0 or stop:
                     self.save_checkpoint()
+                if stop:
+                    progress.close()
+                    self.logger.info(
+                        f"Stopped by {signal.Signals(stop).name} at step {self.global_step}; resume with "
+                        f"path.resume_from_checkpoint: latest (experiment_key: {self.opt['experiment_key']})."
+                    )
+                    self.accelerator.end_training()
+                    return self.last_metrics
                 if self.global_step % train["validation_steps"] == 0 and self.val_loader is not None:
                     self.validation()
                     last_validated = self.global_step
@@ -606,6 +615,74 @@ class BaseModel:
                 f"{type(self).__name__}.optimize_parameters() must return a dict of losses with the key 'all' "
                 f"(the total that was back-propagated); it returned {got}."
             )
+        if math.isfinite(_as_float(losses["all"])):
+            return
+        # The optimizer step of this micro-batch was already dropped by _before_optimizer_step (its
+        # gradients were not finite), so the weights are intact whatever the policy.
+        terms = ", ".join(f"{k}={_as_float(v):.4g}" for k, v in losses.items())
+        if self.opt["train"]["nan_policy"] == "raise":
+            raise NumericalError(
+                f"The loss is not finite at step {self.global_step + 1} ({terms}); set 'train.nan_policy: skip' to "
+                "skip such steps, or lower the learning rate."
+            )
+        self.state.skipped_steps += 1
+        self.logger.warning(f"Skipped step {self.global_step + 1}: the loss is not finite ({terms}).")
+
+    def _advance_schedules(self):
+        with warnings.catch_warnings():
+            # A GAN's discriminator schedule advances before its optimizer's first step (disc_start);
+            # schedules follow the global step, so PyTorch's order warning is moot.
+            warnings.filterwarnings(
+                "ignore", message=".*lr_scheduler.step.*optimizer.step", category=UserWarning
+            )
+            for scheduler in self.schedulers:
+                scheduler.step()
+        for ema, arch in zip(self.emas, self._archs):
+            ema.step(arch.parameters())
+
+    def _log_step(self, window: list[dict], samples_per_step: int) -> dict:
+        """The mean of each loss term over the accumulation window, the LR, the speed, to every tracker."""
+        now = time.perf_counter()
+        rate = samples_per_step / max(now - self._step_started, 1e-9)
+        self._speed = rate if self._speed is None else 0.9 * self._speed + 0.1 * rate
+        self._step_started = now
+        logs = {f"train/{k}": sum(_as_float(w[k]) for w in window) / len(window) for k in window[-1]}
+        logs["train/lr"] = self.schedulers[0].get_last_lr()[0] if self.schedulers else 0.0
+        if self.opt["train"]["check_speed"]:
+            logs["train/samples_per_second"] = self._speed
+        if getattr(self, "_grad_norm", None) is not None:
+            logs["train/grad_norm"] = self._grad_norm
+        if self.state.skipped_steps:
+            logs["train/skipped_steps"] = self.state.skipped_steps
+        self.accelerator.log(logs, step=self.global_step)
+        return logs
+
+    # ------------------------------------------------------------------ preemption
+
+    def _catch_stop_signals(self) -> dict:
+        """Route SIGTERM and SIGINT to a stop request; returns the handlers to put back afterwards."""
+        self._stop_signal = 0
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def request_stop(signum, frame):
+            if self._stop_signal == signal.SIGINT and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            self._stop_signal = signum
+
+        previous = {}
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.getsignal(signum)
+            signal.signal(signum, request_stop)
+        return previous
+
+    def _stop_requested(self) -> int:
+        """The signal number if any process was asked to stop (all processes must stop together)."""
+        stop = self._stop_signal
+        if self.accelerator.num_processes > 1:
+            flag = torch.tensor([stop], device=self.accelerator.device)
+            stop = int(self.accelerator.reduce(flag, "max").item())
+        return stop
 
     def save_final(self):
         """`save_pretrained` of every trained arch into `<run>/final/`, and the Hub push when asked."""

@@ -10,7 +10,6 @@ Metrics (PSNR, SSIM, MAE; data range of each input image) are computed in that o
 
 import argparse
 import csv
-import os
 import sys
 from pathlib import Path
 
@@ -30,7 +29,16 @@ from utils.vae_losses import decoded_image  # noqa: E402
 
 # The image options of the training block that decide what the network saw; split, augmentation and
 # caching do not apply to a folder being reconstructed.
-IMAGE_OPTIONS = ("normalize", "percentiles", "value_range", "norm_range", "background", "patch_size", "spatial_dims", "channels")
+IMAGE_OPTIONS = (
+    "normalize",
+    "percentiles",
+    "value_range",
+    "norm_range",
+    "background",
+    "patch_size",
+    "spatial_dims",
+    "channels",
+)
 
 
 def load_vae(run: Path, device: str):
@@ -38,21 +46,31 @@ def load_vae(run: Path, device: str):
     if not config_path.is_file():
         config_path = run.parent / "config.yml"
     if not config_path.is_file():
-        raise UserError(f"No config.yml in '{run}' or its parent: --run must be a VAE run's final/ or checkpoint folder.")
+        raise UserError(
+            f"No config.yml in '{run}' or its parent: --run must be a VAE run's final/ or checkpoint folder."
+        )
     opt = yaml.safe_load(config_path.read_text())
     weights = run / "net_g"
     if not (weights / "model.safetensors").is_file():
-        raise UserError(f"No trained autoencoder in '{weights}' (expected model.safetensors from save_pretrained).")
+        raise UserError(
+            f"No trained autoencoder in '{weights}' (expected model.safetensors from save_pretrained)."
+        )
     _, arch_cls = find_arch(opt["network"]["type"])
     vae = arch_cls.from_pretrained(weights).to(device).eval()
     return vae, opt
 
 
-def reconstruct(run: Path, input_dir: Path, out: Path, batch_size: int = 4, device: str = "cpu") -> list[dict]:
+def reconstruct(
+    run: Path, input_dir: Path, out: Path, batch_size: int = 4, device: str = "cpu"
+) -> list[dict]:
     vae, opt = load_vae(run, device)
     block = (opt.get("datasets") or {}).get("val") or (opt.get("datasets") or {}).get("train") or {}
     dataset = TIFFolderDataset(
-        {"dir": str(input_dir), "phase": "val", **{k: block[k] for k in IMAGE_OPTIONS if block.get(k) is not None}}
+        {
+            "dir": str(input_dir),
+            "phase": "val",
+            **{k: block[k] for k in IMAGE_OPTIONS if block.get(k) is not None},
+        }
     )
     recon_type = (opt.get("train") or {}).get("recon_type", "l1")
     out.mkdir(parents=True, exist_ok=True)
@@ -76,15 +94,21 @@ def reconstruct(run: Path, input_dir: Path, out: Path, batch_size: int = 4, devi
         writer = csv.DictWriter(f, fieldnames=["name", "psnr", "ssim", "mae"])
         writer.writeheader()
         writer.writerows(rows)
-        writer.writerow({"name": "mean", **{k: float(np.mean([r[k] for r in rows])) for k in ("psnr", "ssim", "mae")}})
+        writer.writerow(
+            {"name": "mean", **{k: float(np.mean([r[k] for r in rows])) for k in ("psnr", "ssim", "mae")}}
+        )
     if grid_tiles:
         save_png(make_grid(np.stack(grid_tiles), ncol=1), str(out / "grid_input_recon_diff.png"))
     return rows
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", required=True, type=Path, help="a VAE run's final/ (or checkpoint-N/) folder")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--run", required=True, type=Path, help="a VAE run's final/ (or checkpoint-N/) folder"
+    )
     parser.add_argument("--input", required=True, type=Path, help="folder of .tif/.tiff images")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("--batch-size", type=int, default=4)
@@ -96,7 +120,9 @@ def main(argv=None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     mean_psnr = float(np.mean([r["psnr"] for r in rows]))
-    print(f"Reconstructed {len(rows)} images into {args.out} (mean PSNR {mean_psnr:.2f} dB); metrics.csv and grid PNG written.")
+    print(
+        f"Reconstructed {len(rows)} images into {args.out} (mean PSNR {mean_psnr:.2f} dB); metrics.csv and grid PNG written."
+    )
     return 0
 
 

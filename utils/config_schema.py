@@ -154,6 +154,12 @@ TRAIN = {
     "checkpoints_total_limit": Key(
         None, "int", "Keep at most this many checkpoints (oldest removed).", minimum=1, nullable=True
     ),
+    "nan_policy": Key(
+        "raise",
+        "str",
+        "A non-finite loss stops the run naming the step and terms, or is skipped and counted.",
+        ("raise", "skip"),
+    ),
     "find_unused_parameters": Key(False, "bool", "DDP option for networks with parameters unused in a step."),
     "patched": Key(False, "bool", "Kept from seed 003 for models that train on patches; read by the model."),
     "check_speed": Key(False, "bool", "Log step time and samples/s to the trackers."),

@@ -28,6 +28,10 @@ class PluginError(UserError, LookupError):
     """A model, arch or dataset plugin that cannot be found or loaded."""
 
 
+class NumericalError(UserError, FloatingPointError):
+    """A loss that is not finite, under `train.nan_policy: raise`."""
+
+
 class DataError(UserError, ValueError):
     """A data file or folder that cannot be used as it is."""
 

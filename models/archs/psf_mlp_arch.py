@@ -17,7 +17,7 @@ from transformers import PretrainedConfig, PreTrainedModel
 
 from utils.errors import ConfigError
 
-OUTPUTS = ("softplus", "sum")
+OUTPUTS = ("softplus", "peak", "sum")
 
 
 class FourierFeatures(nn.Module):
@@ -42,9 +42,11 @@ class FourierFeatures(nn.Module):
 
 def kernel_activation(logits: torch.Tensor, output: str) -> torch.Tensor:
     """(N, C, K, K) logits -> kernels: softplus, or a softmax over each channel's K*K pixels."""
+    n, c, h, w = logits.shape
     if output == "sum":
-        n, c, h, w = logits.shape
         return logits.reshape(n, c, h * w).softmax(-1).reshape(n, c, h, w)
+    if output == "peak":
+        return torch.exp(logits - logits.reshape(n, -1).amax(-1).reshape(n, 1, 1, 1))
     return F.softplus(logits)
 
 

@@ -1,0 +1,194 @@
+"""`type: DiffusionUNet`: the noise-prediction UNet of stage 2 (seed 000's `DiffusionUNet`).
+
+The keys are those of PTI-LDM-VAE's UNet table (seed 000), so its JSON configs carry over:
+
+    network:
+      type: DiffusionUNet
+      spatial_dims: 2
+      in_channels: 4                 # the VAE's latent channels
+      out_channels: 4
+      channels: [32, 64, 128, 256]
+      attention_levels: [false, true, true, true]
+      num_head_channels: [0, 32, 32, 32]   # channels per attention head, per level (0: no attention)
+      num_res_blocks: 2
+      with_conditioning: true        # cross-attention to the condition tokens
+      cross_attention_dim: 512
+      norm_num_groups: 32
+
+2D runs on diffusers' `UNet2DConditionModel` (fused attention, well kept); 3D on MONAI's
+`DiffusionModelUNet`, which seed 000 used for both. `backend: monai` forces MONAI in 2D too (to reuse
+PTI-LDM-VAE weights). `forward(sample, timesteps, context=None)` returns the prediction, a tensor.
+"""
+
+import torch
+from diffusers import UNet2DConditionModel
+from monai.networks.nets import DiffusionModelUNet
+from transformers import PretrainedConfig, PreTrainedModel
+
+from utils.errors import ConfigError
+
+BACKENDS = ("auto", "diffusers", "monai")
+
+
+class DiffusionUNet_config(PretrainedConfig):
+    """Defaults follow seed 000's example UNet (4 levels, attention below the first, 512-wide context)."""
+
+    model_type = "DiffusionUNet"
+
+    def __init__(
+        self,
+        spatial_dims: int = 2,
+        in_channels: int = 4,
+        out_channels: int = 4,
+        channels: list[int] = (32, 64, 128, 256),
+        attention_levels: list[bool] = (False, True, True, True),
+        num_head_channels: int | list[int] = (0, 32, 32, 32),
+        num_res_blocks: int = 2,
+        with_conditioning: bool = True,
+        cross_attention_dim: int | None = 512,
+        norm_num_groups: int = 32,
+        norm_eps: float = 1e-6,
+        transformer_num_layers: int = 1,
+        sample_size: int | None = None,
+        backend: str = "auto",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.spatial_dims = spatial_dims
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.channels = list(channels)
+        self.attention_levels = list(attention_levels)
+        if isinstance(num_head_channels, int):
+            num_head_channels = [num_head_channels] * len(self.channels)
+        self.num_head_channels = list(num_head_channels)
+        self.num_res_blocks = num_res_blocks
+        self.with_conditioning = with_conditioning
+        self.cross_attention_dim = cross_attention_dim
+        self.norm_num_groups = norm_num_groups
+        self.norm_eps = norm_eps
+        self.transformer_num_layers = transformer_num_layers
+        self.sample_size = sample_size
+        self.backend = backend
+
+
+class DiffusionUNet_arch(PreTrainedModel):
+    config_class = DiffusionUNet_config
+    main_input_name = "sample"
+
+    def __init__(self, config: DiffusionUNet_config):
+        super().__init__(config)
+        _check_config(config)
+        if self.uses_diffusers:
+            self.unet = UNet2DConditionModel(**_diffusers_kwargs(config))
+        else:
+            self.unet = DiffusionModelUNet(
+                spatial_dims=config.spatial_dims,
+                in_channels=config.in_channels,
+                out_channels=config.out_channels,
+                num_res_blocks=config.num_res_blocks,
+                channels=config.channels,
+                attention_levels=config.attention_levels,
+                norm_num_groups=config.norm_num_groups,
+                norm_eps=config.norm_eps,
+                num_head_channels=config.num_head_channels,
+                with_conditioning=config.with_conditioning,
+                transformer_num_layers=config.transformer_num_layers,
+                cross_attention_dim=config.cross_attention_dim if config.with_conditioning else None,
+            )
+        self.post_init()
+
+    def _init_weights(self, module):
+        # Keep the library's initialisation (diffusers zero-inits the output conv of each resnet path):
+        # transformers' default would redraw every layer from N(0, 0.02).
+        pass
+
+    @property
+    def uses_diffusers(self) -> bool:
+        backend = self.config.backend
+        return backend == "diffusers" or (backend == "auto" and self.config.spatial_dims == 2)
+
+    def forward(
+        self, sample: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if self.config.with_conditioning and context is None:
+            raise ValueError("This DiffusionUNet has with_conditioning: true and needs a context.")
+        if not self.config.with_conditioning:
+            context = None
+        if self.uses_diffusers:
+            return self.unet(sample, timesteps, encoder_hidden_states=context, return_dict=False)[0]
+        return self.unet(sample, timesteps=timesteps, context=context)
+
+
+def _diffusers_kwargs(config: DiffusionUNet_config) -> dict:
+    """MONAI-style keys -> `UNet2DConditionModel` keys, with the same widths, heads and attention levels."""
+    down, up, heads = [], [], []
+    for width, attend, head_channels in zip(
+        config.channels, config.attention_levels, config.num_head_channels
+    ):
+        if attend and config.with_conditioning:
+            down.append("CrossAttnDownBlock2D")
+            up.append("CrossAttnUpBlock2D")
+            # UNet2DConditionModel reads `attention_head_dim` as the number of heads of its
+            # cross-attention blocks (a known misnomer kept for Stable Diffusion's configs) ...
+            heads.append(width // head_channels)
+        elif attend:
+            down.append("AttnDownBlock2D")
+            up.append("AttnUpBlock2D")
+            heads.append(head_channels)  # ... and as the channels per head of its self-attention blocks
+        else:
+            down.append("DownBlock2D")
+            up.append("UpBlock2D")
+            heads.append(1)  # unused: no attention at this level
+    conditioned_mid = config.with_conditioning and config.attention_levels[-1]
+    return dict(
+        sample_size=config.sample_size,
+        in_channels=config.in_channels,
+        out_channels=config.out_channels,
+        down_block_types=tuple(down),
+        up_block_types=tuple(reversed(up)),
+        mid_block_type="UNetMidBlock2DCrossAttn" if conditioned_mid else "UNetMidBlock2D",
+        block_out_channels=tuple(config.channels),
+        layers_per_block=config.num_res_blocks,
+        norm_num_groups=config.norm_num_groups,
+        norm_eps=config.norm_eps,
+        cross_attention_dim=config.cross_attention_dim or 8,
+        transformer_layers_per_block=config.transformer_num_layers,
+        attention_head_dim=tuple(heads),
+    )
+
+
+def _check_config(config: DiffusionUNet_config) -> None:
+    if config.spatial_dims not in (2, 3):
+        raise ConfigError(f"'network.spatial_dims' is {config.spatial_dims}; DiffusionUNet takes 2 or 3.")
+    if config.backend not in BACKENDS:
+        raise ConfigError(f"'network.backend' is {config.backend!r}; use one of {', '.join(BACKENDS)}.")
+    if config.backend == "diffusers" and config.spatial_dims == 3:
+        raise ConfigError("'network.backend: diffusers' is 2D only; use 'monai' (or 'auto') for 3D.")
+    levels = len(config.channels)
+    for key in ("attention_levels", "num_head_channels"):
+        if len(getattr(config, key)) != levels:
+            raise ConfigError(
+                f"'network.{key}' has {len(getattr(config, key))} entries but 'network.channels' has {levels}; "
+                "give one per level."
+            )
+    for width, attend, head_channels in zip(
+        config.channels, config.attention_levels, config.num_head_channels
+    ):
+        if width % config.norm_num_groups:
+            raise ConfigError(
+                f"'network.channels' entry {width} is not a multiple of 'network.norm_num_groups' "
+                f"({config.norm_num_groups})."
+            )
+        if attend and (head_channels <= 0 or width % head_channels):
+            raise ConfigError(
+                f"'network.num_head_channels' is {head_channels} at a level of width {width} with attention; "
+                "give a positive divisor of the width."
+            )
+    if config.with_conditioning and not config.cross_attention_dim:
+        raise ConfigError("'network.with_conditioning' is true but 'network.cross_attention_dim' is empty.")
+    if config.with_conditioning and not any(config.attention_levels):
+        raise ConfigError(
+            "'network.with_conditioning' is true but no level has attention, so the condition would be "
+            "ignored; set one of 'network.attention_levels' true."
+        )

@@ -1,0 +1,393 @@
+"""Stage 2: a conditional latent diffusion model in the latent space of a frozen stage-1 VAE.
+
+    z0 = scale(VAE.encode(target))               frozen VAE, eval mode, its stored scale factor
+    zt = sqrt(a_t) z0 + sqrt(1 - a_t) noise       diffusers' DDPMScheduler (linear, scaled_linear, quadratic, cosine)
+    loss = w(t) * || UNet(zt, t, tokens(condition or null)) - target(epsilon | v | z0) ||^2
+
+`tokens` come from the condition projector (`models/archs/condition_projector_arch.py`), trained with the
+UNet: an image condition encoded by the same VAE, a vector of numbers (PSF coordinates), or a class
+label; `condition.type: none` trains an unconditional model. With probability `train.cond_drop_prob` a
+sample's tokens are replaced by the learned null token, so classifier-free guidance works at sampling.
+`w(t)` is min-SNR-gamma when `train.snr_gamma` is set, else 1.
+
+Validation logs the loss at fixed noise, then samples a fixed set of validation conditions (each with its
+own condition and seed), decodes them and logs a grid (condition | target | sample) and the metrics of
+`val.metrics` against the targets. At the end `final/` receives, besides the trained UNet and projector,
+`scheduler/` (the noise schedule) and `ldm.json` (VAE reference, scale factor, condition and sampling
+settings): all that `scripts/generate.py` needs.
+"""
+
+import json
+import os
+
+import torch
+
+from models.archs import define_network
+from models.base_model import BaseModel
+from models.ldm.frozen_vae import encode_latents, load_frozen_vae, vae_recon_type
+from models.ldm.sampling import SAMPLERS, initial_noise, make_sampler, sample_latents
+from models.ldm.schedules import make_noise_scheduler, min_snr_weights, training_target
+from utils import log_image, log_metrics
+from utils.errors import ConfigError, did_you_mean
+from utils.misc import log_metric, log_validation_scalars
+from utils.vae_losses import decoded_image
+
+VAE_KEYS = {
+    "pretrained": None,
+    "monai_checkpoint": None,
+    "network": None,
+    "scale_factor": "auto",
+    "scale_batches": 8,
+}
+CONDITION_KEYS = {
+    "type": "image",
+    "key": None,
+    "indices": None,
+    "log_features": [],
+    "num_classes": 0,
+    "position_embedding": True,
+    "fourier_features": 8,
+    "hidden_dim": 128,
+    "stats_batches": 8,
+}
+DIFFUSION_KEYS = {
+    "num_train_timesteps": 1000,
+    "beta_schedule": "scaled_linear",
+    "beta_start": None,
+    "beta_end": None,
+    "prediction_type": "epsilon",
+}
+TRAIN_KEYS = {"cond_drop_prob": 0.1, "snr_gamma": None, "cache_latents": False}
+VAL_KEYS = {
+    "sampler": "ddim",
+    "num_inference_steps": 50,
+    "guidance_scale": 1.0,
+    "num_samples": 8,
+    "num_images": 8,
+}
+CONDITION_TYPES = ("image", "vector", "class", "none")
+DEFAULT_CONDITION_KEY = {"vector": "coords", "class": "label"}
+
+
+def _read_block(opt, name: str, defaults: dict) -> dict:
+    block = dict(opt.get(name) or {})
+    for key in block:
+        if key not in defaults:
+            raise ConfigError(
+                f"Unknown key '{name}.{key}'{did_you_mean(key, defaults)}; it takes: {', '.join(defaults)}."
+            )
+    return {k: block.get(k, default) for k, default in defaults.items()}
+
+
+class LDM_model(BaseModel):
+    config_keys = {"": {"vae", "condition", "diffusion"}, "train": set(TRAIN_KEYS), "val": set(VAL_KEYS)}
+
+    def __init__(self, opt, logger):
+        super().__init__(opt, logger)
+        self.vae_opt = _read_block(opt, "vae", VAE_KEYS)
+        self.cond_opt = _read_block(opt, "condition", CONDITION_KEYS)
+        self.diffusion_opt = _read_block(opt, "diffusion", DIFFUSION_KEYS)
+        self.hp = {k: opt["train"].get(k, d) for k, d in TRAIN_KEYS.items()}
+        self.val_opt = {k: opt["val"].get(k, d) for k, d in VAL_KEYS.items()}
+        self.gt_key, self.lq_key = opt["val"]["gt_key"], opt["val"]["lq_key"]
+        if self.cond_opt["type"] not in CONDITION_TYPES:
+            raise ConfigError(
+                f"'condition.type' is {self.cond_opt['type']!r}; use one of {', '.join(CONDITION_TYPES)}."
+            )
+        if self.val_opt["sampler"] not in SAMPLERS:
+            raise ConfigError(
+                f"'val.sampler' is {self.val_opt['sampler']!r}; use one of {', '.join(SAMPLERS)}."
+            )
+        self.cond_key = self.cond_opt["key"] or DEFAULT_CONDITION_KEY.get(self.cond_opt["type"], self.lq_key)
+
+        # Not in self.models: the VAE is neither trained, nor checkpointed, nor saved with this run.
+        self.vae, self.vae_reference = load_frozen_vae(
+            self.vae_opt["pretrained"], self.vae_opt["monai_checkpoint"], self.vae_opt["network"]
+        )
+        self.vae.to(self.accelerator.device)
+        self.recon_type = vae_recon_type(self.vae_opt["pretrained"])
+
+        self.noise_scheduler = make_noise_scheduler(**self.diffusion_opt)
+        self.unet = define_network(opt.network)
+        if self.unet.config.in_channels != self.vae.latent_channels:
+            raise ConfigError(
+                f"'network.in_channels' is {self.unet.config.in_channels} but the VAE's latents have "
+                f"{self.vae.latent_channels} channels; set in_channels and out_channels to {self.vae.latent_channels}."
+            )
+        conditioned = self.cond_opt["type"] != "none"
+        if conditioned != bool(self.unet.config.with_conditioning):
+            raise ConfigError(
+                f"'condition.type' is {self.cond_opt['type']} but 'network.with_conditioning' is "
+                f"{self.unet.config.with_conditioning}; condition the UNet exactly when there is a condition."
+            )
+        self.models.append(self.unet)
+        # The projector of a vector condition needs the vector's length, known once the data is; it is
+        # built in setup_dataloaders (BaseModel collects self.models after that).
+        self.projector = None
+
+    # ------------------------------------------------------------------ set-up that needs the data
+
+    def setup_dataloaders(self):
+        super().setup_dataloaders()
+        loader = self.train_loader if self.train_loader is not None else self.val_loader
+        if self.cond_opt["type"] != "none":
+            self.projector = self._build_projector(loader)
+            self.models.append(self.projector)
+        self._set_scale_factor(loader)
+        if self.hp["cache_latents"] and self.train_loader is not None:
+            from models.ldm.latent_cache import cached_latent_loader
+
+            self.train_loader = cached_latent_loader(self, self.train_loader)
+
+    def _build_projector(self, loader):
+        cond = self.cond_opt
+        block = {
+            "type": "ConditionProjector",
+            "mode": cond["type"],
+            "cross_attention_dim": self.unet.config.cross_attention_dim,
+        }
+        if cond["type"] == "image":
+            block.update(in_channels=self.vae.latent_channels, position_embedding=cond["position_embedding"])
+        elif cond["type"] == "class":
+            block.update(num_classes=cond["num_classes"])
+        else:
+            first = self._vector(next(iter(loader)))
+            block.update(
+                in_channels=first.shape[1],
+                fourier_features=cond["fourier_features"],
+                hidden_dim=cond["hidden_dim"],
+                log_features=list(cond["log_features"] or []),
+            )
+        projector = define_network(block)
+        if cond["type"] == "vector":
+            self._fit_vector_normalization(projector, loader)
+        return projector
+
+    def _vector(self, batch) -> torch.Tensor:
+        if self.cond_key not in batch:
+            raise ConfigError(
+                f"The batch has no key '{self.cond_key}' (condition.key); its keys are {sorted(batch)}."
+            )
+        vector = torch.as_tensor(batch[self.cond_key]).float()
+        vector = vector.reshape(len(vector), -1)
+        if self.cond_opt["indices"] is not None:
+            vector = vector[:, list(self.cond_opt["indices"])]
+        return vector
+
+    def _fit_vector_normalization(self, projector, loader):
+        """Centre and scale each number to about [-1, 1] over the first training batches (after the log of
+        `log_features`); a constant number (a fixed wavelength) keeps scale 1."""
+        vectors = []
+        for i, batch in enumerate(loader):
+            if i >= self.cond_opt["stats_batches"]:
+                break
+            vectors.append(self._vector(batch))
+        identity = torch.zeros(projector.config.in_channels), torch.ones(projector.config.in_channels)
+        projector.set_vector_normalization(*[t.tolist() for t in identity])
+        values = projector.normalize_vector(torch.cat(vectors))
+        low, high = values.min(0).values, values.max(0).values
+        shift = (high + low) / 2
+        scale = torch.where(high - low > 1e-6, (high - low) / 2, torch.ones_like(low))
+        projector.set_vector_normalization(shift.tolist(), scale.tolist())
+
+    def _set_scale_factor(self, loader):
+        """Use the VAE's stored scale factor; measure 1 / std of the training latents only when asked, or
+        when the VAE has none (a PTI-LDM-VAE checkpoint)."""
+        setting = self.vae_opt["scale_factor"]
+        if isinstance(setting, (int, float)) and not isinstance(setting, bool):
+            self.vae.config.scaling_factor = float(setting)
+        elif setting == "compute" or (setting == "auto" and self.vae_opt["monai_checkpoint"]):
+            self.vae.config.scaling_factor = 1.0
+            total, total_sq, count = 0.0, 0.0, 0
+            with torch.no_grad():
+                for i, batch in enumerate(loader):
+                    if i >= self.vae_opt["scale_batches"]:
+                        break
+                    z = self.encode(batch[self.gt_key]).double()
+                    total, total_sq, count = (
+                        total + z.sum().item(),
+                        total_sq + (z**2).sum().item(),
+                        count + z.numel(),
+                    )
+            mean = total / count
+            self.vae.config.scaling_factor = 1.0 / max((total_sq / count - mean**2) ** 0.5, 1e-8)
+            self.logger.info(f"Measured the latent scale factor: {self.vae.config.scaling_factor:.5g}.")
+        elif setting not in ("auto", "stored"):
+            raise ConfigError(f"'vae.scale_factor' is {setting!r}; use auto, stored, compute or a number.")
+        self.scale_factor = float(self.vae.config.scaling_factor)
+
+    # ------------------------------------------------------------------ encoding and conditions
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad(), self.accelerator.autocast():
+            return encode_latents(self.vae, x.to(self.accelerator.device)).float()
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad(), self.accelerator.autocast():
+            return decoded_image(self.vae.decode(self.vae.unscale_latents(z)), self.recon_type).float()
+
+    def feed_data(self, data, is_train=True):
+        device = self.accelerator.device
+        sample = {}
+        if "latent" in data:  # from the latent cache
+            sample["latent"] = data["latent"].to(device)
+        else:
+            if self.gt_key not in data:
+                raise ConfigError(
+                    f"The batch has no key '{self.gt_key}' (val.gt_key); its keys are {sorted(data)}."
+                )
+            sample["gt"] = data[self.gt_key].to(device)
+            sample["latent"] = self.encode(sample["gt"])
+        self.latent_shape = tuple(sample["latent"].shape[1:])
+        kind = self.cond_opt["type"]
+        if kind == "image":
+            if "cond_latent" in data:
+                sample["cond_latent"] = data["cond_latent"].to(device)
+            else:
+                if self.cond_key not in data:
+                    raise ConfigError(
+                        f"The batch has no condition image '{self.cond_key}' (condition.key, else val.lq_key); "
+                        f"its keys are {sorted(data)}."
+                    )
+                sample["cond"] = data[self.cond_key].to(device)
+                sample["cond_latent"] = self.encode(sample["cond"])
+        elif kind == "vector":
+            sample["cond"] = self._vector(data).to(device)
+        elif kind == "class":
+            sample["cond"] = torch.as_tensor(data[self.cond_key]).to(device)
+        self.sample = sample
+
+    def projector_input(self) -> torch.Tensor | None:
+        if self.projector is None:
+            return None
+        return self.sample["cond_latent"] if self.cond_opt["type"] == "image" else self.sample["cond"]
+
+    # ------------------------------------------------------------------ training
+
+    def diffusion_loss(self, latents, noise, timesteps, drop):
+        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
+        condition = self.projector_input()
+        context = self.projector(condition, drop) if condition is not None else None
+        prediction = self.unet(noisy, timesteps, context)
+        target = training_target(self.noise_scheduler, latents, noise, timesteps)
+        per_sample = (prediction.float() - target.float()).pow(2).flatten(1).mean(1)
+        mse = per_sample.mean()
+        if self.hp["snr_gamma"]:
+            per_sample = per_sample * min_snr_weights(
+                self.noise_scheduler, timesteps, float(self.hp["snr_gamma"])
+            )
+        return per_sample.mean(), mse
+
+    def optimize_parameters(self):
+        for optimizer in self.optimizers:
+            optimizer.zero_grad()
+        latents = self.sample["latent"]
+        batch = len(latents)
+        noise = torch.randn_like(latents)
+        timesteps = torch.randint(
+            0, self.noise_scheduler.config.num_train_timesteps, (batch,), device=latents.device
+        )
+        # A mask every step, even at probability 0: the null token then always takes part in the graph,
+        # which DDP without find_unused_parameters needs.
+        drop = torch.rand(batch, device=latents.device) < float(self.hp["cond_drop_prob"])
+        loss, mse = self.diffusion_loss(latents, noise, timesteps, drop)
+        self.accelerator.backward(loss)
+        for optimizer in self.optimizers:
+            optimizer.step()
+        return {"all": loss, "mse": mse}
+
+    # ------------------------------------------------------------------ sampling and validation
+
+    def sample_images(
+        self, condition, noise, sampler=None, num_inference_steps=None, guidance_scale=None, seed=0
+    ):
+        """Sample latents for `noise` (B, C, *spatial) under `condition[i]` per sample, and decode them."""
+        sampler = sampler or self.val_opt["sampler"]
+        guidance_scale = self.val_opt["guidance_scale"] if guidance_scale is None else guidance_scale
+        context = null = None
+        if condition is not None:
+            context = self.projector(condition)
+            if guidance_scale != 1.0:
+                null = self.projector.null_tokens(condition)
+        latents = sample_latents(
+            self.unet,
+            make_sampler(sampler, self.noise_scheduler.config),
+            noise,
+            context,
+            null,
+            guidance_scale=float(guidance_scale),
+            num_inference_steps=num_inference_steps or self.val_opt["num_inference_steps"],
+            seed=seed,
+        )
+        return latents, self.decode(latents)
+
+    def validate_step(self, batch, idx, lq_key, gt_key):
+        self.feed_data(batch, is_train=False)
+        latents = self.sample["latent"]
+        n = len(latents)
+        # The validation RNG is seeded by BaseModel: the same noise and timesteps at every validation.
+        noise = torch.randn_like(latents)
+        timesteps = torch.randint(
+            0, self.noise_scheduler.config.num_train_timesteps, (n,), device=latents.device
+        )
+        _, mse = self.diffusion_loss(latents, noise, timesteps, None)
+        log_validation_scalars(self.accelerator, {"val_loss": float(mse)}, self.global_step, n=n)
+
+        count = min(n, int(self.val_opt["num_samples"]) - idx)
+        if count > 0 and "gt" in self.sample:
+            condition = self.projector_input()
+            condition = condition[:count] if condition is not None else None
+            seeds = [self.opt["seed"] + idx + i for i in range(count)]
+            start = initial_noise(latents.shape[1:], seeds, latents.device)
+            _, images = self.sample_images(condition, start, seed=self.opt["seed"] + idx)
+            target = self.sample["gt"][:count].float()
+            metrics_opt = self.opt["val"].get("metrics") or {}
+            log_metrics(
+                images.cpu().numpy(),
+                target.cpu().numpy(),
+                metrics_opt,
+                self.accelerator,
+                self.global_step,
+                "val_",
+            )
+            if idx == 0:
+                shown = min(count, int(self.val_opt["num_images"]))
+                panels = [target[:shown], images[:shown]]
+                if "cond" in self.sample and self.sample["cond"].shape == self.sample["gt"].shape:
+                    panels.insert(0, self.sample["cond"][:shown].float())
+                    name = "val_cond_target_sample"
+                else:  # a vector or class condition has no picture: show the error instead
+                    panels.append((images[:shown] - target[:shown]).abs())
+                    name = "val_target_sample_diff"
+                grid = torch.cat(panels, dim=-1)
+                log_image(self.opt, self.accelerator, grid.cpu().numpy(), name, self.global_step)
+        return idx + n
+
+    # ------------------------------------------------------------------ what generation needs
+
+    def on_train_end(self):
+        """Write `final/scheduler/` and `final/ldm.json` beside the UNet and projector the core saves."""
+        log_metric(self.accelerator, {"latent_scale_factor": self.scale_factor}, self.global_step)
+        if not self.accelerator.is_main_process:
+            return
+        final = os.path.join(self.run_dir, "final")
+        os.makedirs(final, exist_ok=True)
+        self.noise_scheduler.save_pretrained(os.path.join(final, "scheduler"))
+        description = {
+            "vae": self.vae_reference,
+            "scale_factor": self.scale_factor,
+            "recon_type": self.recon_type,
+            "latent_shape": list(self.latent_shape) if getattr(self, "latent_shape", None) else None,
+            "condition": {
+                "type": self.cond_opt["type"],
+                "key": self.cond_key,
+                "indices": self.cond_opt["indices"],
+            },
+            "unet": "unet",
+            "projector": "projector" if self.projector is not None else None,
+            "sampler": self.val_opt["sampler"],
+            "num_inference_steps": self.val_opt["num_inference_steps"],
+            "guidance_scale": self.val_opt["guidance_scale"],
+        }
+        with open(os.path.join(final, "ldm.json"), "w") as f:
+            json.dump(description, f, indent=2)

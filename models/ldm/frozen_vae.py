@@ -1,0 +1,70 @@
+"""The stage-1 autoencoder as stage 2 sees it: loaded once, frozen, in eval mode, never saved again.
+
+Two sources:
+
+- `pretrained`: a VAE run's `final/net_g` folder (or the `final/` folder holding it). The arch is the one
+  its `config.json` names; its `scaling_factor` is the one the VAE run measured and stored.
+- `monai_checkpoint` + `network`: a PTI-LDM-VAE `autoencoder_epochN.pth` / `checkpoint_epochN.pth` with
+  the MonaiAutoencoderKL keys it was trained with. Such files carry no scale factor.
+"""
+
+import json
+import os
+
+import yaml
+
+from models.archs import find_arch
+from utils.errors import ConfigError
+
+
+def vae_folder(pretrained: str) -> str:
+    """The save_pretrained folder `pretrained` names: itself, or its `net_g/` when given a run's final/."""
+    for folder in (pretrained, os.path.join(pretrained, "net_g")):
+        if os.path.isfile(os.path.join(folder, "config.json")):
+            return folder
+    raise ConfigError(
+        f"'vae.pretrained' is '{pretrained}', which holds no trained autoencoder (config.json); point it at a "
+        "VAE run's final/net_g folder, e.g. experiments/VAE_PSF/<key>/final/net_g."
+    )
+
+
+def load_frozen_vae(pretrained: str | None = None, monai_checkpoint: str | None = None, network=None):
+    """(vae, reference): the frozen arch, and the dict that `load_frozen_vae(**reference)` reloads it from."""
+    if bool(pretrained) == bool(monai_checkpoint):
+        raise ConfigError(
+            "Set exactly one of 'vae.pretrained' (a VAE run's final/net_g folder) and 'vae.monai_checkpoint' "
+            "(a PTI-LDM-VAE .pth file, with 'vae.network' holding its MonaiAutoencoderKL keys)."
+        )
+    if pretrained:
+        folder = vae_folder(str(pretrained))
+        with open(os.path.join(folder, "config.json")) as f:
+            model_type = json.load(f).get("model_type")
+        _, arch_cls = find_arch(model_type)
+        vae = arch_cls.from_pretrained(folder)
+        reference = {"pretrained": os.path.abspath(folder)}
+    else:
+        from models.archs.monai_autoencoder_kl_arch import MonaiAutoencoderKL_arch
+
+        keys = {k: v for k, v in dict(network or {}).items() if k != "type"}
+        vae = MonaiAutoencoderKL_arch.from_monai_checkpoint(str(monai_checkpoint), **keys)
+        reference = {"monai_checkpoint": os.path.abspath(str(monai_checkpoint)), "network": keys}
+    vae.eval().requires_grad_(False)
+    return vae, reference
+
+
+def vae_recon_type(pretrained: str | None) -> str:
+    """The VAE run's `train.recon_type` (its decoder outputs logits for bce), read from its config.yml."""
+    if pretrained:
+        folder = vae_folder(str(pretrained))
+        for candidate in (os.path.join(folder, "..", "config.yml"), os.path.join(folder, "config.yml")):
+            if os.path.isfile(candidate):
+                with open(candidate) as f:
+                    return ((yaml.safe_load(f) or {}).get("train") or {}).get("recon_type", "l1")
+    return "l1"
+
+
+def encode_latents(vae, x):
+    """The scaled latent stage 2 diffuses: the posterior mean (KL) or the quantised code (VQ), scaled."""
+    encoded = vae.encode(x)
+    z = encoded.latent_dist.mean if encoded.latent_dist is not None else encoded.quantized
+    return vae.scale_latents(z)
