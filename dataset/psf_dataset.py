@@ -23,6 +23,7 @@ YAML (the lens keys are those of the `deeplens:` block, in metres):
         wavelength_jitter_m: 0   # each channel's wavelength drawn within +- this (m)
         normalize: peak          # peak: brightest pixel over all channels = 1; sum: each channel sums to 1
         keep_in_kernel: true     # draw depths only where the defocus blur fits in the kernel
+        cache: false             # keep simulated items in memory (per worker) and replay them each epoch
 
 Item: {'gt': (C, K, K) float32 PSF, 'coords': float32 [x, y, depth_mm, focus_depth_mm, *wavelengths_um],
 'x': index}; x, y are normalised field coordinates (1 = sensor edge), depths are positive mm.
@@ -59,6 +60,7 @@ class PSFDataset(data.Dataset):
         "focus_depth_max",
         "wavelength_jitter_m",
         "keep_in_kernel",
+        "cache",
     } | BLOCK_KEYS
 
     def __init__(self, opt):
@@ -83,6 +85,9 @@ class PSFDataset(data.Dataset):
             raise ConfigError("datasets.PSFDataset: need 0 < focus_depth_min <= focus_depth_max (metres)")
         self.wavelength_jitter_um = float(opt.get("wavelength_jitter_m", 0.0)) * 1e6
         self.keep_in_kernel = bool(opt.get("keep_in_kernel", True))
+        # An item is a pure function of (seed, index), so a per-process memo can never disagree with a
+        # fresh simulation: with `cache: true` a small set is ray-traced once and replayed every epoch.
+        self.cache = {} if opt.get("cache", False) else None
         lens = self.simulator.lens
         # Defocus blur (thin lens, objects far beyond f) is A f |1/depth - 1/focus| across; keep it
         # within KERNEL_FILL of the kernel so the kernel holds the whole PSF.
@@ -104,6 +109,13 @@ class PSFDataset(data.Dataset):
     def __getitem__(self, index):
         if not 0 <= index < self.size:
             raise IndexError(f"PSFDataset index {index} out of range (size {self.size})")
+        if self.cache is not None:
+            if index not in self.cache:
+                self.cache[index] = self._simulate(index)
+            return dict(self.cache[index])
+        return self._simulate(index)
+
+    def _simulate(self, index):
         # Mixing (seed, index) through SeedSequence keeps neighbouring items independent.
         state = np.random.SeedSequence([self.seed, int(index)]).generate_state(1, dtype=np.uint64)
         generator = torch.Generator().manual_seed(int(state[0] >> np.uint64(1)))

@@ -71,7 +71,7 @@ class PSFDecoder_config(PretrainedConfig):
         hidden_dim: int = 256,
         num_layers: int = 2,
         base_channels: int = 64,
-        num_upsamples: int = 3,
+        num_upsamples: int = 1,
         output: str = "softplus",
         **kwargs,
     ):

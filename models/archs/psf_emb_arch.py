@@ -53,7 +53,7 @@ class PSF_Emb_config(PretrainedConfig):
         hidden_dim: int = 256,
         num_layers: int = 2,
         base_channels: int = 64,
-        num_upsamples: int = 3,
+        num_upsamples: int = 1,
         output: str = "softplus",
         **kwargs,
     ):
