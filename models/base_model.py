@@ -54,6 +54,7 @@ from utils.misc import collect_metrics, log_metric
 from utils.options import flatten, redact_secrets, save_options
 from utils.run_dir import run_dir, safe_name
 from utils.trackers import comet_init_kwargs, requested_trackers
+from utils.training_state import load_training_state, save_training_state
 
 
 def _as_float(value) -> float:
@@ -319,10 +320,9 @@ class BaseModel:
             ]
             for ema in self.emas:
                 ema.to(self.accelerator.device)
-        # LR schedules are stepped by us, once per optimizer update: Accelerate's prepared scheduler
-        # steps once per process, which changes the schedule with the process count.
-        for obj in [*self.schedulers, *self.emas, self.state]:
-            self.accelerator.register_for_checkpointing(obj)
+        # LR schedules are stepped by us, once per optimizer update (Accelerate's prepared scheduler steps
+        # once per process, which changes the schedule with the process count); they, the EMAs and the
+        # loop's position are checkpointed by utils/training_state.py, without pickle.
 
         if self.accelerator.is_main_process:
             save_options(self.opt, os.path.join(self.run_dir, "config.yml"))
@@ -485,6 +485,8 @@ class BaseModel:
     def save_checkpoint(self) -> str:
         staging = staging_path(self.run_dir, self.global_step)
         self.accelerator.save_state(staging)
+        if self.accelerator.is_main_process:
+            save_training_state(staging, self.state.state_dict(), self.schedulers, self.emas)
         self.save_archs(staging)
         self.accelerator.wait_for_everyone()
         final = staging[: -len(".tmp")]
@@ -513,6 +515,7 @@ class BaseModel:
             return False
         try:
             self.accelerator.load_state(path)
+            self.state.load_state_dict(load_training_state(path, self.schedulers, self.emas))
         except Exception as error:
             raise ConfigError(f"Cannot resume from '{path}': {type(error).__name__}: {error}") from error
         self.logger.info(

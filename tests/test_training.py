@@ -70,7 +70,9 @@ def test_loss_falls_and_psnr_beats_the_noisy_input(tiny_config, tmp_path):
     assert scalars["val_psnr"][200] > 23.0
 
 
-def test_resume_mid_epoch_gives_the_same_losses_and_weights(tiny_config, tmp_path, monkeypatch):
+@pytest.mark.parametrize("ema", [None, {"decay": 0.9}], ids=["plain", "with_ema"])
+def test_resume_mid_epoch_gives_the_same_losses_and_weights(tiny_config, tmp_path, monkeypatch, ema):
+    tiny_config["train"]["ema"] = ema
     tiny_config["train"].update(
         max_train_steps=10, checkpointing_steps=3, validation_steps=5, checkpoints_total_limit=None
     )
@@ -155,7 +157,10 @@ def test_ema_is_used_for_validation_and_export(tiny_config, tmp_path):
     state = load_file(os.path.join(run, "checkpoint-4", "model.safetensors"))  # the raw trained weights
     exported = final_weights(tiny_config)
     assert not torch.equal(state["arch.body.0.weight"], exported["body.0.weight"])
-    assert any(name.startswith("custom_checkpoint") for name in os.listdir(os.path.join(run, "checkpoint-4")))
+    assert "ema_0.safetensors" in os.listdir(os.path.join(run, "checkpoint-4"))
+    assert not any(
+        name.startswith("custom_checkpoint") for name in os.listdir(os.path.join(run, "checkpoint-4"))
+    )
 
 
 def test_eight_bit_adam_step(tiny_config, tmp_path):

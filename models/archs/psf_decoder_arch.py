@@ -58,7 +58,7 @@ class ConvKernelDecoder(nn.Module):
 
 class PSFDecoder_config(PretrainedConfig):
     """in_dim: coordinates per point; out_channels: one per wavelength; kernel_size: any K;
-    output: softplus (peak-normalised targets) | sum (every channel sums to 1)."""
+    output: peak | sum | softplus (see psf_mlp_arch.py)."""
 
     model_type = "PSFDecoder"
 
@@ -72,7 +72,7 @@ class PSFDecoder_config(PretrainedConfig):
         num_layers: int = 2,
         base_channels: int = 64,
         num_upsamples: int = 1,
-        output: str = "softplus",
+        output: str = "peak",
         **kwargs,
     ):
         super().__init__(**kwargs)

@@ -37,7 +37,7 @@ def mlp(width_in: int, width: int, num_layers: int) -> nn.Sequential:
 class PSF_Emb_config(PretrainedConfig):
     """in_dim: coordinates per point; in_channels: PSF channels (one per wavelength); kernel_size: K;
     latent_dim: size of z; embed_dim: width of the coordinate embedding; encoder_channels: one strided
-    conv per entry; output: softplus (peak-normalised PSFs) | sum (every channel sums to 1)."""
+    conv per entry; output: peak | sum | softplus (see psf_mlp_arch.py)."""
 
     model_type = "PSF_Emb"
 
@@ -54,7 +54,7 @@ class PSF_Emb_config(PretrainedConfig):
         num_layers: int = 2,
         base_channels: int = 64,
         num_upsamples: int = 1,
-        output: str = "softplus",
+        output: str = "peak",
         **kwargs,
     ):
         super().__init__(**kwargs)

@@ -4,8 +4,14 @@
 
 The coordinates are those `PSF_model` draws (field x, y and inverse depth, each in [-1, 1]). The
 last layer predicts every pixel of every channel at once; `output` picks how the logits become a
-kernel: `softplus` (non-negative, for peak-normalised targets) or `sum` (a softmax over each
-channel's pixels, so every channel sums to 1 like a physical PSF).
+kernel (the same choice in every PSF arch):
+
+    peak      exp(logits - their max over all channels): the brightest pixel is exactly 1, like a PSF
+              with `train.psf_normalize: peak`. The default: trained with MSE on these mostly-dark
+              kernels, softplus outputs can all sink below zero and stay there (the conv decoders did,
+              measured), which this form cannot.
+    sum       a softmax over each channel's pixels: every channel sums to 1 (`psf_normalize: sum`).
+    softplus  non-negative, unconstrained.
 """
 
 import math
@@ -41,7 +47,7 @@ class FourierFeatures(nn.Module):
 
 
 def kernel_activation(logits: torch.Tensor, output: str) -> torch.Tensor:
-    """(N, C, K, K) logits -> kernels: softplus, or a softmax over each channel's K*K pixels."""
+    """(N, C, K, K) logits -> kernels, by `output` (see the module docstring)."""
     n, c, h, w = logits.shape
     if output == "sum":
         return logits.reshape(n, c, h * w).softmax(-1).reshape(n, c, h, w)
@@ -57,7 +63,7 @@ def check_output(output: str) -> None:
 
 class PSF_MLP_config(PretrainedConfig):
     """in_dim: coordinates per point (3: x, y, inverse depth); out_channels: one per wavelength;
-    kernel_size: K of the (K, K) kernels; output: softplus | sum (see the module docstring)."""
+    kernel_size: K of the (K, K) kernels; output: peak | sum | softplus (see the module docstring)."""
 
     model_type = "PSF_MLP"
 
@@ -69,7 +75,7 @@ class PSF_MLP_config(PretrainedConfig):
         num_frequencies: int = 6,
         hidden_dim: int = 256,
         num_layers: int = 4,
-        output: str = "softplus",
+        output: str = "peak",
         **kwargs,
     ):
         super().__init__(**kwargs)

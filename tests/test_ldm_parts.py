@@ -1,0 +1,155 @@
+"""Stage-2 parts on tiny inputs: the UNet backends, the condition projector, schedules, guidance, samplers."""
+
+import pytest
+import torch
+
+from models.archs import define_network
+from models.ldm.sampling import guided_prediction, initial_noise, make_sampler, sample_latents
+from models.ldm.schedules import make_noise_scheduler, min_snr_weights, signal_to_noise
+
+TINY_UNET = {
+    "type": "DiffusionUNet",
+    "in_channels": 2,
+    "out_channels": 2,
+    "channels": [8, 16],
+    "attention_levels": [False, True],
+    "num_head_channels": [0, 8],
+    "num_res_blocks": 1,
+    "cross_attention_dim": 16,
+    "norm_num_groups": 4,
+}
+
+
+def tiny_unet(**changes):
+    torch.manual_seed(0)
+    return define_network({**TINY_UNET, **changes}).eval()
+
+
+def tiny_projector(mode="vector", **changes):
+    torch.manual_seed(1)
+    block = {
+        "type": "ConditionProjector",
+        "mode": mode,
+        "cross_attention_dim": 16,
+        "in_channels": 3,
+        **changes,
+    }
+    return define_network(block).eval()
+
+
+@pytest.mark.parametrize(
+    "changes, shape",
+    [
+        ({}, (2, 2, 8, 8)),
+        ({"backend": "monai"}, (2, 2, 8, 8)),
+        ({"spatial_dims": 3}, (2, 2, 4, 4, 4)),
+        ({"with_conditioning": False}, (2, 2, 8, 8)),
+    ],
+)
+def test_unet_backends_keep_the_shape_and_use_the_context(changes, shape):
+    unet = tiny_unet(**changes)
+    x, t = torch.randn(shape), torch.tensor([3, 700])
+    context = torch.randn(2, 5, 16)
+    with torch.no_grad():
+        out = unet(x, t, context)
+        assert out.shape == shape
+        other = unet(x, t, torch.randn(2, 5, 16))
+    if changes.get("with_conditioning", True):
+        assert not torch.allclose(out, other)  # cross-attention reads the context
+    else:
+        assert torch.equal(out, other)
+
+
+def test_unet_rejects_conditioning_without_attention():
+    from utils.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="attention"):
+        tiny_unet(attention_levels=[False, False])
+
+
+def test_projector_tokens_for_each_condition_type_and_the_null_token():
+    image = tiny_projector("image", in_channels=2)
+    tokens = image(torch.zeros(3, 2, 4, 4))
+    assert tokens.shape == (3, 16, 16)
+    # positions differ even for a constant latent: each token says where it is
+    assert not torch.allclose(tokens[:, 0], tokens[:, 5])
+    vector = tiny_projector("vector")
+    assert vector(torch.randn(4, 3)).shape == (4, 3, 16)
+    label = tiny_projector("class", num_classes=5)
+    assert label(torch.tensor([0, 4])).shape == (2, 1, 16)
+    drop = torch.tensor([True, False, True, False])
+    mixed = vector(torch.randn(4, 3), drop)
+    assert torch.equal(mixed[0], vector.null_token[0].expand(3, 16))
+    assert not torch.equal(mixed[1], vector.null_token[0].expand(3, 16))
+
+
+def test_vector_normalization_is_saved_with_the_projector(tmp_path):
+    from models.archs.condition_projector_arch import ConditionProjector_arch
+
+    projector = tiny_projector("vector", log_features=[2])
+    projector.set_vector_normalization([0.0, 1.0, 6.0], [2.0, 1.0, 0.5])
+    x = torch.tensor([[1.0, 2.0, 1000.0]])
+    expected = torch.tensor([[0.5, 1.0, (torch.log(torch.tensor(1000.0)) - 6.0) / 0.5]])
+    assert torch.allclose(projector.normalize_vector(x), expected)
+    projector.save_pretrained(tmp_path / "p")
+    again = ConditionProjector_arch.from_pretrained(tmp_path / "p").eval()
+    assert torch.allclose(again(x), projector(x))
+
+
+def test_quadratic_schedule_and_min_snr_weights():
+    quadratic = make_noise_scheduler(beta_schedule="quadratic", num_train_timesteps=100)
+    expected = torch.linspace(1e-4**0.5, 0.02**0.5, 100) ** 2
+    assert torch.allclose(quadratic.betas, expected)
+    cosine = make_noise_scheduler(beta_schedule="cosine", prediction_type="v", num_train_timesteps=100)
+    assert cosine.config.prediction_type == "v_prediction"
+    t = torch.tensor([1, 50, 99])
+    snr = signal_to_noise(cosine, t)
+    weights = min_snr_weights(cosine, t, gamma=5.0)
+    assert torch.allclose(weights, torch.clamp(snr, max=5.0) / (snr + 1))
+    assert weights[0] < 1.0 and snr[-1] < 5.0  # clipped at low noise, not at high noise
+    eps = make_noise_scheduler(num_train_timesteps=100)
+    assert torch.allclose(
+        min_snr_weights(eps, t, 5.0), torch.clamp(signal_to_noise(eps, t), max=5.0) / signal_to_noise(eps, t)
+    )
+
+
+def test_guidance_scale_one_equals_the_conditional_prediction():
+    unet = tiny_unet()
+    x, t = torch.randn(3, 2, 8, 8), torch.tensor([10, 500, 900])
+    cond, null = torch.randn(3, 4, 16), torch.randn(3, 4, 16)
+    with torch.no_grad():
+        conditional, unconditional = unet(x, t, cond), unet(x, t, null)
+        assert torch.equal(guided_prediction(unet, x, t, cond, null, 1.0), conditional)
+        guided = guided_prediction(unet, x, t, cond, null, 3.0)  # through the doubled batch
+    assert torch.allclose(guided, unconditional + 3.0 * (conditional - unconditional), atol=1e-5)
+    assert not torch.allclose(guided, conditional, atol=1e-3)
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpm_solver"])
+def test_samplers_are_deterministic_under_a_seed_and_condition_each_sample_on_its_own(sampler):
+    unet = tiny_unet()
+    config = make_noise_scheduler(num_train_timesteps=100, beta_schedule="linear").config
+    context = torch.randn(3, 4, 16) * 3
+    noise = initial_noise((2, 8, 8), [5, 6, 7], "cpu")
+
+    def run(ctx, start, seed=0):
+        return sample_latents(
+            unet, make_sampler(sampler, config), start, ctx, num_inference_steps=4, seed=seed
+        )
+
+    first = run(context, noise)
+    assert first.shape == (3, 2, 8, 8) and torch.isfinite(first).all()
+    assert torch.equal(first, run(context, noise))
+    assert not torch.allclose(first, run(context, initial_noise((2, 8, 8), [8, 9, 10], "cpu")))
+    # Swapping two samples' conditions (and seeds) swaps the samples: each uses its own condition.
+    swap = torch.tensor([1, 0, 2])
+    swapped = run(context[swap], noise[swap])
+    assert torch.allclose(swapped, first[swap], atol=1e-5)
+    # and not the batch's first one (PTI-LDM-VAE's validation bug)
+    assert not torch.allclose(first[1], run(context[:1].expand(3, 4, 16), noise)[1], atol=1e-4)
+
+
+def test_initial_noise_depends_on_the_seed_only():
+    a = initial_noise((2, 4, 4), [3, 4], "cpu")
+    b = initial_noise((2, 4, 4), [4], "cpu")
+    assert torch.equal(a[1], b[0])
