@@ -536,6 +536,8 @@ class BaseModel:
         try:
             return self._train_loop()
         finally:
+            if getattr(self, "_progress", None) is not None:
+                self._progress.close()  # so that an error message starts on a line of its own
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
 
@@ -546,7 +548,7 @@ class BaseModel:
         total_steps = self.max_train_steps
         accumulation = train["gradient_accumulation_steps"]
         samples_per_step = self.train_loader.total_batch_size * accumulation
-        progress = tqdm(
+        progress = self._progress = tqdm(
             total=total_steps,
             initial=self.global_step,
             desc="train",

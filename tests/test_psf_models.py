@@ -1,6 +1,7 @@
 """PSF_model and PSF_Emb_model: PSFs ray-traced on the fly, their arches, training, resume and densify."""
 
 import copy
+import logging
 import os
 
 import pytest
@@ -49,7 +50,6 @@ TINY_EMB_NETWORK = {
     "embed_dim": 16,
     "encoder_channels": [16],
     "hidden_dim": 64,
-    "base_channels": 16,
 }
 
 
@@ -143,11 +143,8 @@ def test_psf_model_builds_net_g_only_when_its_own_training_step_is_used(psf_conf
             return {"all": torch.zeros(())}
 
     reset_accelerate()
-    psf_config["experiment_key"] = "own"
-    opt = build_model(psf_config).opt
-    reset_accelerate()
-    import logging
-
+    opt = model.opt
+    opt["experiment_key"] = "own"
     own = OwnStep(opt, logging.getLogger("test"))
     assert own.models == [] and not hasattr(own, "net_g")
 

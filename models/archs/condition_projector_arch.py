@@ -93,17 +93,22 @@ class ConditionProjector_arch(PreTrainedModel):
         pass  # keep PyTorch's initialisation
 
     def set_vector_normalization(self, shift: list[float], scale: list[float]) -> None:
-        """Store the numbers' normalisation (from training data) in the config and the buffers."""
-        self.config.vector_shift, self.config.vector_scale = list(shift), list(scale)
-        self.shift.copy_(torch.tensor(shift))
-        self.scale.copy_(torch.tensor(scale))
+        """Store the numbers' normalisation (from training data) in the config, which is saved with the run."""
+        self.config.vector_shift, self.config.vector_scale = (
+            [float(v) for v in shift],
+            [float(v) for v in scale],
+        )
 
     def normalize_vector(self, vector: torch.Tensor) -> torch.Tensor:
         vector = vector.float()
         if self.config.log_features:
             index = torch.tensor(self.config.log_features, device=vector.device)
             vector = vector.index_copy(1, index, torch.log(vector[:, index].clamp(min=1e-12)))
-        return (vector - self.shift) / self.scale
+        # Read from the config at every call (a few numbers): transformers saves parameters, not buffers.
+        features = self.config.in_channels
+        shift = torch.tensor(self.config.vector_shift or [0.0] * features, device=vector.device)
+        scale = torch.tensor(self.config.vector_scale or [1.0] * features, device=vector.device)
+        return (vector - shift) / scale
 
     def forward(self, condition: torch.Tensor, drop: torch.Tensor | None = None) -> torch.Tensor:
         mode = self.config.mode
@@ -115,7 +120,8 @@ class ConditionProjector_arch(PreTrainedModel):
                 )
         elif mode == "vector":
             x = self.normalize_vector(condition).unsqueeze(-1)  # (B, V, 1)
-            angles = x * self.frequencies
+            frequencies = math.pi * 2.0 ** torch.arange(self.config.fourier_features, device=x.device)
+            angles = x * frequencies
             features = torch.cat([x, torch.sin(angles), torch.cos(angles)], dim=-1)
             tokens = self.mlp(features.to(self.feature_embedding.dtype)) + self.feature_embedding
         else:

@@ -25,7 +25,7 @@ import torch
 from models.archs import define_network
 from models.base_model import BaseModel
 from models.ldm.frozen_vae import encode_latents, load_frozen_vae, vae_recon_type
-from models.ldm.sampling import SAMPLERS, initial_noise, make_sampler, sample_latents
+from models.ldm.sampling import SAMPLERS, make_sampler, sample_latents
 from models.ldm.schedules import make_noise_scheduler, min_snr_weights, training_target
 from utils import log_image, log_metrics
 from utils.errors import ConfigError, did_you_mean
@@ -299,9 +299,9 @@ class LDM_model(BaseModel):
     # ------------------------------------------------------------------ sampling and validation
 
     def sample_images(
-        self, condition, noise, sampler=None, num_inference_steps=None, guidance_scale=None, seed=0
+        self, condition, shape, seeds, sampler=None, num_inference_steps=None, guidance_scale=None
     ):
-        """Sample latents for `noise` (B, C, *spatial) under `condition[i]` per sample, and decode them."""
+        """Sample and decode len(seeds) images of latent `shape`, sample i under `condition[i]`."""
         sampler = sampler or self.val_opt["sampler"]
         guidance_scale = self.val_opt["guidance_scale"] if guidance_scale is None else guidance_scale
         context = null = None
@@ -312,12 +312,13 @@ class LDM_model(BaseModel):
         latents = sample_latents(
             self.unet,
             make_sampler(sampler, self.noise_scheduler.config),
-            noise,
+            shape,
+            seeds,
             context,
             null,
             guidance_scale=float(guidance_scale),
             num_inference_steps=num_inference_steps or self.val_opt["num_inference_steps"],
-            seed=seed,
+            device=self.accelerator.device,
         )
         return latents, self.decode(latents)
 
@@ -338,8 +339,7 @@ class LDM_model(BaseModel):
             condition = self.projector_input()
             condition = condition[:count] if condition is not None else None
             seeds = [self.opt["seed"] + idx + i for i in range(count)]
-            start = initial_noise(latents.shape[1:], seeds, latents.device)
-            _, images = self.sample_images(condition, start, seed=self.opt["seed"] + idx)
+            _, images = self.sample_images(condition, latents.shape[1:], seeds)
             target = self.sample["gt"][:count].float()
             metrics_opt = self.opt["val"].get("metrics") or {}
             log_metrics(

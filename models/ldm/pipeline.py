@@ -17,7 +17,7 @@ from diffusers import DDPMScheduler
 from models.archs.condition_projector_arch import ConditionProjector_arch
 from models.archs.diffusion_unet_arch import DiffusionUNet_arch
 from models.ldm.frozen_vae import encode_latents, load_frozen_vae
-from models.ldm.sampling import initial_noise, make_sampler, sample_latents
+from models.ldm.sampling import make_sampler, sample_latents
 from utils.errors import ConfigError
 from utils.vae_losses import decoded_image
 
@@ -90,12 +90,13 @@ class LDMPipeline:
         latents = sample_latents(
             self.unet,
             make_sampler(sampler or d["sampler"], self.noise_scheduler_config),
-            initial_noise(shape, seeds, device),
+            shape,
+            seeds,
             context,
             null,
             guidance_scale=float(guidance_scale),
             num_inference_steps=num_inference_steps or d["num_inference_steps"],
-            seed=seeds[0],
+            device=device,
         )
         return decoded_image(
             self.vae.decode(self.vae.unscale_latents(latents)), d.get("recon_type", "l1")

@@ -51,17 +51,26 @@ def guided_prediction(unet, latents, timesteps, context, null_context, guidance_
 def sample_latents(
     unet,
     scheduler,
-    noise: torch.Tensor,
+    shape,
+    seeds: list[int],
     context: torch.Tensor | None = None,
     null_context: torch.Tensor | None = None,
     guidance_scale: float = 1.0,
     num_inference_steps: int = 50,
-    seed: int = 0,
+    device="cpu",
+    noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Denoise `noise` (B, C, *spatial) to latents; `context[i]` conditions sample i. `seed` drives the
-    stochastic steps of DDPM."""
-    scheduler.set_timesteps(int(num_inference_steps), device=noise.device)
-    generator = torch.Generator(device=noise.device).manual_seed(int(seed))
+    """Sample len(seeds) latents of `shape` (C, *spatial); `context[i]` conditions sample i.
+
+    Sample i draws its starting noise, then the noise of DDPM's stochastic steps, from a generator seeded
+    with seeds[i]. `noise` replaces the starting noise (the generators still draw it first, so that
+    DDPM's step noise stays independent of it).
+    """
+    generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    start = torch.stack([torch.randn(tuple(shape), generator=g) for g in generators]).to(device)
+    noise = start if noise is None else noise.to(device)
+    scheduler.set_timesteps(int(num_inference_steps), device=device)
+    generator = generators if len(generators) > 1 else generators[0]
     latents = noise * scheduler.init_noise_sigma
     for t in scheduler.timesteps:
         model_input = scheduler.scale_model_input(latents, t)
