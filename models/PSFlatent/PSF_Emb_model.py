@@ -73,7 +73,9 @@ class PSF_Emb_model(PSF_model):
         self.feed_data(batch, is_train=False)
         losses, out = self.compute_losses(sample_posterior=False)
         n = len(self.sample["inp"])
-        log_validation_scalars(self.accelerator, {f"val_loss_{k}": v for k, v in losses.items()}, self.global_step, n=n)
+        log_validation_scalars(
+            self.accelerator, {f"val_loss_{k}": v for k, v in losses.items()}, self.global_step, n=n
+        )
 
         recon, truth = out.reconstruction[:n], self.sample["psf"]
         self.log_psf_metrics(recon, truth, comment="val_")

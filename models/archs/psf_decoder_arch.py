@@ -11,6 +11,8 @@ kernel, which suits large kernels.
 Plain conv blocks rather than diffusers' `Decoder`: that one needs channel counts divisible by its 32
 normalisation groups and adds ResNet and attention blocks at every level, an order of magnitude more
 compute for 16 to 64 pixel kernels, where a few convolutions already fit the smooth blur shapes.
+`num_upsamples` defaults to 1: with deeper stacks of these plain convs the output started near zero
+and training stalled at the empty kernel (measured at kernel 32).
 """
 
 import math

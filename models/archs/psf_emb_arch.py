@@ -38,7 +38,7 @@ def mlp(width_in: int, width: int, num_layers: int) -> nn.Sequential:
 class PSF_Emb_config(PretrainedConfig):
     """in_dim: coordinates per point; in_channels: PSF channels (one per wavelength); kernel_size: K;
     latent_dim: size of z; embed_dim: width of the coordinate embedding; encoder_channels: one strided
-    conv per entry; output: peak | sum | softplus (see psf_mlp_arch.py)."""
+    conv per entry; output: softplus | peak | sum (see psf_mlp_arch.py)."""
 
     model_type = "PSF_Emb"
 
@@ -53,7 +53,7 @@ class PSF_Emb_config(PretrainedConfig):
         encoder_channels: list[int] = (32, 64),
         hidden_dim: int = 256,
         num_layers: int = 2,
-        output: str = "peak",
+        output: str = "softplus",
         **kwargs,
     ):
         super().__init__(**kwargs)

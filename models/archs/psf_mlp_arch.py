@@ -6,12 +6,12 @@ The coordinates are those `PSF_model` draws (field x, y and inverse depth, each 
 last layer predicts every pixel of every channel at once; `output` picks how the logits become a
 kernel (the same choice in every PSF arch):
 
+    softplus  non-negative, unconstrained (default of PSF_MLP and PSF_Emb).
     peak      exp(logits - their max over all channels): the brightest pixel is exactly 1, like a PSF
-              with `train.psf_normalize: peak`. The default: trained with MSE on these mostly-dark
-              kernels, softplus outputs can all sink below zero and stay there (the conv decoders did,
-              measured), which this form cannot.
+              with `train.psf_normalize: peak` (default of PSFDecoder: trained with MSE on these
+              mostly-dark kernels, its softplus outputs sank below zero everywhere and stayed there,
+              which this form cannot do).
     sum       a softmax over each channel's pixels: every channel sums to 1 (`psf_normalize: sum`).
-    softplus  non-negative, unconstrained.
 """
 
 import math
@@ -63,7 +63,7 @@ def check_output(output: str) -> None:
 
 class PSF_MLP_config(PretrainedConfig):
     """in_dim: coordinates per point (3: x, y, inverse depth); out_channels: one per wavelength;
-    kernel_size: K of the (K, K) kernels; output: peak | sum | softplus (see the module docstring)."""
+    kernel_size: K of the (K, K) kernels; output: softplus | peak | sum (see the module docstring)."""
 
     model_type = "PSF_MLP"
 
@@ -75,7 +75,7 @@ class PSF_MLP_config(PretrainedConfig):
         num_frequencies: int = 6,
         hidden_dim: int = 256,
         num_layers: int = 4,
-        output: str = "peak",
+        output: str = "softplus",
         **kwargs,
     ):
         super().__init__(**kwargs)

@@ -160,7 +160,13 @@ class LDM_model(BaseModel):
             )
         projector = define_network(block)
         if cond["type"] == "vector":
-            self._fit_vector_normalization(projector, loader)
+            saved = os.path.join(self.opt["path"].get("pretrained") or "", "projector", "config.json")
+            if os.path.isfile(saved):  # trained weights come with the normalisation they were trained with
+                with open(saved) as f:
+                    config = json.load(f)
+                projector.set_vector_normalization(config["vector_shift"], config["vector_scale"])
+            else:
+                self._fit_vector_normalization(projector, loader)
         return projector
 
     def _vector(self, batch) -> torch.Tensor:

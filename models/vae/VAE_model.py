@@ -11,6 +11,8 @@ block, or with `disc_weight: 0`, training is GAN-free. At the end of training th
 export use the same value.
 """
 
+from types import SimpleNamespace
+
 import torch
 
 from models.archs import define_network
@@ -112,6 +114,27 @@ class VAE_model(BaseModel):
             )
         self.sample = {"gt": data[self.gt_key]}
 
+    def _autoencode(self, x):
+        """The training forward pass, with posterior noise that does not depend on the process count."""
+        if self.is_vq:
+            return self.net_g(x)
+        posterior = self.net_g.encode(x).latent_dist
+        latents = posterior.mean + posterior.std * self._global_batch_noise(posterior.mean)
+        return SimpleNamespace(
+            reconstruction=self.net_g.decode(latents), latent_dist=posterior, latents=latents
+        )
+
+    def _global_batch_noise(self, like):
+        # Drawn for the whole global batch from (seed, position in training) and sliced to this process's
+        # share: N processes with batch b then sample exactly the noise of one process with batch N * b,
+        # and a resumed run the noise of an uninterrupted one.
+        processes, rank = self.accelerator.num_processes, self.accelerator.process_index
+        generator = torch.Generator().manual_seed(
+            hash((self.opt["seed"], self.state.epoch, self.state.batches_in_epoch)) % 2**63
+        )
+        full = torch.randn((processes * like.shape[0], *like.shape[1:]), generator=generator)
+        return full[rank * like.shape[0] : (rank + 1) * like.shape[0]].to(like.device, like.dtype)
+
     def _generator_losses(self, x, out):
         hp = self.hp
         image = decoded_image(out.reconstruction, hp["recon_type"])
@@ -133,7 +156,7 @@ class VAE_model(BaseModel):
         opt_g = self.optimizers[0]
         x = self.sample["gt"]
         opt_g.zero_grad()
-        out = self.net_g(x)
+        out = self._autoencode(x)
         image, nll, total, losses = self._generator_losses(x, out)
         if self.gan_active:
             # D judges the reconstruction for the generator's loss through the raw arch, with its weights

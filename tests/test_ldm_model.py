@@ -1,0 +1,176 @@
+"""LDM_model end to end: a tiny stage-1 VAE run, then stage 2 on its final/ folder, then generation."""
+
+import copy
+import json
+import os
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from safetensors.torch import load_file
+
+from tests.conftest import read_scalars, run_folder, run_trainer
+from tests.test_vae_model import TINY_VAE
+
+TINY_LDM = {
+    "name": "ldm",
+    "model_type": "LDM_model",
+    "report_to": "tensorboard",
+    "seed": 5,
+    "experiment_key": "run",
+    "datasets": copy.deepcopy(TINY_VAE["datasets"]),
+    "vae": {"pretrained": None},
+    "condition": {"type": "image"},
+    "network": {
+        "type": "DiffusionUNet",
+        "in_channels": 2,
+        "out_channels": 2,
+        "channels": [16, 32],
+        "attention_levels": [False, True],
+        "num_head_channels": [0, 16],
+        "num_res_blocks": 1,
+        "cross_attention_dim": 32,
+        "norm_num_groups": 8,
+    },
+    "diffusion": {"num_train_timesteps": 100, "beta_schedule": "cosine"},
+    "path": {"root": None},
+    "train": {
+        "optim": {"learning_rate": 2e-3},
+        "batch_size": 8,
+        "max_train_steps": 40,
+        "validation_steps": 20,
+        "checkpointing_steps": 1000,
+        "cond_drop_prob": 0.1,
+        "snr_gamma": 5.0,
+    },
+    "val": {
+        "batch_size": 8,
+        "sampler": "ddim",
+        "num_inference_steps": 4,
+        "guidance_scale": 2.0,
+        "num_samples": 4,
+        "metrics": {"psnr": {"data_range": 1.0}},
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def stage1(tmp_path_factory):
+    """A tiny VAE run whose final/net_g stage 2 loads (trained once for the module)."""
+    tmp = tmp_path_factory.mktemp("stage1")
+    config = copy.deepcopy(TINY_VAE)
+    config["path"]["root"] = str(tmp / "experiments")
+    config["train"].update(max_train_steps=20, validation_steps=20, checkpointing_steps=1000)
+    assert run_trainer(config, tmp) == 0
+    return os.path.join(run_folder(config), "final", "net_g")
+
+
+def ldm_config(tmp_path, vae_folder, **changes):
+    config = copy.deepcopy(TINY_LDM)
+    config["path"]["root"] = str(tmp_path / "experiments")
+    config["vae"]["pretrained"] = vae_folder
+    config.update(changes)
+    return config
+
+
+def test_stage2_loss_falls_uses_the_stored_scale_factor_and_saves_what_generation_needs(stage1, tmp_path):
+    vae_weights = load_file(os.path.join(stage1, "model.safetensors"))
+    stored = json.load(open(os.path.join(stage1, "config.json")))["scaling_factor"]
+    config = ldm_config(tmp_path, stage1)
+    assert run_trainer(config, tmp_path) == 0
+    run = run_folder(config)
+    scalars = read_scalars(run)
+    assert scalars["val_loss"][40] < 0.8 * scalars["val_loss"][20]
+    assert np.isfinite(scalars["val_psnr"][40])
+    # stage 2 used stage 1's measured factor (not diffusers' 0.18215, not a recomputed one) and saved it
+    assert stored != pytest.approx(0.18215)
+    assert scalars["latent_scale_factor"][40] == pytest.approx(stored, rel=1e-6)
+    final = os.path.join(run, "final")
+    description = json.load(open(os.path.join(final, "ldm.json")))
+    assert description["scale_factor"] == pytest.approx(stored, rel=1e-12)
+    assert description["vae"]["pretrained"] == os.path.abspath(stage1)
+    assert sorted(os.listdir(final)) == [
+        "config.yml",
+        "ldm.json",
+        "metrics.json",
+        "projector",
+        "scheduler",
+        "unet",
+    ]
+    # the frozen VAE is untouched
+    after = load_file(os.path.join(stage1, "model.safetensors"))
+    assert all(torch.equal(vae_weights[k], after[k]) for k in vae_weights)
+    assert os.listdir(os.path.join(run, "images"))
+
+    # generation from the saved run: same seed, same TIFs; one output per condition, named after it
+    import scripts.generate as generate
+    from dataset.synthetic_shapes_dataset import SyntheticShapesDataset
+
+    conditions = tmp_path / "conditions"
+    conditions.mkdir()
+    data = SyntheticShapesDataset({"size": 3, "image_size": 16, "seed": 1})
+    for i in range(3):
+        tifffile.imwrite(conditions / f"c{i}.tif", data[i]["cond"][0].numpy().astype(np.float32))
+    outputs = []
+    for out in ("gen_a", "gen_b"):
+        args = ["--run", final, "--conditions", str(conditions), "--out", str(tmp_path / out), "--seed", "3"]
+        assert generate.main([*args, "--steps", "3", "--batch-size", "2"]) == 0
+        outputs.append([tifffile.imread(tmp_path / out / f"c{i}.tif") for i in range(3)])
+    assert outputs[0][0].shape == (16, 16) and outputs[0][0].dtype == np.float32
+    assert all(np.array_equal(a, b) for a, b in zip(*outputs))
+    assert not np.array_equal(outputs[0][0], outputs[0][1])
+    assert (tmp_path / "gen_a" / "grid.png").is_file()
+
+
+def test_vector_conditioning_with_a_latent_cache(stage1, tmp_path):
+    config = ldm_config(tmp_path, stage1, condition={"type": "vector", "key": "x", "log_features": []})
+    config["train"].update(max_train_steps=6, validation_steps=6, cache_latents=True, snr_gamma=None)
+    config["diffusion"]["prediction_type"] = "v"
+    assert run_trainer(config, tmp_path) == 0
+    run = run_folder(config)
+    assert len(os.listdir(os.path.join(run, "latent_cache"))) == 1
+    projector = json.load(open(os.path.join(run, "final", "projector", "config.json")))
+    # x runs over 0..63 in the training set: normalised to [-1, 1] by its stored shift and scale
+    assert projector["vector_shift"] == pytest.approx([31.5]) and projector["vector_scale"] == pytest.approx(
+        [31.5]
+    )
+
+    from models.ldm.pipeline import LDMPipeline
+
+    pipe = LDMPipeline.from_final(os.path.join(run, "final"))
+    a = pipe(torch.tensor([[3.0], [40.0]]), seeds=[0, 1], num_inference_steps=2, guidance_scale=1.0)
+    b = pipe(torch.tensor([[40.0], [3.0]]), seeds=[1, 0], num_inference_steps=2, guidance_scale=1.0)
+    assert a.shape == (2, 1, 16, 16) and torch.allclose(a, b.flip(0), atol=1e-5)
+
+
+def test_a_monai_checkpoint_gets_its_scale_factor_measured_and_saved(tmp_path):
+    from models.archs.monai_autoencoder_kl_arch import MonaiAutoencoderKL_arch, MonaiAutoencoderKL_config
+
+    network = {
+        "spatial_dims": 2,
+        "channels": [8, 8],
+        "latent_channels": 2,
+        "num_res_blocks": 1,
+        "norm_num_groups": 4,
+        "with_encoder_nonlocal_attn": False,
+        "with_decoder_nonlocal_attn": False,
+    }
+    torch.manual_seed(0)
+    vae = MonaiAutoencoderKL_arch(MonaiAutoencoderKL_config(**network))
+    torch.save(vae.monai_autoencoder.state_dict(), tmp_path / "autoencoder_epoch1.pth")
+    config = ldm_config(tmp_path, None, condition={"type": "none"})
+    config["vae"] = {"monai_checkpoint": str(tmp_path / "autoencoder_epoch1.pth"), "network": network}
+    config["network"] = {**config["network"], "with_conditioning": False}
+    config["train"].update(max_train_steps=2, validation_steps=2)
+    assert run_trainer(config, tmp_path) == 0
+    final = os.path.join(run_folder(config), "final")
+    description = json.load(open(os.path.join(final, "ldm.json")))
+    assert description["scale_factor"] != pytest.approx(1.0)
+    assert "projector" not in os.listdir(final)
+
+    from models.ldm.pipeline import LDMPipeline
+
+    pipe = LDMPipeline.from_final(final)
+    assert pipe.vae.config.scaling_factor == description["scale_factor"]
+    assert pipe(None, seeds=[0, 1], num_inference_steps=2).shape == (2, 1, 16, 16)
