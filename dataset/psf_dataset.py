@@ -33,20 +33,10 @@ import numpy as np
 import torch
 from torch.utils import data
 
+from dataset.common.options import COMMON_KEYS
 from utils.errors import ConfigError
 from utils.optics.config import BLOCK_KEYS, as_plain_dict, check_keys, lens_from_config
 
-COMMON_KEYS = {
-    "type",
-    "phase",
-    "batch_size",
-    "use_shuffle",
-    "num_workers",
-    "pin_memory",
-    "drop_last",
-    "persistent_workers",
-    "prefetch_factor",
-}
 NORMALIZATIONS = ("peak", "sum")
 KERNEL_FILL = 0.8  # the margin leaves room for aberrations on top of defocus
 

@@ -6,22 +6,12 @@ here because tests, notebooks and scripts build them from plain dicts without th
 
 from collections.abc import Iterable, Mapping, Sequence
 
+from utils.config_schema import DATASET
 from utils.errors import ConfigError, did_you_mean
 
-# Handled by the trainer (DataLoader settings, the block's name); a dataset ignores all but `phase`.
-COMMON_KEYS = frozenset(
-    {
-        "type",
-        "phase",
-        "batch_size",
-        "use_shuffle",
-        "num_workers",
-        "pin_memory",
-        "drop_last",
-        "persistent_workers",
-        "prefetch_factor",
-    }
-)
+# Handled by the trainer (DataLoader settings, the block's name); a dataset ignores all but `phase`
+# and `split_file`.
+COMMON_KEYS = frozenset(DATASET)
 PHASES = ("train", "val", "test")
 
 
