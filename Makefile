@@ -3,9 +3,9 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-EXPERIMENT ?= checkpoints/example/denoise.yml
+EXPERIMENT ?= checkpoints/VAE/exp.yml
 
-.PHONY: setup train test lint bench clean
+.PHONY: setup train test lint bench clean demo
 
 setup: $(VENV)/.installed
 
@@ -22,6 +22,12 @@ train: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# Stage 1 then stage 2 on the embedded data (PSFs ray-traced on the fly), then one report of both.
+demo: setup
+	$(BIN)/python trainer.py -opt checkpoints/VAE/exp.yml experiment_key=demo
+	$(BIN)/python trainer.py -opt checkpoints/LDM/exp.yml experiment_key=demo
+	$(BIN)/python scripts/demo_report.py --key demo
 
 lint: setup
 	$(BIN)/ruff check .
