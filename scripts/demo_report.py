@@ -25,7 +25,9 @@ def latest_images(run: str) -> list[str]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--root", default="experiments")
     parser.add_argument("--key", default="demo")
     parser.add_argument("--out", default=os.path.join("experiments", "demo_report"))
@@ -36,7 +38,10 @@ def main(argv=None) -> int:
         run = os.path.join(args.root, name, args.key)
         metrics_path = os.path.join(run, "final", "metrics.json")
         if not os.path.isfile(metrics_path):
-            print(f"error: no finished run in '{run}' (expected {metrics_path}); run `make demo` first.", file=sys.stderr)
+            print(
+                f"error: no finished run in '{run}' (expected {metrics_path}); run `make demo` first.",
+                file=sys.stderr,
+            )
             return 2
         with open(metrics_path) as f:
             report[stage] = {"run": run, "metrics": json.load(f), "images": []}
@@ -47,9 +52,13 @@ def main(argv=None) -> int:
     with open(os.path.join(args.out, "report.json"), "w") as f:
         json.dump(report, f, indent=2)
     for stage, content in report.items():
-        values = ", ".join(f"{k} {v:.3f}" for k, v in sorted(content["metrics"].items()) if "psnr" in k or "ssim" in k)
+        values = ", ".join(
+            f"{k} {v:.3f}" for k, v in sorted(content["metrics"].items()) if "psnr" in k or "ssim" in k
+        )
         print(f"{stage}: {values}")
-    print(f"Report written to {os.path.join(args.out, 'report.json')} with {sum(len(c['images']) for c in report.values())} grids.")
+    print(
+        f"Report written to {os.path.join(args.out, 'report.json')} with {sum(len(c['images']) for c in report.values())} grids."
+    )
     return 0
 
 

@@ -67,7 +67,12 @@ def test_tif_folder_vae_run_writes_and_reuses_its_split(tmp_path):
     from scripts.vae_reconstruct import main as reconstruct_main
 
     recon = tmp_path / "recon"
-    assert reconstruct_main(["--run", os.path.join(run, "final"), "--input", str(out / "tif"), "--out", str(recon)]) == 0
+    assert (
+        reconstruct_main(
+            ["--run", os.path.join(run, "final"), "--input", str(out / "tif"), "--out", str(recon)]
+        )
+        == 0
+    )
     written = sorted(p.name for p in recon.glob("*.tif"))
     assert written == sorted(p.name for p in (out / "tif").glob("*.tif"))
     image = tifffile.imread(recon / written[0])
