@@ -48,7 +48,7 @@ from tqdm.auto import tqdm
 
 from dataset import create_dataset, find_dataset_class
 from models.prepared_network import MethodDispatch, PreparedNetwork
-from utils.checkpoint import list_checkpoints, publish, resolve_checkpoint, rotate, staging_path
+from utils.checkpoint import publish, resolve_checkpoint, rotate, staging_path
 from utils.errors import ConfigError, NumericalError, PluginError
 from utils.misc import collect_metrics, log_metric
 from utils.options import flatten, redact_secrets, save_options
@@ -794,6 +794,3 @@ class BaseModel:
             print(f"Metrics written to {out}")
         self.accelerator.end_training()
         return metrics
-
-    def checkpoints(self) -> list[str]:
-        return [p for _, p in list_checkpoints(self.run_dir)]
