@@ -24,9 +24,10 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 # Stage 1 then stage 2 on the embedded data (PSFs ray-traced on the fly), then one report of both.
+# Resuming from `latest` makes a second `make demo` continue (or just re-validate) instead of refusing.
 demo: setup
-	$(BIN)/python trainer.py -opt checkpoints/VAE/exp.yml experiment_key=demo
-	$(BIN)/python trainer.py -opt checkpoints/LDM/exp.yml experiment_key=demo
+	$(BIN)/python trainer.py -opt checkpoints/VAE/exp.yml experiment_key=demo path.resume_from_checkpoint=latest
+	$(BIN)/python trainer.py -opt checkpoints/LDM/exp.yml experiment_key=demo path.resume_from_checkpoint=latest
 	$(BIN)/python scripts/demo_report.py --key demo
 
 lint: setup

@@ -58,8 +58,10 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(format="%(message)s", level=logging.INFO)
     # Accelerate narrates every file of a checkpoint at INFO; our own lines say what matters.
-    for noisy in ("accelerate", "transformers", "huggingface_hub", "bitsandbytes"):
+    for noisy in ("accelerate", "transformers", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # bitsandbytes warns on import about an optional CPU kernel package that nothing here needs.
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()  # one bar per save_pretrained shard is noise here
