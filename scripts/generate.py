@@ -24,20 +24,10 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from dataset.common.image_items import NETWORK_INPUT_KEYS  # noqa: E402
 from models.ldm.pipeline import LDMPipeline  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 from utils.images import make_grid, save_png  # noqa: E402
-
-IMAGE_OPTIONS = (
-    "normalize",
-    "percentiles",
-    "value_range",
-    "norm_range",
-    "background",
-    "patch_size",
-    "spatial_dims",
-    "channels",
-)
 
 
 def read_conditions(run: Path, folder: Path):
@@ -50,7 +40,7 @@ def read_conditions(run: Path, folder: Path):
         {
             "dir": str(folder),
             "phase": "val",
-            **{k: block[k] for k in IMAGE_OPTIONS if block.get(k) is not None},
+            **{k: block[k] for k in NETWORK_INPUT_KEYS if block.get(k) is not None},
         }
     )
     items = [dataset[i] for i in range(len(dataset))]

@@ -20,25 +20,13 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from dataset.common.image_items import NETWORK_INPUT_KEYS  # noqa: E402
 from dataset.tif_dataset import TIFFolderDataset  # noqa: E402
 from models.archs import find_arch  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 from utils.images import make_grid, save_png  # noqa: E402
 from utils.metrics.image import mae, psnr, ssim  # noqa: E402
 from utils.vae_losses import decoded_image  # noqa: E402
-
-# The image options of the training block that decide what the network saw; split, augmentation and
-# caching do not apply to a folder being reconstructed.
-IMAGE_OPTIONS = (
-    "normalize",
-    "percentiles",
-    "value_range",
-    "norm_range",
-    "background",
-    "patch_size",
-    "spatial_dims",
-    "channels",
-)
 
 
 def load_vae(run: Path, device: str):
@@ -69,7 +57,7 @@ def reconstruct(
         {
             "dir": str(input_dir),
             "phase": "val",
-            **{k: block[k] for k in IMAGE_OPTIONS if block.get(k) is not None},
+            **{k: block[k] for k in NETWORK_INPUT_KEYS if block.get(k) is not None},
         }
     )
     recon_type = (opt.get("train") or {}).get("recon_type", "l1")

@@ -54,6 +54,18 @@ IMAGE_KEYS = frozenset(
         "cache_rate",
     }
 )
+# The options that decide what a trained network saw, so that inference scripts prepare new images the
+# same way (splits, augmentation and caching do not apply to a folder being reconstructed).
+NETWORK_INPUT_KEYS = (
+    "normalize",
+    "percentiles",
+    "value_range",
+    "norm_range",
+    "background",
+    "patch_size",
+    "spatial_dims",
+    "channels",
+)
 SPLIT_KEYS = frozenset({"train_split", "seed", "split_by", "split_file"})
 RESERVED_ITEM_KEYS = ("name", "norm")
 

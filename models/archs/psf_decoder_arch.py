@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
-from models.archs.psf_mlp_arch import FourierFeatures, check_output, kernel_activation
+from models.archs.psf_mlp_arch import FourierFeatures, check_output, coordinate_mlp, kernel_activation
 
 
 class ConvKernelDecoder(nn.Module):
@@ -97,11 +97,7 @@ class PSFDecoder_arch(PreTrainedModel):
         super().__init__(config)
         check_output(config.output)
         self.embed = FourierFeatures(config.in_dim, config.num_frequencies)
-        layers, width = [], self.embed.out_dim
-        for _ in range(config.num_layers):
-            layers += [nn.Linear(width, config.hidden_dim), nn.SiLU()]
-            width = config.hidden_dim
-        self.mlp = nn.Sequential(*layers)
+        self.mlp, width = coordinate_mlp(self.embed.out_dim, config.hidden_dim, config.num_layers)
         self.decoder = ConvKernelDecoder(
             width, config.out_channels, config.kernel_size, config.base_channels, config.num_upsamples
         )

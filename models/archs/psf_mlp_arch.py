@@ -56,6 +56,16 @@ def kernel_activation(logits: torch.Tensor, output: str) -> torch.Tensor:
     return F.softplus(logits)
 
 
+def coordinate_mlp(in_width: int, hidden_dim: int, num_layers: int) -> tuple[nn.Sequential, int]:
+    """The SiLU MLP over Fourier features that both PSF coordinate networks start with; returns it and
+    its output width."""
+    layers, width = [], in_width
+    for _ in range(num_layers):
+        layers += [nn.Linear(width, hidden_dim), nn.SiLU()]
+        width = hidden_dim
+    return nn.Sequential(*layers), width
+
+
 def check_output(output: str) -> None:
     if output not in OUTPUTS:
         raise ConfigError(f"'network.output' is {output!r}; use one of {', '.join(OUTPUTS)}.")
@@ -96,11 +106,7 @@ class PSF_MLP_arch(PreTrainedModel):
         super().__init__(config)
         check_output(config.output)
         self.embed = FourierFeatures(config.in_dim, config.num_frequencies)
-        layers, width = [], self.embed.out_dim
-        for _ in range(config.num_layers):
-            layers += [nn.Linear(width, config.hidden_dim), nn.SiLU()]
-            width = config.hidden_dim
-        self.mlp = nn.Sequential(*layers)
+        self.mlp, width = coordinate_mlp(self.embed.out_dim, config.hidden_dim, config.num_layers)
         self.head = nn.Linear(width, config.out_channels * config.kernel_size**2)
         self.post_init()
 
