@@ -34,10 +34,8 @@ class PSF_Emb_model(PSF_model):
     def __init__(self, opt, logger):
         super().__init__(opt, logger)
         self.hp = {k: float(opt["train"].get(k, default)) for k, default in EMB_TRAIN_KEYS.items()}
-        self.net_g = define_network(opt.network)
+        self.net_g = self.add_network("net_g", define_network(opt.network))
         self.check_network_fits(self.net_g)
-        self.net_g.train()
-        self.models.append(self.net_g)
 
     def draw_coordinates(self, generator):
         a = 2.0 * torch.rand(3, generator=generator) - 1.0
@@ -61,12 +59,8 @@ class PSF_Emb_model(PSF_model):
         return {**terms, "recon": recon["all"], "kl": kl, "interp": interp, "all": total}, out
 
     def optimize_parameters(self):
-        for optimizer in self.optimizers:
-            optimizer.zero_grad()
         losses, _ = self.compute_losses(sample_posterior=True)
-        self.accelerator.backward(losses["all"])
-        for optimizer in self.optimizers:
-            optimizer.step()
+        self.step(losses["all"])
         return losses
 
     def validate_step(self, batch, idx, lq_key, gt_key):

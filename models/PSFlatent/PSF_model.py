@@ -65,10 +65,8 @@ class PSF_model(BaseModel):
         self._validation_items = {}
 
         if type(self).optimize_parameters is PSF_model.optimize_parameters:
-            self.net_g = define_network(opt.network)
+            self.net_g = self.add_network("net_g", define_network(opt.network))
             self.check_network_fits(self.net_g)
-            self.net_g.train()
-            self.models.append(self.net_g)
 
     # ------------------------------------------------------------------ the lens
 
@@ -173,13 +171,9 @@ class PSF_model(BaseModel):
     # ------------------------------------------------------------------ training and validation
 
     def optimize_parameters(self):
-        for optimizer in self.optimizers:
-            optimizer.zero_grad()
         pred = self.net_g(self.sample["inp"])
         losses = self.criterion(pred, self.sample["psf"])
-        self.accelerator.backward(losses["all"])
-        for optimizer in self.optimizers:
-            optimizer.step()
+        self.step(losses["all"])
         return losses
 
     def validate_step(self, batch, idx, lq_key, gt_key):

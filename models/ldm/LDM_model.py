@@ -108,21 +108,21 @@ class LDM_model(BaseModel):
         self.recon_type = vae_recon_type(self.vae_opt["pretrained"])
 
         self.noise_scheduler = make_noise_scheduler(**self.diffusion_opt)
-        self.unet = define_network(opt.network)
-        if self.unet.config.in_channels != self.vae.latent_channels:
+        unet = define_network(opt.network)
+        if unet.config.in_channels != self.vae.latent_channels:
             raise ConfigError(
-                f"'network.in_channels' is {self.unet.config.in_channels} but the VAE's latents have "
+                f"'network.in_channels' is {unet.config.in_channels} but the VAE's latents have "
                 f"{self.vae.latent_channels} channels; set in_channels and out_channels to {self.vae.latent_channels}."
             )
         conditioned = self.cond_opt["type"] != "none"
-        if conditioned != bool(self.unet.config.with_conditioning):
+        if conditioned != bool(unet.config.with_conditioning):
             raise ConfigError(
                 f"'condition.type' is {self.cond_opt['type']} but 'network.with_conditioning' is "
-                f"{self.unet.config.with_conditioning}; condition the UNet exactly when there is a condition."
+                f"{unet.config.with_conditioning}; condition the UNet exactly when there is a condition."
             )
-        self.models.append(self.unet)
+        self.unet = self.add_network("unet", unet)
         # The projector of a vector condition needs the vector's length, known once the data is; it is
-        # built in setup_dataloaders (BaseModel collects self.models after that).
+        # built in setup_dataloaders (the engine collects the networks after that).
         self.projector = None
 
     # ------------------------------------------------------------------ set-up that needs the data
@@ -131,8 +131,7 @@ class LDM_model(BaseModel):
         super().setup_dataloaders()
         loader = self.train_loader if self.train_loader is not None else self.val_loader
         if self.cond_opt["type"] != "none":
-            self.projector = self._build_projector(loader)
-            self.models.append(self.projector)
+            self.projector = self.add_network("projector", self._build_projector(loader))
         self._set_scale_factor(loader)
         if self.hp["cache_latents"] and self.train_loader is not None:
             from models.ldm.latent_cache import cached_latent_loader
@@ -285,8 +284,6 @@ class LDM_model(BaseModel):
         return per_sample.mean(), mse
 
     def optimize_parameters(self):
-        for optimizer in self.optimizers:
-            optimizer.zero_grad()
         latents = self.sample["latent"]
         batch = len(latents)
         noise = torch.randn_like(latents)
@@ -297,9 +294,7 @@ class LDM_model(BaseModel):
         # which DDP without find_unused_parameters needs.
         drop = torch.rand(batch, device=latents.device) < float(self.hp["cond_drop_prob"])
         loss, mse = self.diffusion_loss(latents, noise, timesteps, drop)
-        self.accelerator.backward(loss)
-        for optimizer in self.optimizers:
-            optimizer.step()
+        self.step(loss)
         return {"all": loss, "mse": mse}
 
     # ------------------------------------------------------------------ sampling and validation

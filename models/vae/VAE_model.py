@@ -66,20 +66,19 @@ class VAE_model(BaseModel):
         self.hp = train
         self.gt_key = opt["val"]["gt_key"]
 
-        self.net_g = define_network(opt.network)
+        generator = define_network(opt.network)
         if train["monai_checkpoint"]:
-            # Continue from a PTI-LDM-VAE run: its autoencoder_epochN.pth or checkpoint_epochN.pth.
-            if not hasattr(self.net_g, "load_monai_checkpoint"):
+            # Continue from a MONAI autoencoder run: its autoencoder_epochN.pth or checkpoint_epochN.pth.
+            if not hasattr(generator, "load_monai_checkpoint"):
                 raise ConfigError(
                     f"'train.monai_checkpoint' needs 'network.type: MonaiAutoencoderKL', not '{opt.network.type}'."
                 )
-            self.net_g.load_monai_checkpoint(train["monai_checkpoint"])
-        self.models.append(self.net_g)
-        self.is_vq = type(self.net_g).__name__.startswith("VQ")
+            generator.load_monai_checkpoint(train["monai_checkpoint"])
+        self.is_vq = type(generator).__name__.startswith("VQ")
+        self.net_g = self.add_network("net_g", generator)
         self.net_d = None
         if opt.get("network_d") is not None and train["disc_weight"] > 0:
-            self.net_d = define_network(opt.network_d)
-            self.models.append(self.net_d)
+            self.net_d = self.add_network("net_d", define_network(opt.network_d))
         self.perceptual = None
         if train["perceptual_weight"] > 0:
             if not train["perceptual_weights_path"]:
@@ -155,12 +154,12 @@ class VAE_model(BaseModel):
     def optimize_parameters(self):
         opt_g = self.optimizers[0]
         x = self.sample["gt"]
-        opt_g.zero_grad()
         out = self._autoencode(x)
         image, nll, total, losses = self._generator_losses(x, out)
         if self.gan_active:
-            # D judges the reconstruction for the generator's loss through the raw arch, with its weights
-            # frozen: this pass must leave no gradient in D, and D's DDP wrapper must not expect one.
+            # D judges the reconstruction for the generator's loss through the bare arch (`.arch`, not the
+            # DDP-wrapped handle), with its weights frozen: this pass must leave no gradient in D, and D's
+            # DDP wrapper must not expect one.
             self.net_d.requires_grad_(False)
             with self.accelerator.autocast():
                 losses["g_adv"] = generator_loss(self.net_d.arch(image), self.hp["disc_loss"])
@@ -172,15 +171,11 @@ class VAE_model(BaseModel):
             losses["adv_weight"] = weight
             total = total + self.hp["disc_weight"] * weight * losses["g_adv"]
             self.net_d.requires_grad_(True)
-        self.accelerator.backward(total)
-        opt_g.step()
+        self.step(total, opt_g)
 
         if self.gan_active:
-            opt_d = self.optimizers[1]
-            opt_d.zero_grad()
             losses["d"] = discriminator_loss(self.net_d(x), self.net_d(image.detach()), self.hp["disc_loss"])
-            self.accelerator.backward(losses["d"])
-            opt_d.step()
+            self.step(losses["d"], self.optimizers[1])
         losses["all"] = total
         return losses
 
