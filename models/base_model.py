@@ -1,7 +1,7 @@
 """BaseModel: the contract every model plugin subclasses; the engine (models/engine/) runs it.
 
 A subclass builds its networks in `__init__` and registers each under the folder name it is saved
-under, then fills the hooks (seed 003's roadmap names them):
+under, then fills the hooks:
 
     self.net_g = self.add_network("net_g", define_network(opt.network))   # returns a handle
 

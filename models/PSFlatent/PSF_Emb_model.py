@@ -3,7 +3,7 @@
 Each training item is an interpolation triple drawn by `draw_coordinates`: a point a, a neighbour b
 within `train.interp_distance` of it (in the [-1, 1] coordinates of `PSF_model`), and their midpoint m.
 All three PSFs are ray-traced; the encoder sees each real PSF with its coordinate embedding
-(PSF_Densify's encoder was fed Gaussian noise), and
+(an encoder fed anything else, noise say, learns latents unrelated to the PSF), and
 
     loss = recon(decode(z, c), psf)                        over a, b and m, with `train.loss`
          + kl_weight * KL(q(z | psf, c) || N(0, I))        closed form from mean and log-variance

@@ -4,7 +4,7 @@
     DummyDataset indices -> coordinates -> ray-traced PSFs, on the accelerator's device -> self.sample
     net_g(coordinates) -> predicted PSFs, trained with `train.loss`
 
-`feed_data` fills `self.sample` (seed 003's contract; subclasses call `super().feed_data`):
+`feed_data` fills `self.sample` (the contract subclasses rely on; they call `super().feed_data`):
 
     'inp'  (N, 3) float32 coordinates, each in [-1, 1] over the sampled range: field x and y (+-1 at
            the edges of the square whose corner is at image height `deeplens.fov`) and inverse depth
@@ -20,7 +20,7 @@ every epoch, a resumed run sees exactly the PSFs the uninterrupted one saw, and 
 
 The network: PSF_model builds `self.net_g` from the `network` block when its own
 `optimize_parameters` is the one in use. A subclass that writes its own training step builds its
-networks itself, as seed 003's roadmap does (`self.net_vae = define_network(opt.network)`), and gets
+networks itself, as a seed-style subclass does (`self.net_vae = define_network(opt.network)`), and gets
 no second, unused network.
 """
 

@@ -45,7 +45,7 @@ DIFFUSERS_KEYS = (
 
 
 class AutoencoderKL_config(PretrainedConfig):
-    """Defaults are the Stable Diffusion VAE's (as in seed 001): widths 128-256-512-512, 2 blocks per level.
+    """Defaults are the Stable Diffusion VAE's: widths 128-256-512-512, 2 blocks per level.
 
     `scaling_factor` defaults to Stable Diffusion's 0.18215, which is right for its VAE and a placeholder
     for any other: the VAE training model replaces it with 1 / std of the trained latents.

@@ -3,9 +3,9 @@
 Three kinds of condition (`mode`), each giving tokens of width `cross_attention_dim`:
 
 - `image`: a condition latent (B, C, *spatial) from the frozen VAE -> one token per latent position,
-  projected by a linear layer (seed 000's `create_condition_projector`). Cross-attention does not know
-  where a token came from, so a fixed sinusoidal embedding of its position is added (`position_embedding`);
-  PTI-LDM-VAE's tokens carried none, so the UNet could not tell which part of the condition was where.
+  projected by a linear layer. Cross-attention does not know where a token came from, so a fixed
+  sinusoidal embedding of its position is added (`position_embedding`); without it the UNet cannot
+  tell which part of the condition was where.
 - `vector`: a few numbers (B, V), such as PSF coordinates -> one token per number: Fourier features of
   the normalised number through a small MLP, plus a learned embedding of which number it is.
   Normalisation (`vector_shift`, `vector_scale`, optional log of `log_features`) is stored in the config,

@@ -1,6 +1,6 @@
-"""`type: DiffusionUNet`: the noise-prediction UNet of stage 2 (seed 000's `DiffusionUNet`).
+"""`type: DiffusionUNet`: the noise-prediction UNet of stage 2.
 
-The keys are those of PTI-LDM-VAE's UNet table (seed 000), so its JSON configs carry over:
+The keys are those of MONAI's `DiffusionModelUNet`, so its JSON configs carry over:
 
     network:
       type: DiffusionUNet
@@ -16,8 +16,8 @@ The keys are those of PTI-LDM-VAE's UNet table (seed 000), so its JSON configs c
       norm_num_groups: 32
 
 2D runs on diffusers' `UNet2DConditionModel` (fused attention, well kept); 3D on MONAI's
-`DiffusionModelUNet`, which seed 000 used for both. `backend: monai` forces MONAI in 2D too (to reuse
-PTI-LDM-VAE weights). `forward(sample, timesteps, context=None)` returns the prediction, a tensor.
+`DiffusionModelUNet`. `backend: monai` forces MONAI in 2D too (to reuse weights trained with
+MONAI). `forward(sample, timesteps, context=None)` returns the prediction, a tensor.
 """
 
 import torch
@@ -31,7 +31,7 @@ BACKENDS = ("auto", "diffusers", "monai")
 
 
 class DiffusionUNet_config(PretrainedConfig):
-    """Defaults follow seed 000's example UNet (4 levels, attention below the first, 512-wide context)."""
+    """Defaults: 4 levels, attention below the first, 512-wide context."""
 
     model_type = "DiffusionUNet"
 

@@ -1,14 +1,14 @@
-"""`type: MonaiAutoencoderKL`: MONAI's KL autoencoder (2D or 3D), the stage-1 model of PTI-LDM-VAE.
+"""`type: MonaiAutoencoderKL`: MONAI's KL autoencoder (2D or 3D).
 
-The config keys are those of PTI-LDM-VAE's VAE table (seed 000) plus MONAI's own extras, so its JSON
-configs carry over. `MonaiAutoencoderKL_arch.from_monai_checkpoint(path, **config)` (or, on a model already
-built from a YAML `network` block, `load_monai_checkpoint(path)`) loads an existing PTI-LDM-VAE checkpoint:
+The config keys are those of MONAI's generative `AutoencoderKL` configs plus MONAI's own extras, so
+existing JSON configs carry over. `MonaiAutoencoderKL_arch.from_monai_checkpoint(path, **config)` (or, on a model already
+built from a YAML `network` block, `load_monai_checkpoint(path)`) loads an existing MONAI training checkpoint:
 the plain MONAI state dict of `autoencoder_epochN.pth` or the full `checkpoint_epochN.pth` dict, through
 its `autoencoder_state_dict` key. Files are read with `torch.load(weights_only=True)`: no arbitrary pickle.
 
 MONAI's `encode` returns the mean and the standard deviation sigma (not a log-variance); the posterior is
-built from sigma, so its KL is 0.5 * sum(mu^2 + sigma^2 - 1 - log sigma^2). PTI-LDM-VAE put sigma where
-the log-variance goes.
+built from sigma, so its KL is 0.5 * sum(mu^2 + sigma^2 - 1 - log sigma^2); putting sigma where the
+log-variance goes would train against a wrong KL term.
 
 MONAI's attention blocks (`attention_levels`, the non-local attention of encoder and decoder) need the
 `einops` package.
@@ -55,11 +55,11 @@ NUMPY_SCALAR_GLOBALS = [np._core.multiarray.scalar, np.dtype] + [
 
 
 class MonaiAutoencoderKL_config(PretrainedConfig):
-    """Defaults follow seed 000's example (widths 64-128-256, 4 latent channels, no per-level attention).
+    """Defaults: widths 64-128-256, 4 latent channels, no per-level attention.
 
     `attention_levels` defaults to no attention at every level. `num_res_blocks` is one number for every
-    level or one per level. `scaling_factor` defaults to 1.0 (no scaling): PTI-LDM-VAE measured it at
-    inference time; the VAE training model now stores 1 / std of the trained latents here.
+    level or one per level. `scaling_factor` defaults to 1.0 (no scaling); VAE_model stores 1 / std of the
+    trained latents here, so inference never re-measures it on a different batch.
     """
 
     model_type = "MonaiAutoencoderKL"

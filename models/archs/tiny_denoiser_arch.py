@@ -1,7 +1,7 @@
 """A small residual CNN: the example arch of the README's plugin walkthrough.
 
-Written the way seed 003's roadmap shows an arch (config + arch pair, no `post_init()` call: the arch
-registry completes that for transformers 5). Real arches wrap library networks instead.
+Written as the README's seed-style arch (config + arch pair, no `post_init()` call: the arch registry
+completes that for transformers 5). Real arches wrap library networks instead.
 """
 
 from torch import nn

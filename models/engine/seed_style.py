@@ -1,6 +1,6 @@
 """The one place where plugin code written the seed's way is made to train correctly.
 
-Seed 003's roadmap (the README's "Seed-style plugins") writes a model like this:
+The design documents' roadmap (the README's "Seed-style plugins") writes a model like this:
 
     self.net_vae = define_network(opt.network)
     self.models.append(self.net_vae)            # no name given

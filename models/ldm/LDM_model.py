@@ -197,7 +197,7 @@ class LDM_model(BaseModel):
 
     def _set_scale_factor(self, loader):
         """Use the VAE's stored scale factor; measure 1 / std of the training latents only when asked, or
-        when the VAE has none (a PTI-LDM-VAE checkpoint)."""
+        when the VAE has none (a MONAI checkpoint stores no scale factor)."""
         setting = self.vae_opt["scale_factor"]
         if isinstance(setting, (int, float)) and not isinstance(setting, bool):
             self.vae.config.scaling_factor = float(setting)
