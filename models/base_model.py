@@ -60,9 +60,11 @@ def _multi_process_cpu() -> bool:
 
 
 class BaseModel:
-    # Keys this model reads from the trainer's own blocks, e.g. {"train": {"kl_weight"}}: declaring them
-    # lets the config check catch their typos too (see utils/config_check.py).
-    config_keys: dict[str, set[str]] = {}
+    # The keys this model reads, by block ("" for top-level keys and blocks, "train", "val", or a
+    # top-level block it owns such as "vae"), as `utils.config_schema.Key`s: the config check then
+    # validates them, fills their defaults and offers "did you mean", and the README's key tables are
+    # printed from them (`python -m scripts.key_reference`). A set of names declares names only.
+    config_keys: dict = {}
 
     def __init__(self, opt, logger):
         self.opt = opt
@@ -171,6 +173,11 @@ class BaseModel:
         self.accelerator.backward(loss)
         for each in self.optimizers if optimizer is None else [optimizer]:
             each.step()
+
+    def config_values(self, block: str) -> dict:
+        """The keys this model declares for `block` in `config_keys`, with their values (or defaults)."""
+        source = self.opt if block == "" else (self.opt.get(block) or {})
+        return {name: source.get(name, key.default) for name, key in type(self).config_keys[block].items()}
 
     def build_dataloader(self, phase: str) -> DataLoader:
         return build_dataloader(self.opt, phase, self.run_dir)

@@ -22,18 +22,25 @@ import torch
 import torch.nn.functional as F
 
 from models.archs import define_network
-from models.PSFlatent.PSF_model import TRAIN_KEYS, VAL_KEYS, PSF_model
+from models.PSFlatent.PSF_model import PSF_model
+from utils.config_schema import Key
 from utils.misc import log_validation_scalars
 
-EMB_TRAIN_KEYS = {"kl_weight": 1e-4, "interp_weight": 1.0, "interp_distance": 0.25}
+EMB_TRAIN_KEYS = {
+    "kl_weight": Key(1e-4, "float", "Weight of the KL term.", minimum=0.0),
+    "interp_weight": Key(1.0, "float", "Weight of the latent interpolation loss.", minimum=0.0),
+    "interp_distance": Key(
+        0.25, "float", "Largest offset between a point and its neighbour, in coordinate units.", minimum=0.0
+    ),
+}
 
 
 class PSF_Emb_model(PSF_model):
-    config_keys = {"": {"deeplens"}, "train": set(TRAIN_KEYS) | set(EMB_TRAIN_KEYS), "val": set(VAL_KEYS)}
+    config_keys = {**PSF_model.config_keys, "train": {**PSF_model.config_keys["train"], **EMB_TRAIN_KEYS}}
 
     def __init__(self, opt, logger):
         super().__init__(opt, logger)
-        self.hp = {k: float(opt["train"].get(k, default)) for k, default in EMB_TRAIN_KEYS.items()}
+        self.hp = {k: float(v) for k, v in self.config_values("train").items() if k in EMB_TRAIN_KEYS}
         self.net_g = self.add_network("net_g", define_network(opt.network))
         self.check_network_fits(self.net_g)
 

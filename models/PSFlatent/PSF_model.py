@@ -30,19 +30,35 @@ import torch
 from models.archs import define_network
 from models.base_model import BaseModel
 from utils import log_image, log_metrics
+from utils.config_schema import Key
 from utils.errors import ConfigError
 from utils.loss import Loss
 from utils.misc import log_validation_scalars
 from utils.optics import lens_from_config
 
-TRAIN_KEYS = {"focus_depth": None, "psf_normalize": "peak"}
-VAL_KEYS = {"num_images": 8}
 NORMALIZATIONS = ("peak", "sum")
+TRAIN_KEYS = {
+    "focus_depth": Key(
+        None,
+        "float",
+        "Focus distance (m); default: where the blur at depth_min and depth_max is equal.",
+        minimum=0.0,
+        nullable=True,
+    ),
+    "psf_normalize": Key(
+        "peak", "str", "`peak`: brightest pixel = 1; `sum`: each channel sums to 1.", NORMALIZATIONS
+    ),
+}
+VAL_KEYS = {"num_images": Key(8, "int", "Rows in each logged PSF grid.", minimum=1)}
 TRAIN_STREAM, VAL_STREAM = 0, 1  # separate random streams: validation points are never training points
 
 
 class PSF_model(BaseModel):
-    config_keys = {"": {"deeplens"}, "train": set(TRAIN_KEYS), "val": set(VAL_KEYS)}
+    config_keys = {
+        "": {"deeplens": Key(None, "block", "The lens simulation (docs/optics.md; metres).", nullable=True)},
+        "train": TRAIN_KEYS,
+        "val": VAL_KEYS,
+    }
 
     def __init__(self, opt, logger):
         super().__init__(opt, logger)
@@ -53,12 +69,9 @@ class PSF_model(BaseModel):
             )
         self.simulator = lens_from_config(opt["deeplens"], device=self.accelerator.device)
         train = opt["train"]
-        self.psf_normalize = str(train.get("psf_normalize", TRAIN_KEYS["psf_normalize"])).lower()
-        if self.psf_normalize not in NORMALIZATIONS:
-            raise ConfigError(
-                f"'train.psf_normalize' is {self.psf_normalize!r}; use one of {', '.join(NORMALIZATIONS)}."
-            )
-        self.focus_depth_mm = self._focus_depth_mm(train.get("focus_depth"))
+        hp = self.config_values("train")
+        self.psf_normalize = hp["psf_normalize"]
+        self.focus_depth_mm = self._focus_depth_mm(hp["focus_depth"])
         self.simulator.focus(self.focus_depth_mm)
         self._warn_if_blur_exceeds_kernel()
         self.criterion = Loss(train.get("loss", "1*MSE")).to(self.accelerator.device)
@@ -203,7 +216,7 @@ class PSF_model(BaseModel):
     def log_psf_grid(self, truth, pred, name: str):
         """Rows of [ray-traced | predicted | |difference|], shown with gamma 0.5 so the faint tails of a
         PSF are visible; the three share one brightness scale."""
-        n = min(len(truth), int(self.opt["val"].get("num_images", VAL_KEYS["num_images"])))
+        n = min(len(truth), int(self.config_values("val")["num_images"]))
         rows = torch.cat([truth[:n], pred[:n], (pred[:n] - truth[:n]).abs()], dim=-1)
         log_image(
             self.opt, self.accelerator, rows.clamp(min=0).sqrt().float().cpu().numpy(), name, self.global_step

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
+from models.archs.config_signature import keys_from_signature
 from utils.errors import ConfigError
 
 MODES = ("image", "vector", "class")
@@ -30,6 +31,7 @@ MODES = ("image", "vector", "class")
 class ConditionProjector_config(PretrainedConfig):
     model_type = "ConditionProjector"
 
+    @keys_from_signature
     def __init__(
         self,
         mode: str = "image",
@@ -45,13 +47,6 @@ class ConditionProjector_config(PretrainedConfig):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.mode = mode
-        self.in_channels = in_channels
-        self.cross_attention_dim = cross_attention_dim
-        self.position_embedding = position_embedding
-        self.num_classes = num_classes
-        self.fourier_features = fourier_features
-        self.hidden_dim = hidden_dim
         self.vector_shift = list(vector_shift) if vector_shift is not None else None
         self.vector_scale = list(vector_scale) if vector_scale is not None else None
         self.log_features = list(log_features)

@@ -25,6 +25,7 @@ from diffusers import UNet2DConditionModel
 from monai.networks.nets import DiffusionModelUNet
 from transformers import PretrainedConfig, PreTrainedModel
 
+from models.archs.config_signature import keys_from_signature
 from utils.errors import ConfigError
 
 BACKENDS = ("auto", "diffusers", "monai")
@@ -35,6 +36,7 @@ class DiffusionUNet_config(PretrainedConfig):
 
     model_type = "DiffusionUNet"
 
+    @keys_from_signature
     def __init__(
         self,
         spatial_dims: int = 2,
@@ -54,22 +56,11 @@ class DiffusionUNet_config(PretrainedConfig):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.spatial_dims = spatial_dims
-        self.in_channels = in_channels
-        self.out_channels = out_channels
         self.channels = list(channels)
         self.attention_levels = list(attention_levels)
         if isinstance(num_head_channels, int):
             num_head_channels = [num_head_channels] * len(self.channels)
         self.num_head_channels = list(num_head_channels)
-        self.num_res_blocks = num_res_blocks
-        self.with_conditioning = with_conditioning
-        self.cross_attention_dim = cross_attention_dim
-        self.norm_num_groups = norm_num_groups
-        self.norm_eps = norm_eps
-        self.transformer_num_layers = transformer_num_layers
-        self.sample_size = sample_size
-        self.backend = backend
 
 
 class DiffusionUNet_arch(PreTrainedModel):

@@ -25,27 +25,8 @@ from monai.networks.nets import AutoencoderKL as MonaiAutoencoderKL
 from transformers import PretrainedConfig, PreTrainedModel
 
 from models.archs.autoencoder_outputs import AutoencoderOutput, DiagonalGaussianPosterior, EncoderOutput
+from models.archs.config_signature import keys_from_signature, signature_keys
 from utils.errors import ConfigError, DataError
-
-# The keys passed through to MONAI's `AutoencoderKL` (every key of the config but `scaling_factor`).
-MONAI_KEYS = (
-    "spatial_dims",
-    "in_channels",
-    "out_channels",
-    "channels",
-    "latent_channels",
-    "num_res_blocks",
-    "norm_num_groups",
-    "norm_eps",
-    "attention_levels",
-    "with_encoder_nonlocal_attn",
-    "with_decoder_nonlocal_attn",
-    "use_checkpoint",
-    "use_convtranspose",
-    "include_fc",
-    "use_combined_linear",
-    "use_flash_attention",
-)
 
 # Checkpoints that saved a numpy float (a best validation loss, say) need these to unpickle; they rebuild
 # plain numbers and run no code, so allowing them keeps `weights_only` safe.
@@ -64,6 +45,7 @@ class MonaiAutoencoderKL_config(PretrainedConfig):
 
     model_type = "MonaiAutoencoderKL"
 
+    @keys_from_signature
     def __init__(
         self,
         spatial_dims: int = 2,
@@ -86,23 +68,9 @@ class MonaiAutoencoderKL_config(PretrainedConfig):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.spatial_dims = spatial_dims
-        self.in_channels = in_channels
-        self.out_channels = out_channels
         self.channels = list(channels)
-        self.latent_channels = latent_channels
         self.num_res_blocks = num_res_blocks if isinstance(num_res_blocks, int) else list(num_res_blocks)
-        self.norm_num_groups = norm_num_groups
-        self.norm_eps = norm_eps
         self.attention_levels = list(attention_levels or [False] * len(self.channels))
-        self.with_encoder_nonlocal_attn = with_encoder_nonlocal_attn
-        self.with_decoder_nonlocal_attn = with_decoder_nonlocal_attn
-        self.use_checkpoint = use_checkpoint
-        self.use_convtranspose = use_convtranspose
-        self.include_fc = include_fc
-        self.use_combined_linear = use_combined_linear
-        self.use_flash_attention = use_flash_attention
-        self.scaling_factor = scaling_factor
 
 
 class MonaiAutoencoderKL_arch(PreTrainedModel):
@@ -112,7 +80,7 @@ class MonaiAutoencoderKL_arch(PreTrainedModel):
     def __init__(self, config: MonaiAutoencoderKL_config):
         super().__init__(config)
         _check_config(config)
-        self.monai_autoencoder = MonaiAutoencoderKL(**{key: getattr(config, key) for key in MONAI_KEYS})
+        self.monai_autoencoder = MonaiAutoencoderKL(**_monai_kwargs(config))
         self.post_init()
 
     def _init_weights(self, module):
@@ -223,3 +191,12 @@ def _check_config(config: MonaiAutoencoderKL_config) -> None:
                 f"'network.channels' entry {width} is not a multiple of 'network.norm_num_groups' "
                 f"({config.norm_num_groups}); group normalisation needs every width divisible by it."
             )
+
+
+def _monai_kwargs(config: MonaiAutoencoderKL_config) -> dict:
+    """Every key of the config's signature but `scaling_factor` (ours) is an argument of MONAI's AutoencoderKL."""
+    return {
+        key: getattr(config, key)
+        for key in signature_keys(MonaiAutoencoderKL_config)
+        if key != "scaling_factor"
+    }

@@ -7,15 +7,15 @@ completes that for transformers 5). Real arches wrap library networks instead.
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
+from models.archs.config_signature import keys_from_signature
+
 
 class TinyDenoiser_config(PretrainedConfig):
     model_type = "TinyDenoiser"
 
+    @keys_from_signature
     def __init__(self, in_channels=1, hidden_channels=32, num_layers=4, **kwargs):
         super().__init__(**kwargs)
-        self.in_channels = in_channels
-        self.hidden_channels = hidden_channels
-        self.num_layers = num_layers
 
 
 class TinyDenoiser_arch(PreTrainedModel):

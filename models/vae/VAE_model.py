@@ -18,10 +18,12 @@ import torch
 from models.archs import define_network
 from models.base_model import BaseModel
 from utils import log_image, log_metrics
+from utils.config_schema import Key
 from utils.errors import ConfigError
 from utils.misc import log_metric, log_validation_scalars
 from utils.vae_losses import (
     GAN_TYPES,
+    KL_REDUCTIONS,
     RECON_TYPES,
     adaptive_gan_weight,
     decoded_image,
@@ -32,37 +34,65 @@ from utils.vae_losses import (
 )
 
 TRAIN_KEYS = {
-    "recon_type": "l1",
-    "focal_gamma": 2.0,
-    "kl_weight": 1e-6,
-    "kl_reduction": "batchmean",
-    "perceptual_weight": 0.0,
-    "perceptual_weights_path": None,
-    "disc_weight": 0.5,
-    "disc_start": 0,
-    "disc_loss": "hinge",
-    "disc_learning_rate": None,
-    "adaptive_disc_weight": True,
-    "compute_scale_factor": True,
-    "monai_checkpoint": None,
+    "recon_type": Key(
+        "l1",
+        "str",
+        "Reconstruction loss; the BCE types treat the decoder output as logits, targets in [0, 1].",
+        RECON_TYPES,
+    ),
+    "focal_gamma": Key(2.0, "float", "Focal exponent of `bce_focal`.", minimum=0.0),
+    "kl_weight": Key(
+        1e-6, "float", "Weight of KL(q(z|x) || N(0, I)), from the arch's own posterior.", minimum=0.0
+    ),
+    "kl_reduction": Key(
+        "batchmean", "str", "`batchmean`: sum over the latent, mean over the batch.", KL_REDUCTIONS
+    ),
+    "perceptual_weight": Key(
+        0.0, "float", "VGG16 perceptual loss weight; needs `perceptual_weights_path`.", minimum=0.0
+    ),
+    "perceptual_weights_path": Key(
+        None, "str", "A local VGG16 weights file (nothing is downloaded).", nullable=True
+    ),
+    "disc_weight": Key(0.5, "float", "Adversarial weight (with a `network_d` block).", minimum=0.0),
+    "disc_start": Key(0, "int", "Optimizer steps before the discriminator and its loss start.", minimum=0),
+    "disc_loss": Key("hinge", "str", "Adversarial loss.", GAN_TYPES),
+    "disc_learning_rate": Key(
+        None,
+        "float",
+        "The discriminator's own rate (default: `train.optim.learning_rate`); it has its own optimizer.",
+        minimum=0.0,
+        nullable=True,
+    ),
+    "adaptive_disc_weight": Key(
+        True, "bool", "Scale the adversarial term by the ratio of gradient norms at the decoder's last layer."
+    ),
+    "compute_scale_factor": Key(
+        True, "bool", "At the end, store 1 / std of the validation latents as the arch's `scaling_factor`."
+    ),
+    "monai_checkpoint": Key(
+        None,
+        "str",
+        "A MONAI autoencoder `.pth` to start from (`network.type: MonaiAutoencoderKL`).",
+        nullable=True,
+    ),
 }
-VAL_KEYS = {"num_images": 8}
+VAL_KEYS = {"num_images": Key(8, "int", "Images in each logged validation grid.", minimum=1)}
 
 
 class VAE_model(BaseModel):
-    config_keys = {"": {"network_d"}, "train": set(TRAIN_KEYS), "val": set(VAL_KEYS)}
+    config_keys = {
+        "": {
+            "network_d": Key(
+                None, "block", "The discriminator's arch block (a `PatchDiscriminator`).", nullable=True
+            )
+        },
+        "train": TRAIN_KEYS,
+        "val": VAL_KEYS,
+    }
 
     def __init__(self, opt, logger):
         super().__init__(opt, logger)
-        train = {k: opt["train"].get(k, default) for k, default in TRAIN_KEYS.items()}
-        if train["recon_type"] not in RECON_TYPES:
-            raise ConfigError(
-                f"'train.recon_type' is {train['recon_type']!r}; use one of {', '.join(RECON_TYPES)}."
-            )
-        if train["disc_loss"] not in GAN_TYPES:
-            raise ConfigError(
-                f"'train.disc_loss' is {train['disc_loss']!r}; use one of {', '.join(GAN_TYPES)}."
-            )
+        train = self.config_values("train")
         self.hp = train
         self.gt_key = opt["val"]["gt_key"]
 
@@ -202,7 +232,7 @@ class VAE_model(BaseModel):
             n=len(x),
         )
         if idx == 0:
-            n = min(len(x), int(self.opt["val"].get("num_images", VAL_KEYS["num_images"])))
+            n = min(len(x), int(self.config_values("val")["num_images"]))
             triplet = torch.cat([x[:n], image[:n], (image[:n] - x[:n]).abs()], dim=-1)
             log_image(
                 self.opt,
