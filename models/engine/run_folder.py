@@ -126,6 +126,8 @@ class RunFolder:
         self.close()
         if not self.state.is_main_process:
             return
+        if run_lock.live_holder(self.path) is not None:
+            return  # another trainer created this folder at the same moment and holds it: it is theirs
         if not self.existed and os.path.isdir(self.path):
             shutil.rmtree(self.path, ignore_errors=True)
         for folder in self._created[1:]:  # the run folder's parents that this start made, if now empty
