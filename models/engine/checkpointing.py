@@ -7,8 +7,6 @@ to `train.checkpoints_total_limit`. Resuming only reads; what a resumed branch d
 checkpoints of the run folder happens when the run folder is committed (models/engine/run_folder.py).
 """
 
-import os
-
 from models.engine.weights import save_archs
 from utils.checkpoint import list_checkpoints, publish, resolve_checkpoint, rotate, staging_path
 from utils.errors import ConfigError
@@ -67,8 +65,9 @@ def load_checkpoint(model, path: str) -> None:
 
 
 def branch_point(model, path: str | None) -> int | None:
-    """The step of a checkpoint of this run folder that has newer checkpoints (resuming it branches)."""
-    if path is None or os.path.dirname(os.path.abspath(path)) != os.path.abspath(model.run_dir):
+    """The resumed step when this run folder holds newer checkpoints (resuming it starts a branch),
+    whether the checkpoint came from this folder or from `path.resume_from_path`."""
+    if path is None:
         return None
     step = model.global_step
     newer = [s for s, _ in list_checkpoints(model.run_dir) if s > step]
