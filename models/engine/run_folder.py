@@ -93,6 +93,7 @@ class RunFolder:
                     self._abandon_newer(abandon_after_step)
         finally:
             self.committed = True
+            self._base_logger.removeHandler(self._kept)  # other processes write no train.log
             self.state.wait_for_everyone()
 
     def _start_file_log(self):
