@@ -11,5 +11,5 @@ def find_model_class(model_type: str) -> type:
 
 
 def create_model(opt, logger):
-    """Instantiate the model that `opt.model_type` names (seed 003's entry point for models)."""
+    """Instantiate the model that `opt.model_type` names (the public entry point for models)."""
     return find_model_class(opt["model_type"])(opt, logger)

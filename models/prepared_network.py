@@ -1,14 +1,16 @@
-"""How a model's own calls to its networks stay inside DDP and autocast.
+"""A network handle whose calls run through Accelerate's prepared module (DDP and autocast).
 
-Seed 003's models call their networks directly (`self.net_vae.encode(x)`). Under DDP that bypasses
-the wrapper, so gradients are never synchronised (PSF_Densify's bug), and under mixed precision it
-bypasses Accelerate's autocast. BaseModel therefore prepares a small `MethodDispatch` module around
-each arch and rebinds the model's attributes to a `PreparedNetwork` proxy: calling it, or calling any
-method the arch defines itself (`encode`, `decode`, ...), runs through the prepared module's
-forward; everything else (`parameters()`, `config`, `save_pretrained`, `train()`) goes straight to
-the arch.
+Under DDP a direct call of the bare arch (`arch.encode(x)`) bypasses the wrapper, so gradients are
+never synchronised across processes; under mixed precision it bypasses Accelerate's autocast. The
+engine therefore prepares a small `MethodDispatch` module around each arch, and the model calls the
+arch through a `PreparedNetwork`: calling it, or calling any method the arch defines itself
+(`encode`, `decode`, ...), runs through the prepared module's forward; everything else
+(`parameters()`, `config`, `save_pretrained`, `train()`) goes straight to the arch, which is also
+`handle.arch` for a call that must not go through DDP (a frozen pass that leaves no gradient).
 
-Calls into an arch's submodules (`self.net.decoder(z)`) are not routed; call methods of the arch.
+`BaseModel.add_network(name, arch)` returns the handle; until the engine has prepared the network,
+its method calls go to the arch directly (a call of the handle itself runs the arch's forward). Calls into an arch's submodules (`net.decoder(z)`) are not
+routed; call methods of the arch.
 """
 
 from functools import cache
@@ -44,18 +46,24 @@ def _routed(arch_cls: type, name: str) -> bool:
 class PreparedNetwork:
     """Stands in for an arch on the model; see the module docstring."""
 
-    __slots__ = ("prepared", "arch")
+    __slots__ = ("prepared", "arch", "routing")
 
-    def __init__(self, prepared: nn.Module, arch: nn.Module):
+    def __init__(self, prepared: nn.Module, arch: nn.Module, routing: bool = True):
         object.__setattr__(self, "prepared", prepared)
         object.__setattr__(self, "arch", arch)
+        object.__setattr__(self, "routing", routing)  # False until the engine has prepared the network
 
     def __call__(self, *args, **kwargs):
         return self.prepared("__call__", *args, **kwargs)
 
     def __getattr__(self, name: str):
         value = getattr(self.arch, name)
-        if callable(value) and not isinstance(value, nn.Module) and _routed(type(self.arch), name):
+        if (
+            self.routing
+            and callable(value)
+            and not isinstance(value, nn.Module)
+            and _routed(type(self.arch), name)
+        ):
             prepared = self.prepared
 
             def routed(*args, **kwargs):
@@ -69,3 +77,18 @@ class PreparedNetwork:
 
     def __repr__(self):
         return f"PreparedNetwork({type(self.arch).__name__})"
+
+
+def handle_for(arch: nn.Module) -> PreparedNetwork:
+    """A handle whose calls go to `arch` directly until `use_prepared` points it at the prepared module."""
+    return PreparedNetwork(MethodDispatch(arch), arch, routing=False)
+
+
+def use_prepared(handle: PreparedNetwork, prepared: nn.Module) -> None:
+    object.__setattr__(handle, "prepared", prepared)
+    object.__setattr__(handle, "routing", True)
+
+
+def bare_arch(network) -> nn.Module:
+    """The arch behind a handle, or the arch itself."""
+    return network.arch if isinstance(network, PreparedNetwork) else network

@@ -146,7 +146,12 @@ CASES = [
     ),
     ("token in yaml", denoise(hub_token="hf_x"), [], "looks like a secret"),
     ("push without repo", denoise(push_to_hub=True), [], "'hub_model_id' is empty"),
-    ("-test without weights", denoise(), ["-test"], "-test needs trained weights"),
+    (
+        "-test of a run without checkpoints",
+        denoise(path__resume_from_checkpoint="latest"),
+        ["-test"],
+        "-test: no checkpoint found",
+    ),
     (
         "-test with a missing folder",
         denoise(path__pretrained="/nonexistent/final"),

@@ -136,7 +136,8 @@ def test_psf_model_builds_net_g_only_when_its_own_training_step_is_used(psf_conf
     from models.PSFlatent.PSF_model import PSF_model
 
     model = build_model(psf_config)
-    assert model.models == [model.net_g] and type(model.net_g).__name__ == "PSF_MLP_arch"
+    # add_network returns the handle the model calls; self.models holds the bare arch behind it
+    assert model.models == [model.net_g.arch] and type(model.net_g.arch).__name__ == "PSF_MLP_arch"
 
     class OwnStep(PSF_model):  # seed 003's YourVAE_model: builds its own network after super().__init__
         def optimize_parameters(self):

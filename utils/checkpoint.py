@@ -63,8 +63,11 @@ def publish(staging: str) -> str:
     return final
 
 
-def rotate(folder: str, keep: int | None) -> list[str]:
-    """Remove the oldest complete checkpoints so that at most `keep` remain; also drop stale `.tmp` folders."""
+def rotate(folder: str, keep: int | None, keep_path: str | None = None) -> list[str]:
+    """Remove the oldest complete checkpoints so that at most `keep` remain; also drop stale `.tmp` folders.
+
+    `keep_path`, the checkpoint just written, is never removed, even when older-looking steps sort
+    after it (a rotation that deleted it would lose the only copy of the newest weights)."""
     removed = []
     for name in os.listdir(folder) if os.path.isdir(folder) else []:
         if name.startswith("checkpoint-") and (name.endswith(".tmp") or name.endswith(".trash")):
@@ -73,6 +76,8 @@ def rotate(folder: str, keep: int | None) -> list[str]:
         return removed
     found = list_checkpoints(folder)
     for _, path in found[: max(0, len(found) - keep)]:
+        if keep_path and os.path.abspath(path) == os.path.abspath(keep_path):
+            continue
         _remove(path)
         removed.append(path)
     return removed

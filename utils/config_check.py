@@ -2,9 +2,10 @@
 
 Every problem is one sentence that names the key (with its full dotted path), the value and what is
 allowed; an unknown key that is close to a known one gets "did you mean". Keys a model reads from the
-trainer's blocks (seed 003 puts `kl_weight` in `train`) are declared by the model class in
-`config_keys`, so their typos are caught too; an unknown key that resembles nothing is left to the
-model, as seed 003's template needs.
+trainer's blocks (a VAE's `kl_weight` in `train`) and the top-level blocks it owns (an LDM's `vae`) are
+declared by the model class in `config_keys`, as `Key`s like the trainer's own: they are then checked,
+defaulted and documented exactly like the trainer's keys. An unknown key in a trainer block that
+resembles nothing is left to the model, since seed-style templates put their own keys there.
 """
 
 from collections.abc import Mapping
@@ -84,7 +85,8 @@ def validate_options(
 ) -> Opt:
     """Validate the trainer's blocks of `opt` in place and return it.
 
-    model_config_keys: `{'train': {'kl_weight'}, ...}`, keys the model reads from those blocks.
+    model_config_keys: `{'train': {'kl_weight': Key(...)}, 'vae': {...}, ...}`, the keys the model reads,
+        by block ('' for top-level keys); a set of names instead of a mapping of `Key`s declares names only.
     dataset_classes: `{'train': TIFFolderDataset, ...}`; a class's `config_keys` lists the keys it reads.
     """
     data = opt._data
@@ -105,7 +107,10 @@ def validate_options(
                 block = _lookup(data, path)
             else:
                 continue
-        extra = set(model_config_keys.get(path, ()))
+        declared = model_config_keys.get(path, ())
+        model_keys = dict(declared) if isinstance(declared, Mapping) else {}
+        extra = set(declared) - set(model_keys)
+        schema = {**schema, **model_keys}
         if path == "":
             # Top-level blocks a plugin reads (a GAN's `network_d`, an LDM's `vae`) are allowed when
             # they resemble no trainer key; a top-level scalar must be the trainer's or the model's.
@@ -113,6 +118,7 @@ def validate_options(
                 k for k, v in block.items() if isinstance(v, dict) and not nearest(k, schema, n=1, cutoff=0.8)
             }
         _check_block(path, block, schema, extra, strict_unknown=path == "")
+    _check_model_blocks(data, model_config_keys)
     _check_report_to(data)
     _check_datasets(data, dataset_classes or {})
     _check_loss_and_metrics(data)
@@ -122,6 +128,19 @@ def validate_options(
     if data.get("push_to_hub") and not data.get("hub_model_id"):
         raise ConfigError("'push_to_hub' is true but 'hub_model_id' is empty; set it to 'user/repo-name'.")
     return opt
+
+
+def _check_model_blocks(data: dict, model_config_keys: Mapping) -> None:
+    """Top-level blocks a model owns (`vae:`, `condition:`), declared as mappings of `Key`s."""
+    for path, keys in model_config_keys.items():
+        if path in BLOCKS or not isinstance(keys, Mapping):
+            continue
+        if data.get(path) is None:
+            _create(data, path)
+        block = _lookup(data, path)
+        if not isinstance(block, dict):
+            raise ConfigError(f"'{path}' must be a mapping of keys ({', '.join(keys)}), got {block!r}.")
+        _check_block(path, block, keys, set(), strict_unknown=True)
 
 
 def _lookup(data: dict, path: str) -> dict:

@@ -223,6 +223,17 @@ BLOCKS = {
 }
 
 
+def key_rows(keys: dict, prefix: str = "") -> list[str]:
+    """Markdown table rows of `keys`, each named `prefix + name`."""
+    rows = []
+    for name, key in keys.items():
+        default = "required" if key.required else ("-" if key.kind == "block" else f"`{key.default}`")
+        choices = f" One of {', '.join(key.choices)}." if key.choices else ""
+        text = f"{key.help}{choices}".replace("|", "\\|")  # a bare | would end the table cell
+        rows.append(f"| `{prefix}{name}` | {default} | {text} |")
+    return rows
+
+
 def reference_markdown() -> str:
     """The README's key reference, one table per block."""
     blocks = dict(BLOCKS)
@@ -230,10 +241,7 @@ def reference_markdown() -> str:
     lines = []
     for path, keys in blocks.items():
         lines += [f"#### `{path or 'top level'}`", "", "| key | default | meaning |", "| --- | --- | --- |"]
-        for name, key in keys.items():
-            default = "required" if key.required else ("-" if key.kind == "block" else f"`{key.default}`")
-            choices = f" One of {', '.join(key.choices)}." if key.choices else ""
-            lines.append(f"| `{name}` | {default} | {key.help}{choices} |")
+        lines += key_rows(keys)
         lines.append("")
     return "\n".join(lines)
 

@@ -3,7 +3,7 @@
 Each training item is an interpolation triple drawn by `draw_coordinates`: a point a, a neighbour b
 within `train.interp_distance` of it (in the [-1, 1] coordinates of `PSF_model`), and their midpoint m.
 All three PSFs are ray-traced; the encoder sees each real PSF with its coordinate embedding
-(PSF_Densify's encoder was fed Gaussian noise), and
+(an encoder fed anything else, noise say, learns latents unrelated to the PSF), and
 
     loss = recon(decode(z, c), psf)                        over a, b and m, with `train.loss`
          + kl_weight * KL(q(z | psf, c) || N(0, I))        closed form from mean and log-variance
@@ -22,22 +22,27 @@ import torch
 import torch.nn.functional as F
 
 from models.archs import define_network
-from models.PSFlatent.PSF_model import TRAIN_KEYS, VAL_KEYS, PSF_model
+from models.PSFlatent.PSF_model import PSF_model
+from utils.config_schema import Key
 from utils.misc import log_validation_scalars
 
-EMB_TRAIN_KEYS = {"kl_weight": 1e-4, "interp_weight": 1.0, "interp_distance": 0.25}
+EMB_TRAIN_KEYS = {
+    "kl_weight": Key(1e-4, "float", "Weight of the KL term.", minimum=0.0),
+    "interp_weight": Key(1.0, "float", "Weight of the latent interpolation loss.", minimum=0.0),
+    "interp_distance": Key(
+        0.25, "float", "Largest offset between a point and its neighbour, in coordinate units.", minimum=0.0
+    ),
+}
 
 
 class PSF_Emb_model(PSF_model):
-    config_keys = {"": {"deeplens"}, "train": set(TRAIN_KEYS) | set(EMB_TRAIN_KEYS), "val": set(VAL_KEYS)}
+    config_keys = {**PSF_model.config_keys, "train": {**PSF_model.config_keys["train"], **EMB_TRAIN_KEYS}}
 
     def __init__(self, opt, logger):
         super().__init__(opt, logger)
-        self.hp = {k: float(opt["train"].get(k, default)) for k, default in EMB_TRAIN_KEYS.items()}
-        self.net_g = define_network(opt.network)
+        self.hp = {k: float(v) for k, v in self.config_values("train").items() if k in EMB_TRAIN_KEYS}
+        self.net_g = self.add_network("net_g", define_network(opt.network))
         self.check_network_fits(self.net_g)
-        self.net_g.train()
-        self.models.append(self.net_g)
 
     def draw_coordinates(self, generator):
         a = 2.0 * torch.rand(3, generator=generator) - 1.0
@@ -61,12 +66,8 @@ class PSF_Emb_model(PSF_model):
         return {**terms, "recon": recon["all"], "kl": kl, "interp": interp, "all": total}, out
 
     def optimize_parameters(self):
-        for optimizer in self.optimizers:
-            optimizer.zero_grad()
         losses, _ = self.compute_losses(sample_posterior=True)
-        self.accelerator.backward(losses["all"])
-        for optimizer in self.optimizers:
-            optimizer.step()
+        self.step(losses["all"])
         return losses
 
     def validate_step(self, batch, idx, lq_key, gt_key):

@@ -4,7 +4,7 @@
     DummyDataset indices -> coordinates -> ray-traced PSFs, on the accelerator's device -> self.sample
     net_g(coordinates) -> predicted PSFs, trained with `train.loss`
 
-`feed_data` fills `self.sample` (seed 003's contract; subclasses call `super().feed_data`):
+`feed_data` fills `self.sample` (the contract subclasses rely on; they call `super().feed_data`):
 
     'inp'  (N, 3) float32 coordinates, each in [-1, 1] over the sampled range: field x and y (+-1 at
            the edges of the square whose corner is at image height `deeplens.fov`) and inverse depth
@@ -20,7 +20,7 @@ every epoch, a resumed run sees exactly the PSFs the uninterrupted one saw, and 
 
 The network: PSF_model builds `self.net_g` from the `network` block when its own
 `optimize_parameters` is the one in use. A subclass that writes its own training step builds its
-networks itself, as seed 003's roadmap does (`self.net_vae = define_network(opt.network)`), and gets
+networks itself, as a seed-style subclass does (`self.net_vae = define_network(opt.network)`), and gets
 no second, unused network.
 """
 
@@ -30,19 +30,35 @@ import torch
 from models.archs import define_network
 from models.base_model import BaseModel
 from utils import log_image, log_metrics
+from utils.config_schema import Key
 from utils.errors import ConfigError
 from utils.loss import Loss
 from utils.misc import log_validation_scalars
 from utils.optics import lens_from_config
 
-TRAIN_KEYS = {"focus_depth": None, "psf_normalize": "peak"}
-VAL_KEYS = {"num_images": 8}
 NORMALIZATIONS = ("peak", "sum")
+TRAIN_KEYS = {
+    "focus_depth": Key(
+        None,
+        "float",
+        "Focus distance (m); default: where the blur at depth_min and depth_max is equal.",
+        minimum=0.0,
+        nullable=True,
+    ),
+    "psf_normalize": Key(
+        "peak", "str", "`peak`: brightest pixel = 1; `sum`: each channel sums to 1.", NORMALIZATIONS
+    ),
+}
+VAL_KEYS = {"num_images": Key(8, "int", "Rows in each logged PSF grid.", minimum=1)}
 TRAIN_STREAM, VAL_STREAM = 0, 1  # separate random streams: validation points are never training points
 
 
 class PSF_model(BaseModel):
-    config_keys = {"": {"deeplens"}, "train": set(TRAIN_KEYS), "val": set(VAL_KEYS)}
+    config_keys = {
+        "": {"deeplens": Key(None, "block", "The lens simulation (docs/optics.md; metres).", nullable=True)},
+        "train": TRAIN_KEYS,
+        "val": VAL_KEYS,
+    }
 
     def __init__(self, opt, logger):
         super().__init__(opt, logger)
@@ -53,22 +69,17 @@ class PSF_model(BaseModel):
             )
         self.simulator = lens_from_config(opt["deeplens"], device=self.accelerator.device)
         train = opt["train"]
-        self.psf_normalize = str(train.get("psf_normalize", TRAIN_KEYS["psf_normalize"])).lower()
-        if self.psf_normalize not in NORMALIZATIONS:
-            raise ConfigError(
-                f"'train.psf_normalize' is {self.psf_normalize!r}; use one of {', '.join(NORMALIZATIONS)}."
-            )
-        self.focus_depth_mm = self._focus_depth_mm(train.get("focus_depth"))
+        hp = self.config_values("train")
+        self.psf_normalize = hp["psf_normalize"]
+        self.focus_depth_mm = self._focus_depth_mm(hp["focus_depth"])
         self.simulator.focus(self.focus_depth_mm)
         self._warn_if_blur_exceeds_kernel()
         self.criterion = Loss(train.get("loss", "1*MSE")).to(self.accelerator.device)
         self._validation_items = {}
 
         if type(self).optimize_parameters is PSF_model.optimize_parameters:
-            self.net_g = define_network(opt.network)
+            self.net_g = self.add_network("net_g", define_network(opt.network))
             self.check_network_fits(self.net_g)
-            self.net_g.train()
-            self.models.append(self.net_g)
 
     # ------------------------------------------------------------------ the lens
 
@@ -173,13 +184,9 @@ class PSF_model(BaseModel):
     # ------------------------------------------------------------------ training and validation
 
     def optimize_parameters(self):
-        for optimizer in self.optimizers:
-            optimizer.zero_grad()
         pred = self.net_g(self.sample["inp"])
         losses = self.criterion(pred, self.sample["psf"])
-        self.accelerator.backward(losses["all"])
-        for optimizer in self.optimizers:
-            optimizer.step()
+        self.step(losses["all"])
         return losses
 
     def validate_step(self, batch, idx, lq_key, gt_key):
@@ -209,7 +216,7 @@ class PSF_model(BaseModel):
     def log_psf_grid(self, truth, pred, name: str):
         """Rows of [ray-traced | predicted | |difference|], shown with gamma 0.5 so the faint tails of a
         PSF are visible; the three share one brightness scale."""
-        n = min(len(truth), int(self.opt["val"].get("num_images", VAL_KEYS["num_images"])))
+        n = min(len(truth), int(self.config_values("val")["num_images"]))
         rows = torch.cat([truth[:n], pred[:n], (pred[:n] - truth[:n]).abs()], dim=-1)
         log_image(
             self.opt, self.accelerator, rows.clamp(min=0).sqrt().float().cpu().numpy(), name, self.global_step

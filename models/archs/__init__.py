@@ -94,7 +94,7 @@ def _plain(value):
 def ensure_post_init(arch_cls: type[PreTrainedModel]) -> None:
     """Make an arch that forgets `self.post_init()` work with transformers 5.
 
-    Seed 003's arch template never calls `post_init()`; transformers 5 sets `all_tied_weights_keys`
+    A seed-style arch (the README's template) never calls `post_init()`; transformers 5 sets `all_tied_weights_keys`
     there, and `from_pretrained` fails without it. We finish such instances ourselves, under
     `no_init_weights` so that the weights the arch's own `__init__` made are kept.
     """

@@ -19,33 +19,12 @@ import torch
 from transformers import PretrainedConfig, PreTrainedModel
 
 from models.archs.autoencoder_outputs import AutoencoderOutput, DiagonalGaussianPosterior, EncoderOutput
+from models.archs.config_signature import keys_from_signature, signature_keys
 from utils.errors import ConfigError, DataError
-
-# The keys passed through to `diffusers.AutoencoderKL` (all of this config's own keys).
-DIFFUSERS_KEYS = (
-    "in_channels",
-    "out_channels",
-    "down_block_types",
-    "up_block_types",
-    "block_out_channels",
-    "layers_per_block",
-    "act_fn",
-    "latent_channels",
-    "norm_num_groups",
-    "sample_size",
-    "scaling_factor",
-    "shift_factor",
-    "latents_mean",
-    "latents_std",
-    "force_upcast",
-    "use_quant_conv",
-    "use_post_quant_conv",
-    "mid_block_add_attention",
-)
 
 
 class AutoencoderKL_config(PretrainedConfig):
-    """Defaults are the Stable Diffusion VAE's (as in seed 001): widths 128-256-512-512, 2 blocks per level.
+    """Defaults are the Stable Diffusion VAE's: widths 128-256-512-512, 2 blocks per level.
 
     `scaling_factor` defaults to Stable Diffusion's 0.18215, which is right for its VAE and a placeholder
     for any other: the VAE training model replaces it with 1 / std of the trained latents.
@@ -54,6 +33,7 @@ class AutoencoderKL_config(PretrainedConfig):
 
     model_type = "AutoencoderKL"
 
+    @keys_from_signature
     def __init__(
         self,
         in_channels: int = 3,
@@ -77,25 +57,10 @@ class AutoencoderKL_config(PretrainedConfig):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.in_channels = in_channels
-        self.out_channels = out_channels
         self.block_out_channels = list(block_out_channels)
-        self.layers_per_block = layers_per_block
-        self.latent_channels = latent_channels
-        self.norm_num_groups = norm_num_groups
-        self.act_fn = act_fn
         levels = len(self.block_out_channels)
         self.down_block_types = list(down_block_types or ["DownEncoderBlock2D"] * levels)
         self.up_block_types = list(up_block_types or ["UpDecoderBlock2D"] * levels)
-        self.mid_block_add_attention = mid_block_add_attention
-        self.sample_size = sample_size
-        self.scaling_factor = scaling_factor
-        self.shift_factor = shift_factor
-        self.latents_mean = latents_mean
-        self.latents_std = latents_std
-        self.force_upcast = force_upcast
-        self.use_quant_conv = use_quant_conv
-        self.use_post_quant_conv = use_post_quant_conv
 
 
 class AutoencoderKL_arch(PreTrainedModel):
@@ -158,7 +123,9 @@ class AutoencoderKL_arch(PreTrainedModel):
                 f"folder, pass subfolder='vae')."
             )
         pretrained = diffusers.AutoencoderKL.from_pretrained(vae_folder, local_files_only=True)
-        config = AutoencoderKL_config(**{key: pretrained.config[key] for key in DIFFUSERS_KEYS})
+        config = AutoencoderKL_config(
+            **{key: pretrained.config[key] for key in signature_keys(AutoencoderKL_config)}
+        )
         model = cls(config)
         model.diffusers_vae.load_state_dict(pretrained.state_dict())
         return model.eval()  # as `from_pretrained` returns it
@@ -172,7 +139,8 @@ class AutoencoderKL_arch(PreTrainedModel):
 
 
 def _diffusers_kwargs(config: AutoencoderKL_config) -> dict:
-    return {key: getattr(config, key) for key in DIFFUSERS_KEYS}
+    # Every key of the config's signature is an argument of diffusers.AutoencoderKL.
+    return {key: getattr(config, key) for key in signature_keys(AutoencoderKL_config)}
 
 
 def _check_config(config: AutoencoderKL_config) -> None:

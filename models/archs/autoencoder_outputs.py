@@ -41,7 +41,7 @@ class DiagonalGaussianPosterior:
     """A diagonal Gaussian q(z|x) = N(mean, exp(logvar)), the posterior of the KL autoencoders.
 
     Built from the log-variance (diffusers) or, with `from_sigma`, from the standard deviation (MONAI,
-    whose `encode` returns sigma: reading sigma as a log-variance is the PTI-LDM-VAE KL bug).
+    whose `encode` returns sigma: reading sigma as a log-variance gives a wrong KL term).
     """
 
     def __init__(self, mean: torch.Tensor, logvar: torch.Tensor):

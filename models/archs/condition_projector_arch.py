@@ -3,9 +3,9 @@
 Three kinds of condition (`mode`), each giving tokens of width `cross_attention_dim`:
 
 - `image`: a condition latent (B, C, *spatial) from the frozen VAE -> one token per latent position,
-  projected by a linear layer (seed 000's `create_condition_projector`). Cross-attention does not know
-  where a token came from, so a fixed sinusoidal embedding of its position is added (`position_embedding`);
-  PTI-LDM-VAE's tokens carried none, so the UNet could not tell which part of the condition was where.
+  projected by a linear layer. Cross-attention does not know where a token came from, so a fixed
+  sinusoidal embedding of its position is added (`position_embedding`); without it the UNet cannot
+  tell which part of the condition was where.
 - `vector`: a few numbers (B, V), such as PSF coordinates -> one token per number: Fourier features of
   the normalised number through a small MLP, plus a learned embedding of which number it is.
   Normalisation (`vector_shift`, `vector_scale`, optional log of `log_features`) is stored in the config,
@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
+from models.archs.config_signature import keys_from_signature
 from utils.errors import ConfigError
 
 MODES = ("image", "vector", "class")
@@ -30,6 +31,7 @@ MODES = ("image", "vector", "class")
 class ConditionProjector_config(PretrainedConfig):
     model_type = "ConditionProjector"
 
+    @keys_from_signature
     def __init__(
         self,
         mode: str = "image",
@@ -45,13 +47,6 @@ class ConditionProjector_config(PretrainedConfig):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.mode = mode
-        self.in_channels = in_channels
-        self.cross_attention_dim = cross_attention_dim
-        self.position_embedding = position_embedding
-        self.num_classes = num_classes
-        self.fourier_features = fourier_features
-        self.hidden_dim = hidden_dim
         self.vector_shift = list(vector_shift) if vector_shift is not None else None
         self.vector_scale = list(vector_scale) if vector_scale is not None else None
         self.log_features = list(log_features)

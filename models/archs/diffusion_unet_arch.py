@@ -1,6 +1,6 @@
-"""`type: DiffusionUNet`: the noise-prediction UNet of stage 2 (seed 000's `DiffusionUNet`).
+"""`type: DiffusionUNet`: the noise-prediction UNet of stage 2.
 
-The keys are those of PTI-LDM-VAE's UNet table (seed 000), so its JSON configs carry over:
+The keys are those of MONAI's `DiffusionModelUNet`, so its JSON configs carry over:
 
     network:
       type: DiffusionUNet
@@ -16,8 +16,8 @@ The keys are those of PTI-LDM-VAE's UNet table (seed 000), so its JSON configs c
       norm_num_groups: 32
 
 2D runs on diffusers' `UNet2DConditionModel` (fused attention, well kept); 3D on MONAI's
-`DiffusionModelUNet`, which seed 000 used for both. `backend: monai` forces MONAI in 2D too (to reuse
-PTI-LDM-VAE weights). `forward(sample, timesteps, context=None)` returns the prediction, a tensor.
+`DiffusionModelUNet`. `backend: monai` forces MONAI in 2D too (to reuse weights trained with
+MONAI). `forward(sample, timesteps, context=None)` returns the prediction, a tensor.
 """
 
 import torch
@@ -25,16 +25,18 @@ from diffusers import UNet2DConditionModel
 from monai.networks.nets import DiffusionModelUNet
 from transformers import PretrainedConfig, PreTrainedModel
 
+from models.archs.config_signature import keys_from_signature
 from utils.errors import ConfigError
 
 BACKENDS = ("auto", "diffusers", "monai")
 
 
 class DiffusionUNet_config(PretrainedConfig):
-    """Defaults follow seed 000's example UNet (4 levels, attention below the first, 512-wide context)."""
+    """Defaults: 4 levels, attention below the first, 512-wide context."""
 
     model_type = "DiffusionUNet"
 
+    @keys_from_signature
     def __init__(
         self,
         spatial_dims: int = 2,
@@ -54,22 +56,11 @@ class DiffusionUNet_config(PretrainedConfig):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.spatial_dims = spatial_dims
-        self.in_channels = in_channels
-        self.out_channels = out_channels
         self.channels = list(channels)
         self.attention_levels = list(attention_levels)
         if isinstance(num_head_channels, int):
             num_head_channels = [num_head_channels] * len(self.channels)
         self.num_head_channels = list(num_head_channels)
-        self.num_res_blocks = num_res_blocks
-        self.with_conditioning = with_conditioning
-        self.cross_attention_dim = cross_attention_dim
-        self.norm_num_groups = norm_num_groups
-        self.norm_eps = norm_eps
-        self.transformer_num_layers = transformer_num_layers
-        self.sample_size = sample_size
-        self.backend = backend
 
 
 class DiffusionUNet_arch(PreTrainedModel):

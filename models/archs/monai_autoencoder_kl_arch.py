@@ -1,14 +1,14 @@
-"""`type: MonaiAutoencoderKL`: MONAI's KL autoencoder (2D or 3D), the stage-1 model of PTI-LDM-VAE.
+"""`type: MonaiAutoencoderKL`: MONAI's KL autoencoder (2D or 3D).
 
-The config keys are those of PTI-LDM-VAE's VAE table (seed 000) plus MONAI's own extras, so its JSON
-configs carry over. `MonaiAutoencoderKL_arch.from_monai_checkpoint(path, **config)` (or, on a model already
-built from a YAML `network` block, `load_monai_checkpoint(path)`) loads an existing PTI-LDM-VAE checkpoint:
+The config keys are those of MONAI's generative `AutoencoderKL` configs plus MONAI's own extras, so
+existing JSON configs carry over. `MonaiAutoencoderKL_arch.from_monai_checkpoint(path, **config)` (or, on a model already
+built from a YAML `network` block, `load_monai_checkpoint(path)`) loads an existing MONAI training checkpoint:
 the plain MONAI state dict of `autoencoder_epochN.pth` or the full `checkpoint_epochN.pth` dict, through
 its `autoencoder_state_dict` key. Files are read with `torch.load(weights_only=True)`: no arbitrary pickle.
 
 MONAI's `encode` returns the mean and the standard deviation sigma (not a log-variance); the posterior is
-built from sigma, so its KL is 0.5 * sum(mu^2 + sigma^2 - 1 - log sigma^2). PTI-LDM-VAE put sigma where
-the log-variance goes.
+built from sigma, so its KL is 0.5 * sum(mu^2 + sigma^2 - 1 - log sigma^2); putting sigma where the
+log-variance goes would train against a wrong KL term.
 
 MONAI's attention blocks (`attention_levels`, the non-local attention of encoder and decoder) need the
 `einops` package.
@@ -25,27 +25,8 @@ from monai.networks.nets import AutoencoderKL as MonaiAutoencoderKL
 from transformers import PretrainedConfig, PreTrainedModel
 
 from models.archs.autoencoder_outputs import AutoencoderOutput, DiagonalGaussianPosterior, EncoderOutput
+from models.archs.config_signature import keys_from_signature, signature_keys
 from utils.errors import ConfigError, DataError
-
-# The keys passed through to MONAI's `AutoencoderKL` (every key of the config but `scaling_factor`).
-MONAI_KEYS = (
-    "spatial_dims",
-    "in_channels",
-    "out_channels",
-    "channels",
-    "latent_channels",
-    "num_res_blocks",
-    "norm_num_groups",
-    "norm_eps",
-    "attention_levels",
-    "with_encoder_nonlocal_attn",
-    "with_decoder_nonlocal_attn",
-    "use_checkpoint",
-    "use_convtranspose",
-    "include_fc",
-    "use_combined_linear",
-    "use_flash_attention",
-)
 
 # Checkpoints that saved a numpy float (a best validation loss, say) need these to unpickle; they rebuild
 # plain numbers and run no code, so allowing them keeps `weights_only` safe.
@@ -55,15 +36,16 @@ NUMPY_SCALAR_GLOBALS = [np._core.multiarray.scalar, np.dtype] + [
 
 
 class MonaiAutoencoderKL_config(PretrainedConfig):
-    """Defaults follow seed 000's example (widths 64-128-256, 4 latent channels, no per-level attention).
+    """Defaults: widths 64-128-256, 4 latent channels, no per-level attention.
 
     `attention_levels` defaults to no attention at every level. `num_res_blocks` is one number for every
-    level or one per level. `scaling_factor` defaults to 1.0 (no scaling): PTI-LDM-VAE measured it at
-    inference time; the VAE training model now stores 1 / std of the trained latents here.
+    level or one per level. `scaling_factor` defaults to 1.0 (no scaling); VAE_model stores 1 / std of the
+    trained latents here, so inference never re-measures it on a different batch.
     """
 
     model_type = "MonaiAutoencoderKL"
 
+    @keys_from_signature
     def __init__(
         self,
         spatial_dims: int = 2,
@@ -86,23 +68,9 @@ class MonaiAutoencoderKL_config(PretrainedConfig):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.spatial_dims = spatial_dims
-        self.in_channels = in_channels
-        self.out_channels = out_channels
         self.channels = list(channels)
-        self.latent_channels = latent_channels
         self.num_res_blocks = num_res_blocks if isinstance(num_res_blocks, int) else list(num_res_blocks)
-        self.norm_num_groups = norm_num_groups
-        self.norm_eps = norm_eps
         self.attention_levels = list(attention_levels or [False] * len(self.channels))
-        self.with_encoder_nonlocal_attn = with_encoder_nonlocal_attn
-        self.with_decoder_nonlocal_attn = with_decoder_nonlocal_attn
-        self.use_checkpoint = use_checkpoint
-        self.use_convtranspose = use_convtranspose
-        self.include_fc = include_fc
-        self.use_combined_linear = use_combined_linear
-        self.use_flash_attention = use_flash_attention
-        self.scaling_factor = scaling_factor
 
 
 class MonaiAutoencoderKL_arch(PreTrainedModel):
@@ -112,7 +80,7 @@ class MonaiAutoencoderKL_arch(PreTrainedModel):
     def __init__(self, config: MonaiAutoencoderKL_config):
         super().__init__(config)
         _check_config(config)
-        self.monai_autoencoder = MonaiAutoencoderKL(**{key: getattr(config, key) for key in MONAI_KEYS})
+        self.monai_autoencoder = MonaiAutoencoderKL(**_monai_kwargs(config))
         self.post_init()
 
     def _init_weights(self, module):
@@ -223,3 +191,12 @@ def _check_config(config: MonaiAutoencoderKL_config) -> None:
                 f"'network.channels' entry {width} is not a multiple of 'network.norm_num_groups' "
                 f"({config.norm_num_groups}); group normalisation needs every width divisible by it."
             )
+
+
+def _monai_kwargs(config: MonaiAutoencoderKL_config) -> dict:
+    """Every key of the config's signature but `scaling_factor` (ours) is an argument of MONAI's AutoencoderKL."""
+    return {
+        key: getattr(config, key)
+        for key in signature_keys(MonaiAutoencoderKL_config)
+        if key != "scaling_factor"
+    }

@@ -10,6 +10,7 @@ import torch
 from monai.networks.nets import PatchDiscriminator as MonaiPatchDiscriminator
 from transformers import PretrainedConfig, PreTrainedModel
 
+from models.archs.config_signature import keys_from_signature
 from utils.errors import ConfigError
 
 
@@ -22,6 +23,7 @@ class PatchDiscriminator_config(PretrainedConfig):
 
     model_type = "PatchDiscriminator"
 
+    @keys_from_signature
     def __init__(
         self,
         spatial_dims: int = 2,
@@ -39,18 +41,7 @@ class PatchDiscriminator_config(PretrainedConfig):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.spatial_dims = spatial_dims
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.channels = channels
-        self.num_layers_d = num_layers_d
-        self.kernel_size = kernel_size
-        self.norm = norm
         self.activation = activation if isinstance(activation, str) else list(activation)
-        self.bias = bias
-        self.padding = padding
-        self.dropout = dropout
-        self.last_conv_kernel_size = last_conv_kernel_size
 
 
 class PatchDiscriminator_arch(PreTrainedModel):

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
+from models.archs.config_signature import keys_from_signature
 from models.archs.psf_mlp_arch import FourierFeatures, check_output, coordinate_mlp, kernel_activation
 
 
@@ -64,6 +65,7 @@ class PSFDecoder_config(PretrainedConfig):
 
     model_type = "PSFDecoder"
 
+    @keys_from_signature
     def __init__(
         self,
         in_dim: int = 3,
@@ -78,15 +80,6 @@ class PSFDecoder_config(PretrainedConfig):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.in_dim = in_dim
-        self.out_channels = out_channels
-        self.kernel_size = kernel_size
-        self.num_frequencies = num_frequencies
-        self.hidden_dim = hidden_dim
-        self.num_layers = num_layers
-        self.base_channels = base_channels
-        self.num_upsamples = num_upsamples
-        self.output = output
 
 
 class PSFDecoder_arch(PreTrainedModel):

@@ -18,6 +18,7 @@ from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
 from models.archs.autoencoder_outputs import AutoencoderOutput, DiagonalGaussianPosterior
+from models.archs.config_signature import keys_from_signature
 from models.archs.psf_mlp_arch import FourierFeatures, check_output, kernel_activation
 from utils.errors import ConfigError
 
@@ -42,6 +43,7 @@ class PSF_Emb_config(PretrainedConfig):
 
     model_type = "PSF_Emb"
 
+    @keys_from_signature
     def __init__(
         self,
         in_dim: int = 3,
@@ -57,16 +59,7 @@ class PSF_Emb_config(PretrainedConfig):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.in_dim = in_dim
-        self.in_channels = in_channels
-        self.kernel_size = kernel_size
-        self.latent_dim = latent_dim
-        self.num_frequencies = num_frequencies
-        self.embed_dim = embed_dim
         self.encoder_channels = list(encoder_channels)
-        self.hidden_dim = hidden_dim
-        self.num_layers = num_layers
-        self.output = output
 
 
 class PSF_Emb_arch(PreTrainedModel):

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
+from models.archs.config_signature import keys_from_signature
 from utils.errors import ConfigError
 
 OUTPUTS = ("softplus", "peak", "sum")
@@ -77,6 +78,7 @@ class PSF_MLP_config(PretrainedConfig):
 
     model_type = "PSF_MLP"
 
+    @keys_from_signature
     def __init__(
         self,
         in_dim: int = 3,
@@ -89,13 +91,6 @@ class PSF_MLP_config(PretrainedConfig):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.in_dim = in_dim
-        self.out_channels = out_channels
-        self.kernel_size = kernel_size
-        self.num_frequencies = num_frequencies
-        self.hidden_dim = hidden_dim
-        self.num_layers = num_layers
-        self.output = output
 
 
 class PSF_MLP_arch(PreTrainedModel):

@@ -1,21 +1,21 @@
 """A small residual CNN: the example arch of the README's plugin walkthrough.
 
-Written the way seed 003's roadmap shows an arch (config + arch pair, no `post_init()` call: the arch
-registry completes that for transformers 5). Real arches wrap library networks instead.
+Written as the README's seed-style arch (config + arch pair, no `post_init()` call: the arch registry
+completes that for transformers 5). Real arches wrap library networks instead.
 """
 
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
+from models.archs.config_signature import keys_from_signature
+
 
 class TinyDenoiser_config(PretrainedConfig):
     model_type = "TinyDenoiser"
 
+    @keys_from_signature
     def __init__(self, in_channels=1, hidden_channels=32, num_layers=4, **kwargs):
         super().__init__(**kwargs)
-        self.in_channels = in_channels
-        self.hidden_channels = hidden_channels
-        self.num_layers = num_layers
 
 
 class TinyDenoiser_arch(PreTrainedModel):

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from transformers import PretrainedConfig, PreTrainedModel
 
 from models.archs.autoencoder_outputs import AutoencoderOutput, EncoderOutput
+from models.archs.config_signature import keys_from_signature
 from models.archs.lookup_free_quantizer import LookupFreeQuantizer, codebook_perplexity
 from utils.errors import ConfigError, did_you_mean
 
@@ -40,6 +41,7 @@ class VQVAE_config(PretrainedConfig):
 
     model_type = "VQVAE"
 
+    @keys_from_signature
     def __init__(
         self,
         in_channels: int = 1,
@@ -65,27 +67,10 @@ class VQVAE_config(PretrainedConfig):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.in_channels = in_channels
-        self.out_channels = out_channels
         self.block_out_channels = list(block_out_channels)
-        self.layers_per_block = layers_per_block
-        self.latent_channels = latent_channels
-        self.norm_num_groups = norm_num_groups
-        self.act_fn = act_fn
         levels = len(self.block_out_channels)
         self.down_block_types = list(down_block_types or ["DownEncoderBlock2D"] * levels)
         self.up_block_types = list(up_block_types or ["UpDecoderBlock2D"] * levels)
-        self.mid_block_add_attention = mid_block_add_attention
-        self.norm_type = norm_type
-        self.sample_size = sample_size
-        self.quantizer = quantizer
-        self.num_vq_embeddings = num_vq_embeddings
-        self.vq_embed_dim = vq_embed_dim
-        self.commitment_beta = commitment_beta
-        self.lfq_entropy_weight = lfq_entropy_weight
-        self.lfq_diversity_gamma = lfq_diversity_gamma
-        self.lfq_temperature = lfq_temperature
-        self.scaling_factor = scaling_factor
 
 
 class VQVAE_arch(PreTrainedModel):

@@ -1,7 +1,8 @@
 """The example model plugin: learn to remove Gaussian noise from images.
 
-It follows seed 003's roadmap line by line (its own zero_grad / backward / step, a loss dict with
-'all', `log_image` and `log_metrics` in validation), so it doubles as the README's walkthrough.
+The README's "Add a model" walkthrough: one network registered with `add_network`, a training step
+that computes the loss and hands it to `self.step` (backward, accumulation, clipping, the update),
+a loss dict with 'all', and `log_image` / `log_metrics` in validation.
 """
 
 import torch
@@ -15,22 +16,16 @@ from utils.loss import Loss
 class Denoise_model(BaseModel):
     def __init__(self, opt, logger):
         super().__init__(opt, logger)
-        self.net_g = define_network(opt.network)
-        self.net_g.train()
-        self.models.append(self.net_g)
+        self.net_g = self.add_network("net_g", define_network(opt.network))
         self.criterion = Loss(self.opt["train"].loss).to(self.accelerator.device)
 
     def feed_data(self, data, is_train=True):
         self.sample = {"inp": data["cond"], "gt": data["gt"]}
 
     def optimize_parameters(self):
-        for optimizer in self.optimizers:
-            optimizer.zero_grad()
         pred = self.net_g(self.sample["inp"])
         loss = self.criterion(pred, self.sample["gt"])
-        self.accelerator.backward(loss["all"])
-        for optimizer in self.optimizers:
-            optimizer.step()
+        self.step(loss["all"])
         return loss
 
     def validate_step(self, batch, idx, lq_key, gt_key):

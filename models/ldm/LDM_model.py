@@ -26,78 +26,119 @@ from models.archs import define_network
 from models.base_model import BaseModel
 from models.ldm.frozen_vae import encode_latents, load_frozen_vae, vae_recon_type
 from models.ldm.sampling import SAMPLERS, make_sampler, sample_latents
-from models.ldm.schedules import make_noise_scheduler, min_snr_weights, training_target
+from models.ldm.schedules import (
+    BETA_SCHEDULES,
+    PREDICTION_TYPES,
+    make_noise_scheduler,
+    min_snr_weights,
+    training_target,
+)
 from utils import log_image, log_metrics
-from utils.errors import ConfigError, did_you_mean
+from utils.config_schema import Key
+from utils.errors import ConfigError
 from utils.misc import log_metric, log_validation_scalars
 from utils.vae_losses import decoded_image
 
-VAE_KEYS = {
-    "pretrained": None,
-    "monai_checkpoint": None,
-    "network": None,
-    "scale_factor": "auto",
-    "scale_batches": 8,
-}
-CONDITION_KEYS = {
-    "type": "image",
-    "key": None,
-    "indices": None,
-    "log_features": [],
-    "num_classes": 0,
-    "position_embedding": True,
-    "fourier_features": 8,
-    "hidden_dim": 128,
-    "stats_batches": 8,
-}
-DIFFUSION_KEYS = {
-    "num_train_timesteps": 1000,
-    "beta_schedule": "scaled_linear",
-    "beta_start": None,
-    "beta_end": None,
-    "prediction_type": "epsilon",
-}
-TRAIN_KEYS = {"cond_drop_prob": 0.1, "snr_gamma": None, "cache_latents": False}
-VAL_KEYS = {
-    "sampler": "ddim",
-    "num_inference_steps": 50,
-    "guidance_scale": 1.0,
-    "num_samples": 8,
-    "num_images": 8,
-}
 CONDITION_TYPES = ("image", "vector", "class", "none")
 DEFAULT_CONDITION_KEY = {"vector": "coords", "class": "label"}
 
-
-def _read_block(opt, name: str, defaults: dict) -> dict:
-    block = dict(opt.get(name) or {})
-    for key in block:
-        if key not in defaults:
-            raise ConfigError(
-                f"Unknown key '{name}.{key}'{did_you_mean(key, defaults)}; it takes: {', '.join(defaults)}."
-            )
-    return {k: block.get(k, default) for k, default in defaults.items()}
+VAE_KEYS = {
+    "pretrained": Key(
+        None,
+        "str",
+        "A VAE run's `final/net_g` (or `final/`) folder; exactly one of this and `vae.monai_checkpoint`.",
+        nullable=True,
+    ),
+    "monai_checkpoint": Key(
+        None,
+        "str",
+        "A MONAI autoencoder `.pth` (state dict or `autoencoder_state_dict`), with `vae.network`.",
+        nullable=True,
+    ),
+    "network": Key(None, "block", "The MonaiAutoencoderKL keys of `vae.monai_checkpoint`.", nullable=True),
+    "scale_factor": Key(
+        "auto",
+        "any",
+        "`auto` (stored; measured for a MONAI checkpoint), `stored`, `compute` (1/std of training latents) "
+        "or a number.",
+    ),
+    "scale_batches": Key(8, "int", "Training batches used to measure the scale factor.", minimum=1),
+}
+CONDITION_KEYS = {
+    "type": Key("image", "str", "`none` needs `network.with_conditioning: false`.", CONDITION_TYPES),
+    "key": Key(
+        None, "str", "Batch key of the condition (default: `val.lq_key`, `coords`, `label`).", nullable=True
+    ),
+    "indices": Key(
+        None, "any", "Which numbers of a vector condition are used (default: all).", nullable=True
+    ),
+    "log_features": Key(
+        None, "any", "Vector entries normalised in log (e.g. depths), by index.", nullable=True
+    ),
+    "num_classes": Key(0, "int", "Classes of a `class` condition.", minimum=0),
+    "position_embedding": Key(True, "bool", "Sinusoidal positions on image tokens."),
+    "fourier_features": Key(8, "int", "Fourier features per number of a vector condition.", minimum=0),
+    "hidden_dim": Key(128, "int", "Width of the vector embedding's MLP.", minimum=1),
+    "stats_batches": Key(8, "int", "Batches used to fit the vector normalisation.", minimum=1),
+}
+DIFFUSION_KEYS = {
+    "num_train_timesteps": Key(1000, "int", "Training timesteps.", minimum=1),
+    "beta_schedule": Key("scaled_linear", "str", "Noise schedule.", tuple(BETA_SCHEDULES)),
+    "beta_start": Key(
+        None,
+        "float",
+        "Default per schedule: 1e-4 (linear, quadratic), 0.00085 (scaled_linear).",
+        nullable=True,
+    ),
+    "beta_end": Key(
+        None, "float", "Default per schedule: 0.02 (linear, quadratic), 0.012 (scaled_linear).", nullable=True
+    ),
+    "prediction_type": Key("epsilon", "str", "What the UNet predicts.", tuple(PREDICTION_TYPES)),
+}
+TRAIN_KEYS = {
+    "cond_drop_prob": Key(
+        0.1,
+        "float",
+        "Probability of replacing a condition by the learned null token.",
+        minimum=0.0,
+        maximum=1.0,
+    ),
+    "snr_gamma": Key(
+        None, "float", "Min-SNR-gamma loss weighting (e.g. 5); off when null.", minimum=0.0, nullable=True
+    ),
+    "cache_latents": Key(False, "bool", "Pre-encode the training set's latents once into the run folder."),
+}
+VAL_KEYS = {
+    "sampler": Key("ddim", "str", "Sampler of the validation samples.", SAMPLERS),
+    "num_inference_steps": Key(50, "int", "Sampling steps.", minimum=1),
+    "guidance_scale": Key(1.0, "float", "Classifier-free guidance (1: the conditional prediction)."),
+    "num_samples": Key(8, "int", "Conditions sampled per validation.", minimum=0),
+    "num_images": Key(8, "int", "Rows in the logged grid.", minimum=1),
+}
 
 
 class LDM_model(BaseModel):
-    config_keys = {"": {"vae", "condition", "diffusion"}, "train": set(TRAIN_KEYS), "val": set(VAL_KEYS)}
+    config_keys = {
+        "": {
+            "vae": Key(None, "block", "The frozen stage-1 VAE.", nullable=True),
+            "condition": Key(None, "block", "What the UNet is conditioned on.", nullable=True),
+            "diffusion": Key(None, "block", "The noise schedule.", nullable=True),
+        },
+        "vae": VAE_KEYS,
+        "condition": CONDITION_KEYS,
+        "diffusion": DIFFUSION_KEYS,
+        "train": TRAIN_KEYS,
+        "val": VAL_KEYS,
+    }
 
     def __init__(self, opt, logger):
         super().__init__(opt, logger)
-        self.vae_opt = _read_block(opt, "vae", VAE_KEYS)
-        self.cond_opt = _read_block(opt, "condition", CONDITION_KEYS)
-        self.diffusion_opt = _read_block(opt, "diffusion", DIFFUSION_KEYS)
-        self.hp = {k: opt["train"].get(k, d) for k, d in TRAIN_KEYS.items()}
-        self.val_opt = {k: opt["val"].get(k, d) for k, d in VAL_KEYS.items()}
+        self.vae_opt = self.config_values("vae")
+        self.cond_opt = self.config_values("condition")
+        self.diffusion_opt = self.config_values("diffusion")
+        self.hp = self.config_values("train")
+        self.val_opt = self.config_values("val")
         self.gt_key, self.lq_key = opt["val"]["gt_key"], opt["val"]["lq_key"]
-        if self.cond_opt["type"] not in CONDITION_TYPES:
-            raise ConfigError(
-                f"'condition.type' is {self.cond_opt['type']!r}; use one of {', '.join(CONDITION_TYPES)}."
-            )
-        if self.val_opt["sampler"] not in SAMPLERS:
-            raise ConfigError(
-                f"'val.sampler' is {self.val_opt['sampler']!r}; use one of {', '.join(SAMPLERS)}."
-            )
         self.cond_key = self.cond_opt["key"] or DEFAULT_CONDITION_KEY.get(self.cond_opt["type"], self.lq_key)
 
         # Not in self.models: the VAE is neither trained, nor checkpointed, nor saved with this run.
@@ -108,21 +149,21 @@ class LDM_model(BaseModel):
         self.recon_type = vae_recon_type(self.vae_opt["pretrained"])
 
         self.noise_scheduler = make_noise_scheduler(**self.diffusion_opt)
-        self.unet = define_network(opt.network)
-        if self.unet.config.in_channels != self.vae.latent_channels:
+        unet = define_network(opt.network)
+        if unet.config.in_channels != self.vae.latent_channels:
             raise ConfigError(
-                f"'network.in_channels' is {self.unet.config.in_channels} but the VAE's latents have "
+                f"'network.in_channels' is {unet.config.in_channels} but the VAE's latents have "
                 f"{self.vae.latent_channels} channels; set in_channels and out_channels to {self.vae.latent_channels}."
             )
         conditioned = self.cond_opt["type"] != "none"
-        if conditioned != bool(self.unet.config.with_conditioning):
+        if conditioned != bool(unet.config.with_conditioning):
             raise ConfigError(
                 f"'condition.type' is {self.cond_opt['type']} but 'network.with_conditioning' is "
-                f"{self.unet.config.with_conditioning}; condition the UNet exactly when there is a condition."
+                f"{unet.config.with_conditioning}; condition the UNet exactly when there is a condition."
             )
-        self.models.append(self.unet)
+        self.unet = self.add_network("unet", unet)
         # The projector of a vector condition needs the vector's length, known once the data is; it is
-        # built in setup_dataloaders (BaseModel collects self.models after that).
+        # built in setup_dataloaders (the engine collects the networks after that).
         self.projector = None
 
     # ------------------------------------------------------------------ set-up that needs the data
@@ -131,8 +172,7 @@ class LDM_model(BaseModel):
         super().setup_dataloaders()
         loader = self.train_loader if self.train_loader is not None else self.val_loader
         if self.cond_opt["type"] != "none":
-            self.projector = self._build_projector(loader)
-            self.models.append(self.projector)
+            self.projector = self.add_network("projector", self._build_projector(loader))
         self._set_scale_factor(loader)
         if self.hp["cache_latents"] and self.train_loader is not None:
             from models.ldm.latent_cache import cached_latent_loader
@@ -198,7 +238,7 @@ class LDM_model(BaseModel):
 
     def _set_scale_factor(self, loader):
         """Use the VAE's stored scale factor; measure 1 / std of the training latents only when asked, or
-        when the VAE has none (a PTI-LDM-VAE checkpoint)."""
+        when the VAE has none (a MONAI checkpoint stores no scale factor)."""
         setting = self.vae_opt["scale_factor"]
         if isinstance(setting, (int, float)) and not isinstance(setting, bool):
             self.vae.config.scaling_factor = float(setting)
@@ -285,8 +325,6 @@ class LDM_model(BaseModel):
         return per_sample.mean(), mse
 
     def optimize_parameters(self):
-        for optimizer in self.optimizers:
-            optimizer.zero_grad()
         latents = self.sample["latent"]
         batch = len(latents)
         noise = torch.randn_like(latents)
@@ -297,9 +335,7 @@ class LDM_model(BaseModel):
         # which DDP without find_unused_parameters needs.
         drop = torch.rand(batch, device=latents.device) < float(self.hp["cond_drop_prob"])
         loss, mse = self.diffusion_loss(latents, noise, timesteps, drop)
-        self.accelerator.backward(loss)
-        for optimizer in self.optimizers:
-            optimizer.step()
+        self.step(loss)
         return {"all": loss, "mse": mse}
 
     # ------------------------------------------------------------------ sampling and validation

@@ -4,7 +4,7 @@ Two sources:
 
 - `pretrained`: a VAE run's `final/net_g` folder (or the `final/` folder holding it). The arch is the one
   its `config.json` names; its `scaling_factor` is the one the VAE run measured and stored.
-- `monai_checkpoint` + `network`: a PTI-LDM-VAE `autoencoder_epochN.pth` / `checkpoint_epochN.pth` with
+- `monai_checkpoint` + `network`: a MONAI training run's `autoencoder_epochN.pth` / `checkpoint_epochN.pth` with
   the MonaiAutoencoderKL keys it was trained with. Such files carry no scale factor.
 """
 
@@ -33,7 +33,7 @@ def load_frozen_vae(pretrained: str | None = None, monai_checkpoint: str | None 
     if bool(pretrained) == bool(monai_checkpoint):
         raise ConfigError(
             "Set exactly one of 'vae.pretrained' (a VAE run's final/net_g folder) and 'vae.monai_checkpoint' "
-            "(a PTI-LDM-VAE .pth file, with 'vae.network' holding its MonaiAutoencoderKL keys)."
+            "(a MONAI autoencoder .pth file, with 'vae.network' holding its MonaiAutoencoderKL keys)."
         )
     if pretrained:
         folder = vae_folder(str(pretrained))

@@ -1,7 +1,7 @@
 """Sampling stage 2: diffusers' DDPM, DDIM and DPM-Solver++ with classifier-free guidance.
 
-Each sample is denoised with its own context tokens (PTI-LDM-VAE's validation gave a whole batch the
-condition of its first sample), and its starting noise comes from its own seed, so a sample depends on
+Each sample is denoised with its own context tokens (sharing one sample's tokens across a batch would
+score every sample against a condition it was not drawn under), and its starting noise comes from its own seed, so a sample depends on
 its condition and seed only, not on the batch it was drawn in.
 """
 

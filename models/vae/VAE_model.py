@@ -18,10 +18,12 @@ import torch
 from models.archs import define_network
 from models.base_model import BaseModel
 from utils import log_image, log_metrics
+from utils.config_schema import Key
 from utils.errors import ConfigError
 from utils.misc import log_metric, log_validation_scalars
 from utils.vae_losses import (
     GAN_TYPES,
+    KL_REDUCTIONS,
     RECON_TYPES,
     adaptive_gan_weight,
     decoded_image,
@@ -32,54 +34,81 @@ from utils.vae_losses import (
 )
 
 TRAIN_KEYS = {
-    "recon_type": "l1",
-    "focal_gamma": 2.0,
-    "kl_weight": 1e-6,
-    "kl_reduction": "batchmean",
-    "perceptual_weight": 0.0,
-    "perceptual_weights_path": None,
-    "disc_weight": 0.5,
-    "disc_start": 0,
-    "disc_loss": "hinge",
-    "disc_learning_rate": None,
-    "adaptive_disc_weight": True,
-    "compute_scale_factor": True,
-    "monai_checkpoint": None,
+    "recon_type": Key(
+        "l1",
+        "str",
+        "Reconstruction loss; the BCE types treat the decoder output as logits, targets in [0, 1].",
+        RECON_TYPES,
+    ),
+    "focal_gamma": Key(2.0, "float", "Focal exponent of `bce_focal`.", minimum=0.0),
+    "kl_weight": Key(
+        1e-6, "float", "Weight of KL(q(z|x) || N(0, I)), from the arch's own posterior.", minimum=0.0
+    ),
+    "kl_reduction": Key(
+        "batchmean", "str", "`batchmean`: sum over the latent, mean over the batch.", KL_REDUCTIONS
+    ),
+    "perceptual_weight": Key(
+        0.0, "float", "VGG16 perceptual loss weight; needs `perceptual_weights_path`.", minimum=0.0
+    ),
+    "perceptual_weights_path": Key(
+        None, "str", "A local VGG16 weights file (nothing is downloaded).", nullable=True
+    ),
+    "disc_weight": Key(0.5, "float", "Adversarial weight (with a `network_d` block).", minimum=0.0),
+    "disc_start": Key(0, "int", "Optimizer steps before the discriminator and its loss start.", minimum=0),
+    "disc_loss": Key("hinge", "str", "Adversarial loss.", GAN_TYPES),
+    "disc_learning_rate": Key(
+        None,
+        "float",
+        "The discriminator's own rate (default: `train.optim.learning_rate`); it has its own optimizer.",
+        minimum=0.0,
+        nullable=True,
+    ),
+    "adaptive_disc_weight": Key(
+        True, "bool", "Scale the adversarial term by the ratio of gradient norms at the decoder's last layer."
+    ),
+    "compute_scale_factor": Key(
+        True, "bool", "At the end, store 1 / std of the validation latents as the arch's `scaling_factor`."
+    ),
+    "monai_checkpoint": Key(
+        None,
+        "str",
+        "A MONAI autoencoder `.pth` to start from (`network.type: MonaiAutoencoderKL`).",
+        nullable=True,
+    ),
 }
-VAL_KEYS = {"num_images": 8}
+VAL_KEYS = {"num_images": Key(8, "int", "Images in each logged validation grid.", minimum=1)}
 
 
 class VAE_model(BaseModel):
-    config_keys = {"": {"network_d"}, "train": set(TRAIN_KEYS), "val": set(VAL_KEYS)}
+    config_keys = {
+        "": {
+            "network_d": Key(
+                None, "block", "The discriminator's arch block (a `PatchDiscriminator`).", nullable=True
+            )
+        },
+        "train": TRAIN_KEYS,
+        "val": VAL_KEYS,
+    }
 
     def __init__(self, opt, logger):
         super().__init__(opt, logger)
-        train = {k: opt["train"].get(k, default) for k, default in TRAIN_KEYS.items()}
-        if train["recon_type"] not in RECON_TYPES:
-            raise ConfigError(
-                f"'train.recon_type' is {train['recon_type']!r}; use one of {', '.join(RECON_TYPES)}."
-            )
-        if train["disc_loss"] not in GAN_TYPES:
-            raise ConfigError(
-                f"'train.disc_loss' is {train['disc_loss']!r}; use one of {', '.join(GAN_TYPES)}."
-            )
+        train = self.config_values("train")
         self.hp = train
         self.gt_key = opt["val"]["gt_key"]
 
-        self.net_g = define_network(opt.network)
+        generator = define_network(opt.network)
         if train["monai_checkpoint"]:
-            # Continue from a PTI-LDM-VAE run: its autoencoder_epochN.pth or checkpoint_epochN.pth.
-            if not hasattr(self.net_g, "load_monai_checkpoint"):
+            # Continue from a MONAI autoencoder run: its autoencoder_epochN.pth or checkpoint_epochN.pth.
+            if not hasattr(generator, "load_monai_checkpoint"):
                 raise ConfigError(
                     f"'train.monai_checkpoint' needs 'network.type: MonaiAutoencoderKL', not '{opt.network.type}'."
                 )
-            self.net_g.load_monai_checkpoint(train["monai_checkpoint"])
-        self.models.append(self.net_g)
-        self.is_vq = type(self.net_g).__name__.startswith("VQ")
+            generator.load_monai_checkpoint(train["monai_checkpoint"])
+        self.is_vq = type(generator).__name__.startswith("VQ")
+        self.net_g = self.add_network("net_g", generator)
         self.net_d = None
         if opt.get("network_d") is not None and train["disc_weight"] > 0:
-            self.net_d = define_network(opt.network_d)
-            self.models.append(self.net_d)
+            self.net_d = self.add_network("net_d", define_network(opt.network_d))
         self.perceptual = None
         if train["perceptual_weight"] > 0:
             if not train["perceptual_weights_path"]:
@@ -155,12 +184,12 @@ class VAE_model(BaseModel):
     def optimize_parameters(self):
         opt_g = self.optimizers[0]
         x = self.sample["gt"]
-        opt_g.zero_grad()
         out = self._autoencode(x)
         image, nll, total, losses = self._generator_losses(x, out)
         if self.gan_active:
-            # D judges the reconstruction for the generator's loss through the raw arch, with its weights
-            # frozen: this pass must leave no gradient in D, and D's DDP wrapper must not expect one.
+            # D judges the reconstruction for the generator's loss through the bare arch (`.arch`, not the
+            # DDP-wrapped handle), with its weights frozen: this pass must leave no gradient in D, and D's
+            # DDP wrapper must not expect one.
             self.net_d.requires_grad_(False)
             with self.accelerator.autocast():
                 losses["g_adv"] = generator_loss(self.net_d.arch(image), self.hp["disc_loss"])
@@ -172,15 +201,11 @@ class VAE_model(BaseModel):
             losses["adv_weight"] = weight
             total = total + self.hp["disc_weight"] * weight * losses["g_adv"]
             self.net_d.requires_grad_(True)
-        self.accelerator.backward(total)
-        opt_g.step()
+        self.step(total, opt_g)
 
         if self.gan_active:
-            opt_d = self.optimizers[1]
-            opt_d.zero_grad()
             losses["d"] = discriminator_loss(self.net_d(x), self.net_d(image.detach()), self.hp["disc_loss"])
-            self.accelerator.backward(losses["d"])
-            opt_d.step()
+            self.step(losses["d"], self.optimizers[1])
         losses["all"] = total
         return losses
 
@@ -207,7 +232,7 @@ class VAE_model(BaseModel):
             n=len(x),
         )
         if idx == 0:
-            n = min(len(x), int(self.opt["val"].get("num_images", VAL_KEYS["num_images"])))
+            n = min(len(x), int(self.config_values("val")["num_images"]))
             triplet = torch.cat([x[:n], image[:n], (image[:n] - x[:n]).abs()], dim=-1)
             log_image(
                 self.opt,
