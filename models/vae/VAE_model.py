@@ -19,6 +19,7 @@ from models.archs import define_network
 from models.base_model import BaseModel
 from utils import log_image, log_metrics
 from utils.errors import ConfigError
+from utils.latent_maps.training_map import ValidationLatentMap, read_latent_map_options
 from utils.misc import log_metric, log_validation_scalars
 from utils.vae_losses import (
     GAN_TYPES,
@@ -46,7 +47,7 @@ TRAIN_KEYS = {
     "compute_scale_factor": True,
     "monai_checkpoint": None,
 }
-VAL_KEYS = {"num_images": 8}
+VAL_KEYS = {"num_images": 8, "latent_map": None}  # latent_map: utils/latent_maps/training_map.py
 
 
 class VAE_model(BaseModel):
@@ -65,6 +66,10 @@ class VAE_model(BaseModel):
             )
         self.hp = train
         self.gt_key = opt["val"]["gt_key"]
+        map_options = read_latent_map_options(
+            opt["val"].get("latent_map"), opt["train"].get("validation_steps")
+        )
+        self.latent_map = ValidationLatentMap(map_options) if map_options else None
 
         self.net_g = define_network(opt.network)
         if train["monai_checkpoint"]:
@@ -195,6 +200,8 @@ class VAE_model(BaseModel):
         log_metrics(pred, target, metrics_opt, self.accelerator, self.global_step, comment="val_")
         # The validation loss and latent statistics are averaged over the pass like the metrics.
         latents = out.latents if getattr(out, "latents", None) is not None else out.latent_dist.mean
+        if self.latent_map is not None:
+            self.latent_map.add(latents, x, batch.get("name"))
         log_validation_scalars(
             self.accelerator,
             {
@@ -217,6 +224,15 @@ class VAE_model(BaseModel):
                 self.global_step,
             )
         return idx + len(x)
+
+    def validation(self, max_batches=-1):
+        """BaseModel's validation pass, with the latents of the pass mapped at the `val.latent_map` steps."""
+        if self.latent_map is not None:
+            self.latent_map.begin(self.global_step)
+        metrics = super().validation(max_batches)
+        if self.latent_map is not None:
+            self.latent_map.finish(self.opt, self.accelerator, self.global_step)
+        return metrics
 
     # ------------------------------------------------------------------ the latent scale factor
 
