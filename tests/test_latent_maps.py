@@ -277,6 +277,16 @@ def test_the_page_opens_in_headless_chromium_with_every_point(two_groups, tmp_pa
     # Chromium prints every console message (log, warning, error, uncaught exception) as CONSOLE.
     assert [line for line in page.stderr.splitlines() if ":CONSOLE" in line] == []
 
+    # Hovering a point (here through the page's #name link) shows its name and its thumbnail.
+    name = "p01_textured04"
+    page = chromium("--dump-dom", f"{url}#{name}")
+    body = re.search(r"<body[^>]*>", page.stdout).group(0)
+    assert f'data-hovered="{name}"' in body and 'data-errors="0"' in body
+    thumbnail = re.search(r'<img id="latent-map-thumbnail"[^>]*>', page.stdout).group(0)
+    assert 'src="data:image/png;base64,' in thumbnail and "display: block" in thumbnail
+    assert f">{name}<" in page.stdout  # plotly's hover label, with the file name
+    assert [line for line in page.stderr.splitlines() if ":CONSOLE" in line] == []
+
     shot = tmp_path / "page.png"
     chromium("--window-size=1400,600", f"--screenshot={shot}", url)
     pixels = np.asarray(Image.open(shot).convert("RGB")).reshape(-1, 3).astype(int)
@@ -284,3 +294,20 @@ def test_the_page_opens_in_headless_chromium_with_every_point(two_groups, tmp_pa
     for color in PALETTE[:2]:  # markers of both groups are on screen
         assert (np.abs(pixels - hex_rgb(color)).max(axis=1) < 40).sum() > 100, color
     os.remove(shot)
+
+
+def test_every_method_is_seeded_and_handles_a_validation_sized_set():
+    """16 points (a small validation set): UMAP's and t-SNE's neighbourhoods shrink to fit, and the same
+    seed gives the same map. UMAP's first call compiles numba code (the slow part of this test)."""
+    from utils.latent_maps import embed_2d, trustworthiness_score
+
+    rng = np.random.default_rng(0)
+    features = np.concatenate([rng.normal(0, 1, (8, 6)), rng.normal(6, 1, (8, 6))]).astype(np.float32)
+    for method in ("pca", "tsne", "umap"):
+        first, second = embed_2d(features, method, seed=3), embed_2d(features, method, seed=3)
+        assert first.shape == (16, 2) and np.isfinite(first).all()
+        np.testing.assert_array_equal(first, second)
+        # the two far-apart blobs stay apart: every point's nearest 2-D neighbour is in its own blob
+        distance = np.linalg.norm(first[:, None] - first[None], axis=2) + np.eye(16) * 1e9
+        assert (distance.argmin(axis=1) // 8 == np.arange(16) // 8).all(), method
+        assert trustworthiness_score(features, first) > 0.8

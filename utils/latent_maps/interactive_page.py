@@ -1,8 +1,9 @@
 """One self-contained HTML page of the 2-D maps (plotly, its JavaScript inlined: opens without network).
 
 Hovering a point shows its file name, group and a thumbnail of the image; clicking a legend entry hides
-or shows that group in every map. The page writes what it drew into `<body>` attributes
-(`data-items`, `data-plotted-points`, `data-errors`) so a headless browser can check it.
+or shows that group in every map; `latent_map.html#<file name>` opens with that file's point hovered
+(a link to an outlier). The page writes what it drew into `<body>` attributes (`data-items`,
+`data-plotted-points`, `data-hovered`, `data-errors`) so a headless browser can check it.
 """
 
 import base64
@@ -29,15 +30,31 @@ box.id = 'latent-map-thumbnail';
 box.style.cssText = 'position:fixed;display:none;width:128px;height:128px;image-rendering:pixelated;' +
     'border:2px solid #333;background:#fff;pointer-events:none;z-index:10';
 document.body.appendChild(box);
+function showPoint(name, index, x, y) {
+    document.body.setAttribute('data-hovered', name);
+    if (!thumbs.length) { return; }
+    box.src = thumbs[index];
+    box.style.left = x + 'px';
+    box.style.top = Math.max(0, y) + 'px';
+    box.style.display = 'block';
+}
 gd.on('plotly_hover', function (ev) {
     var p = ev.points[0];
-    if (!thumbs.length) { return; }
-    box.src = thumbs[p.customdata];
-    box.style.left = (ev.event.clientX + 16) + 'px';
-    box.style.top = Math.max(0, ev.event.clientY - 140) + 'px';
-    box.style.display = 'block';
+    showPoint(p.text, p.customdata, ev.event.clientX + 16, ev.event.clientY - 140);
 });
 gd.on('plotly_unhover', function () { box.style.display = 'none'; });
+function hoverNamed(name) {
+    // plotly emits no hover event for a hover made by code, so the thumbnail is shown here (top left).
+    for (var c = 0; c < gd.data.length; c++) {
+        var j = gd.data[c].text.indexOf(name);
+        if (j >= 0) {
+            var t = gd._fullData[c];
+            Plotly.Fx.hover(gd, [{curveNumber: c, pointNumber: j}], t.xaxis + t.yaxis);
+            showPoint(name, gd.data[c].customdata[j], 8, 8);
+            return;
+        }
+    }
+}
 function report() {
     var svgPoints = gd.querySelectorAll('.scatterlayer .point').length;
     var dataPoints = 0;
@@ -48,6 +65,7 @@ function report() {
 }
 report();
 gd.on('plotly_afterplot', report);
+if (window.location.hash.length > 1) { hoverNamed(decodeURIComponent(window.location.hash.slice(1))); }
 """
 
 
