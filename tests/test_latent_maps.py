@@ -182,6 +182,18 @@ def test_the_same_call_gives_the_same_coordinates(data, two_groups, tmp_path):
     groups = ["--group", f"smooth={data / 'smooth'}", "--group", f"textured={data / 'textured'}"]
     run_analysis(data, tmp_path, *groups, "--method", "pca", "tsne", "--thumbnails", "0")
     assert (tmp_path / "coords.csv").read_text() == (out / "coords.csv").read_text()
+    # without the thumbnail panel the figure is the scatter alone, narrower
+    with Image.open(tmp_path / "latent_map_pca.png") as bare, Image.open(out / "latent_map_pca.png") as panel:
+        assert panel.size[0] > 1.3 * bare.size[0]
+
+
+def test_undefined_scores_are_null_never_nan():
+    from utils.latent_maps import separation_scores
+
+    features = np.random.default_rng(0).normal(size=(6, 3)).astype(np.float32)
+    scores = separation_scores(features, ["one"] * 6)  # a single group: no silhouette, no classifier
+    assert scores["silhouette"] is None and scores["knn_accuracy"] is None
+    json.dumps(scores, allow_nan=False)
 
 
 def test_labels_from_a_file_name_regex_and_pooled_features(data, tmp_path):
