@@ -20,6 +20,7 @@ from models.base_model import BaseModel
 from utils import log_image, log_metrics
 from utils.config_schema import Key
 from utils.errors import ConfigError
+from utils.latent_maps.training_map import ValidationLatentMap, read_latent_map_options
 from utils.misc import log_metric, log_validation_scalars
 from utils.vae_losses import (
     GAN_TYPES,
@@ -76,7 +77,16 @@ TRAIN_KEYS = {
         nullable=True,
     ),
 }
-VAL_KEYS = {"num_images": Key(8, "int", "Images in each logged validation grid.", minimum=1)}
+VAL_KEYS = {
+    "num_images": Key(8, "int", "Images in each logged validation grid.", minimum=1),
+    "latent_map": Key(
+        None,
+        "block",
+        "Map of the validation latents to every tracker, e.g. `{method: pca, every: 200}` "
+        "(see utils/latent_maps/training_map.py).",
+        nullable=True,
+    ),
+}
 
 
 class VAE_model(BaseModel):
@@ -95,6 +105,10 @@ class VAE_model(BaseModel):
         train = self.config_values("train")
         self.hp = train
         self.gt_key = opt["val"]["gt_key"]
+        map_options = read_latent_map_options(
+            opt["val"].get("latent_map"), opt["train"].get("validation_steps")
+        )
+        self.latent_map = ValidationLatentMap(map_options) if map_options else None
 
         generator = define_network(opt.network)
         if train["monai_checkpoint"]:
@@ -220,6 +234,8 @@ class VAE_model(BaseModel):
         log_metrics(pred, target, metrics_opt, self.accelerator, self.global_step, comment="val_")
         # The validation loss and latent statistics are averaged over the pass like the metrics.
         latents = out.latents if getattr(out, "latents", None) is not None else out.latent_dist.mean
+        if self.latent_map is not None:
+            self.latent_map.add(latents, x, batch.get("name"))
         log_validation_scalars(
             self.accelerator,
             {
@@ -242,6 +258,15 @@ class VAE_model(BaseModel):
                 self.global_step,
             )
         return idx + len(x)
+
+    def validation(self, max_batches=-1):
+        """BaseModel's validation pass, with the latents of the pass mapped at the `val.latent_map` steps."""
+        if self.latent_map is not None:
+            self.latent_map.begin(self.global_step)
+        metrics = super().validation(max_batches)
+        if self.latent_map is not None:
+            self.latent_map.finish(self.opt, self.accelerator, self.global_step)
+        return metrics
 
     # ------------------------------------------------------------------ the latent scale factor
 

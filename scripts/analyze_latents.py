@@ -1,0 +1,141 @@
+"""Maps of a trained VAE's latent space: do groups (dental vs edentulous, patients, lenses) separate?
+
+    python scripts/analyze_latents.py --run experiments/VAE_TIF/<key>/final \
+        --group edente=data/sample/edente --group dente=data/sample/dente --method umap tsne pca --out latent_maps/
+
+Inputs: a VAE run's `final/` (or `checkpoint-N/`) folder, or a PTI-LDM-VAE `.pth` (`--pth`, with
+`--network` a YAML of its MonaiAutoencoderKL keys); images from `--group NAME=FOLDER` (repeatable),
+`--manifest CSV --group-column COL`, or `--val-set` (the run's own validation set). TIFs are read with
+the run's normalisation and patch size. `--label-regex '^(p\\d+)_'` labels each image by its file name
+instead (colour by patient).
+
+Outputs in `--out`: latent_map_<method>.png/.svg/.pdf (300 dpi), latent_map.html (self-contained,
+hover shows name, group and thumbnail), metrics.json (silhouette and kNN accuracy of the groups, beside
+the same for shuffled groups; trustworthiness of each map) and coords.csv.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from utils.errors import UserError  # noqa: E402
+from utils.latent_maps.embedding import METHODS  # noqa: E402
+from utils.latent_maps.features import FEATURE_MODES  # noqa: E402
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    weights = parser.add_mutually_exclusive_group(required=True)
+    weights.add_argument("--run", type=Path, help="a VAE run's final/ (or checkpoint-N/) folder")
+    weights.add_argument(
+        "--pth", type=Path, help="a PTI-LDM-VAE autoencoder_epochN.pth / checkpoint_epochN.pth"
+    )
+    parser.add_argument("--network", type=Path, help="with --pth: YAML of its MonaiAutoencoderKL keys")
+    parser.add_argument(
+        "--normalize", help="with --pth: the normalisation its images need (e.g. zscore_foreground)"
+    )
+    parser.add_argument("--patch-size", type=int, help="with --pth: the image size it was trained on")
+    parser.add_argument("--group", action="append", default=[], metavar="NAME=FOLDER", help="a group of TIFs")
+    parser.add_argument("--manifest", help="a CSV with one row per image")
+    parser.add_argument("--path-column", default="path", help="the manifest's image column (default: path)")
+    parser.add_argument("--group-column", help="the manifest's group column")
+    parser.add_argument("--val-set", action="store_true", help="encode the run's own validation set")
+    parser.add_argument("--label-regex", help="label each image by this regex on its name (first group)")
+    parser.add_argument("--method", nargs="+", default=["umap"], choices=METHODS, help="one or more maps")
+    parser.add_argument("--features", default="flatten", choices=FEATURE_MODES)
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--neighbors", type=int, default=5, help="k of the kNN accuracy and trustworthiness")
+    parser.add_argument("--thumbnails", type=int, default=8, help="thumbnail panel size on the PNG (0: none)")
+    parser.add_argument("--dpi", type=int, default=300)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+def collect_sources(args, run_opt: dict) -> list:
+    from analysis.latent_sources import (
+        folder_sources,
+        manifest_source,
+        network_input_options,
+        validation_source,
+    )
+
+    if args.pth is not None:
+        options = {k: v for k, v in (("normalize", args.normalize), ("patch_size", args.patch_size)) if v}
+    else:
+        options = network_input_options(run_opt)
+    sources = folder_sources(args.group, options)
+    if args.manifest:
+        if not args.group_column and not args.label_regex:
+            raise UserError(
+                "--manifest needs --group-column (the column naming each row's group) or --label-regex."
+            )
+        if args.group_column:
+            sources.append(manifest_source(args.manifest, args.path_column, args.group_column, options))
+        else:
+            from analysis.latent_sources import Source
+
+            source = manifest_source(args.manifest, args.path_column, None, options)
+            sources.append(Source(source.dataset, "gt", group="manifest"))
+    if args.val_set:
+        if args.run is None:
+            raise UserError("--val-set needs --run: a .pth file carries no dataset configuration.")
+        sources.append(validation_source(run_opt))
+    if not sources:
+        raise UserError(
+            "Nothing to encode: give --group NAME=FOLDER (repeatable), --manifest CSV or --val-set."
+        )
+    return sources
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from analysis.latent_encoding import encode_sources, load_encoder
+    from analysis.latent_sources import label_by_regex
+    from utils.latent_maps.report import write_report
+
+    try:
+        network = None
+        if args.pth is not None:
+            if args.network is None:
+                raise UserError(
+                    "--pth needs --network, a YAML file of the MonaiAutoencoderKL keys it was trained with."
+                )
+            network = yaml.safe_load(args.network.read_text()) or {}
+        vae, run_opt = load_encoder(args.run, args.pth, network)
+        sources = collect_sources(args, run_opt)
+        encoded = encode_sources(vae, sources, args.batch_size, args.device, progress=not args.no_progress)
+        if args.label_regex:
+            encoded.groups = label_by_regex(encoded.names, args.label_regex)
+        metrics = write_report(
+            encoded,
+            str(args.out),
+            methods=list(dict.fromkeys(args.method)),
+            features=args.features,
+            seed=args.seed,
+            k=args.neighbors,
+            thumbnail_count=args.thumbnails,
+            dpi=args.dpi,
+            title=str(args.run or args.pth),
+        )
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    summary = {k: metrics[k] for k in ("items", "silhouette", "knn_accuracy")}
+    summary["trustworthiness"] = {m: e["trustworthiness"] for m, e in metrics["embeddings"].items()}
+    print(f"Wrote maps, metrics.json and coords.csv to {args.out}: {json.dumps(summary)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
