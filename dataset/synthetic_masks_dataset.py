@@ -51,8 +51,8 @@ class SyntheticMasksDataset(data.Dataset):
         return self.size
 
     def _inside(self, kind: str, g: torch.Generator) -> torch.Tensor:
-        cx, cy = (torch.rand(2, generator=g) * 1.1 - 0.55).tolist()
-        a, b = (torch.rand(2, generator=g) * 0.25 + 0.2).tolist()
+        cx, cy = (torch.rand(2, generator=g) * 0.9 - 0.45).tolist()
+        a, b = (torch.rand(2, generator=g) * 0.3 + 0.3).tolist()
         angle = torch.rand(1, generator=g).item() * math.pi
         u = (self.x - cx) * math.cos(angle) + (self.y - cy) * math.sin(angle)
         v = -(self.x - cx) * math.sin(angle) + (self.y - cy) * math.cos(angle)

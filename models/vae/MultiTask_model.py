@@ -16,7 +16,7 @@ import torch
 from models.archs import define_network
 from models.base_model import BaseModel
 from utils import log_image, log_metrics
-from utils.errors import ConfigError
+from utils.errors import ConfigError, did_you_mean
 from utils.keyed_losses import KeyedLoss
 from utils.metrics.segmentation import accuracy, class_map, segmentation_scores
 from utils.misc import log_metric, log_validation_scalars
@@ -48,7 +48,8 @@ class MultiTask_model(BaseModel):
         for i, term in enumerate(self.loss.terms):
             if term["key"] not in outputs:
                 raise ConfigError(
-                    f"'train.losses[{i}].key' is {term['key']!r}, which is no output of this network; its outputs "
+                    f"'train.losses[{i}].key' is {term['key']!r}{did_you_mean(term['key'], outputs)}, which is no "
+                    "output of this network; its outputs "
                     f"are: {', '.join(outputs)}."
                 )
             if term["key"] == "latent_dist" and not self.net_g.config.variational:
@@ -75,8 +76,26 @@ class MultiTask_model(BaseModel):
         self.sample = {k: data[k].to(device) for k in needed}
 
     def _outputs(self, sample_posterior: bool) -> dict:
-        out = self.net_g(self.sample[self.gt_key], sample_posterior=sample_posterior)
-        return {**out.heads, "latent": out.latents, "latent_dist": out.latent_dist}
+        encoded = self.net_g.encode(self.sample[self.gt_key])
+        posterior = encoded.latent_dist
+        if posterior is None:
+            latents = encoded.latent
+        elif sample_posterior:
+            latents = posterior.mean + posterior.std * self._global_batch_noise(posterior.mean)
+        else:
+            latents = posterior.mode()
+        return {**self.net_g.decode_heads(latents), "latent": latents, "latent_dist": posterior}
+
+    def _global_batch_noise(self, like):
+        # Drawn for the whole global batch from (seed, position in training) and sliced to this process's
+        # share: a resumed run samples the posterior noise of an uninterrupted one, and N processes with
+        # batch b that of one process with batch N * b.
+        processes, rank = self.accelerator.num_processes, self.accelerator.process_index
+        generator = torch.Generator().manual_seed(
+            hash((self.opt["seed"], self.state.epoch, self.state.batches_in_epoch)) % 2**63
+        )
+        full = torch.randn((processes * like.shape[0], *like.shape[1:]), generator=generator)
+        return full[rank * like.shape[0] : (rank + 1) * like.shape[0]].to(like.device, like.dtype)
 
     def optimize_parameters(self):
         optimizer = self.optimizers[0]
