@@ -130,8 +130,12 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--vector", action="append", default=[], help="one vector, comma-separated (repeatable)"
     )
-    parser.add_argument("--control", type=Path, help="folder of control TIFs (--run: a ControlNet run's final/)")
-    parser.add_argument("--conditioning-scale", type=float, help="ControlNet residual weight; default: the run's")
+    parser.add_argument(
+        "--control", type=Path, help="folder of control TIFs (--run: a ControlNet run's final/)"
+    )
+    parser.add_argument(
+        "--conditioning-scale", type=float, help="ControlNet residual weight; default: the run's"
+    )
     parser.add_argument("--count", type=int, default=4, help="samples of an unconditional run")
     parser.add_argument(
         "--sampler", choices=("ddpm", "ddim", "dpm_solver"), help="default: the run's val.sampler"

@@ -29,24 +29,35 @@ from utils.vae_losses import decoded_image  # noqa: E402
 def image_size(vae, opt: dict, given: int | None) -> int:
     if given:
         return given
-    block = ((opt.get("datasets") or {}).get("val") or (opt.get("datasets") or {}).get("train") or {})
+    block = (opt.get("datasets") or {}).get("val") or (opt.get("datasets") or {}).get("train") or {}
     for value in (getattr(vae.config, "sample_size", None), block.get("image_size"), block.get("patch_size")):
         if isinstance(value, int) and value > 0:
             return value
-    raise UserError("The run names no image size (network.sample_size or datasets.val.image_size); give --image-size.")
+    raise UserError(
+        "The run names no image size (network.sample_size or datasets.val.image_size); give --image-size."
+    )
 
 
 @torch.no_grad()
-def sample(run: Path, out: Path, num_samples: int, seed: int = 0, size: int | None = None, device: str = "cpu"):
+def sample(
+    run: Path, out: Path, num_samples: int, seed: int = 0, size: int | None = None, device: str = "cpu"
+):
     """Decode `num_samples` random latents; returns the images (N, C, H, W) and writes them into `out`."""
     vae, opt = load_vae(run, device)
     size = image_size(vae, opt, size)
     channels = vae.config.in_channels
     spatial = int((opt.get("network") or {}).get("spatial_dims", 2) or 2)
     probe = vae.encode(torch.zeros(1, channels, *[size] * spatial, device=device))
-    like = next(t for t in (probe.latent_dist and probe.latent_dist.mean, probe.latent, probe.quantized) if t is not None)
+    like = next(
+        t
+        for t in (probe.latent_dist and probe.latent_dist.mean, probe.latent, probe.quantized)
+        if t is not None
+    )
     noise = torch.stack(
-        [torch.randn(like.shape[1:], generator=torch.Generator().manual_seed(seed + i)) for i in range(num_samples)]
+        [
+            torch.randn(like.shape[1:], generator=torch.Generator().manual_seed(seed + i))
+            for i in range(num_samples)
+        ]
     ).to(device)
     recon_type = (opt.get("train") or {}).get("recon_type", "l1")
     images = decoded_image(vae.decode(vae.unscale_latents(noise)), recon_type).float().cpu()
@@ -59,12 +70,18 @@ def sample(run: Path, out: Path, num_samples: int, seed: int = 0, size: int | No
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", required=True, type=Path, help="an autoencoder run's final/ (or checkpoint-N/) folder")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--run", required=True, type=Path, help="an autoencoder run's final/ (or checkpoint-N/) folder"
+    )
     parser.add_argument("--num-samples", type=int, default=16)
     parser.add_argument("--out", type=Path, default=Path("vae_samples"), help="output folder")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--image-size", type=int, help="default: the arch's sample_size or the run's data size")
+    parser.add_argument(
+        "--image-size", type=int, help="default: the arch's sample_size or the run's data size"
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     try:

@@ -13,7 +13,13 @@ from tests.conftest import read_scalars, run_folder, run_trainer
 from tests.test_multitask import TINY_MULTITASK
 
 DATA = {
-    "train": {"type": "SyntheticMasksDataset", "size": 512, "image_size": 16, "num_kinds": 2, "max_shapes": 1},
+    "train": {
+        "type": "SyntheticMasksDataset",
+        "size": 512,
+        "image_size": 16,
+        "num_kinds": 2,
+        "max_shapes": 1,
+    },
     "val": {"type": "SyntheticMasksDataset", "size": 8, "image_size": 16, "num_kinds": 2, "max_shapes": 1},
 }
 TINY_LDM = {
@@ -47,7 +53,13 @@ TINY_LDM = {
         "checkpointing_steps": 1000,
         "cond_drop_prob": 0.0,
     },
-    "val": {"gt_key": "image", "batch_size": 8, "sampler": "ddim", "num_inference_steps": 8, "num_samples": 4},
+    "val": {
+        "gt_key": "image",
+        "batch_size": 8,
+        "sampler": "ddim",
+        "num_inference_steps": 8,
+        "num_samples": 4,
+    },
 }
 TINY_CONTROLNET = {
     "name": "controlnet",
@@ -58,7 +70,11 @@ TINY_CONTROLNET = {
     "datasets": DATA,
     "ldm": {"pretrained": None},
     "control": {"key": "mask", "conditioning_scale": 1.0},
-    "network": {"type": "ControlNet", "conditioning_channels": 1, "conditioning_embedding_out_channels": [8, 16]},
+    "network": {
+        "type": "ControlNet",
+        "conditioning_channels": 1,
+        "conditioning_embedding_out_channels": [8, 16],
+    },
     "path": {"root": None},
     "train": {
         "optim": {"learning_rate": 2e-3},

@@ -16,8 +16,20 @@ TINY_MULTITASK = {
     "seed": 11,
     "experiment_key": "run",
     "datasets": {
-        "train": {"type": "SyntheticMasksDataset", "size": 512, "image_size": 16, "num_kinds": 2, "max_shapes": 1},
-        "val": {"type": "SyntheticMasksDataset", "size": 64, "image_size": 16, "num_kinds": 2, "max_shapes": 1},
+        "train": {
+            "type": "SyntheticMasksDataset",
+            "size": 512,
+            "image_size": 16,
+            "num_kinds": 2,
+            "max_shapes": 1,
+        },
+        "val": {
+            "type": "SyntheticMasksDataset",
+            "size": 64,
+            "image_size": 16,
+            "num_kinds": 2,
+            "max_shapes": 1,
+        },
     },
     "network": {
         "type": "MultiTaskAutoencoder",

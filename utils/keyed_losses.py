@@ -83,7 +83,9 @@ def parse_terms(terms, where: str = "train.losses") -> list[dict]:
     for i, term in enumerate(terms):
         term = dict(term) if hasattr(term, "items") else term
         if not isinstance(term, dict):
-            raise ConfigError(f"'{where}[{i}]' is {term!r}; each term is a mapping with type, key, target, weight.")
+            raise ConfigError(
+                f"'{where}[{i}]' is {term!r}; each term is a mapping with type, key, target, weight."
+            )
         for name in term:
             if name not in TERM_KEYS:
                 raise ConfigError(
@@ -100,9 +102,13 @@ def parse_terms(terms, where: str = "train.losses") -> list[dict]:
         key = term.get("key", default_key)
         target = term.get("target")
         if not key:
-            raise ConfigError(f"'{where}[{i}]' ({kind}) needs 'key', the model output it reads (a head's name).")
+            raise ConfigError(
+                f"'{where}[{i}]' ({kind}) needs 'key', the model output it reads (a head's name)."
+            )
         if needs_target and not target:
-            raise ConfigError(f"'{where}[{i}]' ({kind} on '{key}') needs 'target', the batch key it compares with.")
+            raise ConfigError(
+                f"'{where}[{i}]' ({kind} on '{key}') needs 'target', the batch key it compares with."
+            )
         weight = term.get("weight", 1.0)
         if isinstance(weight, bool) or not isinstance(weight, int | float) or weight < 0:
             raise ConfigError(f"'{where}[{i}].weight' is {weight!r}; give a number >= 0.")

@@ -221,7 +221,9 @@ def _check_config(config: MultiTaskAutoencoder_config) -> list[dict]:
                 f"of 'network.norm_num_groups' ({config.norm_num_groups}); pick a base divisible by it."
             )
     if not config.heads:
-        raise ConfigError("'network.heads' is empty; give at least one head (e.g. {type: RGBHead, name: rgb}).")
+        raise ConfigError(
+            "'network.heads' is empty; give at least one head (e.g. {type: RGBHead, name: rgb})."
+        )
     heads, names = [], set()
     for i, head in enumerate(config.heads):
         kind, name = head.get("type"), head.get("name")

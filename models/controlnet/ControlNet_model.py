@@ -38,7 +38,13 @@ from utils.vae_losses import decoded_image
 
 LDM_KEYS = {"pretrained": None}
 CONTROL_KEYS = {"key": "mask", "conditioning_scale": 1.0}
-VAL_KEYS = {"sampler": None, "num_inference_steps": None, "guidance_scale": None, "num_samples": 8, "num_images": 8}
+VAL_KEYS = {
+    "sampler": None,
+    "num_inference_steps": None,
+    "guidance_scale": None,
+    "num_samples": 8,
+    "num_images": 8,
+}
 
 
 def _read_block(opt, name: str, defaults: dict) -> dict:
@@ -80,7 +86,9 @@ class ControlNet_model(BaseModel):
 
         block = {**dict(opt.network), "unet": dict(self.ldm.unet.unet.config)}
         if block.get("type") != "ControlNet":
-            raise ConfigError(f"'network.type' is {block.get('type')!r}; ControlNet_model trains 'ControlNet'.")
+            raise ConfigError(
+                f"'network.type' is {block.get('type')!r}; ControlNet_model trains 'ControlNet'."
+            )
         self.controlnet = define_network(block)
         self.controlnet.copy_encoder(self.ldm.unet.unet)
         self.models.append(self.controlnet)
@@ -157,7 +165,9 @@ class ControlNet_model(BaseModel):
         noise = torch.randn_like(latents)
         steps = self.noise_scheduler.config.num_train_timesteps
         timesteps = torch.randint(0, steps, (n,), device=latents.device)
-        log_validation_scalars(self.accelerator, {"val_loss": float(self._loss(noise, timesteps))}, self.global_step, n=n)
+        log_validation_scalars(
+            self.accelerator, {"val_loss": float(self._loss(noise, timesteps))}, self.global_step, n=n
+        )
 
         count = min(n, int(self.val_opt["num_samples"]) - idx)
         if count <= 0:
@@ -182,13 +192,24 @@ class ControlNet_model(BaseModel):
         )
         with torch.no_grad():
             vae = self.ldm.vae
-            images = decoded_image(vae.decode(vae.unscale_latents(sampled)), self.description["recon_type"]).float()
+            images = decoded_image(
+                vae.decode(vae.unscale_latents(sampled)), self.description["recon_type"]
+            ).float()
         target = self.sample["gt"][:count].float()
         metrics_opt = self.opt["val"].get("metrics") or {}
-        log_metrics(images.cpu().numpy(), target.cpu().numpy(), metrics_opt, self.accelerator, self.global_step, "val_")
+        log_metrics(
+            images.cpu().numpy(),
+            target.cpu().numpy(),
+            metrics_opt,
+            self.accelerator,
+            self.global_step,
+            "val_",
+        )
         if idx == 0:
             shown = min(count, int(self.val_opt["num_images"]))
-            shown_control = control[:shown] / control[:shown].amax(dim=(1, 2, 3), keepdim=True).clamp(min=1e-8)
+            shown_control = control[:shown] / control[:shown].amax(dim=(1, 2, 3), keepdim=True).clamp(
+                min=1e-8
+            )
             panels = [_to_channels(shown_control, target.shape[1]), target[:shown], images[:shown]]
             grid = torch.cat(panels, dim=-1).cpu().numpy()
             log_image(self.opt, self.accelerator, grid, "val_control_target_sample", self.global_step)

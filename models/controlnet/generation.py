@@ -27,7 +27,9 @@ def read_controls(folder: Path) -> tuple[list[str], torch.Tensor]:
         arrays.append(array[None] if array.ndim == 2 else array)
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
-        raise DataError(f"The control images in '{folder}' differ in shape ({sorted(shapes)}); give one size.")
+        raise DataError(
+            f"The control images in '{folder}' differ in shape ({sorted(shapes)}); give one size."
+        )
     return [p.stem for p in paths], torch.from_numpy(np.stack(arrays))
 
 

@@ -34,7 +34,7 @@ class ControlledUNet:
         if len(latents) != len(control):  # classifier-free guidance doubles the batch
             control = control.repeat(len(latents) // len(control), *[1] * (control.ndim - 1))
         unet = getattr(self.unet, "arch", self.unet).unet  # the diffusers UNet2DConditionModel
-        if not getattr(self.unet, "config").with_conditioning:
+        if not self.unet.config.with_conditioning:
             context = None
         down, mid = self.controlnet(latents, timesteps, context, control, self.conditioning_scale)
         return unet(
@@ -70,7 +70,9 @@ class ControlNetPipeline:
     def from_final(cls, folder: str, device: str = "cpu") -> "ControlNetPipeline":
         path = os.path.join(folder, "controlnet.json")
         if not os.path.isfile(path):
-            raise ConfigError(f"No controlnet.json in '{folder}': point at a trained ControlNet run's final/ folder.")
+            raise ConfigError(
+                f"No controlnet.json in '{folder}': point at a trained ControlNet run's final/ folder."
+            )
         with open(path) as f:
             description = json.load(f)
         ldm = LDMPipeline.from_final(os.path.join(folder, description["ldm"]), device)
@@ -116,4 +118,6 @@ class ControlNetPipeline:
             num_inference_steps=num_inference_steps or d["num_inference_steps"],
             device=device,
         )
-        return decoded_image(ldm.vae.decode(ldm.vae.unscale_latents(latents)), d.get("recon_type", "l1")).float()
+        return decoded_image(
+            ldm.vae.decode(ldm.vae.unscale_latents(latents)), d.get("recon_type", "l1")
+        ).float()

@@ -57,9 +57,7 @@ class MultiTask_model(BaseModel):
                     f"'train.losses[{i}]' is a {term['type']} term, which needs 'network.variational: true'."
                 )
         # The head each validation metric reads: (head name, head type, batch key of its target).
-        self.scored = [
-            (t["key"], heads[t["key"]], t["target"]) for t in self.loss.terms if t["key"] in heads
-        ]
+        self.scored = [(t["key"], heads[t["key"]], t["target"]) for t in self.loss.terms if t["key"] in heads]
         self.scored = list(dict.fromkeys(self.scored))
 
     # ------------------------------------------------------------------ hooks
@@ -136,7 +134,9 @@ class MultiTask_model(BaseModel):
         return idx + n
 
     def _log_grid(self, outputs):
-        count = min(len(self.sample[self.gt_key]), int(self.opt["val"].get("num_images", VAL_KEYS["num_images"])))
+        count = min(
+            len(self.sample[self.gt_key]), int(self.opt["val"].get("num_images", VAL_KEYS["num_images"]))
+        )
         x = self.sample[self.gt_key][:count].float()
         panels = [x]
         image_head = self.net_g.image_head
@@ -167,7 +167,11 @@ class MultiTask_model(BaseModel):
                 z = encoded.latent_dist.mean if encoded.latent_dist is not None else encoded.latent
                 stats = torch.tensor([z.sum().item(), (z**2).sum().item(), z.numel()], dtype=torch.float64)
                 stats = self.accelerator.reduce(stats.to(self.accelerator.device), "sum").cpu()
-                total, total_sq, count = total + stats[0].item(), total_sq + stats[1].item(), count + stats[2].item()
+                total, total_sq, count = (
+                    total + stats[0].item(),
+                    total_sq + stats[1].item(),
+                    count + stats[2].item(),
+                )
         mean = total / count
         std = max((total_sq / count - mean**2) ** 0.5, 1e-8)
         self.net_g.arch.config.scaling_factor = 1.0 / std
