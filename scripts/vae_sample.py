@@ -30,7 +30,12 @@ def image_size(vae, opt: dict, given: int | None) -> int:
     if given:
         return given
     block = (opt.get("datasets") or {}).get("val") or (opt.get("datasets") or {}).get("train") or {}
-    for value in (getattr(vae.config, "sample_size", None), block.get("image_size"), block.get("patch_size")):
+    for value in (
+        getattr(vae.config, "sample_size", None),
+        block.get("image_size"),
+        block.get("patch_size"),
+        block.get("kernel_size"),
+    ):
         if isinstance(value, int) and value > 0:
             return value
     raise UserError(
