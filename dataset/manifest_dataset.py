@@ -5,6 +5,8 @@
         type: ManifestDataset
         csv: data/manifest.csv
         columns: {gt: layout_path}        # item key -> column of image paths (relative to `root`)
+        mask_columns: {mask: mask_path}   # item key -> column of class-map images -> int64 (H, W), not
+                                          # normalised (a segmentation target)
         label_columns: [type]             # integers stay integers, numbers become float32,
                                           # words become class indices (sorted; see .label_classes)
         latent_column: latent_path        # .npy, .pt or .tif files of pre-encoded latents -> item['latent']
@@ -40,6 +42,7 @@ class ManifestDataset(ImageItemsDataset):
         "root",
         "columns",
         "label_columns",
+        "mask_columns",
         "latent_column",
         "filters",
         "balance_by",
@@ -55,10 +58,13 @@ class ManifestDataset(ImageItemsDataset):
         columns = plain(opt.get("columns", {"gt": "path"})) or {}
         label_columns = list(plain(opt.get("label_columns")) or [])
         latent_column = opt.get("latent_column")
+        mask_columns = plain(opt.get("mask_columns")) or {}
         self._check_options(opt, columns, label_columns, latent_column)
+        self._check_masks(opt, columns, label_columns, mask_columns)
         header, rows = self._read_csv()
         wanted = {f"columns.{key}": col for key, col in columns.items()}
         wanted.update({f"label_columns[{i}]": col for i, col in enumerate(label_columns)})
+        wanted.update({f"mask_columns.{key}": col for key, col in mask_columns.items()})
         for option in ("latent_column", "balance_by", "group_column"):
             if opt.get(option):
                 wanted[option] = opt[option]
@@ -83,6 +89,8 @@ class ManifestDataset(ImageItemsDataset):
             extras = {column: values[i] for column, values in labels.items()}
             if latent_column:
                 extras[LATENT_KEY] = self._existing(root, row[latent_column], number, latent_column)
+            for key, column in mask_columns.items():
+                extras[key] = _MaskPath(self._existing(root, row[column], number, column))
             named_by = next(iter(paths.values()), extras.get(LATENT_KEY))
             name = files.relative_name(Path(named_by), root)
             group = row[opt["group_column"]] if opt.get("group_column") else None
@@ -95,6 +103,9 @@ class ManifestDataset(ImageItemsDataset):
         extras = dict(record.extras)
         if LATENT_KEY in extras:
             extras[LATENT_KEY] = _read_latent(extras[LATENT_KEY])
+        for key, value in extras.items():
+            if isinstance(value, _MaskPath):
+                extras[key] = _read_mask(value.path)
         return extras
 
     def sample_weights(self) -> list[float] | None:
@@ -131,6 +142,25 @@ class ManifestDataset(ImageItemsDataset):
         if opt.get("group_column") and opt.get("split_by"):
             raise ConfigError(
                 f"{self.where} sets both group_column and split_by; choose one source of split groups."
+            )
+
+    def _check_masks(self, opt, columns, label_columns, mask_columns):
+        if not isinstance(mask_columns, dict) or not all(isinstance(c, str) for c in mask_columns.values()):
+            raise ConfigError(
+                f"'mask_columns' in {self.where} is {mask_columns!r}; it maps item keys to CSV columns of "
+                "class-map images, e.g. {mask: mask_path}."
+            )
+        for key in mask_columns:
+            if key in columns or key in label_columns or key in (LATENT_KEY, *RESERVED_ITEM_KEYS):
+                raise ConfigError(
+                    f"The item key '{key}' of 'mask_columns' in {self.where} is used twice or is reserved."
+                )
+        # Masks are read beside the images, untouched: a crop, a resize or a flip of the images would no
+        # longer match them.
+        if mask_columns and (self.augment.active or self.patch_size is not None):
+            raise ConfigError(
+                f"{self.where} sets mask_columns with augment or patch_size; masks are not resized, cropped or "
+                "flipped with the images, so give images at their training size without augmentation."
             )
 
     def _read_csv(self):
@@ -196,6 +226,28 @@ def _matches(cell: str, wanted) -> bool:
         except ValueError:
             return False
     return cell == str(wanted)
+
+
+class _MaskPath:
+    """A mask file in a record's extras (read as a class map, unlike a label or latent)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+
+def _read_mask(path: Path) -> torch.Tensor:
+    """A class map (H, W) of int64: an integer-valued image (a single channel, or a trailing axis of 1)."""
+    array = np.squeeze(np.asarray(files.read(path)))
+    if array.ndim != 2:
+        raise DataError(f"The mask '{path}' has shape {array.shape}; a mask is one 2D class map (H, W).")
+    if not np.issubdtype(array.dtype, np.integer):
+        if not np.all(np.isfinite(array)) or not np.all(array == np.round(array)):
+            raise DataError(
+                f"The mask '{path}' holds non-integer values; a mask holds class indices 0, 1, 2, ..."
+            )
+    if array.min() < 0:
+        raise DataError(f"The mask '{path}' holds negative values; a mask holds class indices 0, 1, 2, ...")
+    return torch.from_numpy(array.astype(np.int64))
 
 
 def _read_latent(path: Path) -> torch.Tensor:

@@ -3,6 +3,7 @@
     python scripts/generate.py --run experiments/LDM_TIF/<key>/final --conditions data/sample/dente --out gen/
     python scripts/generate.py --run experiments/LDM_PSF/<key>/final --vectors vectors.json --out gen/
     python scripts/generate.py --run experiments/LDM_PSF/<key>/final --vector 0.3,0.1,900,1000,0.45,0.55,0.65 --out gen/
+    python scripts/generate.py --run experiments/ControlNet_shapes/<key>/final --control masks/ --out gen/
 
 `--run` is the run's `final/` folder (UNet, projector, scheduler, `ldm.json` with the VAE reference and
 scale factor). Image conditions are read and normalised as the run's validation data was (its saved
@@ -129,6 +130,12 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--vector", action="append", default=[], help="one vector, comma-separated (repeatable)"
     )
+    parser.add_argument(
+        "--control", type=Path, help="folder of control TIFs (--run: a ControlNet run's final/)"
+    )
+    parser.add_argument(
+        "--conditioning-scale", type=float, help="ControlNet residual weight; default: the run's"
+    )
     parser.add_argument("--count", type=int, default=4, help="samples of an unconditional run")
     parser.add_argument(
         "--sampler", choices=("ddpm", "ddim", "dpm_solver"), help="default: the run's val.sampler"
@@ -139,6 +146,10 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
+    if args.control is not None:  # a ControlNet run: its sampling lives in models/controlnet/
+        from models.controlnet.generation import main_with_control
+
+        return main_with_control(args)
     try:
         vectors = read_vectors(args.vectors, args.vector) if (args.vectors or args.vector) else None
         written = generate(

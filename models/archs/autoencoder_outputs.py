@@ -5,6 +5,7 @@ library network it wraps:
 
     encode(x)                      -> EncoderOutput
         .latent_dist               KL arches: a `DiagonalGaussianPosterior` (None for VQ arches)
+        .latent                    deterministic arches: the latent itself (None for KL and VQ arches)
         .quantized                 VQ arches: the quantised latent, straight-through gradient (None for KL)
         .quant_loss                VQ arches: codebook + beta * commitment (+ LFQ entropy) loss, a scalar
         .perplexity                VQ arches: exp(entropy of the codebook usage in this batch), a scalar
@@ -81,6 +82,7 @@ class EncoderOutput(ModelOutput):
     """What `encode` returns: a posterior for KL arches, a quantised latent and its losses for VQ arches."""
 
     latent_dist: DiagonalGaussianPosterior | None = None
+    latent: torch.Tensor | None = None
     quantized: torch.Tensor | None = None
     quant_loss: torch.Tensor | None = None
     perplexity: torch.Tensor | None = None

@@ -64,7 +64,11 @@ def vae_recon_type(pretrained: str | None) -> str:
 
 
 def encode_latents(vae, x):
-    """The scaled latent stage 2 diffuses: the posterior mean (KL) or the quantised code (VQ), scaled."""
+    """The scaled latent stage 2 diffuses: the posterior mean (KL), the latent (deterministic) or the
+    quantised code (VQ), scaled."""
     encoded = vae.encode(x)
-    z = encoded.latent_dist.mean if encoded.latent_dist is not None else encoded.quantized
+    if encoded.latent_dist is not None:
+        z = encoded.latent_dist.mean
+    else:
+        z = encoded.latent if encoded.latent is not None else encoded.quantized
     return vae.scale_latents(z)

@@ -1,0 +1,240 @@
+"""A ControlNet that steers a frozen, trained LDM with a spatial control image (a mask, an edge map).
+
+    ldm:     {pretrained: experiments/LDM_shapes/demo/final}      # an LDM_model run's final/
+    control: {key: mask, conditioning_scale: 1.0}
+    network: {type: ControlNet, conditioning_channels: 1, conditioning_embedding_out_channels: [16, 32, 64]}
+
+    z0 = scale(VAE.encode(target))          the LDM's frozen VAE and stored scale factor
+    residuals = ControlNet(zt, t, tokens(condition), control)
+    loss = || UNet(zt, t, tokens(condition), + residuals) - target(epsilon | v | z0) ||^2
+
+Only the ControlNet trains: the LDM's UNet, projector and VAE are loaded from its `final/` frozen and in
+eval mode, and the ControlNet's encoder starts as a copy of that UNet's. The LDM's condition (if any) is
+read from the batch key it was trained on. Validation logs the loss at fixed noise, then samples the
+first `val.num_samples` controls (each with its own seed) and logs control | target | sample grids and
+`val.metrics` of the samples against their targets. `final/` holds the ControlNet, a copy of the LDM's
+`final/` (`ldm/`) and `controlnet.json` (control key, conditioning scale): what `scripts/generate.py
+--control` needs.
+"""
+
+import json
+import os
+import shutil
+
+import torch
+from diffusers import DDPMScheduler
+
+from models.archs import define_network
+from models.base_model import BaseModel
+from models.controlnet.pipeline import ControlledUNet, as_control, check_diffusers_backend
+from models.ldm.frozen_vae import encode_latents
+from models.ldm.pipeline import LDMPipeline
+from models.ldm.sampling import make_sampler, sample_latents
+from models.ldm.schedules import training_target
+from utils import log_image, log_metrics
+from utils.errors import ConfigError, did_you_mean
+from utils.misc import log_validation_scalars
+from utils.vae_losses import decoded_image
+
+LDM_KEYS = {"pretrained": None}
+CONTROL_KEYS = {"key": "mask", "conditioning_scale": 1.0}
+VAL_KEYS = {
+    "sampler": None,
+    "num_inference_steps": None,
+    "guidance_scale": None,
+    "num_samples": 8,
+    "num_images": 8,
+}
+
+
+def _read_block(opt, name: str, defaults: dict) -> dict:
+    block = dict(opt.get(name) or {})
+    for key in block:
+        if key not in defaults:
+            raise ConfigError(
+                f"Unknown key '{name}.{key}'{did_you_mean(key, defaults)}; it takes: {', '.join(defaults)}."
+            )
+    return {k: block.get(k, default) for k, default in defaults.items()}
+
+
+class ControlNet_model(BaseModel):
+    config_keys = {"": {"ldm", "control"}, "val": set(VAL_KEYS)}
+
+    def __init__(self, opt, logger):
+        super().__init__(opt, logger)
+        self.ldm_opt = _read_block(opt, "ldm", LDM_KEYS)
+        self.control_opt = _read_block(opt, "control", CONTROL_KEYS)
+        self.val_opt = {k: opt["val"].get(k, d) for k, d in VAL_KEYS.items()}
+        self.gt_key = opt["val"]["gt_key"]
+        folder = self.ldm_opt["pretrained"]
+        if not folder or not os.path.isfile(os.path.join(str(folder), "ldm.json")):
+            raise ConfigError(
+                f"'ldm.pretrained' is {folder!r}, which holds no trained LDM (ldm.json); point it at an LDM_model "
+                "run's final/ folder."
+            )
+        self.ldm_folder = os.path.abspath(str(folder))
+        device = self.accelerator.device
+        # Not in self.models: the LDM is neither trained, nor checkpointed, nor saved again by the core.
+        self.ldm = LDMPipeline.from_final(self.ldm_folder, str(device))
+        check_diffusers_backend(self.ldm.unet)
+        for frozen in (self.ldm.unet, self.ldm.projector, self.ldm.vae):
+            if frozen is not None:
+                frozen.eval().requires_grad_(False)
+        self.noise_scheduler = DDPMScheduler.from_config(self.ldm.noise_scheduler_config)
+        self.description = self.ldm.description
+        self.cond_key = self.description["condition"]["key"]
+
+        block = {**dict(opt.network), "unet": dict(self.ldm.unet.unet.config)}
+        if block.get("type") != "ControlNet":
+            raise ConfigError(
+                f"'network.type' is {block.get('type')!r}; ControlNet_model trains 'ControlNet'."
+            )
+        self.controlnet = define_network(block)
+        self.controlnet.copy_encoder(self.ldm.unet.unet)
+        self.models.append(self.controlnet)
+
+    # ------------------------------------------------------------------ data
+
+    def feed_data(self, data, is_train=True):
+        needed = [self.gt_key, self.control_opt["key"]]
+        if self.condition_type != "none":
+            needed.append(self.cond_key)
+        for key in needed:
+            if key not in data:
+                raise ConfigError(
+                    f"The batch has no key '{key}' (val.gt_key, control.key or the LDM's condition key); its "
+                    f"keys are {sorted(data)}."
+                )
+        device = self.accelerator.device
+        gt = data[self.gt_key].to(device)
+        control = as_control(data[self.control_opt["key"]]).to(device)
+        with torch.no_grad():
+            latent = encode_latents(self.ldm.vae, gt).float()
+            conditions = data[self.cond_key] if self.condition_type != "none" else None
+            if torch.is_tensor(conditions):
+                conditions = conditions.to(device)
+            context, _ = self.ldm.context(conditions)
+        self._check_control(control, latent)
+        self.sample = {"gt": gt, "control": control, "latent": latent, "context": context}
+
+    @property
+    def condition_type(self) -> str:
+        return self.description["condition"]["type"]
+
+    def _check_control(self, control, latent):
+        factor = self.controlnet.config.control_downsampling
+        expected = (self.controlnet.config.conditioning_channels, *[s * factor for s in latent.shape[2:]])
+        if tuple(control.shape[1:]) != expected:
+            raise ConfigError(
+                f"The control images are {tuple(control.shape[1:])} but this ControlNet expects {expected} "
+                f"(network.conditioning_channels, and latent size {tuple(latent.shape[2:])} times 2**(len("
+                "network.conditioning_embedding_out_channels) - 1)); adjust those keys."
+            )
+
+    # ------------------------------------------------------------------ training
+
+    def _loss(self, noise, timesteps):
+        latents = self.sample["latent"]
+        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
+        unet = ControlledUNet(self.ldm.unet, self.controlnet, self.sample["control"], 1.0)
+        prediction = unet(noisy, timesteps, self.sample["context"])
+        target = training_target(self.noise_scheduler, latents, noise, timesteps)
+        return (prediction.float() - target.float()).pow(2).mean()
+
+    def optimize_parameters(self):
+        optimizer = self.optimizers[0]
+        optimizer.zero_grad()
+        latents = self.sample["latent"]
+        noise = torch.randn_like(latents)
+        steps = self.noise_scheduler.config.num_train_timesteps
+        timesteps = torch.randint(0, steps, (len(latents),), device=latents.device)
+        loss = self._loss(noise, timesteps)
+        self.accelerator.backward(loss)
+        optimizer.step()
+        return {"all": loss}
+
+    # ------------------------------------------------------------------ validation
+
+    def _setting(self, key):
+        return self.val_opt[key] if self.val_opt[key] is not None else self.description[key]
+
+    def validate_step(self, batch, idx, lq_key, gt_key):
+        self.feed_data(batch, is_train=False)
+        latents = self.sample["latent"]
+        n = len(latents)
+        noise = torch.randn_like(latents)
+        steps = self.noise_scheduler.config.num_train_timesteps
+        timesteps = torch.randint(0, steps, (n,), device=latents.device)
+        log_validation_scalars(
+            self.accelerator, {"val_loss": float(self._loss(noise, timesteps))}, self.global_step, n=n
+        )
+
+        count = min(n, int(self.val_opt["num_samples"]) - idx)
+        if count <= 0:
+            return idx + n
+        context = self.sample["context"][:count] if self.sample["context"] is not None else None
+        control = self.sample["control"][:count]
+        guidance = float(self._setting("guidance_scale"))
+        null = None
+        if context is not None and guidance != 1.0:
+            null = self.ldm.projector.null_token.expand_as(context)
+        scale = float(self.control_opt["conditioning_scale"])
+        sampled = sample_latents(
+            ControlledUNet(self.ldm.unet, self.controlnet, control, scale),
+            make_sampler(self._setting("sampler"), self.ldm.noise_scheduler_config),
+            latents.shape[1:],
+            [self.opt["seed"] + idx + i for i in range(count)],
+            context,
+            null,
+            guidance_scale=guidance,
+            num_inference_steps=int(self._setting("num_inference_steps")),
+            device=latents.device,
+        )
+        with torch.no_grad():
+            vae = self.ldm.vae
+            images = decoded_image(
+                vae.decode(vae.unscale_latents(sampled)), self.description["recon_type"]
+            ).float()
+        target = self.sample["gt"][:count].float()
+        metrics_opt = self.opt["val"].get("metrics") or {}
+        log_metrics(
+            images.cpu().numpy(),
+            target.cpu().numpy(),
+            metrics_opt,
+            self.accelerator,
+            self.global_step,
+            "val_",
+        )
+        if idx == 0:
+            shown = min(count, int(self.val_opt["num_images"]))
+            shown_control = control[:shown] / control[:shown].amax(dim=(1, 2, 3), keepdim=True).clamp(
+                min=1e-8
+            )
+            panels = [_to_channels(shown_control, target.shape[1]), target[:shown], images[:shown]]
+            grid = torch.cat(panels, dim=-1).cpu().numpy()
+            log_image(self.opt, self.accelerator, grid, "val_control_target_sample", self.global_step)
+        return idx + n
+
+    # ------------------------------------------------------------------ what generation needs
+
+    def on_train_end(self):
+        """Write `final/ldm/` (the LDM's final folder) and `final/controlnet.json` beside the ControlNet."""
+        if not self.accelerator.is_main_process:
+            return
+        final = os.path.join(self.run_dir, "final")
+        os.makedirs(final, exist_ok=True)
+        shutil.copytree(self.ldm_folder, os.path.join(final, "ldm"), dirs_exist_ok=True)
+        description = {
+            "ldm": "ldm",
+            "ldm_source": self.ldm_folder,
+            "controlnet": "controlnet",
+            "control": dict(self.control_opt),
+            "condition": self.description["condition"],
+        }
+        with open(os.path.join(final, "controlnet.json"), "w") as f:
+            json.dump(description, f, indent=2)
+
+
+def _to_channels(control: torch.Tensor, channels: int) -> torch.Tensor:
+    """A control image shown beside images of `channels` channels (its first channel, repeated)."""
+    return control if control.shape[1] == channels else control[:, :1].expand(-1, channels, -1, -1)

@@ -1,0 +1,187 @@
+"""Stage 1 with several heads: a `MultiTaskAutoencoder` trained on a keyed composite loss.
+
+    loss = sum over train.losses of weight * term(output[key], batch[target])
+
+(`utils/keyed_losses.py`: MSE / L1 on an image head, CrossEntropy on a segmentation or classification
+head, KLD for a variational encoder, LatentStandardization.) Every term is logged under its label.
+The encoder reads the batch key `val.gt_key` (the image). Validation reports, for each term's head:
+PSNR/SSIM (`val.metrics`) for an RGBHead against its target, Dice and IoU per class for a
+SegmentationHead, accuracy for a ClassificationHead; and logs image | reconstruction | mask |
+predicted mask grids. At the end 1 / std of the validation latents is stored as the arch's
+`scaling_factor`, so an `LDM_model` on this run's `final/net_g` diffuses unit-variance latents.
+"""
+
+import torch
+
+from models.archs import define_network
+from models.base_model import BaseModel
+from utils import log_image, log_metrics
+from utils.errors import ConfigError, did_you_mean
+from utils.keyed_losses import KeyedLoss
+from utils.metrics.segmentation import accuracy, class_map, segmentation_scores
+from utils.misc import log_metric, log_validation_scalars
+
+TRAIN_KEYS = {
+    "losses": [{"type": "MSE", "key": "rgb", "target": "image", "weight": 1.0}],
+    "compute_scale_factor": True,
+}
+VAL_KEYS = {"num_images": 8}
+
+
+class MultiTask_model(BaseModel):
+    config_keys = {"train": set(TRAIN_KEYS), "val": set(VAL_KEYS)}
+
+    def __init__(self, opt, logger):
+        super().__init__(opt, logger)
+        self.hp = {k: opt["train"].get(k, default) for k, default in TRAIN_KEYS.items()}
+        self.gt_key = opt["val"]["gt_key"]
+        self.net_g = define_network(opt.network)
+        if not hasattr(self.net_g, "decode_heads"):
+            raise ConfigError(
+                f"MultiTask_model trains a multi-head autoencoder; 'network.type' is {opt.network.type}, "
+                "use MultiTaskAutoencoder (or VAE_model for a single-output autoencoder)."
+            )
+        self.models.append(self.net_g)
+        self.loss = KeyedLoss(_plain_list(self.hp["losses"]))
+        heads = {h["name"]: h["type"] for h in self.net_g.head_specs}
+        outputs = [*heads, "latent", "latent_dist"]
+        for i, term in enumerate(self.loss.terms):
+            if term["key"] not in outputs:
+                raise ConfigError(
+                    f"'train.losses[{i}].key' is {term['key']!r}{did_you_mean(term['key'], outputs)}, which is no "
+                    "output of this network; its outputs "
+                    f"are: {', '.join(outputs)}."
+                )
+            if term["key"] == "latent_dist" and not self.net_g.config.variational:
+                raise ConfigError(
+                    f"'train.losses[{i}]' is a {term['type']} term, which needs 'network.variational: true'."
+                )
+        # The head each validation metric reads: (head name, head type, batch key of its target).
+        self.scored = [(t["key"], heads[t["key"]], t["target"]) for t in self.loss.terms if t["key"] in heads]
+        self.scored = list(dict.fromkeys(self.scored))
+
+    # ------------------------------------------------------------------ hooks
+
+    def feed_data(self, data, is_train=True):
+        needed = {self.gt_key} | {t["target"] for t in self.loss.terms if t["target"]}
+        missing = sorted(needed - set(data))
+        if missing:
+            raise ConfigError(
+                f"The batch has no key {missing[0]!r} (read by val.gt_key or a train.losses target); its keys "
+                f"are {sorted(data)}."
+            )
+        device = self.accelerator.device
+        self.sample = {k: data[k].to(device) for k in needed}
+
+    def _outputs(self, sample_posterior: bool) -> dict:
+        encoded = self.net_g.encode(self.sample[self.gt_key])
+        posterior = encoded.latent_dist
+        if posterior is None:
+            latents = encoded.latent
+        elif sample_posterior:
+            latents = posterior.mean + posterior.std * self._global_batch_noise(posterior.mean)
+        else:
+            latents = posterior.mode()
+        return {**self.net_g.decode_heads(latents), "latent": latents, "latent_dist": posterior}
+
+    def _global_batch_noise(self, like):
+        # Drawn for the whole global batch from (seed, position in training) and sliced to this process's
+        # share: a resumed run samples the posterior noise of an uninterrupted one, and N processes with
+        # batch b that of one process with batch N * b.
+        processes, rank = self.accelerator.num_processes, self.accelerator.process_index
+        generator = torch.Generator().manual_seed(
+            hash((self.opt["seed"], self.state.epoch, self.state.batches_in_epoch)) % 2**63
+        )
+        full = torch.randn((processes * like.shape[0], *like.shape[1:]), generator=generator)
+        return full[rank * like.shape[0] : (rank + 1) * like.shape[0]].to(like.device, like.dtype)
+
+    def optimize_parameters(self):
+        optimizer = self.optimizers[0]
+        optimizer.zero_grad()
+        with self.accelerator.autocast():
+            losses = self.loss(self._outputs(sample_posterior=True), self.sample)
+        self.accelerator.backward(losses["all"])
+        optimizer.step()
+        return losses
+
+    def validate_step(self, batch, idx, lq_key, gt_key):
+        self.feed_data(batch, is_train=False)
+        outputs = self._outputs(sample_posterior=False)
+        losses = self.loss(outputs, self.sample)
+        n = len(self.sample[self.gt_key])
+        scalars = {f"val_{k}" if k != "all" else "val_loss": float(v) for k, v in losses.items()}
+        latents = outputs["latent"]
+        scalars.update(val_latent_mean=float(latents.mean()), val_latent_std=float(latents.std()))
+        metrics_opt = self.opt["val"].get("metrics") or {}
+        for head, kind, target_key in self.scored:
+            pred, target = outputs[head].float(), self.sample[target_key]
+            if kind == "RGBHead":
+                log_metrics(
+                    pred.cpu().numpy(),
+                    target.float().cpu().numpy(),
+                    metrics_opt,
+                    self.accelerator,
+                    self.global_step,
+                    comment=f"val_{head}_",
+                )
+            elif kind == "SegmentationHead":
+                scalars.update(segmentation_scores(pred, target, prefix=f"val_{head}_"))
+            else:
+                scalars[f"val_{head}_accuracy"] = accuracy(pred, target)
+        log_validation_scalars(self.accelerator, scalars, self.global_step, n=n)
+        if idx == 0:
+            self._log_grid(outputs)
+        return idx + n
+
+    def _log_grid(self, outputs):
+        count = min(
+            len(self.sample[self.gt_key]), int(self.opt["val"].get("num_images", VAL_KEYS["num_images"]))
+        )
+        x = self.sample[self.gt_key][:count].float()
+        panels = [x]
+        image_head = self.net_g.image_head
+        if image_head is not None:
+            panels.append(outputs[image_head][:count].float())
+        for head, kind, target_key in self.scored:
+            if kind == "SegmentationHead":
+                classes = outputs[head].shape[1] - 1
+                truth = class_map(self.sample[target_key][:count]).float() / classes
+                predicted = outputs[head][:count].argmax(1).float() / classes
+                panels += [truth[:, None].expand_as(x[:, :1]), predicted[:, None].expand_as(x[:, :1])]
+        width = x.shape[1]
+        panels = [p if p.shape[1] == width else p[:, :1].expand(-1, width, -1, -1) for p in panels]
+        grid = torch.cat(panels, dim=-1).cpu().numpy()
+        log_image(self.opt, self.accelerator, grid, "val_image_recon_mask_pred", self.global_step)
+
+    # ------------------------------------------------------------------ the latent scale factor
+
+    def on_train_end(self):
+        """Store 1 / std of the validation latents (posterior means) as the arch's `scaling_factor`."""
+        if not self.hp["compute_scale_factor"] or self.val_loader is None:
+            return
+        total, total_sq, count = 0.0, 0.0, 0
+        with torch.no_grad(), self.ema_weights():
+            for batch in self.val_loader:
+                self.feed_data(batch, is_train=False)
+                encoded = self.net_g.encode(self.sample[self.gt_key])
+                z = encoded.latent_dist.mean if encoded.latent_dist is not None else encoded.latent
+                stats = torch.tensor([z.sum().item(), (z**2).sum().item(), z.numel()], dtype=torch.float64)
+                stats = self.accelerator.reduce(stats.to(self.accelerator.device), "sum").cpu()
+                total, total_sq, count = (
+                    total + stats[0].item(),
+                    total_sq + stats[1].item(),
+                    count + stats[2].item(),
+                )
+        mean = total / count
+        std = max((total_sq / count - mean**2) ** 0.5, 1e-8)
+        self.net_g.arch.config.scaling_factor = 1.0 / std
+        self.logger.info(f"Latent std over the validation set: {std:.5g}; scaling_factor = {1.0 / std:.5g}.")
+        log_metric(self.accelerator, {"latent_scaling_factor": 1.0 / std}, self.global_step)
+
+
+def _plain_list(value):
+    """The `train.losses` option (an Opt view or OmegaConf list) as a list of plain dicts."""
+    value = value.to_dict() if hasattr(value, "to_dict") else value
+    if hasattr(value, "__iter__") and not isinstance(value, str | dict):
+        return [dict(v.to_dict() if hasattr(v, "to_dict") else v) for v in value]
+    return value

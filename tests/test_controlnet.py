@@ -1,0 +1,181 @@
+"""The multi-task chain: a multi-task autoencoder, an unconditional LDM in its latent space, a ControlNet
+steering that LDM with masks; and random-latent samples of the autoencoder (scripts/vae_sample.py)."""
+
+import copy
+import os
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from tests.conftest import read_scalars, run_folder, run_trainer
+from tests.test_multitask import TINY_MULTITASK
+
+DATA = {
+    "train": {
+        "type": "SyntheticMasksDataset",
+        "size": 512,
+        "image_size": 16,
+        "num_kinds": 2,
+        "max_shapes": 1,
+    },
+    "val": {"type": "SyntheticMasksDataset", "size": 8, "image_size": 16, "num_kinds": 2, "max_shapes": 1},
+}
+TINY_LDM = {
+    "name": "ldm",
+    "model_type": "LDM_model",
+    "report_to": "tensorboard",
+    "seed": 5,
+    "experiment_key": "run",
+    "datasets": DATA,
+    "vae": {"pretrained": None},
+    "condition": {"type": "none"},
+    "network": {
+        "type": "DiffusionUNet",
+        "in_channels": 4,
+        "out_channels": 4,
+        "channels": [16, 32],
+        "attention_levels": [False, False],
+        "num_head_channels": [0, 0],
+        "num_res_blocks": 1,
+        "with_conditioning": False,
+        "norm_num_groups": 8,
+        "backend": "diffusers",
+    },
+    "diffusion": {"num_train_timesteps": 100, "beta_schedule": "cosine"},
+    "path": {"root": None},
+    "train": {
+        "optim": {"learning_rate": 2e-3},
+        "batch_size": 32,
+        "max_train_steps": 100,
+        "validation_steps": 100,
+        "checkpointing_steps": 1000,
+        "cond_drop_prob": 0.0,
+    },
+    "val": {
+        "gt_key": "image",
+        "batch_size": 8,
+        "sampler": "ddim",
+        "num_inference_steps": 8,
+        "num_samples": 4,
+    },
+}
+TINY_CONTROLNET = {
+    "name": "controlnet",
+    "model_type": "ControlNet_model",
+    "report_to": "tensorboard",
+    "seed": 9,
+    "experiment_key": "run",
+    "datasets": DATA,
+    "ldm": {"pretrained": None},
+    "control": {"key": "mask", "conditioning_scale": 1.0},
+    "network": {
+        "type": "ControlNet",
+        "conditioning_channels": 1,
+        "conditioning_embedding_out_channels": [8, 16],
+    },
+    "path": {"root": None},
+    "train": {
+        "optim": {"learning_rate": 2e-3},
+        "batch_size": 32,
+        "max_train_steps": 150,
+        "validation_steps": 150,
+        "checkpointing_steps": 1000,
+    },
+    "val": {"gt_key": "image", "batch_size": 8, "num_samples": 4, "metrics": {"dice": {"threshold": 0.25}}},
+}
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    """(autoencoder final/, LDM final/, ControlNet final/), trained once for the module."""
+    tmp = tmp_path_factory.mktemp("chain")
+    stage1 = copy.deepcopy(TINY_MULTITASK)
+    stage1["path"]["root"] = str(tmp / "experiments")
+    stage1["datasets"] = copy.deepcopy(DATA)
+    stage1["train"].update(max_train_steps=150, validation_steps=150)
+    assert run_trainer(stage1, tmp, name="stage1.yml") == 0
+    autoencoder = os.path.join(run_folder(stage1), "final")
+
+    ldm = copy.deepcopy(TINY_LDM)
+    ldm["path"]["root"] = str(tmp / "experiments")
+    ldm["vae"]["pretrained"] = os.path.join(autoencoder, "net_g")
+    assert run_trainer(ldm, tmp, name="ldm.yml") == 0
+    ldm_final = os.path.join(run_folder(ldm), "final")
+
+    control = copy.deepcopy(TINY_CONTROLNET)
+    control["path"]["root"] = str(tmp / "experiments")
+    control["ldm"]["pretrained"] = ldm_final
+    assert run_trainer(control, tmp, name="controlnet.yml") == 0
+    return autoencoder, ldm_final, os.path.join(run_folder(control), "final")
+
+
+def held_out_masks(count=16):
+    from dataset.synthetic_masks_dataset import SyntheticMasksDataset
+
+    data = SyntheticMasksDataset({**DATA["val"], "size": count, "seed": 77})
+    return torch.stack([data[i]["mask"] for i in range(count)])
+
+
+def foreground_dice(images: torch.Tensor, masks: torch.Tensor) -> float:
+    from utils.metrics.mask import dice
+
+    return dice((images[:, :1] > 0.25).float().numpy(), (masks[:, None] > 0).float().numpy())
+
+
+def test_a_controlnet_sample_follows_its_control(chain):
+    from models.controlnet.pipeline import ControlNetPipeline
+
+    _, _, final = chain
+    assert sorted(os.listdir(final)) == ["config.yml", "controlnet", "controlnet.json", "ldm", "metrics.json"]
+    pipe = ControlNetPipeline.from_final(final)
+    masks = held_out_masks()
+    seeds = list(range(len(masks)))
+    images = pipe(masks, seeds=seeds, num_inference_steps=8)
+    assert images.shape == (len(masks), 1, 16, 16)
+    matched = foreground_dice(images, masks)
+    shuffled = foreground_dice(images, masks.roll(1, dims=0))
+    assert matched > shuffled + 0.1 and matched > 0.4, (matched, shuffled)
+    assert "val_dice" in read_scalars(os.path.dirname(final))
+
+
+def test_conditioning_scale_zero_reproduces_the_base_ldm_exactly(chain):
+    from models.controlnet.pipeline import ControlNetPipeline
+    from models.ldm.pipeline import LDMPipeline
+
+    _, ldm_final, final = chain
+    masks = held_out_masks(4)
+    controlled = ControlNetPipeline.from_final(final)(masks, seeds=[3, 4, 5, 6], conditioning_scale=0.0)
+    base = LDMPipeline.from_final(ldm_final)(None, seeds=[3, 4, 5, 6])
+    assert torch.equal(controlled, base)
+    steered = ControlNetPipeline.from_final(final)(masks, seeds=[3, 4, 5, 6], conditioning_scale=1.0)
+    assert not torch.equal(steered, base)
+
+
+def test_generate_with_a_folder_of_controls(chain, tmp_path):
+    import scripts.generate as generate
+
+    _, _, final = chain
+    controls = tmp_path / "masks"
+    controls.mkdir()
+    for i, mask in enumerate(held_out_masks(3)):
+        tifffile.imwrite(controls / f"m{i}.tif", mask.numpy().astype(np.float32))
+    args = ["--run", final, "--control", str(controls), "--out", str(tmp_path / "gen"), "--steps", "4"]
+    assert generate.main(args) == 0
+    image = tifffile.imread(tmp_path / "gen" / "m1.tif")
+    assert image.shape == (16, 16) and image.dtype == np.float32
+    assert (tmp_path / "gen" / "grid.png").is_file()
+
+
+def test_random_latent_samples_are_finite_and_in_the_training_range(chain, tmp_path):
+    import scripts.vae_sample as vae_sample
+
+    autoencoder, _, _ = chain
+    assert vae_sample.main(["--run", autoencoder, "--num-samples", "6", "--out", str(tmp_path / "s")]) == 0
+    samples = np.stack([tifffile.imread(tmp_path / "s" / f"sample_{i:04d}.tif") for i in range(6)])
+    assert samples.shape == (6, 16, 16) and np.isfinite(samples).all()
+    # the shapes images span [0, 1]: the samples stay in it (up to a small overshoot) and are not flat
+    assert np.percentile(samples, 1) > -0.15 and np.percentile(samples, 99) < 1.15
+    assert samples.std() > 0.02
+    assert (tmp_path / "s" / "grid.png").is_file()
