@@ -1,10 +1,12 @@
 from torch.utils import data
 
+from utils.config_schema import Key
+
 
 class DummyDataset(data.Dataset):
-    """`size` indices, `{'x': idx}` each: for models that make their samples on the fly (seed 003's PSFs)."""
+    """`size` indices, `{'x': idx}` each: for models that make their samples on the fly (the PSF models' ray-traced PSFs)."""
 
-    config_keys = {"size"}
+    config_keys = {"size": Key(None, "int", "Number of indices per epoch.", minimum=1, required=True)}
 
     def __init__(self, opt):
         self.len = int(opt["size"])

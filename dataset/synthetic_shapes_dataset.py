@@ -3,6 +3,8 @@ import math
 import torch
 from torch.utils import data
 
+from utils.config_schema import Key, declared_values
+
 
 class SyntheticShapesDataset(data.Dataset):
     """Noisy/clean pairs of random soft ellipses (ellipsoids with `spatial_dims: 3`), made on the fly.
@@ -12,17 +14,29 @@ class SyntheticShapesDataset(data.Dataset):
     `gt` (clean, in [0, 1]), `cond` (clean + Gaussian noise).
     """
 
-    config_keys = {"size", "image_size", "channels", "num_shapes", "noise_std", "seed", "spatial_dims"}
+    config_keys = {
+        "size": Key(None, "int", "Items per epoch.", minimum=1, required=True),
+        "image_size": Key(32, "int", "Side of each image (or volume) in pixels.", minimum=2),
+        "channels": Key(1, "int", "Channels per image.", minimum=1),
+        "num_shapes": Key(3, "int", "Ellipses per image.", minimum=0),
+        "noise_std": Key(0.1, "float", "Standard deviation of the noise added to `cond`.", minimum=0.0),
+        "seed": Key(
+            None, "int", "Seed of the items (default: 0 for train, 1 otherwise).", minimum=0, nullable=True
+        ),
+        "spatial_dims": Key(2, "int", "2 for images, 3 for volumes.", minimum=2, maximum=3),
+    }
 
     def __init__(self, opt):
-        self.size = int(opt["size"])
-        self.image_size = int(opt.get("image_size", 32))
-        self.channels = int(opt.get("channels", 1))
-        self.num_shapes = int(opt.get("num_shapes", 3))
-        self.noise_std = float(opt.get("noise_std", 0.1))
-        self.spatial_dims = int(opt.get("spatial_dims", 2))
+        keys = declared_values(opt, self.config_keys)
+        self.size = int(keys["size"])
+        self.image_size = int(keys["image_size"])
+        self.channels = int(keys["channels"])
+        self.num_shapes = int(keys["num_shapes"])
+        self.noise_std = float(keys["noise_std"])
+        self.spatial_dims = int(keys["spatial_dims"])
         # Train and val draw from different streams unless the YAML gives each its own seed.
-        self.seed = int(opt.get("seed", 0 if opt.get("phase", "train") == "train" else 1))
+        seed = keys["seed"]
+        self.seed = int(seed if seed is not None else (0 if opt.get("phase", "train") == "train" else 1))
         coords = torch.linspace(-1, 1, self.image_size)
         self.grid = torch.meshgrid(*[coords] * self.spatial_dims, indexing="ij")
 

@@ -49,6 +49,7 @@ from models.engine.start import start_run
 from models.engine.state import TrainingState
 from models.prepared_network import PreparedNetwork, bare_arch, handle_for
 from utils.checkpoint import resolve_checkpoint
+from utils.config_schema import declared_values
 from utils.errors import ConfigError, PluginError
 from utils.trackers import requested_trackers
 
@@ -177,7 +178,7 @@ class BaseModel:
     def config_values(self, block: str) -> dict:
         """The keys this model declares for `block` in `config_keys`, with their values (or defaults)."""
         source = self.opt if block == "" else (self.opt.get(block) or {})
-        return {name: source.get(name, key.default) for name, key in type(self).config_keys[block].items()}
+        return declared_values(source, type(self).config_keys[block])
 
     def build_dataloader(self, phase: str) -> DataLoader:
         return build_dataloader(self.opt, phase, self.run_dir)

@@ -1,9 +1,9 @@
-"""Print the README's YAML key reference: the trainer's own keys, then each model plugin's.
+"""Print the README's YAML key reference: the trainer's own keys, then each model's and dataset's.
 
     python -m scripts.key_reference
 
 Every table comes from a `Key` declaration (`utils/config_schema.py` for the trainer, a model's
-`config_keys` for its own keys), the same declaration the config check validates against, so the
+or dataset's `config_keys` for its own keys), the same declaration the config check validates against, so the
 README cannot drift from what the trainer accepts.
 """
 
@@ -38,6 +38,22 @@ def model_reference_markdown() -> str:
     return "\n".join(lines)
 
 
+def dataset_reference_markdown() -> str:
+    """One table per dataset plugin whose `config_keys` are `Key`s (beside the common keys above)."""
+    from dataset import DATASET_REGISTRY
+
+    lines = []
+    for name in sorted(DATASET_REGISTRY.names()):
+        keys = getattr(DATASET_REGISTRY.get(name), "config_keys", None)
+        if not isinstance(keys, Mapping) or not all(isinstance(k, Key) for k in keys.values()):
+            continue
+        lines += [f"#### `datasets.*.type: {name}`", "", "| key | default | meaning |", "| --- | --- | --- |"]
+        lines += key_rows(keys)
+        lines.append("")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     print(reference_markdown())
     print(model_reference_markdown())
+    print(dataset_reference_markdown())

@@ -96,3 +96,18 @@ def test_a_body_normalisation_wins_over_the_raw_argument():
     config = config_cls(block_out_channels=(8, 16), norm_num_groups=4, latent_channels=2, in_channels=5)
     assert config.block_out_channels == [8, 16] and config.in_channels == 5
     assert config.down_block_types == ["DownEncoderBlock2D", "DownEncoderBlock2D"]
+
+
+def test_dataset_keys_are_declared_once_too():
+    from scripts.key_reference import dataset_reference_markdown
+
+    tables = dataset_reference_markdown()
+    assert "#### `datasets.*.type: SyntheticShapesDataset`" in tables
+    with open(os.path.join(ROOT, "README.md")) as f:
+        assert tables.strip() in f.read(), "README is out of date: run python -m scripts.key_reference"
+    opt = load("checkpoints/example/denoise.yml")
+    assert opt.datasets.train.num_shapes == 3  # filled from the declaration
+    with pytest.raises(ConfigError, match=r"'datasets.train.noise_sdt' \(did you mean 'noise_std'\?\)"):
+        load("checkpoints/example/denoise.yml", "datasets.train.noise_sdt=0.2")
+    with pytest.raises(ConfigError, match="'datasets.train.spatial_dims' is 4; it must be at most 3"):
+        load("checkpoints/example/denoise.yml", "datasets.train.spatial_dims=4")

@@ -176,9 +176,13 @@ def _check_datasets(data: dict, dataset_classes: Mapping) -> None:
             raise ConfigError(f"'datasets.{name}' must be a mapping with at least 'type', got {block!r}.")
         cls = dataset_classes.get(name)
         declared = getattr(cls, "config_keys", None)
+        # Keys declared as `Key`s are checked and defaulted like the trainer's; a set declares names only.
+        keys = dict(declared) if isinstance(declared, Mapping) else {}
         # A dataset that does not declare its keys may read any; only the common ones are checked.
-        extra = set(declared) if declared is not None else {k for k in block if k not in DATASET}
-        _check_block(f"datasets.{name}", block, DATASET, extra, strict_unknown=declared is not None)
+        extra = set(declared) - set(keys) if declared is not None else {k for k in block if k not in DATASET}
+        _check_block(
+            f"datasets.{name}", block, {**DATASET, **keys}, extra, strict_unknown=declared is not None
+        )
 
 
 def _check_loss_and_metrics(data: dict) -> None:

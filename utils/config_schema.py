@@ -223,12 +223,17 @@ BLOCKS = {
 }
 
 
+def declared_values(block, keys: dict) -> dict:
+    """The value of each declared key in `block` (a mapping), or its default when absent."""
+    return {name: block.get(name, key.default) for name, key in keys.items()}
+
+
 def key_rows(keys: dict, prefix: str = "") -> list[str]:
     """Markdown table rows of `keys`, each named `prefix + name`."""
     rows = []
     for name, key in keys.items():
         default = "required" if key.required else ("-" if key.kind == "block" else f"`{key.default}`")
-        choices = f" One of {', '.join(key.choices)}." if key.choices else ""
+        choices = f" One of {', '.join(map(str, key.choices))}." if key.choices else ""
         text = f"{key.help}{choices}".replace("|", "\\|")  # a bare | would end the table cell
         rows.append(f"| `{prefix}{name}` | {default} | {text} |")
     return rows
