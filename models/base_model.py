@@ -44,16 +44,19 @@ from accelerate.utils import (
 from diffusers.optimization import get_scheduler
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from dataset import create_dataset, find_dataset_class
 from models.prepared_network import MethodDispatch, PreparedNetwork
 from utils.checkpoint import publish, resolve_checkpoint, rotate, staging_path
+from utils.console import TrainingProgress
 from utils.errors import ConfigError, NumericalError, PluginError
 from utils.misc import collect_metrics, log_metric
 from utils.options import flatten, redact_secrets, save_options
 from utils.run_dir import run_dir, safe_name
-from utils.trackers import comet_init_kwargs, requested_trackers
+from utils.run_report import announce_run, describe_setup
+from utils.test_dir import place_test_run
+from utils.trackers import comet_init_kwargs, requested_trackers, store_run_config
+from utils.training_curves import summarize_run
 from utils.training_state import load_training_state, save_training_state
 
 
@@ -100,6 +103,8 @@ class BaseModel:
             self._auto_experiment_key = True
         else:
             self._auto_experiment_key = False
+        if not self.is_train:
+            place_test_run(opt, state)  # hook: -test writes into <run of path.pretrained>/test/<stamp>/
         self.run_dir = run_dir(opt)
         self._claim_run_dir(state)
 
@@ -121,6 +126,7 @@ class BaseModel:
         if not self.accelerator.is_main_process:
             self.logger.setLevel(logging.WARNING)  # one voice: the main process narrates the run
         self._add_file_log()
+        announce_run(self)  # hook: start-up lines (run folder, device, processes)
         set_seed(opt["seed"])
         if torch.cuda.is_available():
             torch.backends.cuda.matmul.allow_tf32 = bool(opt["allow_tf32"])
@@ -336,8 +342,10 @@ class BaseModel:
                     self.run_dir, self.opt["experiment_key"], self.logger
                 )
             project = self.opt.get("tracker_project_name") or self.opt["name"]
-            self.accelerator.init_trackers(safe_name(project), config=config, init_kwargs=init_kwargs)
+            self.accelerator.init_trackers(safe_name(project), config=None, init_kwargs=init_kwargs)
+            store_run_config(self.accelerator, config)  # hook: hparams in the run's own TensorBoard run
         self.accelerator.wait_for_everyone()
+        describe_setup(self)  # hook: start-up lines (model, parameter counts, data sizes)
 
     def _name_archs(self) -> list[str]:
         """A folder name per arch: the attribute that holds it (`net_g`), else `model_<i>`."""
@@ -548,12 +556,9 @@ class BaseModel:
         total_steps = self.max_train_steps
         accumulation = train["gradient_accumulation_steps"]
         samples_per_step = self.train_loader.total_batch_size * accumulation
-        progress = self._progress = tqdm(
-            total=total_steps,
-            initial=self.global_step,
-            desc="train",
-            disable=not self.accelerator.is_local_main_process,
-            dynamic_ncols=True,
+        # hook: a bar with logging routed through it on a terminal, plain lines every N steps in a file
+        progress = self._progress = TrainingProgress(
+            total_steps, self.global_step, self.accelerator.is_local_main_process, self.logger
         )
         last_validated = -1
         window = []
@@ -578,12 +583,8 @@ class BaseModel:
                 self.global_step += 1
                 logs = self._log_step(window, samples_per_step)
                 window = []
-                progress.update(1)
-                progress.set_postfix(
-                    loss=f"{logs['train/all']:.4g}",
-                    lr=f"{logs['train/lr']:.2e}",
-                    samples_s=f"{self._speed:.1f}",
-                )
+                # hook: progress (bar or plain line)
+                progress.update(self.global_step, logs["train/all"], logs["train/lr"], self._speed)
 
                 stop = self._stop_requested()
                 if self.global_step % train["checkpointing_steps"] == 0 or stop:
@@ -611,6 +612,7 @@ class BaseModel:
         self.on_train_end()
         self.save_final()
         self.accelerator.end_training()
+        summarize_run(self)  # hook: <run>/training_summary.png from the run's event files
         return self.last_metrics
 
     def _check_losses(self, losses):

@@ -24,6 +24,10 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from utils.console import quiet_libraries  # noqa: E402
+
+quiet_libraries()  # before diffusers and transformers load: bitsandbytes warns on import
+
 from dataset.common.image_items import NETWORK_INPUT_KEYS  # noqa: E402
 from models.ldm.pipeline import LDMPipeline  # noqa: E402
 from utils.errors import UserError  # noqa: E402

@@ -20,6 +20,10 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from utils.console import quiet_libraries  # noqa: E402
+
+quiet_libraries()  # before diffusers and transformers load: bitsandbytes warns on import
+
 from dataset.common.image_items import NETWORK_INPUT_KEYS  # noqa: E402
 from dataset.tif_dataset import TIFFolderDataset  # noqa: E402
 from models.archs import find_arch  # noqa: E402
