@@ -27,7 +27,8 @@ test: setup
 # Resuming from `latest` makes a second `make demo` continue (or just re-validate) instead of refusing.
 demo: setup
 	$(BIN)/python trainer.py -opt checkpoints/VAE/exp.yml experiment_key=demo path.resume_from_checkpoint=latest
-	$(BIN)/python trainer.py -opt checkpoints/LDM/exp.yml experiment_key=demo path.resume_from_checkpoint=latest
+	$(BIN)/python trainer.py -opt checkpoints/LDM/exp.yml experiment_key=demo path.resume_from_checkpoint=latest \
+		vae.pretrained=experiments/VAE_PSF/demo/final/net_g
 	$(BIN)/python scripts/demo_report.py --key demo
 
 lint: setup

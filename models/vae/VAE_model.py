@@ -18,6 +18,7 @@ import torch
 from models.archs import define_network
 from models.base_model import BaseModel
 from utils import log_image, log_metrics
+from utils.comparison_grid import as_batch, comparison_grid
 from utils.errors import ConfigError
 from utils.misc import log_metric, log_validation_scalars
 from utils.vae_losses import (
@@ -46,7 +47,7 @@ TRAIN_KEYS = {
     "compute_scale_factor": True,
     "monai_checkpoint": None,
 }
-VAL_KEYS = {"num_images": 8}
+VAL_KEYS = {"num_images": 8, "image_log_scale": False}  # log10 display of the grid (PSF halos)
 
 
 class VAE_model(BaseModel):
@@ -208,14 +209,9 @@ class VAE_model(BaseModel):
         )
         if idx == 0:
             n = min(len(x), int(self.opt["val"].get("num_images", VAL_KEYS["num_images"])))
-            triplet = torch.cat([x[:n], image[:n], (image[:n] - x[:n]).abs()], dim=-1)
-            log_image(
-                self.opt,
-                self.accelerator,
-                triplet.float().cpu().numpy(),
-                "val_input_recon_diff",
-                self.global_step,
-            )
+            log_scale = bool(self.opt["val"].get("image_log_scale", VAL_KEYS["image_log_scale"]))
+            grid = comparison_grid(x[:n], image[:n], log_scale=log_scale)  # labelled, upscaled, colour bar
+            log_image(self.opt, self.accelerator, as_batch(grid), "val_input_recon_diff", self.global_step)
         return idx + len(x)
 
     # ------------------------------------------------------------------ the latent scale factor
