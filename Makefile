@@ -14,6 +14,9 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -r requirements-dev.txt
+	@# Accelerate's launcher warns about every value it had to guess unless a default config exists;
+	@# this writes one (one process, this machine's GPUs or CPU) unless the user already has one.
+	$(BIN)/accelerate config default
 	touch $@
 
 train: setup
