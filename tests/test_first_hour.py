@@ -142,6 +142,14 @@ def test_test_results_go_beside_the_weights_in_a_new_folder_each_time(tmp_path, 
         assert summary["metrics"]["val_psnr"] > 0
         assert glob.glob(os.path.join(folder, "images", "*.png"))
     assert f"Metrics written to {os.path.join(tests[-1], 'test_metrics.json')}" in capsys.readouterr().out
+    # `-test` of the resume setting scores the run's newest checkpoint, into the same test/ folder
+    time.sleep(1.1)
+    resumed = copy.deepcopy(config)
+    resumed["path"]["resume_from_checkpoint"] = "latest"
+    assert run_trainer(resumed, tmp_path, "-test", name="resume_test.yml") == 0
+    newest = sorted(glob.glob(os.path.join(run, "test", "*")))[-1]
+    summary = json.load(open(os.path.join(newest, "test_metrics.json")))
+    assert summary["weights"] == os.path.join(run, "checkpoint-6")
     # nothing was written elsewhere
     assert sorted(os.listdir(os.path.dirname(run))) == ["run"]
 
