@@ -141,9 +141,8 @@ def tiny_form(command: str, runs: dict[str, str], project: str) -> list[str]:
 
 def _environment(home: str) -> dict:
     env = dict(os.environ)
-    env["PATH"] = (
-        os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
-    )  # `source .venv/bin/activate`
+    # What `source .venv/bin/activate` does: the environment's bin folder first on PATH.
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
     env["VIRTUAL_ENV"] = os.path.dirname(os.path.dirname(sys.executable))
     env["HF_HOME"] = home
     env["OMP_NUM_THREADS"] = "1"
@@ -162,15 +161,15 @@ def test_readme_lists_its_commands():
 
 def test_every_readme_command_works_as_printed(tmp_path):
     project = tmp_path / "project"
-    shutil.copytree(
-        ROOT,
-        project,
-        ignore=shutil.ignore_patterns(".git", ".venv", "experiments", "__pycache__", "data", "*.egg-info"),
-    )
+    local = {".git", ".venv", "experiments", "data", "gen"}  # a user's own runs and outputs stay behind
+
+    def ignored(folder, names):
+        return [n for n in names if n == "__pycache__" or (os.path.samefile(folder, ROOT) and n in local)]
+
+    shutil.copytree(ROOT, project, ignore=ignored)
     env = _environment(str(tmp_path / "hf_home"))
-    subprocess.run(
-        ["accelerate", "config", "default"], env=env, check=True, capture_output=True
-    )  # the set-up
+    # The set-up's last step (Makefile): a default launch config, here in a private HF_HOME.
+    subprocess.run(["accelerate", "config", "default"], env=env, check=True, capture_output=True)
     commands = [c for c in readme_commands((project / "README.md").read_text()) if not skip_reason(c)]
 
     def run(command: str, argv: list[str]) -> str | None:
