@@ -29,7 +29,6 @@ from utils.console import quiet_libraries  # noqa: E402
 quiet_libraries()  # before diffusers and transformers load: bitsandbytes warns on import
 
 from dataset.common.image_items import NETWORK_INPUT_KEYS  # noqa: E402
-from models.ldm.pipeline import LDMPipeline  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 from utils.images import make_grid, save_png  # noqa: E402
 
@@ -79,6 +78,8 @@ def generate(
     guidance=None,
     device: str = "cpu",
 ) -> list[Path]:
+    from models.ldm.pipeline import LDMPipeline  # here, not at the top: `--help` answers at once
+
     pipe = LDMPipeline.from_final(str(run), device)
     kind = pipe.condition_type
     if kind == "image":

@@ -25,8 +25,6 @@ from utils.console import quiet_libraries  # noqa: E402
 quiet_libraries()  # before diffusers and transformers load: bitsandbytes warns on import
 
 from dataset.common.image_items import NETWORK_INPUT_KEYS  # noqa: E402
-from dataset.tif_dataset import TIFFolderDataset  # noqa: E402
-from models.archs import find_arch  # noqa: E402
 from utils.comparison_grid import comparison_grid  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 from utils.images import save_png  # noqa: E402
@@ -48,6 +46,8 @@ def load_vae(run: Path, device: str):
         raise UserError(
             f"No trained autoencoder in '{weights}' (expected model.safetensors from save_pretrained)."
         )
+    from models.archs import find_arch  # here, not at the top: `--help` answers at once
+
     _, arch_cls = find_arch(opt["network"]["type"])
     vae = arch_cls.from_pretrained(weights).to(device).eval()
     return vae, opt
@@ -56,6 +56,8 @@ def load_vae(run: Path, device: str):
 def reconstruct(
     run: Path, input_dir: Path, out: Path, batch_size: int = 4, device: str = "cpu"
 ) -> list[dict]:
+    from dataset.tif_dataset import TIFFolderDataset  # here, not at the top: `--help` answers at once
+
     vae, opt = load_vae(run, device)
     block = (opt.get("datasets") or {}).get("val") or (opt.get("datasets") or {}).get("train") or {}
     dataset = TIFFolderDataset(
