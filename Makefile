@@ -14,6 +14,9 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -r requirements-dev.txt
+	@# Accelerate's launcher warns about every value it had to guess unless a default config exists;
+	@# this writes one (one process, this machine's GPUs or CPU) unless the user already has one.
+	$(BIN)/accelerate config default
 	touch $@
 
 train: setup
@@ -27,7 +30,8 @@ test: setup
 # Resuming from `latest` makes a second `make demo` continue (or just re-validate) instead of refusing.
 demo: setup
 	$(BIN)/python trainer.py -opt checkpoints/VAE/exp.yml experiment_key=demo path.resume_from_checkpoint=latest
-	$(BIN)/python trainer.py -opt checkpoints/LDM/exp.yml experiment_key=demo path.resume_from_checkpoint=latest
+	$(BIN)/python trainer.py -opt checkpoints/LDM/exp.yml experiment_key=demo path.resume_from_checkpoint=latest \
+		vae.pretrained=experiments/VAE_PSF/demo/final/net_g
 	$(BIN)/python scripts/demo_report.py --key demo
 
 lint: setup

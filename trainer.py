@@ -56,15 +56,9 @@ def build(args):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(format="%(message)s", level=logging.INFO)
-    # Accelerate narrates every file of a checkpoint at INFO; our own lines say what matters.
-    for noisy in ("accelerate", "transformers", "huggingface_hub"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    # bitsandbytes warns on import about an optional CPU kernel package that nothing here needs.
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
-    from transformers.utils import logging as transformers_logging
+    from utils.console import quiet_libraries
 
-    transformers_logging.disable_progress_bar()  # one bar per save_pretrained shard is noise here
+    quiet_libraries()  # no bitsandbytes warning, no per-file checkpoint lines, no "Loading weights" bars
     try:
         model, _ = build(args)
         if args.test:

@@ -34,6 +34,7 @@ import torch
 from torch.utils import data
 
 from dataset.common.options import COMMON_KEYS
+from utils.console import preparation_bar
 from utils.errors import ConfigError
 from utils.optics.config import BLOCK_KEYS, as_plain_dict, check_keys, lens_from_config
 
@@ -75,14 +76,19 @@ class PSFDataset(data.Dataset):
             raise ConfigError("datasets.PSFDataset: need 0 < focus_depth_min <= focus_depth_max (metres)")
         self.wavelength_jitter_um = float(opt.get("wavelength_jitter_m", 0.0)) * 1e6
         self.keep_in_kernel = bool(opt.get("keep_in_kernel", True))
-        # An item is a pure function of (seed, index), so a per-process memo can never disagree with a
-        # fresh simulation: with `cache: true` a small set is ray-traced once and replayed every epoch.
-        self.cache = {} if opt.get("cache", False) else None
         lens = self.simulator.lens
         # Defocus blur (thin lens, objects far beyond f) is A f |1/depth - 1/focus| across; keep it
         # within KERNEL_FILL of the kernel so the kernel holds the whole PSF.
         kernel_mm = self.simulator.kernel_size * float(lens.pixel_size)
         self.max_defocus_per_mm = KERNEL_FILL * kernel_mm / (2.0 * lens.entrance_pupil_r * lens.efl)
+        # An item is a pure function of (seed, index), so a cache can never disagree with a fresh
+        # simulation: with `cache: true` the set is ray-traced once, here, and replayed every epoch.
+        # Filled up front (see dataset/common/cache.py for why) with a bar, so the wait before the
+        # first step says what it is instead of a silent first epoch.
+        self.cache = None
+        if opt.get("cache", False):
+            what = f"ray-tracing {self.size} PSFs (cache: true, kept in memory)"
+            self.cache = {i: self._simulate(i) for i in preparation_bar(range(self.size), self.size, what)}
 
     def _depth_range_in_kernel(self, focus_mm: float) -> tuple[float, float]:
         """The part of [depth_min, depth_max] whose defocus blur at this focus fits the kernel."""
@@ -100,8 +106,6 @@ class PSFDataset(data.Dataset):
         if not 0 <= index < self.size:
             raise IndexError(f"PSFDataset index {index} out of range (size {self.size})")
         if self.cache is not None:
-            if index not in self.cache:
-                self.cache[index] = self._simulate(index)
             return dict(self.cache[index])
         return self._simulate(index)
 

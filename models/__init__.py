@@ -5,9 +5,15 @@ from utils.registry import Registry
 MODEL_REGISTRY = Registry("models", "_model.py", kind="model")
 
 
+def model_names() -> list[str]:
+    """The models a YAML can name: BaseModel's subclasses in `*_model.py` files (not the engine's own
+    classes such as BaseModel or TrainingState, which live in `base_model.py` and match the suffix too)."""
+    return MODEL_REGISTRY.subclasses_of("BaseModel")
+
+
 def find_model_class(model_type: str) -> type:
     """The class named `model_type`, importing only the file that defines it."""
-    return MODEL_REGISTRY.get(model_type, what="model class (model_type)")
+    return MODEL_REGISTRY.get(model_type, what="model class (model_type)", candidates=model_names())
 
 
 def create_model(opt, logger):

@@ -51,7 +51,9 @@ from models.prepared_network import PreparedNetwork, bare_arch, handle_for
 from utils.checkpoint import resolve_checkpoint
 from utils.config_schema import declared_values
 from utils.errors import ConfigError, PluginError
+from utils.run_report import announce_run
 from utils.trackers import requested_trackers
+from utils.training_curves import summarize_run
 
 
 def _multi_process_cpu() -> bool:
@@ -93,6 +95,7 @@ class BaseModel:
         )
         if not self.accelerator.is_main_process:
             self.logger.setLevel(logging.WARNING)  # one voice: the main process narrates the run
+        announce_run(self)  # the run folder and device, before anything slow happens
         set_seed(opt["seed"])
         if torch.cuda.is_available():
             torch.backends.cuda.matmul.allow_tf32 = bool(opt["allow_tf32"])
@@ -224,9 +227,14 @@ class BaseModel:
         """
         start_run(self, training=True)
         try:
-            return loop.train(self)
-        finally:
+            metrics = loop.train(self)
+            self.accelerator.end_training()  # flushes the event files the summary figure is drawn from
+            summarize_run(self)  # <run>/training_summary.png
+            return metrics
+        except BaseException:
             self.accelerator.end_training()
+            raise
+        finally:
             self.run_folder.close()
 
     def test(self) -> dict[str, float]:

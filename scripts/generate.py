@@ -25,8 +25,11 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from utils.console import quiet_libraries  # noqa: E402
+
+quiet_libraries()  # before diffusers and transformers load: bitsandbytes warns on import
+
 from dataset.common.image_items import NETWORK_INPUT_KEYS  # noqa: E402
-from models.ldm.pipeline import LDMPipeline  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 from utils.images import make_grid, save_png  # noqa: E402
 
@@ -76,6 +79,8 @@ def generate(
     guidance=None,
     device: str = "cpu",
 ) -> list[Path]:
+    from models.ldm.pipeline import LDMPipeline  # here, not at the top: `--help` answers at once
+
     pipe = LDMPipeline.from_final(str(run), device)
     kind = pipe.condition_type
     if kind == "image":

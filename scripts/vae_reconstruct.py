@@ -20,11 +20,14 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from utils.console import quiet_libraries  # noqa: E402
+
+quiet_libraries()  # before diffusers and transformers load: bitsandbytes warns on import
+
 from dataset.common.image_items import NETWORK_INPUT_KEYS  # noqa: E402
-from dataset.tif_dataset import TIFFolderDataset  # noqa: E402
-from models.archs import find_arch  # noqa: E402
+from utils.comparison_grid import comparison_grid  # noqa: E402
 from utils.errors import UserError  # noqa: E402
-from utils.images import make_grid, save_png  # noqa: E402
+from utils.images import save_png  # noqa: E402
 from utils.metrics.image import mae, psnr, ssim  # noqa: E402
 from utils.vae_losses import decoded_image  # noqa: E402
 
@@ -43,6 +46,8 @@ def load_vae(run: Path, device: str):
         raise UserError(
             f"No trained autoencoder in '{weights}' (expected model.safetensors from save_pretrained)."
         )
+    from models.archs import find_arch  # here, not at the top: `--help` answers at once
+
     _, arch_cls = find_arch(opt["network"]["type"])
     vae = arch_cls.from_pretrained(weights).to(device).eval()
     return vae, opt
@@ -51,6 +56,8 @@ def load_vae(run: Path, device: str):
 def reconstruct(
     run: Path, input_dir: Path, out: Path, batch_size: int = 4, device: str = "cpu"
 ) -> list[dict]:
+    from dataset.tif_dataset import TIFFolderDataset  # here, not at the top: `--help` answers at once
+
     vae, opt = load_vae(run, device)
     block = (opt.get("datasets") or {}).get("val") or (opt.get("datasets") or {}).get("train") or {}
     dataset = TIFFolderDataset(
@@ -77,7 +84,7 @@ def reconstruct(
                 t, p = target[None], image[None]
                 rows.append({"name": name, "psnr": psnr(p, t), "ssim": ssim(p, t), "mae": mae(p, t)})
                 if len(grid_tiles) < 8:
-                    grid_tiles.append(np.concatenate([target, image, np.abs(image - target)], axis=-1))
+                    grid_tiles.append((target, image))
     with open(out / "metrics.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["name", "psnr", "ssim", "mae"])
         writer.writeheader()
@@ -86,7 +93,8 @@ def reconstruct(
             {"name": "mean", **{k: float(np.mean([r[k] for r in rows])) for k in ("psnr", "ssim", "mae")}}
         )
     if grid_tiles:
-        save_png(make_grid(np.stack(grid_tiles), ncol=1), str(out / "grid_input_recon_diff.png"))
+        targets, images = (np.stack(column) for column in zip(*grid_tiles))
+        save_png(comparison_grid(targets, images), str(out / "grid_input_recon_diff.png"))
     return rows
 
 

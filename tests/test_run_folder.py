@@ -204,12 +204,15 @@ def test_dash_test_without_weights_validates_the_fresh_networks(tiny_config, tmp
     tiny_config["experiment_key"] = "smoke"
     assert run_trainer(tiny_config, tmp_path, "-test") == 0
     run = run_folder(tiny_config)
-    with open(os.path.join(run, "test_metrics.json")) as f:
+    (stamp,) = os.listdir(os.path.join(run, "test"))  # a -test writes into <run>/test/<stamp>/
+    test_dir = os.path.join(run, "test", stamp)
+    with open(os.path.join(test_dir, "test_metrics.json")) as f:
         summary = json.load(f)
     assert summary["weights"] is None
     # An untrained denoiser is far from the 20 dB of the noisy input: the metrics are real, of fresh weights.
     assert 0 < summary["metrics"]["val_psnr"] < 20
-    assert train_log(tiny_config).count("validating the freshly initialised networks") == 1
+    with open(os.path.join(test_dir, "train.log")) as f:
+        assert f.read().count("validating the freshly initialised networks") == 1
     assert not [d for d in os.listdir(run) if d.startswith("checkpoint") or d == "final"]
 
 

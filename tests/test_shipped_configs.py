@@ -34,6 +34,7 @@ def test_main_job_runs_a_few_steps(tmp_path):
         "datasets.val.spp=256",
         "datasets.val.size=8",
         "datasets.train.num_workers=0",
+        "datasets.train.size=16",  # the cache is ray-traced up front: keep it small
         "val.batch_size=8",
         "train.batch_size=4",
     ]

@@ -1,6 +1,7 @@
 """End-to-end runs of the trainer on the example plugin, in this process, on tiny configs."""
 
 import copy
+import glob
 import json
 import os
 
@@ -27,6 +28,7 @@ def test_train_checkpoints_rotation_final_and_test(tiny_config, tmp_path, capsys
         "images",
         "logs",
         "train.log",
+        "training_summary.png",
     ]
     assert os.path.isfile(os.path.join(run, "checkpoint-6", "checkpoint_complete"))
     assert os.path.isfile(os.path.join(run, "checkpoint-6", "net_g", "model.safetensors"))
@@ -53,9 +55,11 @@ def test_train_checkpoints_rotation_final_and_test(tiny_config, tmp_path, capsys
     assert run_trainer(test_config, tmp_path, "-test", name="test.yml") == 0
     printed = capsys.readouterr().out
     assert "val_psnr" in printed
-    summary = json.load(open(os.path.join(run_folder(test_config), "test_metrics.json")))
+    # written beside the weights it scores: <run>/test/<stamp>/
+    (test_dir,) = glob.glob(os.path.join(run, "test", "*"))
+    summary = json.load(open(os.path.join(test_dir, "test_metrics.json")))
     assert summary["metrics"]["val_psnr"] == pytest.approx(metrics["val_psnr"], rel=1e-5)
-    assert not [d for d in os.listdir(run_folder(test_config)) if d.startswith("checkpoint")]
+    assert not [d for d in os.listdir(test_dir) if d.startswith("checkpoint")]
 
 
 def test_loss_falls_and_psnr_beats_the_noisy_input(tiny_config, tmp_path):

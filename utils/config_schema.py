@@ -89,6 +89,12 @@ PATH = {
         "A `final/` or `checkpoint-N` folder whose weights are loaded before training or `-test`.",
         nullable=True,
     ),
+    "run_dir": Key(
+        None,
+        "str",
+        "The run folder, when not `root/name/experiment_key`; `-test` sets it to `<run of pretrained>/test/<stamp>`.",
+        nullable=True,
+    ),
 }
 
 OPTIM = {

@@ -1,6 +1,6 @@
 """Push a run's `final/` folder to the Hugging Face Hub with a model card.
 
-The token comes from the environment (`HF_TOKEN`) or `huggingface-cli login`, never from the YAML; the
+The token comes from the environment (`HF_TOKEN`) or `hf auth login`, never from the YAML; the
 card holds the config with secrets redacted.
 """
 

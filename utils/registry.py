@@ -17,6 +17,18 @@ from pathlib import Path
 from utils.errors import PluginError, nearest
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+_BASES: dict[tuple[Path, str], list[str]] = {}  # (file, class) -> the names of its bases, read by ast
+
+
+def _base_names(node: ast.ClassDef) -> list[str]:
+    """The names a class statement derives from (`BaseModel`, `vae.VAE_model` -> `VAE_model`)."""
+    names = []
+    for base in node.bases:
+        if isinstance(base, ast.Name):
+            names.append(base.id)
+        elif isinstance(base, ast.Attribute):
+            names.append(base.attr)
+    return names
 
 
 def _top_level_names(path: Path) -> list[tuple[str, bool]]:
@@ -31,6 +43,7 @@ def _top_level_names(path: Path) -> list[tuple[str, bool]]:
     for node in tree.body:
         if isinstance(node, ast.ClassDef):
             names.append((node.name, True))
+            _BASES[(path, node.name)] = _base_names(node)
         elif isinstance(node, ast.Assign):
             names += [(t.id, False) for t in node.targets if isinstance(t, ast.Name)]
     return names
@@ -89,6 +102,22 @@ class Registry:
     def names(self, predicate=None) -> list[str]:
         index = self.index
         return sorted(n for n in index if n in self._classes and (predicate is None or predicate(n)))
+
+    def subclasses_of(self, root: str) -> list[str]:
+        """Classes of these files that derive from `root` (directly or through other classes found here),
+        `root` itself excluded: the plugins proper, without the base and helper classes beside them."""
+        index = self.index
+        found: dict[str, bool] = {}
+
+        def derives(name: str, seen: frozenset) -> bool:
+            if name not in found:
+                bases = _BASES.get((index[name], name), []) if name in index else []
+                found[name] = any(
+                    b == root or (b not in seen and b in index and derives(b, seen | {b})) for b in bases
+                )
+            return found[name]
+
+        return self.names(lambda n: n != root and derives(n, frozenset({n})))
 
     def get(self, name: str, what: str | None = None, candidates: list[str] | None = None):
         """The object called `name`, importing only the file that defines it."""

@@ -29,7 +29,11 @@ def safe_name(name: str, key: str | None = None) -> str:
 
 
 def run_dir(opt) -> str:
-    """The run folder; `experiment_key` must have been settled (see BaseModel) before this is called."""
+    """The run folder; `experiment_key` must have been settled (see BaseModel) before this is called.
+
+    `path.run_dir`, when set (a `-test` run sets it to `<run>/test/<stamp>`, see utils/test_dir.py), wins."""
+    if opt["path"].get("run_dir"):
+        return str(opt["path"]["run_dir"])
     root = opt["path"]["root"]
     folder = os.path.join(
         root, safe_name(opt["name"], "name"), safe_name(opt["experiment_key"], "experiment_key")

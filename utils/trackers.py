@@ -59,3 +59,22 @@ def comet_init_kwargs(run_dir: str, experiment_name: str, logger) -> dict:
         "online": False,
         "experiment_config": comet_ml.ExperimentConfig(offline_directory=offline_dir, **config),
     }
+
+
+def store_run_config(accelerator, config: dict) -> None:
+    """Record the run's hyperparameters in every tracker, keeping one TensorBoard run per run folder.
+
+    Accelerate's TensorBoard tracker writes them through `SummaryWriter.add_hparams`, which opens a new
+    sub-run named after the current time (and an `hparams.yml` folder beside it), so every launch or
+    resume adds a run to TensorBoard's list. Here the same hparams summary goes into the run's own event
+    file; the full config is in `<run>/config.yml` anyway.
+    """
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            from torch.utils.tensorboard.summary import hparams
+
+            for summary in hparams(config, {}):
+                tracker.writer.file_writer.add_summary(summary)
+            tracker.writer.flush()
+        else:
+            tracker.store_init_configuration(config)

@@ -18,13 +18,20 @@ copy because its collate copies the items into new batch tensors anyway.
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from utils.console import preparation_bar
+
 
 class PreloadCache:
     def __init__(self, compute: Callable[[int], object], length: int, cache_rate: float, threads: int = 4):
         self.count = int(round(cache_rate * length))
         # Threads rather than processes: decoding and numpy release the GIL, and results stay in this process.
         with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-            self.items = list(pool.map(compute, range(self.count)))
+            loading = pool.map(compute, range(self.count))
+            if self.count:  # the wait before training says what it is
+                loading = preparation_bar(
+                    loading, self.count, f"loading {self.count} items into memory (cache_rate)"
+                )
+            self.items = list(loading)
 
     def get(self, idx: int):
         """The cached value of item `idx`, or None when it is not cached."""

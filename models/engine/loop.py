@@ -12,13 +12,13 @@ import signal
 import time
 
 import torch
-from tqdm.auto import tqdm
 
 from models.engine import events
 from models.engine.checkpointing import save_checkpoint
 from models.engine.optimization import advance_schedules, clear_gradients
 from models.engine.signals import StopSignals
 from models.engine.weights import save_final
+from utils.console import TrainingProgress
 from utils.errors import NumericalError, PluginError
 
 
@@ -34,12 +34,9 @@ def train(model) -> dict:
     prepared = [handle.prepared for _, handle in model.named_networks]
     archs = [handle.arch for _, handle in model.named_networks]
     speed = StepSpeed(samples_per_step)
-    progress = tqdm(
-        total=total_steps,
-        initial=state.global_step,
-        desc="train",
-        disable=not accelerator.is_local_main_process,
-        dynamic_ncols=True,
+    # A bar with log lines routed through it on a terminal; plain lines every N steps into a file.
+    progress = TrainingProgress(
+        total_steps, state.global_step, accelerator.is_local_main_process, model.logger
     )
     last_validated, window = -1, []
     events.before_training(model)
@@ -64,12 +61,7 @@ def train(model) -> dict:
                 state.global_step += 1
                 logs = log_step(model, window, speed.update())
                 window = []
-                progress.update(1)
-                progress.set_postfix(
-                    loss=f"{logs['train/all']:.4g}",
-                    lr=f"{logs['train/lr']:.2e}",
-                    samples_s=f"{speed.rate:.1f}",
-                )
+                progress.update(state.global_step, logs["train/all"], logs["train/lr"], speed.rate)
                 events.after_optimizer_step(model, logs)
 
                 stop = stop_signals.requested(accelerator)

@@ -28,6 +28,7 @@ from models.engine import run_lock
 from utils.checkpoint import list_checkpoints
 from utils.errors import ConfigError
 from utils.run_dir import run_dir, safe_name
+from utils.test_dir import place_test_run
 
 ABANDONED = "abandoned"
 
@@ -54,6 +55,8 @@ class RunFolder:
             if state.num_processes > 1:
                 broadcast_object_list(stamp)
             opt["experiment_key"] = ("test-" if not is_train else "") + stamp[0]
+        if not is_train:
+            place_test_run(opt, state)  # -test writes beside the weights it scores: <run>/test/<stamp>/
         self.path = run_dir(opt)
         safe_name(opt.get("tracker_project_name") or opt["name"], "tracker_project_name")
         self.existed = os.path.isdir(self.path)

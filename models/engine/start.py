@@ -20,7 +20,8 @@ from models.prepared_network import use_prepared
 from utils.errors import ConfigError, PluginError
 from utils.options import flatten, redact_secrets, save_options
 from utils.run_dir import safe_name
-from utils.trackers import comet_init_kwargs, requested_trackers
+from utils.run_report import describe_setup
+from utils.trackers import comet_init_kwargs, requested_trackers, store_run_config
 
 
 def start_run(model, training: bool) -> None:
@@ -89,7 +90,11 @@ def _write_config_and_start_trackers(model) -> None:
         if "comet_ml" in requested_trackers(opt["report_to"]):
             init_kwargs["comet_ml"] = comet_init_kwargs(model.run_dir, opt["experiment_key"], model.logger)
         project = opt.get("tracker_project_name") or opt["name"]
+        # The hparams go into the run's own event file: Accelerate's TensorBoard tracker would write them
+        # into a timestamp-named folder that shows up as a second run.
         accelerator.init_trackers(
-            safe_name(project, "tracker_project_name"), config=config, init_kwargs=init_kwargs
+            safe_name(project, "tracker_project_name"), config=None, init_kwargs=init_kwargs
         )
+        store_run_config(accelerator, config)
     accelerator.wait_for_everyone()
+    describe_setup(model)

@@ -46,7 +46,8 @@ VAE_KEYS = {
     "pretrained": Key(
         None,
         "str",
-        "A VAE run's `final/net_g` (or `final/`) folder; exactly one of this and `vae.monai_checkpoint`.",
+        "A VAE run's `final/net_g` (or `final/`) folder, or `<root>/<name>/latest/final/net_g` (the newest "
+        "finished run of that experiment); exactly one of this and `vae.monai_checkpoint`.",
         nullable=True,
     ),
     "monai_checkpoint": Key(

@@ -2,13 +2,15 @@
 
 Two sources:
 
-- `pretrained`: a VAE run's `final/net_g` folder (or the `final/` folder holding it). The arch is the one
-  its `config.json` names; its `scaling_factor` is the one the VAE run measured and stored.
+- `pretrained`: a VAE run's `final/net_g` folder (or the `final/` or run folder holding it), or
+  `<root>/<name>/latest`: the newest finished run of that stage-1 experiment. The arch is the one its
+  `config.json` names; its `scaling_factor` is the one the VAE run measured and stored.
 - `monai_checkpoint` + `network`: a MONAI training run's `autoencoder_epochN.pth` / `checkpoint_epochN.pth` with
   the MonaiAutoencoderKL keys it was trained with. Such files carry no scale factor.
 """
 
 import json
+import logging
 import os
 
 import yaml
@@ -16,15 +18,47 @@ import yaml
 from models.archs import find_arch
 from utils.errors import ConfigError
 
+LATEST = "latest"
+FINISHED_MARK = os.path.join("final", "metrics.json")  # written last by a run's final save
+
+
+def resolve_latest(pretrained: str) -> str:
+    """`<root>/<name>/latest[/final/net_g]` -> the same path in the newest finished run of `<root>/<name>`.
+
+    This chains stage 2 to stage 1 whatever run key stage 1 got (`make train` names its run by the time):
+    a run is finished when its `final/metrics.json` exists, the newest is the one written last. A path
+    without a `latest` component, or one that exists as written, is returned unchanged.
+    """
+    parts = os.path.normpath(pretrained).split(os.sep)
+    if LATEST not in parts or os.path.exists(pretrained):
+        return pretrained
+    at = parts.index(LATEST)
+    experiment = os.sep.join(parts[:at]) or "."
+    rest = parts[at + 1 :]
+    finished = sorted(
+        (os.path.getmtime(os.path.join(experiment, run, FINISHED_MARK)), run)
+        for run in (os.listdir(experiment) if os.path.isdir(experiment) else [])
+        if os.path.isfile(os.path.join(experiment, run, FINISHED_MARK))
+    )
+    if not finished:
+        raise ConfigError(
+            f"'vae.pretrained' is '{pretrained}', but '{experiment}' holds no finished stage-1 run (a run folder "
+            f"with {FINISHED_MARK}); train one first, e.g. `make train`, or give a run's final/net_g folder."
+        )
+    return os.path.join(experiment, finished[-1][1], *rest)
+
 
 def vae_folder(pretrained: str) -> str:
-    """The save_pretrained folder `pretrained` names: itself, or its `net_g/` when given a run's final/."""
-    for folder in (pretrained, os.path.join(pretrained, "net_g")):
+    """The save_pretrained folder `pretrained` names: itself, or its `net_g/` when given a run's final/
+    (`latest` in the path: see `resolve_latest`)."""
+    pretrained = resolve_latest(pretrained)
+    for folder in (pretrained, os.path.join(pretrained, "net_g"), os.path.join(pretrained, "final", "net_g")):
         if os.path.isfile(os.path.join(folder, "config.json")):
             return folder
     raise ConfigError(
         f"'vae.pretrained' is '{pretrained}', which holds no trained autoencoder (config.json); point it at a "
-        "VAE run's final/net_g folder, e.g. experiments/VAE_PSF/<key>/final/net_g."
+        "VAE run's final/net_g folder, e.g. experiments/VAE_PSF/<key>/final/net_g (or experiments/VAE_PSF/latest: "
+        "the newest finished run)."
     )
 
 
@@ -37,6 +71,9 @@ def load_frozen_vae(pretrained: str | None = None, monai_checkpoint: str | None 
         )
     if pretrained:
         folder = vae_folder(str(pretrained))
+        if os.path.normpath(folder) != os.path.normpath(str(pretrained)):
+            # One line saying which run `latest` chose, so the chain is never a guess.
+            logging.getLogger("trainer").info(f"vae.pretrained: {pretrained} -> {folder}")
         with open(os.path.join(folder, "config.json")) as f:
             model_type = json.load(f).get("model_type")
         _, arch_cls = find_arch(model_type)

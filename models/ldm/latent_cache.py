@@ -14,6 +14,8 @@ import os
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from utils.console import preparation_bar
+
 
 class LatentDataset(Dataset):
     """Items of equal-length tensors: {'latent': ..., and 'cond_latent' or the condition's key}."""
@@ -49,7 +51,8 @@ def encode_dataset(model, dataset, batch_size: int) -> dict[str, torch.Tensor]:
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     parts: dict[str, list] = {}
     kind = model.cond_opt["type"]
-    for batch in loader:
+    what = f"encoding {len(dataset)} training latents with the frozen VAE (train.cache_latents)"
+    for batch in preparation_bar(loader, len(loader), what):
         parts.setdefault("latent", []).append(model.encode(batch[model.gt_key]).cpu())
         if kind == "image":
             parts.setdefault("cond_latent", []).append(model.encode(batch[model.cond_key]).cpu())

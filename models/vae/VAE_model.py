@@ -18,6 +18,7 @@ import torch
 from models.archs import define_network
 from models.base_model import BaseModel
 from utils import log_image, log_metrics
+from utils.comparison_grid import as_batch, comparison_grid
 from utils.config_schema import Key
 from utils.errors import ConfigError
 from utils.latent_maps.training_map import ValidationLatentMap, read_latent_map_options
@@ -86,6 +87,7 @@ VAL_KEYS = {
         "(see utils/latent_maps/training_map.py).",
         nullable=True,
     ),
+    "image_log_scale": Key(False, "bool", "Show the validation grid on a log10 scale (PSF halos)."),
 }
 
 
@@ -248,15 +250,12 @@ class VAE_model(BaseModel):
             n=len(x),
         )
         if idx == 0:
-            n = min(len(x), int(self.config_values("val")["num_images"]))
-            triplet = torch.cat([x[:n], image[:n], (image[:n] - x[:n]).abs()], dim=-1)
-            log_image(
-                self.opt,
-                self.accelerator,
-                triplet.float().cpu().numpy(),
-                "val_input_recon_diff",
-                self.global_step,
-            )
+            val = self.config_values("val")
+            n = min(len(x), int(val["num_images"]))
+            grid = comparison_grid(
+                x[:n], image[:n], log_scale=bool(val["image_log_scale"])
+            )  # labelled, upscaled
+            log_image(self.opt, self.accelerator, as_batch(grid), "val_input_recon_diff", self.global_step)
         return idx + len(x)
 
     def validation(self, max_batches=-1):
