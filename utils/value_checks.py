@@ -1,0 +1,278 @@
+"""Checks of values that the per-key schema cannot express, run at start before anything is built.
+
+- secrets by value: a Hugging Face or Comet token under any key (or in an override) would be saved in
+  `config.yml`, the TensorBoard hparams, a folder name or the model card; it is refused, and so is a
+  key whose name says it holds one;
+- every number finite (`.nan` / `.inf` in YAML are floats that pass a `minimum` check);
+- `seed` within what `numpy` and `torch` accept (0 .. 2**32-1);
+- counts (`num_*`, `*_steps`, `datasets.*.size`) whole numbers, and sizes at least 1;
+- each arch block (`network`, a GAN's `network_d`, ...) against its config class's `__init__` signature:
+  types from the annotations or defaults, and channel/layer counts at least 1, before any network is built;
+- the paths: `path.root` a writable folder, `path.resume_from_path` an existing folder, `path.pretrained`
+  a complete folder whose safetensors files can be read.
+
+Each failure is one ConfigError sentence naming the key; a secret's value is never echoed.
+"""
+
+import inspect
+import math
+import os
+import re
+import types
+import typing
+from collections.abc import Mapping
+
+from utils.errors import ConfigError, PluginError
+
+SECRET_KEY_WORDS = ("token", "api_key", "apikey", "secret", "password", "passwd", "auth", "credential")
+# Hugging Face user tokens (`hf_` + 34 letters/digits; `api_org_` is the older organisation form).
+_HF_TOKEN = re.compile(r"(?<![A-Za-z0-9])(hf|api_org)_[A-Za-z0-9]{8,}")
+# Comet API keys: 25 letters and digits; longer mixed-case random strings are treated alike.
+_COMET_KEY = re.compile(r"^(?=.*[0-9])(?=.*[A-Za-z])[A-Za-z0-9]{25}$")
+_RANDOM_TOKEN = re.compile(r"^(?=.*[0-9])(?=.*[a-z])(?=.*[A-Z])[A-Za-z0-9]{30,}$")
+_SECRET_ADVICE = (
+    "put tokens in the environment (HF_TOKEN, COMET_API_KEY) or log in with `huggingface-cli login`, never "
+    "in the config or an override, which are saved with the run"
+)
+
+
+def _walk(value, where: str = ""):
+    """(dotted key, value) for every entry of nested mappings and lists."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            name = f"{where}.{key}" if where else str(key)
+            yield name, item
+            yield from _walk(item, name)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            name = f"{where}[{i}]"
+            yield name, item
+            yield from _walk(item, name)
+
+
+def looks_like_secret_key(key: str) -> bool:
+    last = key.rsplit(".", 1)[-1].lower()
+    return any(word in last for word in SECRET_KEY_WORDS) and not last.startswith(("author", "num_"))
+
+
+def looks_like_token(text: str) -> bool:
+    return bool(_HF_TOKEN.search(text) or _COMET_KEY.match(text) or _RANDOM_TOKEN.match(text))
+
+
+def check_secrets(data: Mapping) -> None:
+    """Refuse a secret-looking key name, and a token-looking value under any key."""
+    for where, value in _walk(data):
+        if looks_like_secret_key(where):
+            raise ConfigError(f"The config key '{where}' looks like a secret; {_SECRET_ADVICE}.")
+        if isinstance(value, str) and looks_like_token(value):
+            raise ConfigError(
+                f"The value of '{where}' looks like an access token (not shown here); {_SECRET_ADVICE}."
+            )
+        if not isinstance(value, (Mapping, list)) and looks_like_token(where.rsplit(".", 1)[-1]):
+            raise ConfigError(f"A config key looks like an access token (not shown here); {_SECRET_ADVICE}.")
+
+
+def check_values(data: Mapping) -> None:
+    """Every check of this module except secrets (see `check_secrets`), on a validated config."""
+    _check_finite(data)
+    _check_seed(data.get("seed"))
+    _check_counts(data)
+    _check_arch_blocks(data)
+    _check_paths(data.get("path") or {})
+
+
+def _check_finite(data: Mapping) -> None:
+    for where, value in _walk(data):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"'{where}' is {value}; every number in the config must be finite.")
+
+
+def _check_seed(seed) -> None:
+    if isinstance(seed, int) and not isinstance(seed, bool) and not 0 <= seed <= 2**32 - 1:
+        raise ConfigError(f"'seed' is {seed}; it must be between 0 and 2**32-1 = {2**32 - 1}.")
+
+
+def _is_count_key(name: str) -> bool:
+    return name.startswith("num_") or name.endswith("_steps")
+
+
+def _check_counts(data: Mapping) -> None:
+    for where, value in _walk(data):
+        name = where.rsplit(".", 1)[-1]
+        if "[" in name or value is None or not _is_count_key(name) or isinstance(value, (Mapping, list)):
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ConfigError(f"'{where}' is {value!r}; it must be a whole number >= 0.")
+    for name, block in (data.get("datasets") or {}).items():
+        size = block.get("size") if isinstance(block, Mapping) else None
+        if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 1):
+            raise ConfigError(f"'datasets.{name}.size' is {size!r}; it must be a whole number of samples >= 1.")
+
+
+# ----------------------------------------------------------------------------- arch blocks
+
+_POSITIVE = re.compile(r"(channels|layers|blocks|heads|groups|depth|width|features|_dim|^dim|num_)")
+
+
+def _arch_blocks(data: Mapping):
+    """(where, block) for every block that names an arch: `network`, `network_d`, `vae.network`, ..."""
+    for where, value in _walk(data):
+        last = where.rsplit(".", 1)[-1]
+        if isinstance(value, Mapping) and last.startswith("network") and isinstance(value.get("type"), str):
+            yield where, value
+
+
+def _signature(config_cls) -> dict[str, inspect.Parameter]:
+    from transformers import PretrainedConfig
+
+    params: dict[str, inspect.Parameter] = {}
+    for cls in config_cls.__mro__:
+        if cls is PretrainedConfig or cls is object:
+            break
+        if "__init__" in vars(cls):
+            for p in inspect.signature(cls.__init__).parameters.values():
+                if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+                    params.setdefault(p.name, p)
+    return params
+
+
+def _expected_types(param: inspect.Parameter) -> tuple[set[type], bool] | None:
+    """(allowed base types, None allowed) from the annotation, else from the default; None: unknown."""
+    annotation = param.annotation
+    if annotation is not inspect.Parameter.empty and not isinstance(annotation, str):
+        args = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) else (annotation,)
+        allowed, nullable = set(), False
+        for arg in args:
+            if arg is type(None):
+                nullable = True
+                continue
+            origin = typing.get_origin(arg) or arg
+            if origin in (int, float, bool, str, list, tuple, dict):
+                allowed.add(origin)
+            else:
+                return None  # a type we do not model: leave it to the config class
+        return allowed, nullable or param.default is None
+    default = param.default
+    if default is inspect.Parameter.empty or default is None:
+        return None
+    if type(default) in (int, float, bool, str, list, tuple, dict):
+        return {type(default)}, False
+    return None
+
+
+def _fits(value, allowed: set[type]) -> bool:
+    if isinstance(value, bool):
+        return bool in allowed
+    if isinstance(value, int):
+        return bool(allowed & {int, float})
+    if isinstance(value, float):
+        return float in allowed
+    if isinstance(value, (list, tuple)):
+        return bool(allowed & {list, tuple})
+    return type(value) in allowed
+
+
+def _check_arch_blocks(data: Mapping) -> None:
+    from models.archs import find_arch
+
+    for where, block in _arch_blocks(data):
+        try:
+            config_cls, _ = find_arch(block["type"])
+        except PluginError:
+            continue  # the model reports an unknown or broken arch when it builds the network
+        params = _signature(config_cls)
+        for key, value in block.items():
+            param = params.get(key)
+            if key == "type" or param is None:
+                continue
+            expected = _expected_types(param)
+            if expected is None:
+                continue
+            allowed, nullable = expected
+            if value is None:
+                if not nullable:
+                    raise ConfigError(f"'{where}.{key}' is null; {config_cls.__name__} needs a value here.")
+                continue
+            if not _fits(value, allowed):
+                names = " or ".join(sorted("list" if t is tuple else t.__name__ for t in allowed))
+                raise ConfigError(
+                    f"'{where}.{key}' must be {names} for {config_cls.__name__}, got {value!r} ({type(value).__name__})."
+                )
+            if _POSITIVE.search(key):
+                # A count is never negative; it must be at least 1 where the config's own default is
+                # (0 can mean "none" for some, e.g. diffusers' num_head_channels).
+                least = 1 if isinstance(param.default, int) and not isinstance(param.default, bool) and param.default >= 1 else 0
+                numbers = value if isinstance(value, (list, tuple)) else [value]
+                bad = [v for v in numbers if isinstance(v, (int, float)) and not isinstance(v, bool) and v < least]
+                if bad:
+                    raise ConfigError(
+                        f"'{where}.{key}' is {value!r}; {config_cls.__name__} needs counts of at least {least} here."
+                    )
+
+
+# ----------------------------------------------------------------------------- paths
+
+
+def _check_paths(path: Mapping) -> None:
+    from utils.checkpoint import COMPLETE_MARKER
+
+    root = path.get("root")
+    if isinstance(root, str) and root:
+        _check_writable_root(root)
+    resume_path = path.get("resume_from_path")
+    if resume_path and not os.path.isdir(resume_path):
+        what = "a file" if os.path.exists(resume_path) else "missing"
+        raise ConfigError(
+            f"'path.resume_from_path' is '{resume_path}', which is {what}; it must be the run folder that "
+            "holds the checkpoint-N folders."
+        )
+    pretrained = path.get("pretrained")
+    if pretrained and os.path.isdir(pretrained):
+        name = os.path.basename(os.path.normpath(pretrained))
+        if name.endswith((".tmp", ".trash")) or (
+            name.startswith("checkpoint-") and not os.path.isfile(os.path.join(pretrained, COMPLETE_MARKER))
+        ):
+            raise ConfigError(
+                f"'path.pretrained' is '{pretrained}', a checkpoint whose write was interrupted (no "
+                f"'{COMPLETE_MARKER}' file); use a complete checkpoint-N folder or a run's final/ folder."
+            )
+        _check_safetensors_under(pretrained)
+
+
+def _check_writable_root(root: str) -> None:
+    probe = os.path.abspath(root)
+    while not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            return
+        probe = parent
+    if not os.path.isdir(probe):
+        raise ConfigError(
+            f"'path.root' is '{root}', but '{probe}' is a file, not a folder; choose a folder for the runs."
+        )
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"'path.root' is '{root}', but '{probe}' cannot be written (read-only or no permission); choose a "
+            "folder you can write to."
+        )
+
+
+def _check_safetensors_under(folder: str) -> None:
+    """Open the header of every safetensors file (it fails on a truncated or garbage file) and name it."""
+    from safetensors import safe_open
+
+    from utils.io_errors import as_user_error
+
+    for dirpath, _, files in os.walk(folder):
+        if dirpath.count(os.sep) - folder.rstrip(os.sep).count(os.sep) > 1:
+            continue
+        for name in sorted(f for f in files if f.endswith(".safetensors")):
+            path = os.path.join(dirpath, name)
+            try:
+                with safe_open(path, "pt") as handle:
+                    handle.keys()
+            except Exception as error:
+                translated = as_user_error(error, path)
+                if translated is None:
+                    raise
+                raise ConfigError(f"'path.pretrained': {translated}") from None
