@@ -49,9 +49,13 @@ from tqdm.auto import tqdm
 from dataset import create_dataset, find_dataset_class
 from models.prepared_network import MethodDispatch, PreparedNetwork
 from utils.checkpoint import publish, resolve_checkpoint, rotate, staging_path
+from utils.batch_errors import batch_errors  # hook: imports
+from utils.divergence import check_skipped_steps  # hook: imports
 from utils.errors import ConfigError, NumericalError, PluginError
+from utils.io_errors import checkpoint_bytes, file_errors  # hook: imports
 from utils.misc import collect_metrics, log_metric
 from utils.options import flatten, redact_secrets, save_options
+from utils.resume_check import check_resumable  # hook: imports
 from utils.run_dir import run_dir, safe_name
 from utils.trackers import comet_init_kwargs, requested_trackers
 from utils.training_state import load_training_state, save_training_state
@@ -482,6 +486,10 @@ class BaseModel:
             for name, arch in zip(self._arch_names, self._archs):
                 arch.save_pretrained(os.path.join(folder, name))
 
+    def _saving(self, folder: str):  # hook: disk errors (a full disk names the folder and the space needed)
+        cleanup = folder if folder.endswith(".tmp") else None  # a half-written staging folder only
+        return file_errors(folder, lambda: checkpoint_bytes(self.run_dir, self._archs), cleanup=cleanup)
+
     def save_checkpoint(self) -> str:
         staging = staging_path(self.run_dir, self.global_step)
         self.accelerator.save_state(staging)
@@ -513,6 +521,7 @@ class BaseModel:
             )
             self.logger.info(f"No checkpoint in {search} to resume from; starting from step 0{hint}.")
             return False
+        check_resumable(path, self.opt["path"].get("resume_strict", True), self.accelerator.num_processes)  # hook: resume check
         try:
             self.accelerator.load_state(path)
             self.state.load_state_dict(load_training_state(path, self.schedulers, self.emas))
@@ -564,11 +573,12 @@ class BaseModel:
             if self.state.batches_in_epoch:
                 batches = self.accelerator.skip_first_batches(self.train_loader, self.state.batches_in_epoch)
             for batch in batches:
-                with self.accelerator.accumulate(*self._prepared):
+                with self.accelerator.accumulate(*self._prepared), batch_errors(self.opt, "train", batch):  # hook: batch errors
                     self.feed_data(batch, is_train=True)
                     losses = self.optimize_parameters()
                 self._end_micro_step(self.accelerator.sync_gradients)
                 self._check_losses(losses)
+                check_skipped_steps(self, losses)  # hook: nan skip limit
                 window.append(losses)
                 self.state.batches_in_epoch += 1
                 if not self.accelerator.sync_gradients:
@@ -587,7 +597,8 @@ class BaseModel:
 
                 stop = self._stop_requested()
                 if self.global_step % train["checkpointing_steps"] == 0 or stop:
-                    self.save_checkpoint()
+                    with self._saving(staging_path(self.run_dir, self.global_step)):  # hook: disk errors
+                        self.save_checkpoint()
                 if stop:
                     progress.close()
                     self.logger.info(
@@ -609,7 +620,8 @@ class BaseModel:
         if self.val_loader is not None and last_validated != self.global_step:
             self.validation()
         self.on_train_end()
-        self.save_final()
+        with self._saving(os.path.join(self.run_dir, "final")):  # hook: disk errors
+            self.save_final()
         self.accelerator.end_training()
         return self.last_metrics
 
@@ -735,7 +747,8 @@ class BaseModel:
             for i, batch in enumerate(self.val_loader):
                 if max_batches is not None and i >= max_batches:
                     break
-                idx = self.validate_step(batch, idx, val["lq_key"], val["gt_key"])
+                with batch_errors(self.opt, "val", batch):  # hook: batch errors
+                    idx = self.validate_step(batch, idx, val["lq_key"], val["gt_key"])
         for module, was_training in modes.items():
             module.training = was_training
         metrics = self._reduce_summary(summary)

@@ -112,6 +112,9 @@ def as_user_error(error: BaseException, path: str | None = None, needed_bytes: i
         return error
     if isinstance(error, OSError):
         return FileError(describe_os_error(error, path, needed_bytes))
+    if _DISK_FULL.search(str(error)):
+        # torch.save and safetensors report a full disk as RuntimeError / SafetensorError text.
+        return FileError(describe_os_error(OSError(errno.ENOSPC, "No space left on device"), path, needed_bytes))
     where = f"'{path}'" if path else "a file"
     if isinstance(error, UnicodeDecodeError):
         return FileError(
@@ -131,15 +134,21 @@ def as_user_error(error: BaseException, path: str | None = None, needed_bytes: i
 
 
 @contextmanager
-def file_errors(path: str, needed_bytes: int | None = None, cleanup: str | None = None):
+def file_errors(path: str, needed_bytes=None, cleanup: str | None = None):
     """Inside, a file-level failure about `path` becomes a FileError naming it.
 
+    needed_bytes: an int, or a function returning one (only called on failure), for a full disk.
     cleanup: a partly written folder to remove on failure, so that a full disk gets its space back and
     nothing half-written is left under a name that could be picked up later.
     """
     try:
         yield
     except Exception as error:
+        if callable(needed_bytes):
+            try:
+                needed_bytes = needed_bytes()
+            except Exception:
+                needed_bytes = None
         translated = as_user_error(error, path, needed_bytes)
         if translated is None or translated is error:
             raise
@@ -148,6 +157,7 @@ def file_errors(path: str, needed_bytes: int | None = None, cleanup: str | None 
         raise translated from error
 
 
+_DISK_FULL = re.compile(r"No space left on device|os error 28|file write failed|failed writing file", re.IGNORECASE)
 _WORKER = re.compile(r"^Caught \w+ in DataLoader worker process \d+\.")
 
 
@@ -179,3 +189,14 @@ def describe_failure(error: BaseException) -> str:
     text = one_sentence(error)
     first = text.splitlines()[0] if text else ""
     return f"{type(error).__name__}: {first} (unexpected; rerun with --debug for the traceback)."
+
+
+def checkpoint_bytes(run_dir: str, archs=()) -> int:
+    """About how much a checkpoint of this run takes: the newest complete one, else weights + AdamW moments."""
+    from utils.checkpoint import list_checkpoints
+
+    found = list_checkpoints(run_dir)
+    if found:
+        return folder_size(found[-1][1])
+    params = sum(p.numel() * p.element_size() for arch in archs for p in arch.parameters())
+    return 4 * params  # weights in the arch folder and the optimizer's model copy, and two moments

@@ -4,6 +4,7 @@ These are seed 003's `log_image`, `log_metric` and `log_metrics`, made tracker-a
 `log_metric` only worked with comet_ml, so any other tracker crashed training.
 """
 
+import math
 import os
 from collections import defaultdict
 from contextlib import contextmanager
@@ -35,6 +36,10 @@ class MetricSummary:
 
     def add(self, values: dict, n: int) -> None:
         for k, v in values.items():
+            # A NaN or infinite batch value would poison the mean, and metrics.json must stay valid
+            # JSON (it has no NaN or Infinity): such batches are left out of that metric's mean.
+            if not math.isfinite(float(v)):
+                continue
             self.sums[k] += float(v) * n
             self.counts[k] += n
 
