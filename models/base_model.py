@@ -711,7 +711,8 @@ class BaseModel:
                 json.dump(self.last_metrics, f, indent=2)
             self.logger.info(f"Saved the trained networks to {final_dir}.")
             if self.opt.get("push_to_hub"):
-                from utils.hub import push_final_folder, write_model_card
+                from utils.hub import try_push_final_folder as push_final_folder  # hook: push failure is one line
+                from utils.hub import write_model_card
 
                 repo_id = self.opt["hub_model_id"]
                 write_model_card(final_dir, self.opt.to_dict(), self._arch_names, self.last_metrics, repo_id)

@@ -105,7 +105,12 @@ def log_image(opt, accelerator, images, name: str, step: int) -> str | None:
         if tracker.name == "tensorboard":
             tracker.writer.add_image(name, grid, global_step=step, dataformats="HWC")
         elif tracker.name == "comet_ml":
-            tracker.writer.log_image((grid * 255).astype(np.uint8), name=f"{name}_{step}", step=step)
+            # A PIL image: comet_ml turns a bare array into an image only through matplotlib, and without
+            # it the offline archive silently holds no images.
+            from PIL import Image
+
+            pil = Image.fromarray((np.clip(grid, 0, 1) * 255).round().astype(np.uint8))
+            tracker.writer.log_image(pil, name=f"{name}_{step}", step=step)
         elif hasattr(tracker, "log_images"):
             tracker.log_images({name: [grid]}, step=step)
     val = opt.get("val") or {}
