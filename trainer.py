@@ -75,7 +75,10 @@ def main(argv=None) -> int:
         # A second Ctrl-C: the first one asked for a checkpoint at the next step boundary.
         if args.debug:
             raise
-        print("error: stopped at once by a second Ctrl-C; the last complete checkpoint is kept.", file=sys.stderr)
+        print(
+            "error: stopped at once by a second Ctrl-C; the last complete checkpoint is kept.",
+            file=sys.stderr,
+        )
         return 130
     except Exception as error:
         if args.debug:

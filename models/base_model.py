@@ -48,8 +48,8 @@ from tqdm.auto import tqdm
 
 from dataset import create_dataset, find_dataset_class
 from models.prepared_network import MethodDispatch, PreparedNetwork
-from utils.checkpoint import publish, resolve_checkpoint, rotate, staging_path
 from utils.batch_errors import batch_errors  # hook: imports
+from utils.checkpoint import publish, resolve_checkpoint, rotate, staging_path
 from utils.divergence import check_skipped_steps  # hook: imports
 from utils.errors import ConfigError, NumericalError, PluginError
 from utils.io_errors import checkpoint_bytes, file_errors  # hook: imports
@@ -521,7 +521,9 @@ class BaseModel:
             )
             self.logger.info(f"No checkpoint in {search} to resume from; starting from step 0{hint}.")
             return False
-        check_resumable(path, self.opt["path"].get("resume_strict", True), self.accelerator.num_processes)  # hook: resume check
+        check_resumable(
+            path, self.opt["path"].get("resume_strict", True), self.accelerator.num_processes
+        )  # hook: resume check
         try:
             self.accelerator.load_state(path)
             self.state.load_state_dict(load_training_state(path, self.schedulers, self.emas))
@@ -573,7 +575,10 @@ class BaseModel:
             if self.state.batches_in_epoch:
                 batches = self.accelerator.skip_first_batches(self.train_loader, self.state.batches_in_epoch)
             for batch in batches:
-                with self.accelerator.accumulate(*self._prepared), batch_errors(self.opt, "train", batch):  # hook: batch errors
+                with (
+                    self.accelerator.accumulate(*self._prepared),
+                    batch_errors(self.opt, "train", batch),
+                ):  # hook: batch errors
                     self.feed_data(batch, is_train=True)
                     losses = self.optimize_parameters()
                 self._end_micro_step(self.accelerator.sync_gradients)
@@ -711,12 +716,14 @@ class BaseModel:
                 json.dump(self.last_metrics, f, indent=2)
             self.logger.info(f"Saved the trained networks to {final_dir}.")
             if self.opt.get("push_to_hub"):
-                from utils.hub import try_push_final_folder as push_final_folder  # hook: push failure is one line
-                from utils.hub import write_model_card
+                from utils.hub import (  # hook: push failure is one line
+                    try_push_final_folder,
+                    write_model_card,
+                )
 
                 repo_id = self.opt["hub_model_id"]
                 write_model_card(final_dir, self.opt.to_dict(), self._arch_names, self.last_metrics, repo_id)
-                push_final_folder(
+                try_push_final_folder(  # hook: push failure is one line
                     final_dir,
                     repo_id,
                     private=self.opt["hub_private"],

@@ -46,10 +46,14 @@ def prepare_card(run: Path, repo_id: str) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--run", required=True, type=Path, help="a run's final/ folder")
     parser.add_argument("--repo", required=True, help="Hub repository, user/name")
-    parser.add_argument("--public", action="store_true", help="create the repository as public (default: private)")
+    parser.add_argument(
+        "--public", action="store_true", help="create the repository as public (default: private)"
+    )
     parser.add_argument("--message", default=None, help="commit message")
     args = parser.parse_args(argv)
     try:
@@ -62,7 +66,9 @@ def main(argv=None) -> int:
             raise UserError(f"--repo is '{args.repo}'; it must have the form user/name.")
         prepare_card(args.run, args.repo)
         message = args.message or f"Upload {args.run}"
-        push_final_folder(str(args.run), args.repo, private=not args.public, commit_message=message, logger=_Say())
+        push_final_folder(
+            str(args.run), args.repo, private=not args.public, commit_message=message, logger=_Say()
+        )
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

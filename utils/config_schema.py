@@ -162,7 +162,10 @@ TRAIN = {
         ("raise", "skip"),
     ),
     "max_consecutive_skipped_steps": Key(
-        20, "int", "Under `nan_policy: skip`, stop after this many skipped steps in a row (0: never).", minimum=0
+        20,
+        "int",
+        "Under `nan_policy: skip`, stop after this many skipped steps in a row (0: never).",
+        minimum=0,
     ),
     "find_unused_parameters": Key(False, "bool", "DDP option for networks with parameters unused in a step."),
     "patched": Key(False, "bool", "Kept from seed 003 for models that train on patches; read by the model."),

@@ -84,7 +84,9 @@ def push_failure_sentence(error: BaseException, final_dir: str, repo_id: str) ->
     )
 
 
-def try_push_final_folder(final_dir: str, repo_id: str, private: bool, commit_message: str, logger) -> str | None:
+def try_push_final_folder(
+    final_dir: str, repo_id: str, private: bool, commit_message: str, logger
+) -> str | None:
     """`push_final_folder`, but a failure (no network, a refused token, a quota) is one logged sentence:
     the training's work is already safe in `final_dir`, so the run still ends well."""
     try:

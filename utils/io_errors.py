@@ -106,7 +106,9 @@ def describe_os_error(error: OSError, path: str | None = None, needed_bytes: int
     return f"Cannot use {where_text}: {reason}."
 
 
-def as_user_error(error: BaseException, path: str | None = None, needed_bytes: int | None = None) -> UserError | None:
+def as_user_error(
+    error: BaseException, path: str | None = None, needed_bytes: int | None = None
+) -> UserError | None:
     """The one-sentence UserError for a file-level failure, or None when `error` is not one."""
     if isinstance(error, UserError):
         return error
@@ -114,7 +116,9 @@ def as_user_error(error: BaseException, path: str | None = None, needed_bytes: i
         return FileError(describe_os_error(error, path, needed_bytes))
     if _DISK_FULL.search(str(error)):
         # torch.save and safetensors report a full disk as RuntimeError / SafetensorError text.
-        return FileError(describe_os_error(OSError(errno.ENOSPC, "No space left on device"), path, needed_bytes))
+        return FileError(
+            describe_os_error(OSError(errno.ENOSPC, "No space left on device"), path, needed_bytes)
+        )
     where = f"'{path}'" if path else "a file"
     if isinstance(error, UnicodeDecodeError):
         return FileError(
@@ -127,7 +131,9 @@ def as_user_error(error: BaseException, path: str | None = None, needed_bytes: i
             "truncated or corrupt."
         )
     if isinstance(error, _safetensors_error_types()):
-        return FileError(f"{where} is not a readable safetensors file ({_first_line(error)}); it may be truncated or corrupt.")
+        return FileError(
+            f"{where} is not a readable safetensors file ({_first_line(error)}); it may be truncated or corrupt."
+        )
     if isinstance(error, _yaml_error_types()):
         return FileError(f"{where} is not valid YAML ({_first_line(error)}).")
     return None
@@ -157,7 +163,9 @@ def file_errors(path: str, needed_bytes=None, cleanup: str | None = None):
         raise translated from error
 
 
-_DISK_FULL = re.compile(r"No space left on device|os error 28|file write failed|failed writing file", re.IGNORECASE)
+_DISK_FULL = re.compile(
+    r"No space left on device|os error 28|file write failed|failed writing file", re.IGNORECASE
+)
 _WORKER = re.compile(r"^Caught \w+ in DataLoader worker process \d+\.")
 
 

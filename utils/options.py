@@ -109,7 +109,9 @@ class Opt(MutableMapping):
 def load_options(path: str, overrides: list[str] | None = None) -> Opt:
     """Load a YAML experiment, apply `key=value` overrides, resolve `${...}`, return an `Opt`."""
     if os.path.isdir(path):
-        raise ConfigError(f"The config file '{path}' is a folder; give the YAML file itself (e.g. {path}/exp.yml).")
+        raise ConfigError(
+            f"The config file '{path}' is a folder; give the YAML file itself (e.g. {path}/exp.yml)."
+        )
     if not os.path.isfile(path):
         raise ConfigError(f"The config file '{path}' does not exist.")
     try:
@@ -135,7 +137,9 @@ def load_options(path: str, overrides: list[str] | None = None) -> Opt:
             try:
                 conf = OmegaConf.merge(conf, _parse_override(override))
             except OmegaConfBaseException as error:
-                raise ConfigError(f"The command-line override '{override}' cannot be applied: {error.msg}.") from None
+                raise ConfigError(
+                    f"The command-line override '{override}' cannot be applied: {error.msg}."
+                ) from None
     try:
         data = OmegaConf.to_container(conf, resolve=True)
     except OmegaConfBaseException as error:

@@ -34,7 +34,9 @@ def _top_level_names(path: Path) -> list[tuple[str, bool]]:
         ) from None
     except OSError as error:
         target = f" (a link to '{os.readlink(path)}', which does not exist)" if path.is_symlink() else ""
-        raise PluginError(f"The plugin file '{path}' cannot be read{target}: {error.strerror or error}.") from None
+        raise PluginError(
+            f"The plugin file '{path}' cannot be read{target}: {error.strerror or error}."
+        ) from None
     names = []
     for node in tree.body:
         if isinstance(node, ast.ClassDef):

@@ -106,7 +106,9 @@ def _check_counts(data: Mapping) -> None:
     for name, block in (data.get("datasets") or {}).items():
         size = block.get("size") if isinstance(block, Mapping) else None
         if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 1):
-            raise ConfigError(f"'datasets.{name}.size' is {size!r}; it must be a whole number of samples >= 1.")
+            raise ConfigError(
+                f"'datasets.{name}.size' is {size!r}; it must be a whole number of samples >= 1."
+            )
 
 
 # ----------------------------------------------------------------------------- arch blocks
@@ -140,7 +142,11 @@ def _expected_types(param: inspect.Parameter) -> tuple[set[type], bool] | None:
     """(allowed base types, None allowed) from the annotation, else from the default; None: unknown."""
     annotation = param.annotation
     if annotation is not inspect.Parameter.empty and not isinstance(annotation, str):
-        args = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) else (annotation,)
+        args = (
+            typing.get_args(annotation)
+            if typing.get_origin(annotation) in (typing.Union, types.UnionType)
+            else (annotation,)
+        )
         allowed, nullable = set(), False
         for arg in args:
             if arg is type(None):
@@ -201,9 +207,19 @@ def _check_arch_blocks(data: Mapping) -> None:
             if _POSITIVE.search(key):
                 # A count is never negative; it must be at least 1 where the config's own default is
                 # (0 can mean "none" for some, e.g. diffusers' num_head_channels).
-                least = 1 if isinstance(param.default, int) and not isinstance(param.default, bool) and param.default >= 1 else 0
+                least = (
+                    1
+                    if isinstance(param.default, int)
+                    and not isinstance(param.default, bool)
+                    and param.default >= 1
+                    else 0
+                )
                 numbers = value if isinstance(value, (list, tuple)) else [value]
-                bad = [v for v in numbers if isinstance(v, (int, float)) and not isinstance(v, bool) and v < least]
+                bad = [
+                    v
+                    for v in numbers
+                    if isinstance(v, (int, float)) and not isinstance(v, bool) and v < least
+                ]
                 if bad:
                     raise ConfigError(
                         f"'{where}.{key}' is {value!r}; {config_cls.__name__} needs counts of at least {least} here."

@@ -54,8 +54,14 @@ def check_metric_options(metrics_opt, where: str = "val.metrics") -> None:
                 raise ConfigError(
                     f"'{where}.{name}.crop' is {value!r}; it must be a whole number of pixels >= 0."
                 )
-            if option == "data_range" and value is not None and (
-                isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf")
+            if (
+                option == "data_range"
+                and value is not None
+                and (
+                    isinstance(value, bool)
+                    or not isinstance(value, (int, float))
+                    or not 0 < value < float("inf")
+                )
             ):
                 raise ConfigError(
                     f"'{where}.{name}.data_range' is {value!r}; it must be a positive finite number (the span of "
