@@ -35,6 +35,8 @@ def _changed(base, changes):
 
 
 DELETE = object()
+HF = "hf_" + "AbCdEfGhIjKlMnOpQrStUvWxYz0123456789"  # the shape of a Hugging Face token, not a real one
+COMET = "Ab3dEf6hIj9lMn2pQr5tUv8xY"  # 25 letters and digits, the shape of a Comet API key
 
 # (id, config, extra CLI arguments, text the one-line error must contain)
 CASES = [
@@ -201,7 +203,225 @@ CASES = [
         [],
         "bad_lens.json",
     ),
+    # values the per-key schema lets through
+    (
+        "learning rate nan",
+        denoise(train__optim__learning_rate=float("nan")),
+        [],
+        "'train.optim.learning_rate' is nan",
+    ),
+    (
+        "learning rate inf",
+        denoise(train__optim__learning_rate=float("inf")),
+        [],
+        "'train.optim.learning_rate' is inf",
+    ),
+    ("beta2 nan", denoise(train__optim__adam_beta2=float("nan")), [], "'train.optim.adam_beta2' is nan"),
+    (
+        "negative inf warm-up power",
+        denoise(train__scheduler__lr_power=float("-inf")),
+        [],
+        "lr_power' is -inf",
+    ),
+    ("seed negative", denoise(seed=-1), [], "'seed' is -1"),
+    ("seed too large", denoise(seed=2**32), [], "'seed' is 4294967296; it must be between 0 and 2**32-1"),
+    (
+        "network channels as text",
+        denoise(network__hidden_channels="8"),
+        [],
+        "'network.hidden_channels' must be int",
+    ),
+    (
+        "network channels negative",
+        denoise(network__hidden_channels=-4),
+        [],
+        "'network.hidden_channels' is -4",
+    ),
+    ("network layers zero", denoise(network__num_layers=0), [], "'network.num_layers' is 0"),
+    ("network channels float", denoise(network__in_channels=1.5), [], "'network.in_channels' must be int"),
+    (
+        "VAE network list of text",
+        vae(network__latent_channels="4"),
+        [],
+        "'network.latent_channels' must be int",
+    ),
+    (
+        "num_images all",
+        vae(val__num_images="all"),
+        [],
+        "'val.num_images' is 'all'; it must be a whole number",
+    ),
+    ("dataset size 0", denoise(datasets__train__size=0), [], "'datasets.train.size' is 0"),
+    ("dataset size text", denoise(datasets__val__size="16"), [], "'datasets.val.size' is '16'"),
+    (
+        "metric data_range 0",
+        denoise(val__metrics={"psnr": {"data_range": 0}}),
+        [],
+        "'val.metrics.psnr.data_range' is 0",
+    ),
+    (
+        "metric data_range nan",
+        denoise(val__metrics={"ssim": {"data_range": float("nan")}}),
+        [],
+        "data_range' is nan",
+    ),
+    (
+        "metric crop too large",
+        denoise(val__metrics={"psnr": {"crop": 8}}),
+        [],
+        "'val.metrics.psnr.crop' is 8",
+    ),
+    (
+        "metric crop far too large",
+        denoise(val__metrics={"ssim": {"crop": 40}}),
+        [],
+        "'val.metrics.ssim.crop' is 40",
+    ),
+    # secrets by value, under any key, and secret-looking keys at any depth
+    (
+        "HF token as project name",
+        denoise(tracker_project_name=HF),
+        [],
+        "'tracker_project_name' looks like an access",
+    ),
+    ("HF token as run name", denoise(name=HF), [], "'name' looks like an access token"),
+    ("HF token in a nested block", denoise(comet={"auth": "x"}), [], "'comet.auth' looks like a secret"),
+    (
+        "Comet key as experiment key",
+        denoise(experiment_key=COMET),
+        [],
+        "'experiment_key' looks like an access token",
+    ),
+    ("token key in train", denoise(train__hf_token="x"), [], "'train.hf_token' looks like a secret"),
+    ("password key in a dataset", denoise(datasets__train__password="x"), [], "'datasets.train.password'"),
+    (
+        "HF token as a dataset folder",
+        denoise(datasets__train__dir=f"/data/{HF}"),
+        [],
+        "'datasets.train.dir' looks",
+    ),
+    ("HF token in an override", denoise(), [f"tracker_project_name={HF}"], "looks like an access token"),
+    (
+        "Comet key in an override",
+        denoise(),
+        [f"train.note={COMET}"],
+        "'train.note' looks like an access token",
+    ),
+    # malformed overrides
+    (
+        "override unclosed list",
+        denoise(),
+        ["train.batch_size=[1,"],
+        "'train.batch_size=[1,' has a value that cannot",
+    ),
+    ("override empty value", denoise(), ["train.batch_size="], "gives 'train.batch_size' no value"),
+    ("override dot key", denoise(), [".=3"], "'.=3' has the key '.', which is not a dotted key name"),
+    ("override leading dot", denoise(), [".key=1"], "'.key=1' has the key '.key'"),
+    ("override empty part", denoise(), ["train..batch_size=2"], "has the key 'train..batch_size'"),
+    ("override no key", denoise(), ["=3"], "must have the form key=value"),
+    ("override nan", denoise(), ["train.optim.learning_rate=.nan"], "'train.optim.learning_rate' is nan"),
+    # paths
+    (
+        "resume from a missing run folder",
+        denoise(path__resume_from_checkpoint="latest", path__resume_from_path="/nonexistent/run"),
+        [],
+        "'path.resume_from_path' is '/nonexistent/run', which is missing",
+    ),
+    (
+        "pretrained is an interrupted checkpoint",
+        denoise(path__pretrained="@TMPCKPT@"),
+        [],
+        "a checkpoint whose write was interrupted",
+    ),
+    (
+        "pretrained truncated weights",
+        denoise(path__pretrained="@TRUNCATED@"),
+        [],
+        "truncated/net_g/model.safetensors' is not a readable safetensors file",
+    ),
+    (
+        "pretrained garbage weights",
+        denoise(path__pretrained="@GARBAGE@"),
+        ["-test"],
+        "garbage/net_g/model.safetensors' is not a readable",
+    ),
+    ("root is a regular file", denoise(path__root="@FILE@"), [], "is a file, not a folder"),
+    ("root below a regular file", denoise(path__root="@FILE@/runs"), [], "is a file, not a folder"),
+    # the first batch against the model
+    (
+        "batch without the key the model reads",
+        denoise(datasets__train={"type": "DummyDataset", "size": 16}),
+        [],
+        "reads the batch key 'cond', which 'datasets.train' (DummyDataset) does not give; its batches have: x",
+    ),
+    (
+        "network channels differ from the data",
+        denoise(datasets__train__channels=3, datasets__val__channels=3),
+        [],
+        "expects 1 input channels but the batch from 'datasets.train' (SyntheticShapesDataset) has 3",
+    ),
+    (
+        "float64 TIF beyond float32",
+        vae(datasets={"train": {"type": "TIFFolderDataset", "dir": "@HUGETIF@"}}),
+        [],
+        "huge.tif' has pixels up to 1e+300",
+    ),
 ]
+
+
+def _make_fixtures(tmp_path) -> dict[str, str]:
+    """Files the catalogue's placeholders point at: an empty folder, a bad lens, broken weights, ..."""
+    import numpy as np
+    import tifffile
+    import torch
+    from safetensors.torch import save_file
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    bad_lens = tmp_path / "bad_lens.json"
+    bad_lens.write_text(
+        json.dumps({"r_sensor": 2.0, "surfaces": [{"type": "Spheric", "r": 5.0, "d_next": 3.0}]})
+    )
+    weights = {"body.0.weight": torch.zeros(8, 1, 3, 3)}
+    staging = tmp_path / "experiments" / "earlier_run" / "checkpoint-3.tmp" / "net_g"
+    staging.mkdir(parents=True)
+    save_file(weights, staging / "model.safetensors")
+    for name, damage in (
+        ("truncated", lambda b: b[: len(b) // 2]),
+        ("garbage", lambda b: b"\x00garbage" * 8),
+    ):
+        folder = tmp_path / name / "net_g"
+        folder.mkdir(parents=True)
+        save_file(weights, folder / "model.safetensors")
+        (folder / "model.safetensors").write_bytes(damage((folder / "model.safetensors").read_bytes()))
+    regular_file = tmp_path / "not_a_folder"
+    regular_file.write_text("a file where a folder should be")
+    huge = tmp_path / "huge_tifs"
+    huge.mkdir()
+    for i in range(2):
+        tifffile.imwrite(huge / ("huge.tif" if i else "fine.tif"), np.full((16, 16), 1e300 if i else 1.0))
+    return {
+        "@EMPTY@": str(empty),
+        "@BADLENS@": str(bad_lens),
+        "@TMPCKPT@": str(staging.parent),
+        "@TRUNCATED@": str(tmp_path / "truncated"),
+        "@GARBAGE@": str(tmp_path / "garbage"),
+        "@FILE@": str(regular_file),
+        "@HUGETIF@": str(huge),
+    }
+
+
+def _fingerprints(folder) -> dict:
+    import hashlib
+
+    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def assert_one_sentence(err: str, status: int, expected: str, want_status: int = 2) -> None:
+    error_lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert status == want_status, err[-2000:]
+    assert len(error_lines) == 1 and expected in error_lines[0], err[-2000:]
+    assert "Traceback" not in err
 
 
 @pytest.mark.parametrize("config, extra, expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
@@ -211,34 +431,28 @@ def test_bad_input_gets_one_clear_sentence(config, extra, expected, tmp_path, ca
     (root / "earlier_run").mkdir(parents=True)
     sentinel = root / "earlier_run" / "weights.txt"
     sentinel.write_text("trained weights")
-    if "path" in config:
+    if "path" in config and not config["path"].get("root"):
         config["path"]["root"] = str(root)
     text = json.dumps(config)
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    bad_lens = tmp_path / "bad_lens.json"
-    bad_lens.write_text(
-        json.dumps({"r_sensor": 2.0, "surfaces": [{"type": "Spheric", "r": 5.0, "d_next": 3.0}]})
-    )
-    text = text.replace("@EMPTY@", str(empty)).replace("@BADLENS@", str(bad_lens))
+    placeholders = _make_fixtures(tmp_path)
+    for placeholder, value in placeholders.items():
+        text = text.replace(placeholder, value)
+        expected = expected.replace(placeholder, value)
     config = json.loads(text)
-    expected = expected.replace("@EMPTY@", str(empty))
     before = sorted((p, p.stat().st_mtime_ns) for p in tmp_path.rglob("*") if p.is_file())
+    hashes = _fingerprints(tmp_path)
 
     status = run_trainer(config, tmp_path, *extra)
 
-    err = capsys.readouterr().err
-    error_lines = [line for line in err.splitlines() if line.startswith("error: ")]
-    assert status == 2, err[-2000:]
-    assert len(error_lines) == 1 and expected in error_lines[0], err[-2000:]
-    assert "Traceback" not in err
+    assert_one_sentence(capsys.readouterr().err, status, expected)
     for path, mtime in before:  # nothing that was on disk was changed or removed
         assert path.is_file() and path.stat().st_mtime_ns == mtime, path
+    assert all(_fingerprints(tmp_path).get(p) == h for p, h in hashes.items() if p.name != "exp.yml")
     assert sentinel.read_text() == "trained weights"
 
 
 def test_the_catalogue_is_large():
-    assert len(CASES) >= 40
+    assert len(CASES) >= 90
 
 
 def test_plugin_import_error_names_the_file_and_the_module(tmp_path, monkeypatch, capsys):
