@@ -72,11 +72,12 @@ def main(argv=None) -> int:
         else:
             model.train()
     except KeyboardInterrupt:
-        # A second Ctrl-C: the first one asked for a checkpoint at the next step boundary.
+        # A second Ctrl-C during training (the first asked for a checkpoint at the next step boundary),
+        # or one before training started.
         if args.debug:
             raise
         print(
-            "error: stopped at once by a second Ctrl-C; the last complete checkpoint is kept.",
+            "error: stopped at once by Ctrl-C; the last complete checkpoint is kept.",
             file=sys.stderr,
         )
         return 130

@@ -348,6 +348,25 @@ CASES = [
     ),
     ("root is a regular file", denoise(path__root="@FILE@"), [], "is a file, not a folder"),
     ("root below a regular file", denoise(path__root="@FILE@/runs"), [], "is a file, not a folder"),
+    (
+        "logging dir outside the run",
+        denoise(path__logging_dir="/tmp/elsewhere"),
+        [],
+        "'path.logging_dir' is '/tmp/elsewhere'",
+    ),
+    (
+        "logging dir climbing out",
+        denoise(path__logging_dir="../../logs"),
+        [],
+        "must be a folder inside the run folder",
+    ),
+    ("VAE pretrained truncated weights", vae(vae={"pretrained": "@TRUNCATED@"}), [], "'vae.pretrained': '"),
+    (
+        "empty MONAI checkpoint",
+        vae(network={"type": "MonaiAutoencoderKL"}, train__monai_checkpoint="@EMPTYPTH@"),
+        [],
+        "empty.pth', which is empty (0 bytes)",
+    ),
     # the first batch against the model
     (
         "batch without the key the model reads",
@@ -395,6 +414,7 @@ def _make_fixtures(tmp_path) -> dict[str, str]:
         folder.mkdir(parents=True)
         save_file(weights, folder / "model.safetensors")
         (folder / "model.safetensors").write_bytes(damage((folder / "model.safetensors").read_bytes()))
+    (tmp_path / "empty.pth").write_bytes(b"")
     regular_file = tmp_path / "not_a_folder"
     regular_file.write_text("a file where a folder should be")
     huge = tmp_path / "huge_tifs"
@@ -409,6 +429,7 @@ def _make_fixtures(tmp_path) -> dict[str, str]:
         "@GARBAGE@": str(tmp_path / "garbage"),
         "@FILE@": str(regular_file),
         "@HUGETIF@": str(huge),
+        "@EMPTYPTH@": str(tmp_path / "empty.pth"),
     }
 
 
@@ -573,7 +594,9 @@ def test_read_only_root_is_refused_before_anything_is_written(tmp_path, capsys):
 
     mount = tmp_path / "ro"
     mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount)], capture_output=True).returncode:
+    if subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount)], capture_output=True
+    ).returncode:
         pytest.skip("cannot mount a read-only tmpfs here")
     try:
         config = denoise()
@@ -646,9 +669,15 @@ def _copy_run(finished_run, tmp_path, **path_changes):
     "damage, expected",
     [
         (lambda c: os.remove(os.path.join(c, "random_states_0.pkl")), "has no random_states_0.pkl"),
-        (lambda c: open(os.path.join(c, "random_states_0.pkl"), "wb").close(), "random_states_0.pkl' is empty"),
+        (
+            lambda c: open(os.path.join(c, "random_states_0.pkl"), "wb").close(),
+            "random_states_0.pkl' is empty",
+        ),
         (lambda c: open(os.path.join(c, "optimizer.bin"), "wb").close(), "optimizer.bin' is empty (0 bytes)"),
-        (lambda c: open(os.path.join(c, "trainer_state.json"), "w").write("{\"loop\": "), "trainer_state.json' is not valid JSON"),
+        (
+            lambda c: open(os.path.join(c, "trainer_state.json"), "w").write('{"loop": '),
+            "trainer_state.json' is not valid JSON",
+        ),
         (
             lambda c: open(os.path.join(c, "net_g", "model.safetensors"), "r+b").truncate(100),
             "model.safetensors' is not a readable safetensors file",
@@ -658,7 +687,14 @@ def _copy_run(finished_run, tmp_path, **path_changes):
             "optimizer.bin' is truncated",
         ),
     ],
-    ids=["no RNG state", "empty RNG state", "empty optimizer", "corrupt trainer_state", "truncated weights", "truncated optimizer"],
+    ids=[
+        "no RNG state",
+        "empty RNG state",
+        "empty optimizer",
+        "corrupt trainer_state",
+        "truncated weights",
+        "truncated optimizer",
+    ],
 )
 def test_resume_from_a_damaged_checkpoint_names_the_file(finished_run, tmp_path, capsys, damage, expected):
     config, checkpoint = _copy_run(finished_run, tmp_path, resume_from_checkpoint="latest")
@@ -672,7 +708,9 @@ def test_resume_from_a_damaged_checkpoint_names_the_file(finished_run, tmp_path,
 
 
 def test_resume_without_rng_state_is_allowed_when_not_strict(finished_run, tmp_path):
-    config, checkpoint = _copy_run(finished_run, tmp_path, resume_from_checkpoint="latest", resume_strict=False)
+    config, checkpoint = _copy_run(
+        finished_run, tmp_path, resume_from_checkpoint="latest", resume_strict=False
+    )
     os.remove(os.path.join(checkpoint, "random_states_0.pkl"))
     assert run_trainer(config, tmp_path) == 0
 
@@ -691,7 +729,11 @@ def test_nan_skip_stops_after_too_many_skipped_steps_in_a_row(tmp_path, monkeypa
     config["path"]["root"] = str(tmp_path / "experiments")
     config["train"].update(nan_policy="skip", max_consecutive_skipped_steps=3, max_train_steps=20)
     status = run_trainer(config, tmp_path)
-    assert_one_sentence(capsys.readouterr().err, status, "not finite for 3 steps in a row (train.max_consecutive_skipped_steps: 3)")
+    assert_one_sentence(
+        capsys.readouterr().err,
+        status,
+        "not finite for 3 steps in a row (train.max_consecutive_skipped_steps: 3)",
+    )
     from tests.conftest import run_folder
 
     assert not os.path.exists(os.path.join(run_folder(config), "final"))
@@ -714,5 +756,5 @@ def test_a_second_ctrl_c_stops_at_once_with_130(tmp_path, monkeypatch, capsys):
     config = denoise()
     config["path"]["root"] = str(tmp_path / "experiments")
     status = run_trainer(config, tmp_path)
-    assert_one_sentence(capsys.readouterr().err, status, "stopped at once by a second Ctrl-C", want_status=130)
+    assert_one_sentence(capsys.readouterr().err, status, "stopped at once by Ctrl-C", want_status=130)
     assert "KeyboardInterrupt" not in capsys.readouterr().err

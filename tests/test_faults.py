@@ -90,7 +90,9 @@ def test_nan_loss_is_skipped_and_counted(tiny_config, tmp_path, monkeypatch):
     assert scalars["train/all"][6] == scalars["train/all"][6]  # finite again after the skipped step
 
 
-def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one_as_latest(tiny_config, tmp_path, monkeypatch, capsys):
+def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one_as_latest(
+    tiny_config, tmp_path, monkeypatch, capsys
+):
     """On a real 4 MB tmpfs, filled up right after checkpoint-3: checkpoint-6 cannot be written."""
     import hashlib
     import subprocess
@@ -100,7 +102,9 @@ def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one_as_latest(tiny_c
 
     disk = tmp_path / "disk"
     disk.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], capture_output=True).returncode:
+    if subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], capture_output=True
+    ).returncode:
         pytest.skip("cannot mount a small tmpfs here (needs root)")
     try:
         tiny_config["path"]["root"] = str(disk / "experiments")

@@ -49,7 +49,9 @@ def test_torch_write_failure_reads_as_a_full_disk_and_cleans_the_staging_folder(
     (staging / "part").write_bytes(b"half")
     with pytest.raises(OSError, match="The disk is full while writing"):
         with file_errors(str(staging), needed_bytes=lambda: 1000, cleanup=str(staging)):
-            raise RuntimeError("[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing file data/0: file write failed")
+            raise RuntimeError(
+                "[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing file data/0: file write failed"
+            )
     assert not staging.exists()
 
 
@@ -58,7 +60,7 @@ def test_a_worker_error_is_reported_as_the_workers_own_sentence():
 
     text = (
         "Caught DataError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
-        '  File "x.py", line 1, in f\nutils.errors.DataError: \'/data/b.tif\' is not a readable TIF file (bad).\n'
+        "  File \"x.py\", line 1, in f\nutils.errors.DataError: '/data/b.tif' is not a readable TIF file (bad).\n"
     )
     assert describe_failure(DataError(text)) == "'/data/b.tif' is not a readable TIF file (bad)."
     assert describe_failure(KeyError("gt")).startswith("KeyError: 'gt' (unexpected; rerun with --debug")

@@ -71,7 +71,9 @@ def test_push_to_hub_uploads_a_loadable_arch_and_card(tiny_config, tmp_path, mon
             assert "hf_secret_token_value" not in open(path, errors="ignore").read(), path
 
 
-def test_comet_ml_offline_makes_no_network_attempt_and_archives_the_images(tiny_config, tmp_path, monkeypatch):
+def test_comet_ml_offline_makes_no_network_attempt_and_archives_the_images(
+    tiny_config, tmp_path, monkeypatch
+):
     comet_ml = pytest.importorskip("comet_ml")
     import socket
 

@@ -8,8 +8,9 @@
 - counts (`num_*`, `*_steps`, `datasets.*.size`) whole numbers, and sizes at least 1;
 - each arch block (`network`, a GAN's `network_d`, ...) against its config class's `__init__` signature:
   types from the annotations or defaults, and channel/layer counts at least 1, before any network is built;
-- the paths: `path.root` a writable folder, `path.resume_from_path` an existing folder, `path.pretrained`
-  a complete folder whose safetensors files can be read.
+- the paths: `path.root` a writable folder, `path.logging_dir` inside the run folder,
+  `path.resume_from_path` an existing folder, `path.pretrained` a complete folder; weights named
+  anywhere (a VAE's `pretrained`, a `.safetensors` or `.pth` file) readable.
 
 Each failure is one ConfigError sentence naming the key; a secret's value is never echoed.
 """
@@ -79,6 +80,7 @@ def check_values(data: Mapping) -> None:
     _check_counts(data)
     _check_arch_blocks(data)
     _check_paths(data.get("path") or {})
+    _check_weight_files(data)
 
 
 def _check_finite(data: Mapping) -> None:
@@ -242,6 +244,12 @@ def _check_paths(path: Mapping) -> None:
             f"'path.resume_from_path' is '{resume_path}', which is {what}; it must be the run folder that "
             "holds the checkpoint-N folders."
         )
+    logging_dir = path.get("logging_dir")
+    if isinstance(logging_dir, str) and (os.path.isabs(logging_dir) or ".." in logging_dir.split("/")):
+        raise ConfigError(
+            f"'path.logging_dir' is '{logging_dir}'; it must be a folder inside the run folder (e.g. logs), so "
+            "that nothing is written outside 'path.root'."
+        )
     pretrained = path.get("pretrained")
     if pretrained and os.path.isdir(pretrained):
         name = os.path.basename(os.path.normpath(pretrained))
@@ -253,6 +261,22 @@ def _check_paths(path: Mapping) -> None:
                 f"'{COMPLETE_MARKER}' file); use a complete checkpoint-N folder or a run's final/ folder."
             )
         _check_safetensors_under(pretrained)
+
+
+def _check_weight_files(data: Mapping) -> None:
+    """Weights named anywhere in the config (a VAE's `pretrained` folder, a `.safetensors` or `.pth` file)
+    are checked at start, so a truncated file is named before hours of set-up, not deep in a loader."""
+    for where, value in _walk(data):
+        if where == "path.pretrained" or not isinstance(value, str) or not value:
+            continue
+        last = where.rsplit(".", 1)[-1]
+        if "pretrained" in last and os.path.isdir(value):
+            _check_safetensors_under(value, where)
+        elif value.endswith(".safetensors") and os.path.isfile(value):
+            _check_safetensors_file(value, where)
+        elif value.endswith((".pth", ".pt", ".bin", ".ckpt")) and os.path.isfile(value):
+            if os.path.getsize(value) == 0:
+                raise ConfigError(f"'{where}' is '{value}', which is empty (0 bytes); it holds no weights.")
 
 
 def _check_writable_root(root: str) -> None:
@@ -273,22 +297,25 @@ def _check_writable_root(root: str) -> None:
         )
 
 
-def _check_safetensors_under(folder: str) -> None:
+def _check_safetensors_under(folder: str, where: str = "path.pretrained") -> None:
     """Open the header of every safetensors file (it fails on a truncated or garbage file) and name it."""
-    from safetensors import safe_open
-
-    from utils.io_errors import as_user_error
-
     for dirpath, _, files in os.walk(folder):
         if dirpath.count(os.sep) - folder.rstrip(os.sep).count(os.sep) > 1:
             continue
         for name in sorted(f for f in files if f.endswith(".safetensors")):
-            path = os.path.join(dirpath, name)
-            try:
-                with safe_open(path, "pt") as handle:
-                    handle.keys()
-            except Exception as error:
-                translated = as_user_error(error, path)
-                if translated is None:
-                    raise
-                raise ConfigError(f"'path.pretrained': {translated}") from None
+            _check_safetensors_file(os.path.join(dirpath, name), where)
+
+
+def _check_safetensors_file(path: str, where: str) -> None:
+    from safetensors import safe_open
+
+    from utils.io_errors import as_user_error
+
+    try:
+        with safe_open(path, "pt") as handle:
+            handle.keys()
+    except Exception as error:
+        translated = as_user_error(error, path)
+        if translated is None:
+            raise
+        raise ConfigError(f"'{where}': {translated}") from None
