@@ -255,6 +255,18 @@ CASES = [
     ("dataset size 0", denoise(datasets__train__size=0), [], "'datasets.train.size' is 0"),
     ("dataset size text", denoise(datasets__val__size="16"), [], "'datasets.val.size' is '16'"),
     (
+        "image size 0",
+        denoise(datasets__train__image_size=0),
+        [],
+        "'datasets.train.image_size' is 0; a size must be",
+    ),
+    (
+        "VAE sample size negative",
+        vae(network__sample_size=-16),
+        [],
+        "'network.sample_size' is -16; a size must be",
+    ),
+    (
         "metric data_range 0",
         denoise(val__metrics={"psnr": {"data_range": 0}}),
         [],

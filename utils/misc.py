@@ -12,6 +12,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from utils.images import make_grid, save_png, to_numpy
+from utils.io_errors import file_errors
 from utils.metrics import compute_metrics
 from utils.run_dir import images_dir
 
@@ -123,5 +124,6 @@ def log_image(opt, accelerator, images, name: str, step: int) -> str | None:
     _image_names[key] += 1
     suffix = f"_{index}" if index else ""
     path = os.path.join(folder, f"{name}_{step:07d}{suffix}.png")
-    save_png(grid, path)
+    with file_errors(path, needed_bytes=grid.size, cleanup=None):  # a full disk names the image
+        save_png(grid, path)
     return path

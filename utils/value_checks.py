@@ -5,7 +5,7 @@
   key whose name says it holds one;
 - every number finite (`.nan` / `.inf` in YAML are floats that pass a `minimum` check);
 - `seed` within what `numpy` and `torch` accept (0 .. 2**32-1);
-- counts (`num_*`, `*_steps`, `datasets.*.size`) whole numbers, and sizes at least 1;
+- counts (`num_*`, `*_steps`, `datasets.*.size`) whole numbers, and sizes (`*_size`) at least 1;
 - each arch block (`network`, a GAN's `network_d`, ...) against its config class's `__init__` signature:
   types from the annotations or defaults, and channel/layer counts at least 1, before any network is built;
 - the paths: `path.root` a writable folder, `path.logging_dir` inside the run folder,
@@ -101,16 +101,27 @@ def _is_count_key(name: str) -> bool:
 def _check_counts(data: Mapping) -> None:
     for where, value in _walk(data):
         name = where.rsplit(".", 1)[-1]
-        if "[" in name or value is None or not _is_count_key(name) or isinstance(value, (Mapping, list)):
+        if "[" in name or value is None or isinstance(value, Mapping):
             continue
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise ConfigError(f"'{where}' is {value!r}; it must be a whole number >= 0.")
+        if _is_count_key(name) and not isinstance(value, list):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"'{where}' is {value!r}; it must be a whole number >= 0.")
+        if name.endswith("_size") and not _is_positive_ints(value):
+            # image_size, patch_size, batch_size, sample_size: a 0 or negative size builds nothing. Floats
+            # (a lens's pixel_size in metres) and text are left to their readers.
+            raise ConfigError(f"'{where}' is {value!r}; a size must be at least 1.")
     for name, block in (data.get("datasets") or {}).items():
         size = block.get("size") if isinstance(block, Mapping) else None
         if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 1):
             raise ConfigError(
                 f"'datasets.{name}.size' is {size!r}; it must be a whole number of samples >= 1."
             )
+
+
+def _is_positive_ints(value) -> bool:
+    """False only for an int (or a list holding an int) below 1."""
+    values = value if isinstance(value, list) else [value]
+    return not any(isinstance(v, int) and not isinstance(v, bool) and v < 1 for v in values)
 
 
 # ----------------------------------------------------------------------------- arch blocks
