@@ -75,3 +75,43 @@ def test_metric_means_leave_out_non_finite_batches_so_metrics_json_stays_valid()
     assert summary.means() == {"psnr": 30.0, "mse": 0.5}
     json.dumps(summary.means(), allow_nan=False)
     assert np.isfinite(list(summary.means().values())).all()
+
+
+def test_batch_errors_name_the_dataset_and_leave_other_errors_alone():
+    import torch
+
+    from utils.batch_errors import batch_errors
+    from utils.errors import DataError
+
+    opt = {"datasets": {"train": {"type": "TIFFolderDataset"}}, "val": {"metrics": {}}}
+    batch = {"gt": torch.zeros(2, 1, 8, 8)}
+    with pytest.raises(
+        DataError,
+        match=r"batch key 'cond', which 'datasets.train' \(TIFFolderDataset\) does not give; its batches have: gt",
+    ):
+        with batch_errors(opt, "train", batch):
+            batch["cond"]
+    with pytest.raises(
+        DataError, match="expects 1 input channels but the batch from 'datasets.train'.* has 3"
+    ):
+        with batch_errors(opt, "train", batch):
+            torch.nn.Conv2d(1, 4, 3)(torch.zeros(2, 3, 8, 8))
+    with pytest.raises(
+        DataError, match="expects 1 input features but the batch from 'datasets.train'.* gives 3"
+    ):
+        with batch_errors(opt, "train", batch):
+            torch.nn.Linear(1, 4)(torch.zeros(2, 3))
+    with pytest.raises(KeyError):  # a key the batch has: some other bug, not the data's
+        with batch_errors(opt, "train", batch):
+            raise KeyError("gt")
+    with pytest.raises(RuntimeError, match="unrelated"):
+        with batch_errors(opt, "train", batch):
+            raise RuntimeError("unrelated")
+
+
+def test_a_non_user_error_from_a_worker_keeps_its_type():
+    text = (
+        "Caught ValueError in DataLoader worker process 1.\nOriginal Traceback (most recent call last):\n"
+        '  File "x.py", line 1, in f\nValueError: could not convert /data/a.csv row 3\n'
+    )
+    assert describe_failure(ValueError(text)) == "ValueError: could not convert /data/a.csv row 3"

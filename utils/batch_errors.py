@@ -19,6 +19,7 @@ from contextlib import contextmanager
 
 from utils.errors import ConfigError, DataError, UserError
 
+_FEATURES = re.compile(r"mat1 and mat2 shapes cannot be multiplied \((\d+)x(\d+) and (\d+)x(\d+)\)")
 _CHANNELS = re.compile(r"expected input\[([\d, ]+)\] to have (\d+) channels, but got (\d+) channels")
 
 
@@ -70,6 +71,14 @@ def batch_errors(opt, phase: str, batch=None):
         ) from error
     except RuntimeError as error:
         match = _CHANNELS.search(str(error))
+        features = _FEATURES.search(str(error))
+        if features and not match:
+            rows, given, expected, _ = features.groups()
+            raise DataError(
+                f"A network layer expects {expected} input features but the batch from {_dataset(opt, phase)} "
+                f"gives {given} (a {rows}x{given} input); set the network's input size to {given} or make the "
+                f"dataset give {expected}."
+            ) from error
         if not match:
             raise
         shape, expected, got = match.groups()

@@ -174,9 +174,14 @@ def one_sentence(error: BaseException) -> str:
     text = str(error)
     if _WORKER.match(text):
         # torch re-raises a worker's exception with the worker's whole traceback as its message; its
-        # last line is "module.ErrorType: <the sentence>".
-        last = [line for line in text.splitlines() if line.strip()][-1]
-        text = last.split(": ", 1)[1] if ": " in last else last
+        # last line is "module.ErrorType: <the sentence>". A UserError's sentence stands alone; any
+        # other keeps its type ("ValueError: ...").
+        last = [line for line in text.splitlines() if line.strip()][-1].strip()
+        kind, sep, message = last.partition(": ")
+        if sep and isinstance(error, UserError):
+            text = message
+        else:
+            text = f"{kind.rsplit('.', 1)[-1]}: {message}" if sep else last
     return text.strip()
 
 
