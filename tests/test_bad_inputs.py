@@ -261,6 +261,12 @@ CASES = [
         "'datasets.train.image_size' is 0; a size must be",
     ),
     (
+        "SSIM on images smaller than its window",
+        denoise(datasets__val__image_size=2),
+        [],
+        "The metric 'val.metrics.ssim' cannot be computed on the 2x2 validation images",
+    ),
+    (
         "VAE sample size negative",
         vae(network__sample_size=-16),
         [],

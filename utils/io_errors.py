@@ -101,7 +101,7 @@ def describe_os_error(error: OSError, path: str | None = None, needed_bytes: int
     if code == errno.ENOENT:
         if where and os.path.islink(where):
             return f"{where_text} is a symbolic link to '{os.readlink(where)}', which does not exist."
-        return f"{where_text} does not exist."
+        return f"{where_text} does not exist, or cannot be created there; check 'path.root' and the paths in the config."
     reason = error.strerror or str(error)
     return f"Cannot use {where_text}: {reason}."
 

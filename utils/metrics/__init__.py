@@ -71,7 +71,17 @@ def check_metric_options(metrics_opt, where: str = "val.metrics") -> None:
 
 def compute_metrics(pred, target, metrics_opt) -> dict[str, float]:
     """`{name: value}` for every metric of `metrics_opt` (`{'psnr': {'crop': 0}, ...}`)."""
-    return {
-        name: get_metric(name)(pred, target, **dict(options or {}))
-        for name, options in (metrics_opt or {}).items()
-    }
+    values = {}
+    for name, options in (metrics_opt or {}).items():
+        try:
+            values[name] = get_metric(name)(pred, target, **dict(options or {}))
+        except ConfigError:
+            raise
+        except ValueError as error:  # e.g. scikit-image's SSIM window larger than the images
+            shape = "x".join(map(str, getattr(target, "shape", ())[2:])) or "?"
+            first = str(error).split(". ")[0].rstrip(".")
+            raise ConfigError(
+                f"The metric 'val.metrics.{name}' cannot be computed on the {shape} validation images ({first}); "
+                "remove it or change its options."
+            ) from None
+    return values
