@@ -96,6 +96,8 @@ def describe_os_error(error: OSError, path: str | None = None, needed_bytes: int
         return f"{where_text} is on a read-only file system; set 'path.root' to a writable folder."
     if code == errno.ENOTDIR:
         return f"A part of the path {where_text} is a file, not a folder; 'path.root' and the paths in the config must be folders."
+    if code == errno.EEXIST and where and os.path.exists(where) and not os.path.isdir(where):
+        return f"{where_text} is a file where a folder is needed; move it away or choose another 'path.root'."
     if code == errno.EISDIR:
         return f"{where_text} is a folder where a file was expected."
     if code == errno.ENOENT:
@@ -193,15 +195,20 @@ def _first_line(error: BaseException) -> str:
 def describe_failure(error: BaseException) -> str:
     """The one line `trainer.py` prints for any error that ends a run (no traceback without --debug)."""
     if _WORKER.match(str(error)):
-        return one_sentence(error)
+        return _one_line(one_sentence(error))
     translated = as_user_error(error)
     if translated is not None and translated is not error:
-        return one_sentence(translated)
+        return _one_line(one_sentence(translated))
     if isinstance(error, UserError):
-        return one_sentence(error)
-    text = one_sentence(error)
-    first = text.splitlines()[0] if text else ""
+        return _one_line(one_sentence(error))
+    first = _one_line(one_sentence(error))
     return f"{type(error).__name__}: {first} (unexpected; rerun with --debug for the traceback)."
+
+
+def _one_line(text: str) -> str:
+    """A message that a library made several lines long (torch's, Accelerate's) cut to its first line."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else text
 
 
 def checkpoint_bytes(run_dir: str, archs=()) -> int:

@@ -49,8 +49,18 @@ def _problem(path: str) -> str | None:
     return None
 
 
+# Written by every checkpoint: the loop state, and Accelerate's first optimizer and first model.
+REQUIRED = (("trainer_state.json",), ("optimizer.bin",), ("model.safetensors", "pytorch_model.bin"))
+
+
 def check_resumable(folder: str, strict: bool = True, num_processes: int = 1) -> None:
     """Raise a ConfigError naming the first file of `folder` that a resume could not load."""
+    for names in REQUIRED:
+        if not any(os.path.isfile(os.path.join(folder, name)) for name in names):
+            raise ConfigError(
+                f"Cannot resume from '{folder}': it has no '{names[0]}', which every checkpoint holds; choose an "
+                "earlier checkpoint with 'path.resume_from_checkpoint: checkpoint-N'."
+            )
     for dirpath, _, files in os.walk(folder):
         for name in sorted(files):
             path = os.path.join(dirpath, name)
