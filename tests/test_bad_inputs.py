@@ -704,6 +704,8 @@ def _copy_run(finished_run, tmp_path, **path_changes):
             lambda c: open(os.path.join(c, "optimizer.bin"), "r+b").truncate(200),
             "optimizer.bin' is truncated",
         ),
+        (lambda c: os.remove(os.path.join(c, "optimizer.bin")), "it has no 'optimizer.bin'"),
+        (lambda c: os.remove(os.path.join(c, "trainer_state.json")), "it has no 'trainer_state.json'"),
     ],
     ids=[
         "no RNG state",
@@ -712,6 +714,8 @@ def _copy_run(finished_run, tmp_path, **path_changes):
         "corrupt trainer_state",
         "truncated weights",
         "truncated optimizer",
+        "no optimizer",
+        "no trainer_state",
     ],
 )
 def test_resume_from_a_damaged_checkpoint_names_the_file(finished_run, tmp_path, capsys, damage, expected):
@@ -723,6 +727,19 @@ def test_resume_from_a_damaged_checkpoint_names_the_file(finished_run, tmp_path,
     for path, digest in hashes.items():  # the damaged checkpoint and final/ are left for the user
         if path.name not in ("train.log", "config.yml"):  # the run's log and its current config
             assert _fingerprints(tmp_path / "experiments").get(path) == digest, path
+
+
+def test_a_file_where_the_run_folder_should_be(tmp_path, capsys):
+    from tests.conftest import run_folder
+
+    config = denoise()
+    config["path"]["root"] = str(tmp_path / "experiments")
+    os.makedirs(os.path.dirname(run_folder(config)))
+    with open(run_folder(config), "w") as f:
+        f.write("notes")
+    status = run_trainer(config, tmp_path)
+    assert_one_sentence(capsys.readouterr().err, status, "is a file where a folder is needed")
+    assert open(run_folder(config)).read() == "notes"
 
 
 def test_resume_without_rng_state_is_allowed_when_not_strict(finished_run, tmp_path):
