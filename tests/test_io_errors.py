@@ -115,3 +115,18 @@ def test_a_non_user_error_from_a_worker_keeps_its_type():
         '  File "x.py", line 1, in f\nValueError: could not convert /data/a.csv row 3\n'
     )
     assert describe_failure(ValueError(text)) == "ValueError: could not convert /data/a.csv row 3"
+
+
+def test_a_full_disk_while_writing_a_validation_image_names_it(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import utils.misc as misc
+
+    def full(grid, path):
+        raise OSError(errno.ENOSPC, "No space left on device")  # PIL's write error carries no file name
+
+    monkeypatch.setattr(misc, "save_png", full)
+    opt = {"path": {"root": str(tmp_path)}, "name": "x", "experiment_key": "k", "val": {}}
+    accelerator = SimpleNamespace(is_main_process=True, trackers=[])
+    with pytest.raises(OSError, match=r"The disk is full while writing '.*images/val_0000003.png' \(about"):
+        misc.log_image(opt, accelerator, np.zeros((1, 1, 8, 8)), "val", 3)
