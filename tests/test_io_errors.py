@@ -130,3 +130,42 @@ def test_a_full_disk_while_writing_a_validation_image_names_it(tmp_path, monkeyp
     accelerator = SimpleNamespace(is_main_process=True, trackers=[])
     with pytest.raises(OSError, match=r"The disk is full while writing '.*images/val_0000003.png' \(about"):
         misc.log_image(opt, accelerator, np.zeros((1, 1, 8, 8)), "val", 3)
+
+
+@pytest.mark.parametrize(
+    "key, secret",
+    [
+        ("hub_token", True),
+        ("train.hf_token", True),
+        ("comet.auth", True),
+        ("COMET_API_KEY", True),
+        ("db_password", True),
+        ("mytoken", True),
+        ("pad_token_id", False),
+        ("num_tokens", False),
+        ("author", False),
+        ("tokenizer", False),
+    ],
+)
+def test_secret_looking_key_names(key, secret):
+    from utils.value_checks import looks_like_secret_key
+
+    assert looks_like_secret_key(key) is secret
+
+
+@pytest.mark.parametrize(
+    "text, token",
+    [
+        ("hf_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7", True),
+        ("my project hf_abcdefghij12", True),
+        ("Ab3dEf6hIj9lMn2pQr5tUv8xY", True),  # 25 letters and digits: a Comet API key's shape
+        ("SyntheticShapesDataset", False),
+        ("checkpoints/VAE/exp.yml", False),
+        ("0123456789abcdef0123456789abcdef", False),  # a hex run id
+        ("user/my-model", False),
+    ],
+)
+def test_token_looking_values(text, token):
+    from utils.value_checks import looks_like_token
+
+    assert looks_like_token(text) is token

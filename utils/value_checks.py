@@ -25,7 +25,7 @@ from collections.abc import Mapping
 
 from utils.errors import ConfigError, PluginError
 
-SECRET_KEY_WORDS = ("token", "api_key", "apikey", "secret", "password", "passwd", "auth", "credential")
+SECRET_KEY_WORDS = ("token", "apikey", "secret", "password", "passwd", "auth", "credential", "credentials")
 # Hugging Face user tokens (`hf_` + 34 letters/digits; `api_org_` is the older organisation form).
 _HF_TOKEN = re.compile(r"(?<![A-Za-z0-9])(hf|api_org)_[A-Za-z0-9]{8,}")
 # Comet API keys: 25 letters and digits; longer mixed-case random strings are treated alike.
@@ -52,8 +52,17 @@ def _walk(value, where: str = ""):
 
 
 def looks_like_secret_key(key: str) -> bool:
+    """`hf_token`, `comet.auth`, `api_key`, `db_password`; not `pad_token_id` or `num_tokens` (a model's numbers)."""
     last = key.rsplit(".", 1)[-1].lower()
-    return any(word in last for word in SECRET_KEY_WORDS) and not last.startswith(("author", "num_"))
+    words = re.split(r"[^a-z0-9]+", last)
+    if words[-1] in ("id", "ids", "class", "type", "dim", "length", "size", "count"):
+        return False
+    if last.startswith(("author", "tokenizer")):
+        return False
+    glued = last.endswith(("token", "secret", "password", "apikey")) or last.startswith(
+        ("token", "secret", "auth")
+    )
+    return glued or "api_key" in last or any(word in SECRET_KEY_WORDS for word in words)
 
 
 def looks_like_token(text: str) -> bool:
