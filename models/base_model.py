@@ -55,7 +55,7 @@ from utils.errors import ConfigError, NumericalError, PluginError
 from utils.io_errors import checkpoint_bytes, file_errors  # hook: imports
 from utils.misc import collect_metrics, log_metric
 from utils.options import flatten, redact_secrets, save_options
-from utils.resume_check import check_resumable  # hook: imports
+from utils.resume_check import check_resume_before_setup  # hook: imports
 from utils.run_dir import run_dir, safe_name
 from utils.trackers import comet_init_kwargs, requested_trackers
 from utils.training_state import load_training_state, save_training_state
@@ -521,9 +521,6 @@ class BaseModel:
             )
             self.logger.info(f"No checkpoint in {search} to resume from; starting from step 0{hint}.")
             return False
-        check_resumable(
-            path, self.opt["path"].get("resume_strict", True), self.accelerator.num_processes
-        )  # hook: resume check
         try:
             self.accelerator.load_state(path)
             self.state.load_state_dict(load_training_state(path, self.schedulers, self.emas))
@@ -553,6 +550,9 @@ class BaseModel:
                 signal.signal(signum, handler)
 
     def _train_loop(self):
+        check_resume_before_setup(
+            self.opt, self.run_dir, self.accelerator.num_processes
+        )  # hook: resume check
         self._setup()
         self.resume()
         train = self.opt["train"]

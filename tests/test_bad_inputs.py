@@ -724,9 +724,9 @@ def test_resume_from_a_damaged_checkpoint_names_the_file(finished_run, tmp_path,
     hashes = _fingerprints(tmp_path / "experiments")
     status = run_trainer(config, tmp_path)
     assert_one_sentence(capsys.readouterr().err, status, expected)
-    for path, digest in hashes.items():  # the damaged checkpoint and final/ are left for the user
-        if path.name not in ("train.log", "config.yml"):  # the run's log and its current config
-            assert _fingerprints(tmp_path / "experiments").get(path) == digest, path
+    after = _fingerprints(tmp_path / "experiments")
+    for path, digest in hashes.items():  # every file of the run, its config.yml and log too, as it was
+        assert after.get(path) == digest, path
 
 
 def test_a_file_where_the_run_folder_should_be(tmp_path, capsys):

@@ -85,3 +85,17 @@ def check_resumable(folder: str, strict: bool = True, num_processes: int = 1) ->
             f"Cannot resume exactly from '{folder}': it has no {', '.join(missing)}, so the random numbers would "
             "differ from an uninterrupted run; set 'path.resume_strict: false' to resume anyway."
         )
+
+
+def check_resume_before_setup(opt, run_dir: str, num_processes: int = 1) -> None:
+    """`check_resumable` on the checkpoint `path.resume_from_checkpoint` names, before set-up rewrites the
+    run's config.yml: a resume that cannot work leaves the run folder exactly as it was."""
+    from utils.checkpoint import resolve_checkpoint
+
+    path = opt["path"]
+    setting = path.get("resume_from_checkpoint")
+    if not setting:
+        return
+    folder = resolve_checkpoint(setting, path.get("resume_from_path") or run_dir)
+    if folder is not None:
+        check_resumable(folder, path.get("resume_strict", True), num_processes)
