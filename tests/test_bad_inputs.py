@@ -648,13 +648,14 @@ def test_worker_errors_reach_the_user_as_the_workers_own_sentence(tmp_path, caps
     folder.mkdir()
     for i in range(4):
         tifffile.imwrite(folder / f"img{i}.tif", np.random.rand(16, 16).astype(np.float32))
-    (folder / "img2.tif").write_bytes(b"II*\x00broken")  # probed fine by name, unreadable in the worker
+    # Its header is fine, so the dataset's set-up accepts it; its pixels are read, and refused, in the worker.
+    tifffile.imwrite(folder / "img2.tif", np.full((16, 16), np.nan, dtype=np.float32))
     config = vae(datasets={"train": {"type": "TIFFolderDataset", "dir": str(folder), "num_workers": 1}})
     config["path"]["root"] = str(tmp_path / "experiments")
     config["train"]["batch_size"] = 4
     status = run_trainer(config, tmp_path)
     err = capsys.readouterr().err
-    assert_one_sentence(err, status, "img2.tif' is not a readable TIF file")
+    assert_one_sentence(err, status, "img2.tif' has 256 NaN and 0 Inf pixels")
     assert "DataLoader worker" not in err and "Original Traceback" not in err
 
 
