@@ -148,7 +148,7 @@ def test_a_full_disk_while_writing_a_validation_image_names_it(tmp_path, monkeyp
     ],
 )
 def test_secret_looking_key_names(key, secret):
-    from utils.value_checks import looks_like_secret_key
+    from utils.secret_values import looks_like_secret_key
 
     assert looks_like_secret_key(key) is secret
 
@@ -166,6 +166,6 @@ def test_secret_looking_key_names(key, secret):
     ],
 )
 def test_token_looking_values(text, token):
-    from utils.value_checks import looks_like_token
+    from utils.secret_values import looks_like_token
 
     assert looks_like_token(text) is token

@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from utils.config_schema import BLOCKS, DATASET, DATASET_NAMES, Key
 from utils.errors import ConfigError, did_you_mean, nearest
 from utils.options import Opt
-from utils.value_checks import check_secrets, check_values
+from utils.secret_values import check_secrets
+from utils.value_checks import check_values
 
 _TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "block": (dict,)}
 
