@@ -4,8 +4,8 @@
     accelerate launch trainer.py -opt checkpoints/VAE/exp.yml -test           # validation only
     python trainer.py -opt X.yml train.batch_size=8 train.optim.learning_rate=1e-4   # overrides
 
-A mistake in the config, a plugin or the data is reported in one sentence and exits with status 2;
-`--debug` shows the traceback too.
+A mistake in the config, a plugin or the data, and a file that cannot be read or written, is reported in
+one sentence and exits with status 2 (130 after a second Ctrl-C); `--debug` shows the traceback too.
 """
 
 import argparse
@@ -13,7 +13,7 @@ import logging
 import sys
 from collections.abc import Mapping
 
-from utils.errors import UserError
+from utils.io_errors import describe_failure
 
 
 def parse_args(argv=None):
@@ -65,10 +65,20 @@ def main(argv=None) -> int:
             model.test()
         else:
             model.train()
-    except UserError as error:
+    except KeyboardInterrupt:
+        # A second Ctrl-C during training (the first asked for a checkpoint at the next step boundary),
+        # or one before training started.
         if args.debug:
             raise
-        print(f"error: {error}", file=sys.stderr)
+        print(
+            "error: stopped at once by Ctrl-C; the last complete checkpoint is kept.",
+            file=sys.stderr,
+        )
+        return 130
+    except Exception as error:
+        if args.debug:
+            raise
+        print(f"error: {describe_failure(error)}", file=sys.stderr)
         return 2
     return 0
 

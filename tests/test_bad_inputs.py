@@ -4,6 +4,7 @@ leaves every existing file as it was."""
 import copy
 import json
 import os
+import re
 import textwrap
 
 import pytest
@@ -35,6 +36,8 @@ def _changed(base, changes):
 
 
 DELETE = object()
+HF = "hf_" + "AbCdEfGhIjKlMnOpQrStUvWxYz0123456789"  # the shape of a Hugging Face token, not a real one
+COMET = "Ab3dEf6hIj9lMn2pQr5tUv8xY"  # 25 letters and digits, the shape of a Comet API key
 
 # (id, config, extra CLI arguments, text the one-line error must contain)
 CASES = [
@@ -206,7 +209,264 @@ CASES = [
         [],
         "bad_lens.json",
     ),
+    # values the per-key schema lets through
+    (
+        "learning rate nan",
+        denoise(train__optim__learning_rate=float("nan")),
+        [],
+        "'train.optim.learning_rate' is nan",
+    ),
+    (
+        "learning rate inf",
+        denoise(train__optim__learning_rate=float("inf")),
+        [],
+        "'train.optim.learning_rate' is inf",
+    ),
+    ("beta2 nan", denoise(train__optim__adam_beta2=float("nan")), [], "'train.optim.adam_beta2' is nan"),
+    (
+        "negative inf warm-up power",
+        denoise(train__scheduler__lr_power=float("-inf")),
+        [],
+        "lr_power' is -inf",
+    ),
+    ("seed negative", denoise(seed=-1), [], "'seed' is -1"),
+    ("seed too large", denoise(seed=2**32), [], "'seed' is 4294967296; it must be between 0 and 2**32-1"),
+    (
+        "network channels as text",
+        denoise(network__hidden_channels="8"),
+        [],
+        "'network.hidden_channels' must be int",
+    ),
+    (
+        "network channels negative",
+        denoise(network__hidden_channels=-4),
+        [],
+        "'network.hidden_channels' is -4",
+    ),
+    ("network layers zero", denoise(network__num_layers=0), [], "'network.num_layers' is 0"),
+    ("network channels float", denoise(network__in_channels=1.5), [], "'network.in_channels' must be int"),
+    (
+        "VAE network list of text",
+        vae(network__latent_channels="4"),
+        [],
+        "'network.latent_channels' must be int",
+    ),
+    (
+        "num_images all",
+        vae(val__num_images="all"),
+        [],
+        "'val.num_images' must be an int, got 'all'",
+    ),
+    ("dataset size 0", denoise(datasets__train__size=0), [], "'datasets.train.size' is 0"),
+    ("dataset size text", denoise(datasets__val__size="16"), [], "'datasets.val.size' must be an int, got '16'"),
+    (
+        "image size 0",
+        denoise(datasets__train__image_size=0),
+        [],
+        "'datasets.train.image_size' is 0; it must be at least",
+    ),
+    (
+        "SSIM on images smaller than its window",
+        denoise(datasets__val__image_size=2),
+        [],
+        "The metric 'val.metrics.ssim' cannot be computed on the 2x2 validation images",
+    ),
+    (
+        "VAE sample size negative",
+        vae(network__sample_size=-16),
+        [],
+        "'network.sample_size' is -16; a size must be",
+    ),
+    (
+        "metric data_range 0",
+        denoise(val__metrics={"psnr": {"data_range": 0}}),
+        [],
+        "'val.metrics.psnr.data_range' is 0",
+    ),
+    (
+        "metric data_range nan",
+        denoise(val__metrics={"ssim": {"data_range": float("nan")}}),
+        [],
+        "data_range' is nan",
+    ),
+    (
+        "metric crop too large",
+        denoise(val__metrics={"psnr": {"crop": 8}}),
+        [],
+        "'val.metrics.psnr.crop' is 8",
+    ),
+    (
+        "metric crop far too large",
+        denoise(val__metrics={"ssim": {"crop": 40}}),
+        [],
+        "'val.metrics.ssim.crop' is 40",
+    ),
+    # secrets by value, under any key, and secret-looking keys at any depth
+    (
+        "HF token as project name",
+        denoise(tracker_project_name=HF),
+        [],
+        "'tracker_project_name' looks like an access",
+    ),
+    ("HF token as run name", denoise(name=HF), [], "'name' looks like an access token"),
+    ("HF token in a nested block", denoise(comet={"auth": "x"}), [], "'comet.auth' looks like a secret"),
+    (
+        "Comet key as experiment key",
+        denoise(experiment_key=COMET),
+        [],
+        "'experiment_key' looks like an access token",
+    ),
+    ("token key in train", denoise(train__hf_token="x"), [], "'train.hf_token' looks like a secret"),
+    ("password key in a dataset", denoise(datasets__train__password="x"), [], "'datasets.train.password'"),
+    (
+        "HF token as a dataset folder",
+        denoise(datasets__train__dir=f"/data/{HF}"),
+        [],
+        "'datasets.train.dir' looks",
+    ),
+    ("HF token in an override", denoise(), [f"tracker_project_name={HF}"], "looks like an access token"),
+    (
+        "Comet key in an override",
+        denoise(),
+        [f"train.note={COMET}"],
+        "'train.note' looks like an access token",
+    ),
+    # malformed overrides
+    (
+        "override unclosed list",
+        denoise(),
+        ["train.batch_size=[1,"],
+        "'train.batch_size=[1,' has a value that cannot",
+    ),
+    ("override empty value", denoise(), ["train.batch_size="], "gives 'train.batch_size' no value"),
+    ("override dot key", denoise(), [".=3"], "'.=3' has the key '.', which is not a dotted key name"),
+    ("override leading dot", denoise(), [".key=1"], "'.key=1' has the key '.key'"),
+    ("override empty part", denoise(), ["train..batch_size=2"], "has the key 'train..batch_size'"),
+    ("override no key", denoise(), ["=3"], "must have the form key=value"),
+    ("override nan", denoise(), ["train.optim.learning_rate=.nan"], "'train.optim.learning_rate' is nan"),
+    # paths
+    (
+        "resume from a missing run folder",
+        denoise(path__resume_from_checkpoint="latest", path__resume_from_path="/nonexistent/run"),
+        [],
+        "'path.resume_from_path' is '/nonexistent/run', which is missing",
+    ),
+    (
+        "pretrained is an interrupted checkpoint",
+        denoise(path__pretrained="@TMPCKPT@"),
+        [],
+        "a checkpoint whose write was interrupted",
+    ),
+    (
+        "pretrained truncated weights",
+        denoise(path__pretrained="@TRUNCATED@"),
+        [],
+        "truncated/net_g/model.safetensors' is not a readable safetensors file",
+    ),
+    (
+        "pretrained garbage weights",
+        denoise(path__pretrained="@GARBAGE@"),
+        ["-test"],
+        "garbage/net_g/model.safetensors' is not a readable",
+    ),
+    ("root is a regular file", denoise(path__root="@FILE@"), [], "is a file, not a folder"),
+    ("root below a regular file", denoise(path__root="@FILE@/runs"), [], "is a file, not a folder"),
+    (
+        "logging dir outside the run",
+        denoise(path__logging_dir="/tmp/elsewhere"),
+        [],
+        "'path.logging_dir' is '/tmp/elsewhere'",
+    ),
+    (
+        "logging dir climbing out",
+        denoise(path__logging_dir="../../logs"),
+        [],
+        "must be a folder inside the run folder",
+    ),
+    ("VAE pretrained truncated weights", vae(vae={"pretrained": "@TRUNCATED@"}), [], "'vae.pretrained': '"),
+    (
+        "empty MONAI checkpoint",
+        vae(network={"type": "MonaiAutoencoderKL"}, train__monai_checkpoint="@EMPTYPTH@"),
+        [],
+        "empty.pth', which is empty (0 bytes)",
+    ),
+    # the first batch against the model
+    (
+        "batch without the key the model reads",
+        denoise(datasets__train={"type": "DummyDataset", "size": 16}),
+        [],
+        "reads the batch key 'cond', which 'datasets.train' (DummyDataset) does not give; its batches have: x",
+    ),
+    (
+        "network channels differ from the data",
+        denoise(datasets__train__channels=3, datasets__val__channels=3),
+        [],
+        "expects 1 input channels but the batch from 'datasets.train' (SyntheticShapesDataset) has 3",
+    ),
+    (
+        "float64 TIF beyond float32",
+        vae(datasets={"train": {"type": "TIFFolderDataset", "dir": "@HUGETIF@"}}),
+        [],
+        "huge.tif' has pixels up to 1e+300",
+    ),
 ]
+
+
+def _make_fixtures(tmp_path) -> dict[str, str]:
+    """Files the catalogue's placeholders point at: an empty folder, a bad lens, broken weights, ..."""
+    import numpy as np
+    import tifffile
+    import torch
+    from safetensors.torch import save_file
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    bad_lens = tmp_path / "bad_lens.json"
+    bad_lens.write_text(
+        json.dumps({"r_sensor": 2.0, "surfaces": [{"type": "Spheric", "r": 5.0, "d_next": 3.0}]})
+    )
+    weights = {"body.0.weight": torch.zeros(8, 1, 3, 3)}
+    staging = tmp_path / "experiments" / "earlier_run" / "checkpoint-3.tmp" / "net_g"
+    staging.mkdir(parents=True)
+    save_file(weights, staging / "model.safetensors")
+    for name, damage in (
+        ("truncated", lambda b: b[: len(b) // 2]),
+        ("garbage", lambda b: b"\x00garbage" * 8),
+    ):
+        folder = tmp_path / name / "net_g"
+        folder.mkdir(parents=True)
+        save_file(weights, folder / "model.safetensors")
+        (folder / "model.safetensors").write_bytes(damage((folder / "model.safetensors").read_bytes()))
+    (tmp_path / "empty.pth").write_bytes(b"")
+    regular_file = tmp_path / "not_a_folder"
+    regular_file.write_text("a file where a folder should be")
+    huge = tmp_path / "huge_tifs"
+    huge.mkdir()
+    for i in range(2):
+        tifffile.imwrite(huge / ("huge.tif" if i else "fine.tif"), np.full((16, 16), 1e300 if i else 1.0))
+    return {
+        "@EMPTY@": str(empty),
+        "@BADLENS@": str(bad_lens),
+        "@TMPCKPT@": str(staging.parent),
+        "@TRUNCATED@": str(tmp_path / "truncated"),
+        "@GARBAGE@": str(tmp_path / "garbage"),
+        "@FILE@": str(regular_file),
+        "@HUGETIF@": str(huge),
+        "@EMPTYPTH@": str(tmp_path / "empty.pth"),
+    }
+
+
+def _fingerprints(folder) -> dict:
+    import hashlib
+
+    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def assert_one_sentence(err: str, status: int, expected: str, want_status: int = 2) -> None:
+    error_lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert status == want_status, err[-2000:]
+    assert len(error_lines) == 1 and expected in error_lines[0], err[-2000:]
+    assert "Traceback" not in err
 
 
 @pytest.mark.parametrize("config, extra, expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
@@ -216,34 +476,28 @@ def test_bad_input_gets_one_clear_sentence(config, extra, expected, tmp_path, ca
     (root / "earlier_run").mkdir(parents=True)
     sentinel = root / "earlier_run" / "weights.txt"
     sentinel.write_text("trained weights")
-    if "path" in config:
+    if "path" in config and not config["path"].get("root"):
         config["path"]["root"] = str(root)
     text = json.dumps(config)
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    bad_lens = tmp_path / "bad_lens.json"
-    bad_lens.write_text(
-        json.dumps({"r_sensor": 2.0, "surfaces": [{"type": "Spheric", "r": 5.0, "d_next": 3.0}]})
-    )
-    text = text.replace("@EMPTY@", str(empty)).replace("@BADLENS@", str(bad_lens))
+    placeholders = _make_fixtures(tmp_path)
+    for placeholder, value in placeholders.items():
+        text = text.replace(placeholder, value)
+        expected = expected.replace(placeholder, value)
     config = json.loads(text)
-    expected = expected.replace("@EMPTY@", str(empty))
     before = sorted((p, p.stat().st_mtime_ns) for p in tmp_path.rglob("*") if p.is_file())
+    hashes = _fingerprints(tmp_path)
 
     status = run_trainer(config, tmp_path, *extra)
 
-    err = capsys.readouterr().err
-    error_lines = [line for line in err.splitlines() if line.startswith("error: ")]
-    assert status == 2, err[-2000:]
-    assert len(error_lines) == 1 and expected in error_lines[0], err[-2000:]
-    assert "Traceback" not in err
+    assert_one_sentence(capsys.readouterr().err, status, expected)
     for path, mtime in before:  # nothing that was on disk was changed or removed
         assert path.is_file() and path.stat().st_mtime_ns == mtime, path
+    assert all(_fingerprints(tmp_path).get(p) == h for p, h in hashes.items() if p.name != "exp.yml")
     assert sentinel.read_text() == "trained weights"
 
 
 def test_the_catalogue_is_large():
-    assert len(CASES) >= 40
+    assert len(CASES) >= 90
 
 
 def test_plugin_import_error_names_the_file_and_the_module(tmp_path, monkeypatch, capsys):
@@ -301,3 +555,247 @@ def test_debug_shows_the_traceback(tmp_path):
     with pytest.raises(Exception, match="seeed"):
         trainer.main(["-opt", path, "--debug"])
     assert os.path.isfile(path)
+
+
+# ----------------------------------------------------------------------------- beyond the config
+
+
+def test_opt_given_a_folder_or_a_non_utf8_file(tmp_path, capsys):
+    import trainer
+
+    assert trainer.main(["-opt", str(tmp_path)]) == 2
+    assert_one_sentence(capsys.readouterr().err, 2, "is a folder; give the YAML file itself")
+    latin1 = tmp_path / "latin1.yml"
+    latin1.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    assert trainer.main(["-opt", str(latin1)]) == 2
+    assert_one_sentence(capsys.readouterr().err, 2, "latin1.yml' is not UTF-8 text (byte 0xe9")
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        ("class Broken_model:\n    def oops(:\n", "syntax error at line 2"),
+        (b"class Broken_model:\n    x = '\xff\xfe'\n", "is not UTF-8 text (byte 0xff"),
+        (None, "which does not exist"),  # a dangling symlink
+    ],
+    ids=["syntax error", "not UTF-8", "dangling symlink"],
+)
+def test_a_broken_plugin_file_breaks_only_the_runs_that_use_it(tmp_path, content, expected):
+    from utils.errors import PluginError
+    from utils.registry import Registry
+
+    folder = tmp_path / "plugs"
+    folder.mkdir()
+    (folder / "good_model.py").write_text("class Good_model:\n    pass\n")
+    broken = folder / "broken_model.py"
+    if content is None:
+        broken.symlink_to(tmp_path / "gone.py")
+    elif isinstance(content, bytes):
+        broken.write_bytes(content)
+    else:
+        broken.write_text(content)
+    registry = Registry("plugs", "_model.py", kind="model", root=tmp_path)
+    import sys
+
+    sys.path.insert(0, str(tmp_path))
+    try:
+        assert registry.get("Good_model").__name__ == "Good_model"  # the other plugin still works
+        assert registry.names() == ["Good_model"]
+        with pytest.raises(PluginError, match=re.escape(expected)) as raised:
+            registry.get("Broken_model")  # the run that asks for it is told which file and why
+        assert "broken_model.py" in str(raised.value)
+        with pytest.raises(PluginError, match="could not be read and may define it: 'plugs/broken_model.py'"):
+            registry.get("Other_model")
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("plugs.good_model", None)
+        sys.modules.pop("plugs", None)
+
+
+def test_read_only_root_is_refused_before_anything_is_written(tmp_path, capsys):
+    import subprocess
+
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    if subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount)], capture_output=True
+    ).returncode:
+        pytest.skip("cannot mount a read-only tmpfs here")
+    try:
+        config = denoise()
+        config["path"]["root"] = str(mount / "experiments")
+        status = run_trainer(config, tmp_path)
+        assert_one_sentence(capsys.readouterr().err, status, "cannot be written (read-only or no permission)")
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_unwritable_run_folder_during_setup_is_one_sentence(tmp_path, capsys, monkeypatch):
+    """An OSError anywhere in set-up (here: EACCES on the log file) names the path, exit 2."""
+    import errno
+    import logging
+
+    def refuse(self, filename, *args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", filename)
+
+    monkeypatch.setattr(logging.FileHandler, "__init__", refuse)
+    config = denoise()
+    config["path"]["root"] = str(tmp_path / "experiments")
+    status = run_trainer(config, tmp_path)
+    assert_one_sentence(capsys.readouterr().err, status, "train.log'; choose a 'path.root' you can write to")
+
+
+def test_worker_errors_reach_the_user_as_the_workers_own_sentence(tmp_path, capsys):
+    import numpy as np
+    import tifffile
+
+    folder = tmp_path / "tifs"
+    folder.mkdir()
+    for i in range(4):
+        tifffile.imwrite(folder / f"img{i}.tif", np.random.rand(16, 16).astype(np.float32))
+    # Its header is fine, so the dataset's set-up accepts it; its pixels are read, and refused, in the worker.
+    tifffile.imwrite(folder / "img2.tif", np.full((16, 16), np.nan, dtype=np.float32))
+    config = vae(datasets={"train": {"type": "TIFFolderDataset", "dir": str(folder), "num_workers": 1}})
+    config["path"]["root"] = str(tmp_path / "experiments")
+    config["train"]["batch_size"] = 4
+    status = run_trainer(config, tmp_path)
+    err = capsys.readouterr().err
+    assert_one_sentence(err, status, "img2.tif' has 256 NaN and 0 Inf pixels")
+    assert "DataLoader worker" not in err and "Original Traceback" not in err
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A tiny run with checkpoint-3 and final/, copied by the tests that damage it."""
+    tmp_path = tmp_path_factory.mktemp("finished")
+    config = denoise()
+    config["path"]["root"] = str(tmp_path / "experiments")
+    config["train"].update(max_train_steps=3, checkpointing_steps=3, validation_steps=3)
+    assert run_trainer(config, tmp_path) == 0
+    return config
+
+
+def _copy_run(finished_run, tmp_path, **path_changes):
+    import shutil
+
+    from tests.conftest import run_folder
+
+    config = copy.deepcopy(finished_run)
+    root = tmp_path / "experiments"
+    shutil.copytree(finished_run["path"]["root"], root)
+    config["path"]["root"] = str(root)
+    config["path"].update(path_changes)
+    config["train"]["max_train_steps"] = 4
+    return config, os.path.join(run_folder(config), "checkpoint-3")
+
+
+@pytest.mark.parametrize(
+    "damage, expected",
+    [
+        (lambda c: os.remove(os.path.join(c, "random_states_0.pkl")), "has no random_states_0.pkl"),
+        (
+            lambda c: open(os.path.join(c, "random_states_0.pkl"), "wb").close(),
+            "random_states_0.pkl' is empty",
+        ),
+        (lambda c: open(os.path.join(c, "optimizer.bin"), "wb").close(), "optimizer.bin' is empty (0 bytes)"),
+        (
+            lambda c: open(os.path.join(c, "trainer_state.json"), "w").write('{"loop": '),
+            "trainer_state.json' is not valid JSON",
+        ),
+        (
+            lambda c: open(os.path.join(c, "net_g", "model.safetensors"), "r+b").truncate(100),
+            "model.safetensors' is not a readable safetensors file",
+        ),
+        (
+            lambda c: open(os.path.join(c, "optimizer.bin"), "r+b").truncate(200),
+            "optimizer.bin' is truncated",
+        ),
+        (lambda c: os.remove(os.path.join(c, "optimizer.bin")), "it has no 'optimizer.bin'"),
+        (lambda c: os.remove(os.path.join(c, "trainer_state.json")), "it has no 'trainer_state.json'"),
+    ],
+    ids=[
+        "no RNG state",
+        "empty RNG state",
+        "empty optimizer",
+        "corrupt trainer_state",
+        "truncated weights",
+        "truncated optimizer",
+        "no optimizer",
+        "no trainer_state",
+    ],
+)
+def test_resume_from_a_damaged_checkpoint_names_the_file(finished_run, tmp_path, capsys, damage, expected):
+    config, checkpoint = _copy_run(finished_run, tmp_path, resume_from_checkpoint="latest")
+    damage(checkpoint)
+    hashes = _fingerprints(tmp_path / "experiments")
+    status = run_trainer(config, tmp_path)
+    assert_one_sentence(capsys.readouterr().err, status, expected)
+    after = _fingerprints(tmp_path / "experiments")
+    for path, digest in hashes.items():  # every file of the run, its config.yml and log too, as it was
+        assert after.get(path) == digest, path
+
+
+def test_a_file_where_the_run_folder_should_be(tmp_path, capsys):
+    from tests.conftest import run_folder
+
+    config = denoise()
+    config["path"]["root"] = str(tmp_path / "experiments")
+    os.makedirs(os.path.dirname(run_folder(config)))
+    with open(run_folder(config), "w") as f:
+        f.write("notes")
+    status = run_trainer(config, tmp_path)
+    assert_one_sentence(capsys.readouterr().err, status, "is a file where a folder is needed")
+    assert open(run_folder(config)).read() == "notes"
+
+
+def test_resume_without_rng_state_is_allowed_when_not_strict(finished_run, tmp_path):
+    config, checkpoint = _copy_run(
+        finished_run, tmp_path, resume_from_checkpoint="latest", resume_strict=False
+    )
+    os.remove(os.path.join(checkpoint, "random_states_0.pkl"))
+    assert run_trainer(config, tmp_path) == 0
+
+
+def test_nan_skip_stops_after_too_many_skipped_steps_in_a_row(tmp_path, monkeypatch, capsys):
+    from models.example.Denoise_model import Denoise_model
+
+    original = Denoise_model.optimize_parameters
+
+    def diverged(self):
+        losses = original(self)
+        return {k: v * float("nan") for k, v in losses.items()} if self.global_step >= 1 else losses
+
+    monkeypatch.setattr(Denoise_model, "optimize_parameters", diverged)
+    config = denoise()
+    config["path"]["root"] = str(tmp_path / "experiments")
+    config["train"].update(nan_policy="skip", max_consecutive_skipped_steps=3, max_train_steps=20)
+    status = run_trainer(config, tmp_path)
+    assert_one_sentence(
+        capsys.readouterr().err,
+        status,
+        "not finite for 3 steps in a row (train.max_consecutive_skipped_steps: 3)",
+    )
+    from tests.conftest import run_folder
+
+    assert not os.path.exists(os.path.join(run_folder(config), "final"))
+
+
+def test_a_second_ctrl_c_stops_at_once_with_130(tmp_path, monkeypatch, capsys):
+    import signal
+
+    from models.example.Denoise_model import Denoise_model
+
+    original = Denoise_model.optimize_parameters
+
+    def interrupted_twice(self):
+        if self.global_step == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self)
+
+    monkeypatch.setattr(Denoise_model, "optimize_parameters", interrupted_twice)
+    config = denoise()
+    config["path"]["root"] = str(tmp_path / "experiments")
+    status = run_trainer(config, tmp_path)
+    assert_one_sentence(capsys.readouterr().err, status, "stopped at once by Ctrl-C", want_status=130)
+    assert "KeyboardInterrupt" not in capsys.readouterr().err

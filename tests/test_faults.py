@@ -88,3 +88,62 @@ def test_nan_loss_is_skipped_and_counted(tiny_config, tmp_path, monkeypatch):
     assert scalars["train/skipped_steps"][6] == 1
     assert all(torch.isfinite(w).all() for w in final_weights(tiny_config).values())
     assert scalars["train/all"][6] == scalars["train/all"][6]  # finite again after the skipped step
+
+
+def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one_as_latest(
+    tiny_config, tmp_path, monkeypatch, capsys
+):
+    """On a real 4 MB tmpfs, filled up right after checkpoint-3: checkpoint-6 cannot be written."""
+    import hashlib
+    import subprocess
+
+    from models.base_model import BaseModel
+    from utils.checkpoint import list_checkpoints
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], capture_output=True
+    ).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        tiny_config["path"]["root"] = str(disk / "experiments")
+        tiny_config["network"]["hidden_channels"] = 64  # a checkpoint of about 0.6 MB
+        tiny_config["train"].update(max_train_steps=9, checkpointing_steps=3, validation_steps=100)
+        original = BaseModel.save_checkpoint
+        kept = {}
+
+        def save_then_fill_the_disk(self):
+            final = original(self)
+            if not kept:
+                kept.update({p: hashlib.sha256(open(p, "rb").read()).hexdigest() for p in _files(final)})
+                with open(disk / "filler", "wb") as filler:  # leave 64 KB: logs fit, a checkpoint does not
+                    filler.write(b"\0" * (os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize - 64 * 1024))
+            return final
+
+        monkeypatch.setattr(BaseModel, "save_checkpoint", save_then_fill_the_disk)
+        status = run_trainer(tiny_config, tmp_path)
+        err = capsys.readouterr().err
+        error_lines = [line for line in err.splitlines() if line.startswith("error: ")]
+        assert status == 2 and len(error_lines) == 1 and "Traceback" not in err, err[-2000:]
+        assert "The disk is full while writing" in error_lines[0] and "checkpoint-6" in error_lines[0]
+        assert "MB is needed" in error_lines[0] or "KB is needed" in error_lines[0]
+        run = run_folder(tiny_config)
+        assert [os.path.basename(p) for _, p in list_checkpoints(run)] == ["checkpoint-3"]  # still `latest`
+        assert not any(name.startswith("checkpoint-6") for name in os.listdir(run))  # no half-written folder
+        for path, digest in kept.items():
+            assert hashlib.sha256(open(path, "rb").read()).hexdigest() == digest, path
+        assert load_file(os.path.join(run, "checkpoint-3", "net_g", "model.safetensors"))
+
+        # With space again, the run resumes from checkpoint-3 and finishes.
+        monkeypatch.setattr(BaseModel, "save_checkpoint", original)
+        os.remove(disk / "filler")
+        tiny_config["path"]["resume_from_checkpoint"] = "latest"
+        assert run_trainer(tiny_config, tmp_path, name="resume.yml") == 0
+        assert os.path.isfile(os.path.join(run, "final", "net_g", "model.safetensors"))
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+def _files(folder):
+    return [os.path.join(d, f) for d, _, names in os.walk(folder) for f in names]

@@ -69,3 +69,102 @@ def test_push_to_hub_uploads_a_loadable_arch_and_card(tiny_config, tmp_path, mon
     ]:
         if os.path.isfile(path) and not str(path).endswith((".safetensors", ".bin", ".pkl", ".png")):
             assert "hf_secret_token_value" not in open(path, errors="ignore").read(), path
+
+
+def test_comet_ml_offline_makes_no_network_attempt_and_archives_the_images(
+    tiny_config, tmp_path, monkeypatch
+):
+    comet_ml = pytest.importorskip("comet_ml")
+    import socket
+
+    attempts = []
+
+    def refuse_connect(self, address):
+        attempts.append(address)
+        raise OSError("no network in this test")
+
+    def refuse_lookup(host, *args, **kwargs):
+        attempts.append(host)
+        raise socket.gaierror("no network in this test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse_connect)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse_lookup)
+    monkeypatch.delenv("COMET_API_KEY", raising=False)
+    monkeypatch.setenv("COMET_CONFIG", str(tmp_path / "no.comet.config"))
+    # comet_ml sets up its error reporter at import on a random half of the imports; make it happen.
+    comet_ml.error_tracking.setup_sentry_error_tracker()
+    tiny_config["report_to"] = ["tensorboard", "comet_ml"]
+    tiny_config["train"].update(max_train_steps=3, checkpointing_steps=3, validation_steps=3)
+    assert run_trainer(tiny_config, tmp_path) == 0
+    assert not comet_ml.error_tracking.initialized()
+    assert attempts == []
+    (archive_path,) = glob.glob(os.path.join(run_folder(tiny_config), "comet_ml", "*.zip"))
+    with zipfile.ZipFile(archive_path) as archive:
+        pngs = [n for n in archive.namelist() if archive.read(n)[:8] == b"\x89PNG\r\n\x1a\n"]
+        messages = archive.read("messages.json").decode("utf-8", "ignore")
+    assert len(pngs) >= 1 and "val_input_pred_target_3" in messages
+
+
+def _fake_hub(monkeypatch, tmp_path, fail_with=None):
+    from huggingface_hub import HfApi
+
+    calls = []
+
+    def fake_create_repo(self, repo_id, private=False, exist_ok=False, **kwargs):
+        calls.append(("create", repo_id, private))
+        if fail_with is not None:
+            raise fail_with
+
+    def fake_upload_folder(self, folder_path, repo_id, commit_message=None, **kwargs):
+        shutil.copytree(folder_path, tmp_path / "uploaded")
+        calls.append(("upload", repo_id, commit_message))
+        return "https://example.invalid/commit/1"
+
+    monkeypatch.setattr(HfApi, "create_repo", fake_create_repo)
+    monkeypatch.setattr(HfApi, "upload_folder", fake_upload_folder)
+    return calls
+
+
+def test_a_failed_push_leaves_the_work_in_final_and_prints_the_command_to_push_later(
+    tiny_config, tmp_path, monkeypatch, capsys, caplog
+):
+    import requests
+
+    from scripts import push_to_hub
+
+    _fake_hub(monkeypatch, tmp_path, fail_with=requests.ConnectionError("Failed to resolve 'huggingface.co'"))
+    monkeypatch.setenv("HF_TOKEN", "hf_secret_token_value")
+    tiny_config.update(push_to_hub=True, hub_model_id="someone/tiny-denoiser")
+    tiny_config["train"].update(max_train_steps=2, checkpointing_steps=2, validation_steps=2)
+    with caplog.at_level("INFO", logger="trainer"):
+        assert run_trainer(tiny_config, tmp_path) == 0  # the run's work is safe: exit 0
+    final = os.path.join(run_folder(tiny_config), "final")
+    err = capsys.readouterr().err
+    lines = [r.getMessage() for r in caplog.records if "push to the Hub" in r.getMessage()]
+    assert len(lines) == 1 and "ConnectionError" in lines[0] and "Traceback" not in err
+    command = f"python scripts/push_to_hub.py --run {final} --repo someone/tiny-denoiser"
+    assert command in lines[0]
+    assert os.path.isfile(os.path.join(final, "net_g", "model.safetensors"))
+
+    # Later, with the network back, the printed command pushes that folder.
+    calls = _fake_hub(monkeypatch, tmp_path)
+    assert push_to_hub.main(["--run", final, "--repo", "someone/tiny-denoiser"]) == 0
+    assert [c[0] for c in calls] == ["create", "upload"] and calls[0][2] is True
+    assert (tmp_path / "uploaded" / "net_g" / "model.safetensors").is_file()
+    assert "val_psnr" in (tmp_path / "uploaded" / "README.md").read_text()
+
+
+def test_push_script_failures_are_one_sentence(tmp_path, monkeypatch, capsys):
+    from scripts import push_to_hub
+
+    assert push_to_hub.main(["--run", str(tmp_path), "--repo", "someone/x"]) == 2
+    assert "is not a run's final/ folder" in capsys.readouterr().err
+    (tmp_path / "net_g").mkdir()
+    (tmp_path / "net_g" / "model.safetensors").write_bytes(b"x")
+    assert push_to_hub.main(["--run", str(tmp_path), "--repo", "no-slash"]) == 2
+    assert "must have the form user/name" in capsys.readouterr().err
+    refused = PermissionError("401 Client Error: Unauthorized (token hf_abcdefghijkl)")
+    _fake_hub(monkeypatch, tmp_path, fail_with=refused)
+    assert push_to_hub.main(["--run", str(tmp_path), "--repo", "someone/x"]) == 2
+    err = capsys.readouterr().err
+    assert "401 Client Error" in err and "hf_abcdefghijkl" not in err and "Traceback" not in err

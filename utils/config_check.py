@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from utils.config_schema import BLOCKS, DATASET, DATASET_NAMES, Key
 from utils.errors import ConfigError, did_you_mean, nearest
 from utils.options import Opt
+from utils.secret_values import check_secrets
+from utils.value_checks import check_values
 
 _TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "block": (dict,)}
 
@@ -91,12 +93,7 @@ def validate_options(
     """
     data = opt._data
     model_config_keys = model_config_keys or {}
-    for name in data:
-        if any(w in name.lower() for w in ("token", "api_key")):
-            raise ConfigError(
-                f"The config key '{name}' looks like a secret; put tokens in the environment "
-                "(HF_TOKEN, COMET_API_KEY), never in a YAML file that is saved with the run."
-            )
+    check_secrets(data)  # first: no later message may echo a token
     for path, schema in BLOCKS.items():
         block = data
         for part in [p for p in path.split(".") if p]:
@@ -127,6 +124,7 @@ def validate_options(
         raise ConfigError("Set 'train.max_train_steps' or 'train.num_train_epochs'; both are empty.")
     if data.get("push_to_hub") and not data.get("hub_model_id"):
         raise ConfigError("'push_to_hub' is true but 'hub_model_id' is empty; set it to 'user/repo-name'.")
+    check_values(data)
     return opt
 
 

@@ -95,6 +95,7 @@ PATH = {
         "The run folder, when not `root/name/experiment_key`; `-test` sets it to `<run of pretrained>/test/<stamp>`.",
         nullable=True,
     ),
+    "resume_strict": Key(True, "bool", "Refuse to resume from a checkpoint without its random states."),
 }
 
 OPTIM = {
@@ -165,6 +166,12 @@ TRAIN = {
         "str",
         "A non-finite loss stops the run naming the step and terms, or is skipped and counted.",
         ("raise", "skip"),
+    ),
+    "max_consecutive_skipped_steps": Key(
+        20,
+        "int",
+        "Under `nan_policy: skip`, stop after this many skipped steps in a row (0: never).",
+        minimum=0,
     ),
     "find_unused_parameters": Key(False, "bool", "DDP option for networks with parameters unused in a step."),
     "patched": Key(False, "bool", "Kept from seed 003 for models that train on patches; read by the model."),

@@ -6,6 +6,8 @@ card holds the config with secrets redacted.
 
 import json
 import os
+import re
+import shlex
 
 import yaml
 
@@ -63,3 +65,32 @@ def push_final_folder(final_dir: str, repo_id: str, private: bool, commit_messag
     info = api.upload_folder(folder_path=final_dir, repo_id=repo_id, commit_message=commit_message)
     logger.info(f"Pushed {final_dir} to the Hub as {repo_id}.")
     return str(getattr(info, "commit_url", info))
+
+
+_TOKEN = re.compile(r"(hf|api_org)_[A-Za-z0-9]+")
+
+
+def push_later_command(final_dir: str, repo_id: str) -> str:
+    return f"python scripts/push_to_hub.py --run {shlex.quote(final_dir)} --repo {shlex.quote(repo_id)}"
+
+
+def push_failure_sentence(error: BaseException, final_dir: str, repo_id: str) -> str:
+    """One sentence for a failed push: what failed (no token echoed), where the work is, how to push later."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    reason = _TOKEN.sub("hf_<redacted>", lines[0] if lines else "")[:300]
+    return (
+        f"The push to the Hub as '{repo_id}' failed ({type(error).__name__}: {reason}); the trained networks are "
+        f"safe in '{final_dir}'; push them later with: {push_later_command(final_dir, repo_id)}"
+    )
+
+
+def try_push_final_folder(
+    final_dir: str, repo_id: str, private: bool, commit_message: str, logger
+) -> str | None:
+    """`push_final_folder`, but a failure (no network, a refused token, a quota) is one logged sentence:
+    the training's work is already safe in `final_dir`, so the run still ends well."""
+    try:
+        return push_final_folder(final_dir, repo_id, private, commit_message, logger)
+    except Exception as error:  # requests, httpx and huggingface_hub raise many unrelated types here
+        logger.warning(push_failure_sentence(error, final_dir, repo_id))
+        return None

@@ -4,6 +4,7 @@ These are seed 003's `log_image`, `log_metric` and `log_metrics`, made tracker-a
 `log_metric` only worked with comet_ml, so any other tracker crashed training.
 """
 
+import math
 import os
 from collections import defaultdict
 from contextlib import contextmanager
@@ -11,6 +12,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from utils.images import make_grid, save_png, to_numpy
+from utils.io_errors import file_errors
 from utils.metrics import compute_metrics
 from utils.run_dir import images_dir
 
@@ -35,6 +37,10 @@ class MetricSummary:
 
     def add(self, values: dict, n: int) -> None:
         for k, v in values.items():
+            # A NaN or infinite batch value would poison the mean, and metrics.json must stay valid
+            # JSON (it has no NaN or Infinity): such batches are left out of that metric's mean.
+            if not math.isfinite(float(v)):
+                continue
             self.sums[k] += float(v) * n
             self.counts[k] += n
 
@@ -100,7 +106,12 @@ def log_image(opt, accelerator, images, name: str, step: int) -> str | None:
         if tracker.name == "tensorboard":
             tracker.writer.add_image(name, grid, global_step=step, dataformats="HWC")
         elif tracker.name == "comet_ml":
-            tracker.writer.log_image((grid * 255).astype(np.uint8), name=f"{name}_{step}", step=step)
+            # A PIL image: comet_ml turns a bare array into an image only through matplotlib, and without
+            # it the offline archive silently holds no images.
+            from PIL import Image
+
+            pil = Image.fromarray((np.clip(grid, 0, 1) * 255).round().astype(np.uint8))
+            tracker.writer.log_image(pil, name=f"{name}_{step}", step=step)
         elif hasattr(tracker, "log_images"):
             tracker.log_images({name: [grid]}, step=step)
     val = opt.get("val") or {}
@@ -113,5 +124,6 @@ def log_image(opt, accelerator, images, name: str, step: int) -> str | None:
     _image_names[key] += 1
     suffix = f"_{index}" if index else ""
     path = os.path.join(folder, f"{name}_{step:07d}{suffix}.png")
-    save_png(grid, path)
+    with file_errors(path, needed_bytes=grid.size, cleanup=None):  # a full disk names the image
+        save_png(grid, path)
     return path

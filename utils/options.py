@@ -11,6 +11,7 @@ the key and the nearest existing ones instead of returning `None`.
 
 import copy
 import os
+import re
 from collections.abc import Iterator, Mapping, MutableMapping
 from typing import Any
 
@@ -107,10 +108,21 @@ class Opt(MutableMapping):
 
 def load_options(path: str, overrides: list[str] | None = None) -> Opt:
     """Load a YAML experiment, apply `key=value` overrides, resolve `${...}`, return an `Opt`."""
+    if os.path.isdir(path):
+        raise ConfigError(
+            f"The config file '{path}' is a folder; give the YAML file itself (e.g. {path}/exp.yml)."
+        )
     if not os.path.isfile(path):
         raise ConfigError(f"The config file '{path}' does not exist.")
     try:
         conf = OmegaConf.load(path)
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"The config file '{path}' is not UTF-8 text (byte 0x{error.object[error.start]:02x} at position "
+            f"{error.start}); save it as UTF-8."
+        ) from None
+    except OSError as error:
+        raise ConfigError(f"The config file '{path}' cannot be read: {error.strerror or error}.") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -121,23 +133,48 @@ def load_options(path: str, overrides: list[str] | None = None) -> Opt:
             f"The config file '{path}' must hold a mapping of keys, not a {type(conf).__name__}."
         )
     if overrides:
-        bad = [o for o in overrides if "=" not in o or o.startswith("=")]
-        if bad:
-            raise ConfigError(
-                f"The command-line override '{bad[0]}' must have the form key=value (e.g. train.batch_size=8)."
-            )
-        try:
-            conf = OmegaConf.merge(conf, OmegaConf.from_dotlist(list(overrides)))
-        except OmegaConfBaseException as error:
-            raise ConfigError(
-                f"The command-line overrides {overrides} cannot be applied: {error.msg}."
-            ) from None
+        for override in overrides:
+            try:
+                conf = OmegaConf.merge(conf, _parse_override(override))
+            except OmegaConfBaseException as error:
+                raise ConfigError(
+                    f"The command-line override '{override}' cannot be applied: {error.msg}."
+                ) from None
     try:
         data = OmegaConf.to_container(conf, resolve=True)
     except OmegaConfBaseException as error:
         key = getattr(error, "full_key", None) or "?"
         raise ConfigError(f"In '{path}', the value of '{key}' cannot be resolved: {error.msg}.") from None
     return Opt(data)
+
+
+_OVERRIDE_KEY = re.compile(r"^[A-Za-z_][\w-]*(\.[A-Za-z0-9_][\w-]*)*$")
+
+
+def _parse_override(override: str):
+    """One `key=value` override as an OmegaConf tree; a malformed one is never applied silently."""
+    key, sep, value = override.partition("=")
+    example = "(e.g. train.batch_size=8)"
+    if not sep or not key:
+        raise ConfigError(f"The command-line override '{override}' must have the form key=value {example}.")
+    if not _OVERRIDE_KEY.match(key):
+        raise ConfigError(
+            f"The command-line override '{override}' has the key '{key}', which is not a dotted key name "
+            f"{example}: each part must be a name, with no empty part or leading dot."
+        )
+    if not value.strip():
+        raise ConfigError(
+            f"The command-line override '{override}' gives '{key}' no value; write {key}=<value>, or {key}=null "
+            "to clear it."
+        )
+    try:
+        return OmegaConf.from_dotlist([override])
+    except (OmegaConfBaseException, yaml.YAMLError) as error:
+        problem = getattr(error, "problem", None) or getattr(error, "msg", None) or str(error).splitlines()[0]
+        raise ConfigError(
+            f"The command-line override '{override}' has a value that cannot be parsed ({problem}); quote it "
+            f"or fix its brackets, e.g. {key}=[1,2]."
+        ) from None
 
 
 def save_options(opt: Opt | Mapping, path: str) -> None:

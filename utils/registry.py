@@ -34,10 +34,20 @@ def _base_names(node: ast.ClassDef) -> list[str]:
 def _top_level_names(path: Path) -> list[tuple[str, bool]]:
     """(name, is_class) for the classes and assigned names at the top level of a Python file."""
     try:
-        tree = ast.parse(path.read_text(), filename=str(path))
+        tree = ast.parse(path.read_bytes().decode("utf-8"), filename=str(path))
     except SyntaxError as error:
         raise PluginError(
             f"The plugin file '{path}' has a syntax error at line {error.lineno}: {error.msg}."
+        ) from None
+    except UnicodeDecodeError as error:
+        raise PluginError(
+            f"The plugin file '{path}' is not UTF-8 text (byte 0x{error.object[error.start]:02x} at position "
+            f"{error.start}); save it as UTF-8."
+        ) from None
+    except OSError as error:
+        target = f" (a link to '{os.readlink(path)}', which does not exist)" if path.is_symlink() else ""
+        raise PluginError(
+            f"The plugin file '{path}' cannot be read{target}: {error.strerror or error}."
         ) from None
     names = []
     for node in tree.body:
@@ -75,8 +85,15 @@ class Registry:
         """name -> file that defines it, across all plugin files."""
         index: dict[str, Path] = {}
         self._classes: set[str] = set()
+        # A file that cannot be parsed breaks only the runs that ask for a name it may define.
+        self.unreadable: dict[Path, str] = {}
         for path in self.files:
-            for name, is_class in _top_level_names(path):
+            try:
+                names = _top_level_names(path)
+            except PluginError as error:
+                self.unreadable[path] = str(error)
+                continue
+            for name, is_class in names:
                 if name.startswith("_"):
                     continue
                 if name in index and index[name] != path:
@@ -123,16 +140,29 @@ class Registry:
         """The object called `name`, importing only the file that defines it."""
         path = self.index.get(name)
         if path is None:
+            self._raise_if_unreadable(name)
             candidates = candidates if candidates is not None else self.names()
             close = nearest(name, candidates, n=1)
             hint = f" Did you mean '{close[0]}'?" if close else ""
             available = ", ".join(candidates) or "none"
+            unreadable = ", ".join(f"'{self._rel(p)}'" for p in self.unreadable)
             raise PluginError(
                 f"No {what or self.kind} named '{name}' in {self._rel(self.folder)}/**/*{self.suffix}.{hint} "
                 f"Available: {available}."
+                + (f" These files could not be read and may define it: {unreadable}." if unreadable else "")
             )
         module = self.import_file(path)
         return getattr(module, name)
+
+    def _raise_if_unreadable(self, name: str) -> None:
+        """A name that no readable file defines may be in a file that could not be read: say which."""
+        if not self.unreadable:
+            return
+        wanted = name.lower().removesuffix(self.suffix[:-3].lower())
+        for path, message in self.unreadable.items():
+            stem = path.name[: -len(self.suffix)].lower()
+            if stem and (stem in wanted or wanted in stem):
+                raise PluginError(f"{message} It may define '{name}', which no other {self.kind} file does.")
 
     def import_file(self, path: Path):
         module_name = ".".join(path.relative_to(self.root).with_suffix("").parts)

@@ -11,6 +11,25 @@ from urllib.parse import urlparse
 
 TRACKERS = ("tensorboard", "comet_ml")
 
+# comet_ml reports its own errors to an error-tracking service (Sentry), set up when it is imported:
+# a network attempt, and a leak of run details, that an offline run must never make. Set before the
+# import (nothing here imports comet_ml before this module) and undone in `_stop_error_reporting`.
+os.environ.setdefault("COMET_ERROR_TRACKING_ENABLE", "false")
+
+
+def _stop_error_reporting() -> None:
+    """Close comet_ml's error reporter if it was set up anyway (comet_ml imported before this module)."""
+    try:
+        from comet_ml import error_tracking
+
+        if error_tracking.initialized():
+            import sentry_sdk
+
+            sentry_sdk.get_client().close(timeout=0)
+            sentry_sdk.get_global_scope().set_client(None)
+    except Exception:  # an older or newer comet_ml without this module: nothing to close
+        pass
+
 
 def requested_trackers(report_to) -> list[str]:
     names = report_to if isinstance(report_to, list) else [report_to]
@@ -50,11 +69,15 @@ def comet_init_kwargs(run_dir: str, experiment_name: str, logger) -> dict:
     )
     if online:
         return {"experiment_config": comet_ml.ExperimentConfig(**config)}
+    _stop_error_reporting()
     os.makedirs(offline_dir, exist_ok=True)
     reason = "cannot reach the Comet server" if has_key else "no COMET_API_KEY is set"
     logger.info(
         f"comet_ml: {reason}; logging offline to {offline_dir} (upload later with `comet upload <archive>.zip`)."
     )
+    # log_env_details would probe the cloud metadata address (169.254.169.254) for a provider: offline
+    # means no network attempt at all.
+    config["log_env_details"] = False
     return {
         "online": False,
         "experiment_config": comet_ml.ExperimentConfig(offline_directory=offline_dir, **config),

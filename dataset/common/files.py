@@ -90,6 +90,14 @@ def check_finite(array: np.ndarray, path) -> None:
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         nan, inf = int(np.isnan(array).sum()), int(np.isinf(array).sum())
         raise DataError(f"'{path}' has {nan} NaN and {inf} Inf pixels; every pixel must be a finite number.")
+    # Pixels are trained as float32: a float64 value beyond its range would become Inf there and show up
+    # only later as "the loss is not finite".
+    limit = np.finfo(np.float32).max
+    if array.dtype.kind == "f" and array.dtype.itemsize > 4 and array.size and np.abs(array).max() > limit:
+        raise DataError(
+            f"'{path}' has pixels up to {float(np.abs(array).max()):.3g} in magnitude, beyond float32's range "
+            f"({float(limit):.3g}); rescale the image (e.g. store it in sensible units) before training."
+        )
 
 
 def channel_axis(shape: tuple[int, ...], path, spatial_dims: int, channels: int) -> int | None:

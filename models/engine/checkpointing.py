@@ -7,9 +7,12 @@ to `train.checkpoints_total_limit`. Resuming only reads; what a resumed branch d
 checkpoints of the run folder happens when the run folder is committed (models/engine/run_folder.py).
 """
 
+import os
+
 from models.engine.weights import save_archs
 from utils.checkpoint import list_checkpoints, publish, resolve_checkpoint, rotate, staging_path
 from utils.errors import ConfigError
+from utils.io_errors import checkpoint_bytes, file_errors
 from utils.training_state import load_training_state, save_training_state
 
 
@@ -31,6 +34,19 @@ def save_checkpoint(model) -> str:
         )
     accelerator.wait_for_everyone()
     return final
+
+
+def saving(model, folder: str):
+    """`with saving(model, folder):` around a save: a full disk, a permission or a read-only file system
+    becomes one sentence naming `folder` and the space needed; a half-written `.tmp` folder is removed,
+    so the previous checkpoint stays the `latest`."""
+    cleanup = folder if folder.endswith(".tmp") else None
+    archs = [handle.arch for _, handle in model.named_networks]
+    return file_errors(folder, lambda: checkpoint_bytes(model.run_dir, archs), cleanup=cleanup)
+
+
+def final_folder(model) -> str:
+    return os.path.join(model.run_dir, "final")
 
 
 def find_resume_checkpoint(model) -> str | None:

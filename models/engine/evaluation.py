@@ -6,6 +6,7 @@ import os
 import torch
 
 from models.engine.weights import ema_weights
+from utils.batch_errors import batch_errors
 from utils.misc import collect_metrics, log_metric
 
 
@@ -29,7 +30,8 @@ def validate(model, max_batches: int | None) -> dict[str, float]:
         for i, batch in enumerate(model.val_loader):
             if max_batches is not None and i >= max_batches:
                 break
-            idx = model.validate_step(batch, idx, val["lq_key"], val["gt_key"])
+            with batch_errors(model.opt, "val", batch):
+                idx = model.validate_step(batch, idx, val["lq_key"], val["gt_key"])
     for module, was_training in modes.items():
         module.training = was_training
     metrics = reduce_summary(accelerator, summary)

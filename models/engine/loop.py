@@ -14,11 +14,14 @@ import time
 import torch
 
 from models.engine import events
-from models.engine.checkpointing import save_checkpoint
+from models.engine.checkpointing import final_folder, saving
 from models.engine.optimization import advance_schedules, clear_gradients
 from models.engine.signals import StopSignals
 from models.engine.weights import save_final
+from utils.batch_errors import batch_errors
+from utils.checkpoint import staging_path
 from utils.console import TrainingProgress
+from utils.divergence import check_skipped_steps
 from utils.errors import NumericalError, PluginError
 
 
@@ -47,11 +50,12 @@ def train(model) -> dict:
             if state.batches_in_epoch:
                 batches = accelerator.skip_first_batches(model.train_loader, state.batches_in_epoch)
             for batch in batches:
-                with accelerator.accumulate(*prepared):
+                with accelerator.accumulate(*prepared), batch_errors(model.opt, "train", batch):
                     model.feed_data(batch, is_train=True)
                     losses = model.optimize_parameters()
                 clear_gradients(model.optimizers, accelerator.sync_gradients)
                 check_losses(model, losses)
+                check_skipped_steps(model, losses)
                 window.append(losses)
                 state.batches_in_epoch += 1
                 if not accelerator.sync_gradients:
@@ -66,7 +70,9 @@ def train(model) -> dict:
 
                 stop = stop_signals.requested(accelerator)
                 if state.global_step % train_opt["checkpointing_steps"] == 0 or stop:
-                    events.on_checkpoint_saved(model, save_checkpoint(model))
+                    with saving(model, staging_path(model.run_dir, state.global_step)):
+                        checkpoint = model.save_checkpoint()  # a model may extend it
+                    events.on_checkpoint_saved(model, checkpoint)
                 if stop:
                     progress.close()
                     model.logger.info(
@@ -87,7 +93,8 @@ def train(model) -> dict:
     if model.val_loader is not None and last_validated != state.global_step:
         model.validation()
     model.on_train_end()
-    save_final(model)
+    with saving(model, final_folder(model)):
+        save_final(model)
     events.at_end(model)
     return model.last_metrics
 

@@ -19,6 +19,7 @@ from models.engine.weights import load_pretrained
 from models.prepared_network import use_prepared
 from utils.errors import ConfigError, PluginError
 from utils.options import flatten, redact_secrets, save_options
+from utils.resume_check import check_resume_before_setup
 from utils.run_dir import safe_name
 from utils.run_report import describe_setup
 from utils.trackers import comet_init_kwargs, requested_trackers, store_run_config
@@ -27,6 +28,8 @@ from utils.trackers import comet_init_kwargs, requested_trackers, store_run_conf
 def start_run(model, training: bool) -> None:
     """Everything before the first step; on any failure the run folder is left as it was found."""
     try:
+        if training:  # a checkpoint that cannot be resumed is refused before anything is built
+            check_resume_before_setup(model.opt, model.run_dir, model.accelerator.num_processes)
         _set_up(model, training)
         checkpoint = find_resume_checkpoint(model) if training else None
         if checkpoint is not None:

@@ -82,12 +82,12 @@ def save_final(model) -> str:
             json.dump(model.last_metrics, f, indent=2)
         model.logger.info(f"Saved the trained networks to {final_dir}.")
         if opt.get("push_to_hub"):
-            from utils.hub import push_final_folder, write_model_card
+            from utils.hub import try_push_final_folder, write_model_card
 
             repo_id = opt["hub_model_id"]
             names = [name for name, _ in model.named_networks]
             write_model_card(final_dir, opt.to_dict(), names, model.last_metrics, repo_id)
-            push_final_folder(
+            try_push_final_folder(
                 final_dir,
                 repo_id,
                 private=opt["hub_private"],

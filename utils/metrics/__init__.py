@@ -54,11 +54,34 @@ def check_metric_options(metrics_opt, where: str = "val.metrics") -> None:
                 raise ConfigError(
                     f"'{where}.{name}.crop' is {value!r}; it must be a whole number of pixels >= 0."
                 )
+            if (
+                option == "data_range"
+                and value is not None
+                and (
+                    isinstance(value, bool)
+                    or not isinstance(value, (int, float))
+                    or not 0 < value < float("inf")
+                )
+            ):
+                raise ConfigError(
+                    f"'{where}.{name}.data_range' is {value!r}; it must be a positive finite number (the span of "
+                    "valid values, e.g. 1.0), or null to use each target's own range."
+                )
 
 
 def compute_metrics(pred, target, metrics_opt) -> dict[str, float]:
     """`{name: value}` for every metric of `metrics_opt` (`{'psnr': {'crop': 0}, ...}`)."""
-    return {
-        name: get_metric(name)(pred, target, **dict(options or {}))
-        for name, options in (metrics_opt or {}).items()
-    }
+    values = {}
+    for name, options in (metrics_opt or {}).items():
+        try:
+            values[name] = get_metric(name)(pred, target, **dict(options or {}))
+        except ConfigError:
+            raise
+        except ValueError as error:  # e.g. scikit-image's SSIM window larger than the images
+            shape = "x".join(map(str, getattr(target, "shape", ())[2:])) or "?"
+            first = str(error).split(". ")[0].rstrip(".")
+            raise ConfigError(
+                f"The metric 'val.metrics.{name}' cannot be computed on the {shape} validation images ({first}); "
+                "remove it or change its options."
+            ) from None
+    return values

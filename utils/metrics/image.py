@@ -8,6 +8,8 @@ PSFs (tiny values) and [0, 1] images are both scored sensibly.
 import numpy as np
 from skimage.metrics import structural_similarity
 
+from utils.errors import ConfigError
+
 
 def _crop(x: np.ndarray, crop: int) -> np.ndarray:
     if not crop:
@@ -23,6 +25,11 @@ def _prepare(pred, target, crop):
         raise ValueError(f"prediction {pred.shape} and target {target.shape} differ in shape")
     if pred.ndim < 3:
         raise ValueError(f"metrics expect (N, C, ...) arrays, got shape {pred.shape}")
+    if crop and min(pred.shape[2:]) <= 2 * crop:
+        raise ConfigError(
+            f"A metric's 'crop' of {crop} pixels per border leaves nothing of images of size "
+            f"{'x'.join(map(str, pred.shape[2:]))}; set 'val.metrics.<metric>.crop' below {(min(pred.shape[2:]) + 1) // 2}."
+        )
     return _crop(pred, crop), _crop(target, crop)
 
 

@@ -1,0 +1,89 @@
+"""A batch that does not fit the model, explained in one sentence naming the dataset.
+
+A model's `feed_data` that reads a key the dataset does not give fails with a bare `KeyError: 'cond'`,
+and a network whose `in_channels` differs from the data's channels fails deep in a convolution with
+"expected input[8, 3, 16, 16] to have 1 channels". Both happen in the first step, before any optimizer
+step has changed a weight; `batch_errors` turns them into a `DataError` naming the dataset block, its
+type, the key and the keys the batch has, or both channel counts. On the first training batch it also
+checks that every metric's `crop` leaves something of the images, so that mistake is caught at the
+first step rather than at the first validation.
+
+    with self.accelerator.accumulate(*nets), batch_errors(self.opt, "train", batch):
+        self.feed_data(batch)
+        losses = self.optimize_parameters()
+"""
+
+import re
+from collections.abc import Mapping
+from contextlib import contextmanager
+
+from utils.errors import ConfigError, DataError, UserError
+
+_FEATURES = re.compile(r"mat1 and mat2 shapes cannot be multiplied \((\d+)x(\d+) and (\d+)x(\d+)\)")
+_CHANNELS = re.compile(r"expected input\[([\d, ]+)\] to have (\d+) channels, but got (\d+) channels")
+
+
+def _dataset(opt, phase: str) -> str:
+    block = (opt.get("datasets") or {}).get(phase) or {}
+    kind = block.get("type", "?") if isinstance(block, Mapping) else "?"
+    return f"'datasets.{phase}' ({kind})"
+
+
+def _keys(batch) -> str:
+    return ", ".join(sorted(map(str, batch))) if isinstance(batch, Mapping) else type(batch).__name__
+
+
+def check_metric_crop(opt, batch) -> None:
+    """Every `val.metrics.*.crop` smaller than half the smallest side of the batch's target images."""
+    val = opt.get("val") or {}
+    target = batch.get(val.get("gt_key", "gt")) if isinstance(batch, Mapping) else None
+    shape = getattr(target, "shape", None)
+    if shape is None or len(shape) < 3:
+        return
+    smallest = min(shape[2:])
+    for name, options in (val.get("metrics") or {}).items():
+        crop = (options or {}).get("crop") or 0
+        if isinstance(crop, int) and 2 * crop >= smallest:
+            raise ConfigError(
+                f"'val.metrics.{name}.crop' is {crop}, which leaves nothing of the "
+                f"{'x'.join(map(str, shape[2:]))} images of {_dataset(opt, 'train')}; it must be below "
+                f"{(smallest + 1) // 2}."
+            )
+
+
+@contextmanager
+def batch_errors(opt, phase: str, batch=None):
+    """Inside, a missing batch key or a channel mismatch becomes one DataError naming the dataset."""
+    if phase == "train" and batch is not None:
+        check_metric_crop(opt, batch)  # a few lookups per step; it fails, if ever, on the first
+    try:
+        yield
+    except UserError:
+        raise
+    except KeyError as error:
+        key = error.args[0] if error.args else None
+        if not isinstance(key, str) or (isinstance(batch, Mapping) and key in batch):
+            raise
+        has = f"; its batches have: {_keys(batch)}" if batch is not None else ""
+        raise DataError(
+            f"The model reads the batch key '{key}', which {_dataset(opt, phase)} does not give{has}; use a "
+            "dataset that gives it, or set the model's key option (e.g. 'val.lq_key' / 'val.gt_key') to one it has."
+        ) from error
+    except RuntimeError as error:
+        match = _CHANNELS.search(str(error))
+        features = _FEATURES.search(str(error))
+        if features and not match:
+            rows, given, expected, _ = features.groups()
+            raise DataError(
+                f"A network layer expects {expected} input features but the batch from {_dataset(opt, phase)} "
+                f"gives {given} (a {rows}x{given} input); set the network's input size to {given} or make the "
+                f"dataset give {expected}."
+            ) from error
+        if not match:
+            raise
+        shape, expected, got = match.groups()
+        raise DataError(
+            f"A network expects {expected} input channels but the batch from {_dataset(opt, phase)} has {got} "
+            f"(shape [{shape}]); set the network's 'in_channels' to {got} or make the dataset give {expected} "
+            "channels."
+        ) from error
