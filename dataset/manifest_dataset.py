@@ -30,35 +30,57 @@ import torch
 from dataset.common import files
 from dataset.common.image_items import RESERVED_ITEM_KEYS, ImageItemsDataset, Record
 from dataset.common.options import plain
+from utils.config_schema import Key
 from utils.errors import ConfigError, DataError, did_you_mean
 
 LATENT_KEY = "latent"
 TRUE_WORDS = ("true", "1", "yes", "y", "t")
 
 
+MANIFEST_KEYS = {
+    "csv": Key(None, "str", "The manifest's path (required).", nullable=True),
+    "root": Key(
+        None, "str", "Folder the CSV's paths are relative to (default: the CSV's folder).", nullable=True
+    ),
+    "columns": Key({"gt": "path"}, "any", "Item key -> CSV column of image paths."),
+    "label_columns": Key(
+        None,
+        "any",
+        "Columns of per-item labels: integers stay integers, numbers become float32, words class indices.",
+        nullable=True,
+    ),
+    "mask_columns": Key(
+        None, "any", "Item key -> CSV column of class-map images, read as int64 (H, W).", nullable=True
+    ),
+    "latent_column": Key(
+        None, "str", "Column of pre-encoded latents (.npy, .pt or .tif), the item's `latent`.", nullable=True
+    ),
+    "filters": Key(
+        None,
+        "any",
+        "Keep the rows whose column equals the value (or one of a list), e.g. `{split: train}`.",
+        nullable=True,
+    ),
+    "balance_by": Key(
+        None, "str", "Column whose classes `sample_weights()` draws equally often.", nullable=True
+    ),
+    "group_column": Key(None, "str", "Column of split groups (instead of `split_by`).", nullable=True),
+}
+
+
 class ManifestDataset(ImageItemsDataset):
-    config_keys = ImageItemsDataset.config_keys | {
-        "csv",
-        "root",
-        "columns",
-        "label_columns",
-        "mask_columns",
-        "latent_column",
-        "filters",
-        "balance_by",
-        "group_column",
-    }
+    config_keys = {**ImageItemsDataset.config_keys, **MANIFEST_KEYS}
 
     def find_records(self, opt):
-        csv_path = opt.get("csv")
+        csv_path = self.read(opt, "csv")
         if not csv_path:
             raise ConfigError(f"{self.where} needs 'csv', the path of the manifest.")
         self.csv_path = str(csv_path)
-        root = Path(opt.get("root") or Path(self.csv_path).parent)
-        columns = plain(opt.get("columns", {"gt": "path"})) or {}
-        label_columns = list(plain(opt.get("label_columns")) or [])
-        latent_column = opt.get("latent_column")
-        mask_columns = plain(opt.get("mask_columns")) or {}
+        root = Path(self.read(opt, "root") or Path(self.csv_path).parent)
+        columns = plain(self.read(opt, "columns")) or {}
+        label_columns = list(plain(self.read(opt, "label_columns")) or [])
+        latent_column = self.read(opt, "latent_column")
+        mask_columns = plain(self.read(opt, "mask_columns")) or {}
         self._check_options(opt, columns, label_columns, latent_column)
         self._check_masks(opt, columns, label_columns, mask_columns)
         header, rows = self._read_csv()

@@ -34,9 +34,10 @@ import torch
 from torch.utils import data
 
 from dataset.common.options import COMMON_KEYS
+from utils.config_schema import Key
 from utils.console import preparation_bar
 from utils.errors import ConfigError
-from utils.optics.config import BLOCK_KEYS, as_plain_dict, check_keys, lens_from_config
+from utils.optics.config import BLOCK_KEYS, LENS_KEYS, as_plain_dict, check_keys, lens_from_config
 
 NORMALIZATIONS = ("peak", "sum")
 KERNEL_FILL = 0.8  # the margin leaves room for aberrations on top of defocus
@@ -44,38 +45,57 @@ KERNEL_FILL = 0.8  # the margin leaves room for aberrations on top of defocus
 
 class PSFDataset(data.Dataset):
     config_keys = {
-        "size",
-        "seed",
-        "normalize",
-        "focus_depth_min",
-        "focus_depth_max",
-        "wavelength_jitter_m",
-        "keep_in_kernel",
-        "cache",
-    } | BLOCK_KEYS
+        "size": Key(1000, "int", "Items per epoch.", minimum=1),
+        "seed": Key(
+            None, "int", "Seed of the items (default: 0 for train, 1 otherwise).", minimum=0, nullable=True
+        ),
+        "normalize": Key(
+            "peak",
+            "str",
+            "`peak`: the brightest pixel over all channels is 1; `sum`: each channel sums to 1.",
+            NORMALIZATIONS,
+        ),
+        "focus_depth_min": Key(
+            None, "float", "Nearest focus distance (m); default: `depth_min`.", minimum=0.0, nullable=True
+        ),
+        "focus_depth_max": Key(
+            None, "float", "Farthest focus distance (m); default: `depth_max`.", minimum=0.0, nullable=True
+        ),
+        "wavelength_jitter_m": Key(
+            0.0, "float", "Each channel's wavelength is drawn within +- this (m).", minimum=0.0
+        ),
+        "keep_in_kernel": Key(True, "bool", "Draw depths only where the defocus blur fits in the kernel."),
+        "cache": Key(
+            False, "bool", "Keep simulated items in memory (per worker) and replay them every epoch."
+        ),
+        **LENS_KEYS,
+    }
 
     def __init__(self, opt):
         opt = as_plain_dict(opt)
-        check_keys(opt, self.config_keys | COMMON_KEYS, "datasets.PSFDataset")
-        self.size = int(opt.get("size", 1000))
+        check_keys(opt, set(self.config_keys) | COMMON_KEYS, "datasets.PSFDataset")
+        keys = {name: opt.get(name, key.default) for name, key in self.config_keys.items()}
+        self.size = int(keys["size"])
         # Train and validation draw different points unless the YAML gives each block its own seed.
-        self.seed = int(opt.get("seed", 0 if opt.get("phase", "train") == "train" else 1))
-        self.normalize = str(opt.get("normalize", "peak")).lower()
+        seed = keys["seed"]
+        self.seed = int(seed if seed is not None else (0 if opt.get("phase", "train") == "train" else 1))
+        self.normalize = str(keys["normalize"]).lower()
         if self.normalize not in NORMALIZATIONS:
             raise ConfigError(
-                f"datasets.PSFDataset.normalize must be 'peak' or 'sum', not {self.normalize!r}"
+                f"datasets.PSFDataset.normalize must be {' or '.join(map(repr, NORMALIZATIONS))}, "
+                f"not {self.normalize!r}"
             )
         self.simulator = lens_from_config(
             {k: opt[k] for k in BLOCK_KEYS if k in opt}, where="datasets.PSFDataset"
         )
-        focus_min = opt.get("focus_depth_min")
-        focus_max = opt.get("focus_depth_max")
+        focus_min = keys["focus_depth_min"]
+        focus_max = keys["focus_depth_max"]
         self.focus_min_mm = self.simulator.depth_min_mm if focus_min is None else float(focus_min) * 1000.0
         self.focus_max_mm = self.simulator.depth_max_mm if focus_max is None else float(focus_max) * 1000.0
         if not 0 < self.focus_min_mm <= self.focus_max_mm:
             raise ConfigError("datasets.PSFDataset: need 0 < focus_depth_min <= focus_depth_max (metres)")
-        self.wavelength_jitter_um = float(opt.get("wavelength_jitter_m", 0.0)) * 1e6
-        self.keep_in_kernel = bool(opt.get("keep_in_kernel", True))
+        self.wavelength_jitter_um = float(keys["wavelength_jitter_m"]) * 1e6
+        self.keep_in_kernel = bool(keys["keep_in_kernel"])
         lens = self.simulator.lens
         # Defocus blur (thin lens, objects far beyond f) is A f |1/depth - 1/focus| across; keep it
         # within KERNEL_FILL of the kernel so the kernel holds the whole PSF.
@@ -86,7 +106,7 @@ class PSFDataset(data.Dataset):
         # Filled up front (see dataset/common/cache.py for why) with a bar, so the wait before the
         # first step says what it is instead of a silent first epoch.
         self.cache = None
-        if opt.get("cache", False):
+        if keys["cache"]:
             what = f"ray-tracing {self.size} PSFs (cache: true, kept in memory)"
             self.cache = {i: self._simulate(i) for i in preparation_bar(range(self.size), self.size, what)}
 

@@ -3,6 +3,8 @@ import math
 import torch
 from torch.utils import data
 
+from dataset.common.options import read_key, where_of
+from utils.config_schema import Key
 from utils.errors import ConfigError
 
 SHAPE_KINDS = ("ellipse", "rectangle", "triangle")
@@ -22,23 +24,38 @@ class SyntheticMasksDataset(data.Dataset):
     a seed. Nothing is downloaded: the multi-task and ControlNet examples run on it as shipped.
     """
 
-    config_keys = {"size", "image_size", "channels", "num_kinds", "max_shapes", "noise_std", "seed"}
+    config_keys = {
+        "size": Key(None, "int", "Items per epoch.", minimum=1, required=True),
+        "image_size": Key(32, "int", "Side of each image in pixels.", minimum=1),
+        "channels": Key(1, "int", "Channels per image.", minimum=1),
+        "num_kinds": Key(
+            2,
+            "int",
+            f"Shape kinds drawn, the first N of {', '.join(SHAPE_KINDS)}.",
+            minimum=1,
+            maximum=len(SHAPE_KINDS),
+        ),
+        "max_shapes": Key(2, "int", "Most shapes per image (1 to this many).", minimum=1),
+        "noise_std": Key(0.0, "float", "Standard deviation of the noise added to `image`.", minimum=0.0),
+        "seed": Key(
+            None, "int", "Seed of the items (default: 0 for train, 1 otherwise).", minimum=0, nullable=True
+        ),
+    }
 
     def __init__(self, opt):
-        self.size = int(opt["size"])
-        self.image_size = int(opt.get("image_size", 32))
-        self.channels = int(opt.get("channels", 1))
-        self.num_kinds = int(opt.get("num_kinds", 2))
-        self.max_shapes = int(opt.get("max_shapes", 2))
-        self.noise_std = float(opt.get("noise_std", 0.0))
-        if not 1 <= self.num_kinds <= len(SHAPE_KINDS):
-            raise ConfigError(
-                f"'num_kinds' of SyntheticMasksDataset is {self.num_kinds}; give 1 to {len(SHAPE_KINDS)} "
-                f"({', '.join(SHAPE_KINDS)})."
-            )
-        if self.max_shapes < 1:
-            raise ConfigError(f"'max_shapes' of SyntheticMasksDataset is {self.max_shapes}; give 1 or more.")
-        self.seed = int(opt.get("seed", 0 if opt.get("phase", "train") == "train" else 1))
+        where = where_of(opt, type(self).__name__)
+        keys = {name: read_key(opt, name, self.config_keys, where) for name in self.config_keys}
+        if keys["size"] is None:
+            raise ConfigError(f"{where} needs 'size', the number of items per epoch.")
+        self.size = int(keys["size"])
+        self.image_size = int(keys["image_size"])
+        self.channels = int(keys["channels"])
+        self.num_kinds = int(keys["num_kinds"])
+        self.max_shapes = int(keys["max_shapes"])
+        self.noise_std = float(keys["noise_std"])
+        # Train and val draw from different streams unless the YAML gives each its own seed.
+        seed = keys["seed"]
+        self.seed = int(seed if seed is not None else (0 if opt.get("phase", "train") == "train" else 1))
         coords = torch.linspace(-1, 1, self.image_size)
         self.y, self.x = torch.meshgrid(coords, coords, indexing="ij")
 

@@ -22,13 +22,31 @@ import logging
 from pathlib import Path
 
 from dataset.common.files import TIF_SUFFIXES, list_files, relative_name
-from dataset.common.image_items import RESERVED_ITEM_KEYS, ImageItemsDataset, Record
-from dataset.common.options import read_choice, read_key_name
+from dataset.common.image_items import FOLDER_KEYS, RESERVED_ITEM_KEYS, ImageItemsDataset, Record
+from dataset.common.options import read_key_name
+from utils.config_schema import Key
 from utils.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 UNMATCHED = ("error", "skip")
 MAX_LISTED = 10
+
+PAIR_KEYS = {
+    "gt_dir": Key(None, "str", "The folder of targets (required).", nullable=True),
+    "cond_dir": Key(
+        None, "str", "The folder of conditions, paired with the targets by name (required).", nullable=True
+    ),
+    "val_gt_dir": Key(
+        None, "str", "Validation targets (with `val_cond_dir`) instead of a split.", nullable=True
+    ),
+    "val_cond_dir": Key(None, "str", "Validation conditions (with `val_gt_dir`).", nullable=True),
+    "recursive": FOLDER_KEYS["recursive"],
+    "unmatched": Key(
+        "error", "str", "A file without a partner stops the run, or is skipped with a warning.", UNMATCHED
+    ),
+    "gt_key": FOLDER_KEYS["gt_key"],
+    "lq_key": Key("cond", "str", "Item key of the conditions."),
+}
 
 
 def _folder(opt: dict, key: str, where: str) -> str:
@@ -52,38 +70,34 @@ def _files_by_name(folder: str, recursive: bool, key: str) -> dict[str, Path]:
 class TIFFolderDataset(ImageItemsDataset):
     """Every .tif/.tiff of `dir` (and its subfolders with `recursive`), as `{gt_key: image}` items."""
 
-    config_keys = ImageItemsDataset.config_keys | {"dir", "val_dir", "recursive", "gt_key"}
+    config_keys = {**ImageItemsDataset.config_keys, **FOLDER_KEYS}
     val_keys = ("val_dir",)
 
     def find_records(self, opt):
-        self.gt_key = read_key_name(opt, "gt_key", "gt", self.where, RESERVED_ITEM_KEYS)
+        self.gt_key = read_key_name(
+            opt, "gt_key", FOLDER_KEYS["gt_key"].default, self.where, RESERVED_ITEM_KEYS
+        )
         use_val_dir = self.phase != "train" and opt.get("val_dir") is not None
         key = "val_dir" if use_val_dir else "dir"
         folder = _folder(opt, key, self.where)
-        by_name = _files_by_name(folder, bool(opt.get("recursive", False)), key)
+        by_name = _files_by_name(folder, self.read(opt, "recursive"), key)
         return [Record(name, {self.gt_key: path}) for name, path in by_name.items()], [folder]
 
 
 class TIFPairDataset(ImageItemsDataset):
     """Targets in `gt_dir` and conditions in `cond_dir` paired by name (path below the folder, no suffix)."""
 
-    config_keys = ImageItemsDataset.config_keys | {
-        "gt_dir",
-        "cond_dir",
-        "val_gt_dir",
-        "val_cond_dir",
-        "recursive",
-        "unmatched",
-        "gt_key",
-        "lq_key",
-    }
+    config_keys = {**ImageItemsDataset.config_keys, **PAIR_KEYS}
     val_keys = ("val_gt_dir", "val_cond_dir")
 
     def find_records(self, opt):
-        self.gt_key = read_key_name(opt, "gt_key", "gt", self.where, RESERVED_ITEM_KEYS)
-        self.lq_key = read_key_name(opt, "lq_key", "cond", self.where, (*RESERVED_ITEM_KEYS, self.gt_key))
-        unmatched = read_choice(opt, "unmatched", UNMATCHED, "error", self.where)
-        recursive = bool(opt.get("recursive", False))
+        keys = self.config_keys
+        self.gt_key = read_key_name(opt, "gt_key", keys["gt_key"].default, self.where, RESERVED_ITEM_KEYS)
+        self.lq_key = read_key_name(
+            opt, "lq_key", keys["lq_key"].default, self.where, (*RESERVED_ITEM_KEYS, self.gt_key)
+        )
+        unmatched = self.read(opt, "unmatched")
+        recursive = self.read(opt, "recursive")
         has_val = [opt.get(k) is not None for k in self.val_keys]
         if any(has_val) and not all(has_val):
             raise ConfigError(

@@ -258,7 +258,12 @@ CASES = [
         "'val.num_images' must be an int, got 'all'",
     ),
     ("dataset size 0", denoise(datasets__train__size=0), [], "'datasets.train.size' is 0"),
-    ("dataset size text", denoise(datasets__val__size="16"), [], "'datasets.val.size' must be an int, got '16'"),
+    (
+        "dataset size text",
+        denoise(datasets__val__size="16"),
+        [],
+        "'datasets.val.size' must be an int, got '16'",
+    ),
     (
         "image size 0",
         denoise(datasets__train__image_size=0),

@@ -19,7 +19,14 @@ def test_readme_holds_every_models_key_table_as_printed():
     from scripts.key_reference import model_reference_markdown
 
     tables = model_reference_markdown()
-    for model in ("VAE_model", "LDM_model", "PSF_model", "PSF_Emb_model"):
+    for model in (
+        "VAE_model",
+        "LDM_model",
+        "PSF_model",
+        "PSF_Emb_model",
+        "MultiTask_model",
+        "ControlNet_model",
+    ):
         assert f"#### `model_type: {model}`" in tables
     with open(os.path.join(ROOT, "README.md")) as f:
         assert tables.strip() in f.read(), "README is out of date: run python -m scripts.key_reference"
@@ -33,6 +40,10 @@ def test_model_keys_get_their_declared_defaults():
     assert opt.condition.stats_batches == 8 and opt.vae.scale_batches == 8 and opt.condition.hidden_dim == 128
     opt = load("checkpoints/PSF/psf_emb.yml")
     assert opt.train.focus_depth is None and opt.val.batch_size >= 1
+    opt = load("checkpoints/ControlNet/exp.yml")
+    assert opt.val.num_images == 8 and opt.val.sampler is None and opt.val.guidance_scale is None
+    opt = load("checkpoints/MultiTask/exp.yml")
+    assert opt.train.compute_scale_factor is True
 
 
 @pytest.mark.parametrize(
@@ -58,6 +69,21 @@ def test_model_keys_get_their_declared_defaults():
             "checkpoints/PSF/psf_emb.yml",
             "train.psf_normalize=max",
             "'train.psf_normalize' is 'max'; allowed: peak, sum",
+        ),
+        (
+            "checkpoints/ControlNet/exp.yml",
+            "control.conditioning_sacle=2",
+            "'control.conditioning_sacle' (did you mean 'conditioning_scale'?)",
+        ),
+        (
+            "checkpoints/ControlNet/exp.yml",
+            "val.sampler=ddmi",
+            "'val.sampler' is 'ddmi'; allowed: ddpm, ddim",
+        ),
+        (
+            "checkpoints/MultiTask/exp.yml",
+            "train.compute_scale_factor=maybe",
+            "'train.compute_scale_factor' must be a bool",
         ),
         (
             "checkpoints/PSF/psf_emb.yml",
@@ -111,3 +137,56 @@ def test_dataset_keys_are_declared_once_too():
         load("checkpoints/example/denoise.yml", "datasets.train.noise_sdt=0.2")
     with pytest.raises(ConfigError, match="'datasets.train.spatial_dims' is 4; it must be at most 3"):
         load("checkpoints/example/denoise.yml", "datasets.train.spatial_dims=4")
+
+
+@pytest.mark.parametrize(
+    "path, override, expected",
+    [
+        (
+            "checkpoints/MultiTask/exp.yml",
+            "datasets.train.max_shape=3",
+            "'datasets.train.max_shape' (did you mean 'max_shapes'?)",
+        ),
+        (
+            "checkpoints/MultiTask/exp.yml",
+            "datasets.train.num_kinds=4",
+            "'datasets.train.num_kinds' is 4; it must be at most 3",
+        ),
+        (
+            "checkpoints/LDM/tif.yml",
+            "datasets.train.cache_rat=1",
+            "'datasets.train.cache_rat' (did you mean 'cache_rate'?)",
+        ),
+        (
+            "checkpoints/LDM/tif.yml",
+            "datasets.train.unmatched=ignore",
+            "'datasets.train.unmatched' is 'ignore'; allowed: error, skip",
+        ),
+    ],
+)
+def test_a_bad_dataset_key_is_one_sentence_from_its_declaration(path, override, expected):
+    with pytest.raises(ConfigError) as error:
+        load(path, override)
+    assert expected in str(error.value)
+
+
+def test_every_shipped_dataset_declares_its_keys_and_reads_their_defaults():
+    from dataset import DATASET_REGISTRY
+    from dataset.synthetic_masks_dataset import SyntheticMasksDataset
+    from scripts.key_reference import dataset_reference_markdown
+    from utils.config_schema import Key
+
+    tables = dataset_reference_markdown()
+    for name in sorted(DATASET_REGISTRY.names()):
+        keys = DATASET_REGISTRY.get(name).config_keys
+        assert all(isinstance(key, Key) for key in keys.values()), name
+        assert f"#### `datasets.*.type: {name}`" in tables
+    opt = load("checkpoints/LDM/tif.yml")
+    assert opt.datasets.train.unmatched == "error" and opt.datasets.train.cache_rate is not None
+    # Built without the trainer, a dataset reads the same declaration: defaults and ranges.
+    data = SyntheticMasksDataset({"size": 2})
+    assert (data.image_size, data.num_kinds, data.max_shapes, data.seed) == (32, 2, 2, 0)
+    with pytest.raises(
+        ConfigError, match="'num_kinds' in datasets.train .* is 5; it must be between 1 and 3"
+    ):
+        SyntheticMasksDataset({"size": 2, "num_kinds": 5, "phase": "train"})

@@ -87,7 +87,7 @@ def test_config_keys_cover_the_block_and_typos_are_named():
         "depth_max",
         "backend",
         "normalize",
-    } <= PSFDataset.config_keys
+    } <= set(PSFDataset.config_keys)
     with pytest.raises(ConfigError, match=r"unknown key 'kernel_sise' \(did you mean 'kernel_size'\?\)"):
         PSFDataset({**OPT, "kernel_sise": 32})
     with pytest.raises(ConfigError, match="normalize"):

@@ -18,22 +18,27 @@ NOT_LOSSES = {"train/lr", "train/grad_norm", "train/samples_per_second", "train/
 
 def read_scalars(run_dir: str, logging_dir: str = "logs") -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{tag: (steps, values)} of every scalar in the run's event files, sorted by step."""
-    import logging
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.util import tensor_util
 
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    logging.getLogger("tensorboard").setLevel(logging.WARNING)  # "No path found after ..." per folder
-
+    # Every scalar event of every file, ordered by when it was written: a resumed launch writes a new
+    # file that replays some steps, and its values must win. File names cannot give that order (their
+    # counter suffix sorts "10" before "9").
+    events = []
+    pattern = os.path.join(run_dir, logging_dir, "**", "events.out.tfevents.*")
+    for path in glob.glob(pattern, recursive=True):
+        for event in EventFileLoader(path).Load():
+            for value in event.summary.value:
+                if value.HasField("simple_value"):
+                    number = float(value.simple_value)
+                elif value.HasField("tensor") and value.metadata.plugin_data.plugin_name == "scalars":
+                    number = float(tensor_util.make_ndarray(value.tensor))
+                else:
+                    continue
+                events.append((event.wall_time, int(event.step), value.tag, number))
     series: dict[str, dict[int, float]] = {}
-    files = sorted(
-        glob.glob(os.path.join(run_dir, logging_dir, "**", "events.out.tfevents.*"), recursive=True)
-    )
-    for folder in sorted({os.path.dirname(f) for f in files}):
-        accumulator = EventAccumulator(folder, size_guidance={"scalars": 0})  # 0: keep every point
-        accumulator.Reload()
-        for tag in accumulator.Tags()["scalars"]:
-            for event in accumulator.Scalars(tag):
-                series.setdefault(tag, {})[int(event.step)] = float(event.value)
+    for _, step, tag, number in sorted(events, key=lambda e: e[0]):
+        series.setdefault(tag, {})[step] = number
     return {
         tag: (np.array(sorted(points)), np.array([points[s] for s in sorted(points)]))
         for tag, points in series.items()

@@ -26,34 +26,43 @@ from dataset.common.augmentation import PairedAugmentation
 from dataset.common.cache import PreloadCache
 from dataset.common.geometry import PATCH_MODES, crop, crop_window, resize
 from dataset.common.normalization import MODES, Normalization, denormalize
-from dataset.common.options import (
-    check_keys,
-    plain,
-    read_choice,
-    read_number,
-    read_pair,
-    read_phase,
-    read_size,
-    where_of,
-)
+from dataset.common.options import check_keys, plain, read_key, read_pair, read_phase, read_size, where_of
 from dataset.common.splits import check_no_leak, compile_split_by, group_of, load_or_draw_split
+from utils.config_schema import Key
 from utils.errors import ConfigError, DataError
 
-IMAGE_KEYS = frozenset(
-    {
-        "patch_size",
-        "patch_mode",
-        "spatial_dims",
-        "channels",
-        "normalize",
-        "percentiles",
-        "value_range",
-        "norm_range",
-        "background",
-        "augment",
-        "cache_rate",
-    }
-)
+IMAGE_KEYS = {
+    "patch_size": Key(
+        None,
+        "any",
+        "Bring every image to this size (an int, or one per spatial axis), as `patch_mode` says.",
+        nullable=True,
+    ),
+    "patch_mode": Key("resize", "str", "How `patch_size` is reached.", PATCH_MODES),
+    "spatial_dims": Key(2, "int", "2 for images, 3 for volumes.", minimum=2, maximum=3),
+    "channels": Key(1, "int", "Channels per image.", minimum=1),
+    "normalize": Key(
+        "none", "str", "Per-image intensity normalisation (dataset/common/normalization.py).", MODES
+    ),
+    "percentiles": Key([1.0, 99.0], "any", "`[low, high]` percentiles clipped by `percentile`."),
+    "value_range": Key(
+        None,
+        "any",
+        "A fixed `[low, high]` for `minmax` (clipped) instead of each image's own.",
+        nullable=True,
+    ),
+    "norm_range": Key([0.0, 1.0], "any", "Output `[low, high]` of `minmax` and `percentile`."),
+    "background": Key(0.0, "float", "The background value of `zscore_foreground`."),
+    "augment": Key(
+        None,
+        "any",
+        "Training-only augmentation, e.g. `{flip: true, rot90: true, degrees: 10, scale: 0.1, translate: 0.05}`.",
+        nullable=True,
+    ),
+    "cache_rate": Key(
+        0.0, "float", "Fraction of the items read once and kept in memory.", minimum=0.0, maximum=1.0
+    ),
+}
 # The options that decide what a trained network saw, so that inference scripts prepare new images the
 # same way (splits, augmentation and caching do not apply to a folder being reconstructed).
 NETWORK_INPUT_KEYS = (
@@ -66,8 +75,47 @@ NETWORK_INPUT_KEYS = (
     "spatial_dims",
     "channels",
 )
-SPLIT_KEYS = frozenset({"train_split", "seed", "split_by", "split_file"})
+SPLIT_KEYS = {
+    "train_split": Key(
+        None,
+        "float",
+        "Fraction of the items (of the split groups) that train; the rest validate.",
+        minimum=0.0,
+        maximum=1.0,
+        nullable=True,
+    ),
+    "seed": Key(0, "int", "Seed of the train/validation split."),
+    "split_by": Key(
+        None,
+        "str",
+        "A regex on the item name whose first group is its split group (e.g. a patient id).",
+        nullable=True,
+    ),
+    # Declaring it tells the trainer that this dataset splits its files: it then keeps the split in the
+    # run folder, so a resumed run validates on the same items.
+    "split_file": Key(
+        None,
+        "str",
+        "Where the drawn split is kept (default: in the run folder).",
+        nullable=True,
+        fill_default=False,
+    ),
+}
 RESERVED_ITEM_KEYS = ("name", "norm")
+# The keys of a dataset that reads one folder of files (the TIF and image-folder datasets).
+FOLDER_KEYS = {
+    "dir": Key(None, "str", "The folder of files (required).", nullable=True),
+    "val_dir": Key(
+        None,
+        "str",
+        "A folder of validation files, read by the val/test blocks instead of `dir`.",
+        nullable=True,
+    ),
+    "recursive": Key(
+        False, "bool", "Also read the files in subfolders (named by their path below the folder)."
+    ),
+    "gt_key": Key("gt", "str", "Item key of the target images."),
+}
 
 
 @dataclass
@@ -79,10 +127,9 @@ class Record:
 
 
 class ImageItemsDataset(data.Dataset):
-    config_keys: frozenset = IMAGE_KEYS | SPLIT_KEYS
+    config_keys: dict[str, Key] = {**IMAGE_KEYS, **SPLIT_KEYS}
     # Keys that name a separate validation source; they exclude train_split.
     val_keys: tuple[str, ...] = ()
-    default_channels: int = 1
 
     def __init__(self, opt):
         opt = plain(opt)
@@ -93,10 +140,14 @@ class ImageItemsDataset(data.Dataset):
         records, sources = self.find_records(opt)
         self.records = self._select_split(opt, records, sources)
         self._probe()
-        cache_rate = read_number(opt, "cache_rate", 0.0, self.where, low=0.0, high=1.0)
+        cache_rate = self.read(opt, "cache_rate")
         self.cache = PreloadCache(self._load, len(self.records), cache_rate)
 
     # ------------------------------------------------------------------ for subclasses
+
+    def read(self, opt: dict, name: str):
+        """The value of the key `name` as this class declares it in `config_keys`."""
+        return read_key(opt, name, self.config_keys, self.where)
 
     def find_records(self, opt: dict) -> tuple[list[Record], list[str]]:
         """(this phase's records before any train_split, the folders or files they come from)."""
@@ -151,17 +202,17 @@ class ImageItemsDataset(data.Dataset):
 
     def _read_image_options(self, opt: dict) -> None:
         where = self.where
-        self.spatial_dims = int(read_number(opt, "spatial_dims", 2, where, low=2, high=3, integer=True))
-        self.channels = int(read_number(opt, "channels", self.default_channels, where, low=1, integer=True))
+        keys = self.config_keys
+        self.spatial_dims = int(self.read(opt, "spatial_dims"))
+        self.channels = int(self.read(opt, "channels"))
         self.patch_size = read_size(opt, "patch_size", self.spatial_dims, where)
-        self.patch_mode = read_choice(opt, "patch_mode", PATCH_MODES, "resize", where)
-        mode = read_choice(opt, "normalize", MODES, "none", where)
+        self.patch_mode = self.read(opt, "patch_mode")
         self.normalization = Normalization(
-            mode=mode,
-            percentiles=read_pair(opt, "percentiles", (1.0, 99.0), where),
-            value_range=read_pair(opt, "value_range", None, where),
-            norm_range=read_pair(opt, "norm_range", (0.0, 1.0), where),
-            background=read_number(opt, "background", 0.0, where),
+            mode=self.read(opt, "normalize"),
+            percentiles=read_pair(opt, "percentiles", keys["percentiles"].default, where),
+            value_range=read_pair(opt, "value_range", keys["value_range"].default, where),
+            norm_range=read_pair(opt, "norm_range", keys["norm_range"].default, where),
+            background=self.read(opt, "background"),
         )
         low, high = self.normalization.percentiles
         if not 0 <= low < high <= 100:
@@ -179,7 +230,7 @@ class ImageItemsDataset(data.Dataset):
             raise DataError(
                 f"Two files share the name '{twice}' ({', '.join(files_of)}); rename one of them."
             )
-        train_split = read_number(opt, "train_split", None, self.where, low=0.0, high=1.0)
+        train_split = self.read(opt, "train_split")
         split_file = opt.get("split_file")
         has_val_source = any(opt.get(key) is not None for key in self.val_keys)
         if train_split is None:
@@ -204,7 +255,7 @@ class ImageItemsDataset(data.Dataset):
             else group_of(r.name, pattern, str(next(iter(r.paths.values()), r.name)))
             for r in records
         ]
-        seed = int(read_number(opt, "seed", 0, self.where, integer=True))
+        seed = int(self.read(opt, "seed"))
         split = load_or_draw_split(
             names,
             groups,

@@ -1,12 +1,15 @@
 """Reading a dataset's YAML block: each mistake is a ConfigError naming the key, value and what is allowed.
 
-The trainer's validator already checks keys against a class's `config_keys`; the datasets check again
-here because tests, notebooks and scripts build them from plain dicts without the trainer.
+A dataset declares its keys once, as `utils.config_schema.Key`s in its `config_keys` (default, type,
+range, help): the trainer's config check validates and defaults them from that declaration, the README's
+tables are printed from it (`python -m scripts.key_reference`), and `read_key` below reads a key with
+the same declaration. The datasets check again here because tests, notebooks and scripts build them
+from plain dicts without the trainer.
 """
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from utils.config_schema import DATASET
+from utils.config_schema import DATASET, Key
 from utils.errors import ConfigError, did_you_mean
 
 # Handled by the trainer (DataLoader settings, the block's name); a dataset ignores all but `phase`
@@ -46,6 +49,23 @@ def check_keys(opt: Mapping, accepted: Iterable[str], where: str) -> None:
                 f"Unknown key '{key}' in {where}{did_you_mean(key, accepted)}; "
                 f"it accepts: {', '.join(sorted(accepted))}."
             )
+
+
+def read_key(opt: Mapping, name: str, keys: Mapping[str, Key], where: str):
+    """The value of the declared key `name` (its declared default when absent), checked against its
+    declaration: a number against its type and range, a word against its choices (case-insensitive), a
+    flag as a bool. A key of kind `any` is returned as given; its reader checks it."""
+    key = keys[name]
+    if key.kind in ("int", "float"):
+        return read_number(
+            opt, name, key.default, where, low=key.minimum, high=key.maximum, integer=key.kind == "int"
+        )
+    if key.kind == "str" and key.choices:
+        return read_choice(opt, name, key.choices, key.default, where)
+    if key.kind == "bool":
+        value = opt.get(name, key.default)
+        return key.default if value is None else bool(value)
+    return opt.get(name, key.default)
 
 
 def read_phase(opt: Mapping, where: str) -> str:

@@ -29,42 +29,55 @@ from models.base_model import BaseModel
 from models.controlnet.pipeline import ControlledUNet, as_control, check_diffusers_backend
 from models.ldm.frozen_vae import encode_latents
 from models.ldm.pipeline import LDMPipeline
-from models.ldm.sampling import make_sampler, sample_latents
+from models.ldm.sampling import SAMPLERS, make_sampler, sample_latents
 from models.ldm.schedules import training_target
 from utils import log_image, log_metrics
-from utils.errors import ConfigError, did_you_mean
+from utils.config_schema import Key
+from utils.errors import ConfigError
 from utils.misc import log_validation_scalars
 from utils.vae_losses import decoded_image
 
-LDM_KEYS = {"pretrained": None}
-CONTROL_KEYS = {"key": "mask", "conditioning_scale": 1.0}
+LDM_KEYS = {
+    "pretrained": Key(
+        None, "str", "An `LDM_model` run's `final/` folder (with `ldm.json`); required.", nullable=True
+    )
+}
+CONTROL_KEYS = {
+    "key": Key("mask", "str", "Batch key of the control image."),
+    "conditioning_scale": Key(1.0, "float", "Weight of the ControlNet's residuals when sampling."),
+}
 VAL_KEYS = {
-    "sampler": None,
-    "num_inference_steps": None,
-    "guidance_scale": None,
-    "num_samples": 8,
-    "num_images": 8,
+    "sampler": Key(
+        None, "str", "Sampler of the validation samples (default: the LDM's).", SAMPLERS, nullable=True
+    ),
+    "num_inference_steps": Key(None, "int", "Sampling steps (default: the LDM's).", minimum=1, nullable=True),
+    "guidance_scale": Key(
+        None,
+        "float",
+        "Classifier-free guidance (default: the LDM's; 1: the conditional prediction).",
+        nullable=True,
+    ),
+    "num_samples": Key(8, "int", "Controls sampled per validation.", minimum=0),
+    "num_images": Key(8, "int", "Rows in the logged grid.", minimum=1),
 }
 
 
-def _read_block(opt, name: str, defaults: dict) -> dict:
-    block = dict(opt.get(name) or {})
-    for key in block:
-        if key not in defaults:
-            raise ConfigError(
-                f"Unknown key '{name}.{key}'{did_you_mean(key, defaults)}; it takes: {', '.join(defaults)}."
-            )
-    return {k: block.get(k, default) for k, default in defaults.items()}
-
-
 class ControlNet_model(BaseModel):
-    config_keys = {"": {"ldm", "control"}, "val": set(VAL_KEYS)}
+    config_keys = {
+        "": {
+            "ldm": Key(None, "block", "The frozen, trained LDM that the ControlNet steers.", nullable=True),
+            "control": Key(None, "block", "The control image and its weight.", nullable=True),
+        },
+        "ldm": LDM_KEYS,
+        "control": CONTROL_KEYS,
+        "val": VAL_KEYS,
+    }
 
     def __init__(self, opt, logger):
         super().__init__(opt, logger)
-        self.ldm_opt = _read_block(opt, "ldm", LDM_KEYS)
-        self.control_opt = _read_block(opt, "control", CONTROL_KEYS)
-        self.val_opt = {k: opt["val"].get(k, d) for k, d in VAL_KEYS.items()}
+        self.ldm_opt = self.config_values("ldm")
+        self.control_opt = self.config_values("control")
+        self.val_opt = self.config_values("val")
         self.gt_key = opt["val"]["gt_key"]
         folder = self.ldm_opt["pretrained"]
         if not folder or not os.path.isfile(os.path.join(str(folder), "ldm.json")):
@@ -89,9 +102,9 @@ class ControlNet_model(BaseModel):
             raise ConfigError(
                 f"'network.type' is {block.get('type')!r}; ControlNet_model trains 'ControlNet'."
             )
-        self.controlnet = define_network(block)
-        self.controlnet.copy_encoder(self.ldm.unet.unet)
-        self.models.append(self.controlnet)
+        controlnet = define_network(block)
+        controlnet.copy_encoder(self.ldm.unet.unet)
+        self.controlnet = self.add_network("controlnet", controlnet)
 
     # ------------------------------------------------------------------ data
 
@@ -142,15 +155,12 @@ class ControlNet_model(BaseModel):
         return (prediction.float() - target.float()).pow(2).mean()
 
     def optimize_parameters(self):
-        optimizer = self.optimizers[0]
-        optimizer.zero_grad()
         latents = self.sample["latent"]
         noise = torch.randn_like(latents)
         steps = self.noise_scheduler.config.num_train_timesteps
         timesteps = torch.randint(0, steps, (len(latents),), device=latents.device)
         loss = self._loss(noise, timesteps)
-        self.accelerator.backward(loss)
-        optimizer.step()
+        self.step(loss, self.optimizers[0])
         return {"all": loss}
 
     # ------------------------------------------------------------------ validation

@@ -16,32 +16,41 @@ import torch
 from models.archs import define_network
 from models.base_model import BaseModel
 from utils import log_image, log_metrics
+from utils.config_schema import Key
 from utils.errors import ConfigError, did_you_mean
 from utils.keyed_losses import KeyedLoss
 from utils.metrics.segmentation import accuracy, class_map, segmentation_scores
 from utils.misc import log_metric, log_validation_scalars
 
 TRAIN_KEYS = {
-    "losses": [{"type": "MSE", "key": "rgb", "target": "image", "weight": 1.0}],
-    "compute_scale_factor": True,
+    "losses": Key(
+        [{"type": "MSE", "key": "rgb", "target": "image", "weight": 1.0}],
+        "any",
+        "The keyed loss terms, each `{type, key (a network output), target (a batch key), weight}` "
+        "(see utils/keyed_losses.py).",
+    ),
+    "compute_scale_factor": Key(
+        True, "bool", "At the end, store 1 / std of the validation latents as the arch's `scaling_factor`."
+    ),
 }
-VAL_KEYS = {"num_images": 8}
+VAL_KEYS = {"num_images": Key(8, "int", "Images in each logged validation grid.", minimum=1)}
 
 
 class MultiTask_model(BaseModel):
-    config_keys = {"train": set(TRAIN_KEYS), "val": set(VAL_KEYS)}
+    config_keys = {"train": TRAIN_KEYS, "val": VAL_KEYS}
 
     def __init__(self, opt, logger):
         super().__init__(opt, logger)
-        self.hp = {k: opt["train"].get(k, default) for k, default in TRAIN_KEYS.items()}
+        self.hp = self.config_values("train")
+        self.val_opt = self.config_values("val")
         self.gt_key = opt["val"]["gt_key"]
-        self.net_g = define_network(opt.network)
-        if not hasattr(self.net_g, "decode_heads"):
+        generator = define_network(opt.network)
+        if not hasattr(generator, "decode_heads"):
             raise ConfigError(
                 f"MultiTask_model trains a multi-head autoencoder; 'network.type' is {opt.network.type}, "
                 "use MultiTaskAutoencoder (or VAE_model for a single-output autoencoder)."
             )
-        self.models.append(self.net_g)
+        self.net_g = self.add_network("net_g", generator)
         self.loss = KeyedLoss(_plain_list(self.hp["losses"]))
         heads = {h["name"]: h["type"] for h in self.net_g.head_specs}
         outputs = [*heads, "latent", "latent_dist"]
@@ -96,12 +105,9 @@ class MultiTask_model(BaseModel):
         return full[rank * like.shape[0] : (rank + 1) * like.shape[0]].to(like.device, like.dtype)
 
     def optimize_parameters(self):
-        optimizer = self.optimizers[0]
-        optimizer.zero_grad()
         with self.accelerator.autocast():
             losses = self.loss(self._outputs(sample_posterior=True), self.sample)
-        self.accelerator.backward(losses["all"])
-        optimizer.step()
+        self.step(losses["all"], self.optimizers[0])
         return losses
 
     def validate_step(self, batch, idx, lq_key, gt_key):
@@ -134,9 +140,7 @@ class MultiTask_model(BaseModel):
         return idx + n
 
     def _log_grid(self, outputs):
-        count = min(
-            len(self.sample[self.gt_key]), int(self.opt["val"].get("num_images", VAL_KEYS["num_images"]))
-        )
+        count = min(len(self.sample[self.gt_key]), int(self.val_opt["num_images"]))
         x = self.sample[self.gt_key][:count].float()
         panels = [x]
         image_head = self.net_g.image_head

@@ -18,21 +18,33 @@ import math
 
 import torch
 
+from utils.config_schema import Key
 from utils.errors import ConfigError, did_you_mean
 from utils.optics.geolens import GeoLens, resolve_lens_file
 
-DEFAULTS = {
-    "lens_file": "cooke_triplet_f50.json",
-    "spp": 16384,
-    "kernel_size": 64,
-    "wavelength_set_m": [450e-9, 550e-9, 650e-9],
-    "fov": None,  # the whole sensor
-    "depth_min": 0.4,
-    "depth_max": 20.0,
-    "backend": "builtin",
-}
-BLOCK_KEYS = set(DEFAULTS)
 BACKENDS = ("builtin", "deeplens")
+# The lens keys, declared once: `parse_block` checks them, and a dataset that simulates PSFs
+# (`PSFDataset`) declares them among its own keys, so the README's tables list them too.
+LENS_KEYS = {
+    "lens_file": Key(
+        "cooke_triplet_f50.json", "str", "A lens file (relative: to the project root) or a shipped lens name."
+    ),
+    "spp": Key(16384, "int", "Rays per point and wavelength.", minimum=1),
+    "kernel_size": Key(64, "int", "PSF kernel side, in pixels of the lens's sensor.", minimum=1),
+    "wavelength_set_m": Key([450e-9, 550e-9, 650e-9], "any", "Wavelengths (m), one PSF channel each."),
+    "fov": Key(
+        None,
+        "float",
+        "Largest image height sampled, metres from the axis (default: the whole sensor).",
+        minimum=0.0,
+        nullable=True,
+    ),
+    "depth_min": Key(0.4, "float", "Nearest object distance (m).", minimum=0.0),
+    "depth_max": Key(20.0, "float", "Farthest object distance (m).", minimum=0.0),
+    "backend": Key("builtin", "str", "`deeplens` needs the deeplens package.", BACKENDS),
+}
+DEFAULTS = {name: key.default for name, key in LENS_KEYS.items()}
+BLOCK_KEYS = set(LENS_KEYS)
 # Rays that find best focus: stratified, they pin the sensor to well under a micrometre, and per
 # sample they cost as much as a small PSF.
 FOCUS_SPP = 1024
