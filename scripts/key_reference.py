@@ -54,6 +54,9 @@ def dataset_reference_markdown() -> str:
 
 
 if __name__ == "__main__":
+    from utils.console import quiet_libraries
+
+    quiet_libraries()  # loading the model plugins imports bitsandbytes, which warns on import
     print(reference_markdown())
     print(model_reference_markdown())
     print(dataset_reference_markdown())

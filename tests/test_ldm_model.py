@@ -130,7 +130,9 @@ def test_stage2_loss_falls_uses_the_stored_scale_factor_and_saves_what_generatio
             assert "Loading weights" not in done.stderr and "kernels" not in done.stderr, done.stderr
         outputs.append([tifffile.imread(tmp_path / out / f"c{i}.tif") for i in range(3)])
     assert outputs[0][0].shape == (16, 16) and outputs[0][0].dtype == np.float32
-    assert all(np.array_equal(a, b) for a, b in zip(*outputs))
+    # Same seed, same TIFs; not bit for bit across processes, whose thread counts may differ.
+    for a, b in zip(*outputs):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
     assert not np.array_equal(outputs[0][0], outputs[0][1])
     assert (tmp_path / "gen_a" / "grid.png").is_file()
 

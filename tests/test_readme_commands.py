@@ -127,7 +127,8 @@ def tiny_form(command: str, runs: dict[str, str], project: str) -> list[str]:
             tiny += [f"datasets.{phase}.{k}={v}" for k, v in (("size", 4), ("spp", 256)) if k in block]
     if "vae" in opt:  # stage 2: fewer sampling steps
         tiny += ["val.num_inference_steps=2", "val.num_samples=2"]
-    if "-test" in args:
+    if "-test" in args or any(a.startswith("experiment_key=") for a in args):
+        # -test finds its run by the YAML's key; a printed key names a run a later command chains to
         tiny = [t for t in tiny if not t.startswith("experiment_key")]
     resolved = []
     for arg in args:
