@@ -50,6 +50,7 @@ from dataset import create_dataset, find_dataset_class
 from models.prepared_network import MethodDispatch, PreparedNetwork
 from utils.checkpoint import publish, resolve_checkpoint, rotate, staging_path
 from utils.errors import ConfigError, NumericalError, PluginError
+from utils.loader_rng import seed_loader_for_epoch
 from utils.misc import collect_metrics, log_metric
 from utils.options import flatten, redact_secrets, save_options
 from utils.run_dir import run_dir, safe_name
@@ -563,6 +564,7 @@ class BaseModel:
             batches = self.train_loader
             if self.state.batches_in_epoch:
                 batches = self.accelerator.skip_first_batches(self.train_loader, self.state.batches_in_epoch)
+            seed_loader_for_epoch(batches, self.opt["seed"], self.state.epoch)  # hook: own loader RNG
             for batch in batches:
                 with self.accelerator.accumulate(*self._prepared):
                     self.feed_data(batch, is_train=True)

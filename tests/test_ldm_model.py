@@ -174,3 +174,21 @@ def test_a_monai_checkpoint_gets_its_scale_factor_measured_and_saved(tmp_path):
     pipe = LDMPipeline.from_final(final)
     assert pipe.vae.config.scaling_factor == description["scale_factor"]
     assert pipe(None, seeds=[0, 1], num_inference_steps=2).shape == (2, 1, 16, 16)
+
+
+def test_stage2_resumes_mid_epoch_to_the_uninterrupted_weights(stage1, tmp_path):
+    """Diffusion noise, timesteps and condition drops all come from torch's global RNG."""
+    config = ldm_config(tmp_path, stage1)
+    # 64 samples / 8 = 8 batches an epoch: checkpoint-5 is mid-epoch and the run crosses into epoch 2
+    config["train"].update(max_train_steps=12, validation_steps=1000, checkpointing_steps=5)
+    config["val"]["num_samples"] = 0
+    assert run_trainer(config, tmp_path) == 0
+    resumed = copy.deepcopy(config)
+    resumed["experiment_key"] = "resumed"
+    resumed["path"].update(resume_from_path=run_folder(config), resume_from_checkpoint="checkpoint-5")
+    assert run_trainer(resumed, tmp_path, name="resumed.yml") == 0
+    for net in ("unet", "projector"):
+        reference = load_file(os.path.join(run_folder(config), "final", net, "model.safetensors"))
+        got = load_file(os.path.join(run_folder(resumed), "final", net, "model.safetensors"))
+        for key, value in reference.items():
+            torch.testing.assert_close(got[key], value, rtol=0, atol=1e-6)
