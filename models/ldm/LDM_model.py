@@ -27,6 +27,7 @@ from models.base_model import BaseModel
 from models.ldm.frozen_vae import encode_latents, load_frozen_vae, vae_recon_type
 from models.ldm.sampling import SAMPLERS, make_sampler, sample_latents
 from models.ldm.schedules import make_noise_scheduler, min_snr_weights, training_target
+from models.vae.latent_scale import is_placeholder_scale
 from utils import log_image, log_metrics
 from utils.errors import ConfigError, did_you_mean
 from utils.misc import log_metric, log_validation_scalars
@@ -198,11 +199,19 @@ class LDM_model(BaseModel):
 
     def _set_scale_factor(self, loader):
         """Use the VAE's stored scale factor; measure 1 / std of the training latents only when asked, or
-        when the VAE has none (a PTI-LDM-VAE checkpoint)."""
+        when the VAE has none (a PTI-LDM-VAE checkpoint, or a VAE saved before it was measured)."""
         setting = self.vae_opt["scale_factor"]
         if isinstance(setting, (int, float)) and not isinstance(setting, bool):
             self.vae.config.scaling_factor = float(setting)
-        elif setting == "compute" or (setting == "auto" and self.vae_opt["monai_checkpoint"]):
+        elif setting == "compute" or (
+            setting == "auto" and (self.vae_opt["monai_checkpoint"] or is_placeholder_scale(self.vae))
+        ):
+            if setting == "auto" and not self.vae_opt["monai_checkpoint"]:
+                self.logger.info(
+                    f"The VAE in '{self.vae_opt['pretrained']}' holds its placeholder scaling_factor "
+                    f"{self.vae.config.scaling_factor:g} (saved before its first validation, or with "
+                    "compute_scale_factor: false), so stage 2 measures the factor on the training latents."
+                )
             self.vae.config.scaling_factor = 1.0
             total, total_sq, count = 0.0, 0.0, 0
             with torch.no_grad():

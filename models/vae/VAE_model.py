@@ -6,9 +6,9 @@
 
 `w` is the adaptive weight of the latent-diffusion recipe when `adaptive_disc_weight` is true, else 1.
 The discriminator is the arch of the top-level `network_d` block (a `PatchDiscriminator`); without that
-block, or with `disc_weight: 0`, training is GAN-free. At the end of training the latent scale factor
-(1 / std of the latents over the validation set) is stored in the arch's config, so stage 2 and every
-export use the same value.
+block, or with `disc_weight: 0`, training is GAN-free. At every checkpoint and at the end of training the
+latent scale factor (1 / std of the latents over the validation set) is stored in the arch's config, so
+stage 2 and every export, from any checkpoint, use the same value.
 """
 
 from types import SimpleNamespace
@@ -17,6 +17,7 @@ import torch
 
 from models.archs import define_network
 from models.base_model import BaseModel
+from models.vae.latent_scale import measure_latent_std, store_scale_factor
 from utils import log_image, log_metrics
 from utils.errors import ConfigError
 from utils.misc import log_metric, log_validation_scalars
@@ -220,29 +221,23 @@ class VAE_model(BaseModel):
 
     # ------------------------------------------------------------------ the latent scale factor
 
+    def save_checkpoint(self):
+        """Store the latent scale factor of these weights first, so that every checkpoint-N/net_g carries
+        a measured one (stage 2 may start from any checkpoint)."""
+        self.update_scale_factor()
+        return super().save_checkpoint()
+
     def on_train_end(self):
         """Store 1 / std of the validation latents in the arch's config (the stage-2 scale factor)."""
-        if not self.hp["compute_scale_factor"] or self.val_loader is None:
+        self.update_scale_factor()
+
+    def update_scale_factor(self):
+        if not self.hp["compute_scale_factor"] or self.val_loader is None or not self._is_set_up:
             return
-        arch = self.net_g.arch
-        total, total_sq, count = 0.0, 0.0, 0
-        with torch.no_grad(), self.ema_weights():
-            for batch in self.val_loader:
-                self.feed_data(batch, is_train=False)
-                encoded = self.net_g.encode(self.sample["gt"])
-                z = encoded.quantized if self.is_vq else encoded.latent_dist.mean
-                z = z.float()
-                if getattr(arch.config, "shift_factor", None):
-                    z = z - arch.config.shift_factor
-                stats = torch.tensor([z.sum().item(), (z**2).sum().item(), z.numel()], dtype=torch.float64)
-                stats = self.accelerator.reduce(stats.to(self.accelerator.device), "sum").cpu()
-                total, total_sq, count = (
-                    total + stats[0].item(),
-                    total_sq + stats[1].item(),
-                    count + stats[2].item(),
-                )
-        mean = total / count
-        std = max((total_sq / count - mean**2) ** 0.5, 1e-8)
-        arch.config.scaling_factor = 1.0 / std
-        self.logger.info(f"Latent std over the validation set: {std:.5g}; scaling_factor = {1.0 / std:.5g}.")
-        log_metric(self.accelerator, {"latent_scaling_factor": 1.0 / std}, self.global_step)
+        if getattr(self, "_scale_measured_at", None) == self.global_step:
+            return  # already measured on these weights
+        std = measure_latent_std(self)
+        factor = store_scale_factor(self.net_g.arch, std, self.global_step)
+        self._scale_measured_at = self.global_step
+        self.logger.info(f"Latent std over the validation set: {std:.5g}; scaling_factor = {factor:.5g}.")
+        log_metric(self.accelerator, {"latent_scaling_factor": factor}, self.global_step)
