@@ -58,7 +58,7 @@ DIFFUSION_KEYS = {
     "beta_end": None,
     "prediction_type": "epsilon",
 }
-TRAIN_KEYS = {"cond_drop_prob": 0.1, "snr_gamma": None, "cache_latents": False}
+TRAIN_KEYS = {"cond_drop_prob": 0.1, "snr_gamma": None, "cache_latents": False, "monai_checkpoint": None}
 VAL_KEYS = {
     "sampler": "ddim",
     "num_inference_steps": 50,
@@ -134,6 +134,11 @@ class LDM_model(BaseModel):
         if self.cond_opt["type"] != "none":
             self.projector = self._build_projector(loader)
             self.models.append(self.projector)
+        if self.hp["monai_checkpoint"]:  # PTI-LDM-VAE weights to continue training from or to generate with
+            from models.ldm.pti_checkpoint import load_pti_ldm_checkpoint
+
+            load_pti_ldm_checkpoint(self.hp["monai_checkpoint"], self.unet, self.projector)
+            self.logger.info(f"Loaded the PTI-LDM-VAE stage-2 weights of {self.hp['monai_checkpoint']}.")
         self._set_scale_factor(loader)
         if self.hp["cache_latents"] and self.train_loader is not None:
             from models.ldm.latent_cache import cached_latent_loader
