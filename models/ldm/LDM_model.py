@@ -25,6 +25,7 @@ import torch
 from models.archs import define_network
 from models.base_model import BaseModel
 from models.ldm.frozen_vae import encode_latents, load_frozen_vae, vae_recon_type
+from models.ldm.intensity import measure_target_intensity
 from models.ldm.sampling import SAMPLERS, make_sampler, sample_latents
 from models.ldm.schedules import make_noise_scheduler, min_snr_weights, training_target
 from models.vae.latent_scale import is_placeholder_scale
@@ -388,9 +389,15 @@ class LDM_model(BaseModel):
     def on_train_end(self):
         """Write `final/scheduler/` and `final/ldm.json` beside the UNet and projector the core saves."""
         log_metric(self.accelerator, {"latent_scale_factor": self.scale_factor}, self.global_step)
+        self.write_generation_files(os.path.join(self.run_dir, "final"))
+
+    def write_generation_files(self, final: str):
+        """`scheduler/` and `ldm.json` into `final` (a run's final/ or best/ folder)."""
+        if not hasattr(self, "_intensity"):
+            loader = self.val_loader if self.val_loader is not None else self.train_loader
+            self._intensity = measure_target_intensity(loader, self.gt_key, self.cond_opt["stats_batches"])
         if not self.accelerator.is_main_process:
             return
-        final = os.path.join(self.run_dir, "final")
         os.makedirs(final, exist_ok=True)
         self.noise_scheduler.save_pretrained(os.path.join(final, "scheduler"))
         description = {
@@ -408,6 +415,7 @@ class LDM_model(BaseModel):
             "sampler": self.val_opt["sampler"],
             "num_inference_steps": self.val_opt["num_inference_steps"],
             "guidance_scale": self.val_opt["guidance_scale"],
+            "intensity": self._intensity,
         }
         with open(os.path.join(final, "ldm.json"), "w") as f:
             json.dump(description, f, indent=2)
