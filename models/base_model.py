@@ -48,6 +48,7 @@ from tqdm.auto import tqdm
 
 from dataset import create_dataset, find_dataset_class
 from models.prepared_network import MethodDispatch, PreparedNetwork
+from utils.best_weights import update_best_weights
 from utils.checkpoint import publish, resolve_checkpoint, rotate, staging_path
 from utils.errors import ConfigError, NumericalError, PluginError
 from utils.loader_rng import seed_loader_for_epoch
@@ -747,6 +748,7 @@ class BaseModel:
                 f"step {self.global_step}: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()))
             )
         self.last_metrics = metrics
+        update_best_weights(self, metrics)  # hook: best weights
         return metrics
 
     def _reduce_summary(self, summary) -> dict[str, float]:

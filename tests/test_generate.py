@@ -13,11 +13,11 @@ from tests.conftest import run_folder, run_trainer
 from tests.test_ldm_model import ldm_config, stage1  # noqa: F401 (stage1 is a fixture)
 
 
-def tiny_run(tmp_path, vae, name, condition, **changes):
+def tiny_run(tmp_path, vae, name, condition, train=None, **changes):
     config = ldm_config(tmp_path, vae, name=name, condition=condition, **changes)
     if condition["type"] == "none":
         config["network"] = {**config["network"], "with_conditioning": False}
-    config["train"].update(max_train_steps=2, validation_steps=2)
+    config["train"].update({"max_train_steps": 2, "validation_steps": 2, **(train or {})})
     config["val"]["num_samples"] = 0
     assert run_trainer(config, tmp_path, name=f"{name}.yml") == 0
     return os.path.join(run_folder(config), "final")
@@ -95,7 +95,11 @@ def test_unconditional_num_samples_and_mean_intensity(stage1, tif_data, tmp_path
 
 
 def test_labels_and_one_sentence_errors(stage1, tmp_path, capsys):  # noqa: F811
-    final = tiny_run(tmp_path, stage1, "cls", {"type": "class", "key": "x", "num_classes": 64})
+    best = {"best_metric": "val_loss", "best_mode": "min", "validation_steps": 1}
+    final = tiny_run(tmp_path, stage1, "cls", {"type": "class", "key": "x", "num_classes": 64}, train=best)
+    # best/ holds what generation needs, like final/
+    best_folder = os.path.join(os.path.dirname(final), "best")
+    assert run("--run", best_folder, "--out", tmp_path / "b", "--labels", "1", "--steps", 2) == 0
     assert (
         run("--run", final, "--out", tmp_path / "c", "--labels", "3", "7,3", "--steps", 2, "--seed", 5) == 0
     )

@@ -163,6 +163,13 @@ TRAIN = {
     "find_unused_parameters": Key(False, "bool", "DDP option for networks with parameters unused in a step."),
     "patched": Key(False, "bool", "Kept from seed 003 for models that train on patches; read by the model."),
     "check_speed": Key(False, "bool", "Log step time and samples/s to the trackers."),
+    "best_metric": Key(
+        None,
+        "str",
+        "Keep `<run>/best/` (networks, step, metrics) at the best value of this validation metric, e.g. `val_psnr`.",
+        nullable=True,
+    ),
+    "best_mode": Key("max", "str", "Whether `best_metric` is best at its max or its min.", ("max", "min")),
 }
 
 VAL = {

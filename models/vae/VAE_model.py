@@ -6,9 +6,9 @@
 
 `w` is the adaptive weight of the latent-diffusion recipe when `adaptive_disc_weight` is true, else 1.
 The discriminator is the arch of the top-level `network_d` block (a `PatchDiscriminator`); without that
-block, or with `disc_weight: 0`, training is GAN-free. At every checkpoint and at the end of training the
-latent scale factor (1 / std of the latents over the validation set) is stored in the arch's config, so
-stage 2 and every export, from any checkpoint, use the same value.
+block, or with `disc_weight: 0`, training is GAN-free. Whenever the weights are saved (checkpoints,
+best/, final/) the latent scale factor (1 / std of the latents over the validation set) is stored in
+the arch's config, so stage 2 and every export, from any saved folder, use the same value.
 """
 
 from types import SimpleNamespace
@@ -221,11 +221,11 @@ class VAE_model(BaseModel):
 
     # ------------------------------------------------------------------ the latent scale factor
 
-    def save_checkpoint(self):
-        """Store the latent scale factor of these weights first, so that every checkpoint-N/net_g carries
-        a measured one (stage 2 may start from any checkpoint)."""
+    def save_archs(self, folder: str):
+        """Store the latent scale factor of these weights first, so that every saved net_g (checkpoint-N,
+        best/, final/) carries a measured one: stage 2 may start from any of them."""
         self.update_scale_factor()
-        return super().save_checkpoint()
+        super().save_archs(folder)
 
     def on_train_end(self):
         """Store 1 / std of the validation latents in the arch's config (the stage-2 scale factor)."""
