@@ -83,6 +83,20 @@ def test_stage2_loss_falls_uses_the_stored_scale_factor_and_saves_what_generatio
     scalars = read_scalars(run)
     assert scalars["val_loss"][40] < 0.8 * scalars["val_loss"][20]
     assert np.isfinite(scalars["val_psnr"][40])
+    # the baselines beside the samples: the mean training target, and the samples of shuffled conditions
+    from dataset.synthetic_shapes_dataset import SyntheticShapesDataset
+    from utils.metrics import compute_metrics
+
+    train = SyntheticShapesDataset({"size": 64, "image_size": 16, "phase": "train"})
+    val = SyntheticShapesDataset({"size": 16, "image_size": 16, "phase": "val"})
+    mean = torch.stack([train[i]["gt"] for i in range(64)]).double().mean(0).float()
+    targets = torch.stack([val[i]["gt"] for i in range(4)])  # val.num_samples: 4
+    expected = compute_metrics(
+        mean.expand_as(targets).numpy(), targets.numpy(), {"psnr": {"data_range": 1.0}}
+    )
+    assert scalars["val_mean_target_psnr"][40] == pytest.approx(expected["psnr"], rel=1e-5)
+    assert np.isfinite(scalars["val_shuffled_psnr"][40])
+    assert scalars["val_shuffled_psnr"][40] != scalars["val_psnr"][40]
     # stage 2 used stage 1's measured factor (not diffusers' 0.18215, not a recomputed one) and saved it
     assert stored != pytest.approx(0.18215)
     assert scalars["latent_scale_factor"][40] == pytest.approx(stored, rel=1e-6)

@@ -12,7 +12,8 @@ sample's tokens are replaced by the learned null token, so classifier-free guida
 
 Validation logs the loss at fixed noise, then samples a fixed set of validation conditions (each with its
 own condition and seed), decodes them and logs a grid (condition | target | sample) and the metrics of
-`val.metrics` against the targets. At the end `final/` receives, besides the trained UNet and projector,
+`val.metrics` against the targets, beside two baselines on the same targets (`models/ldm/baselines.py`):
+the mean training target and the same model with the conditions shuffled across the batch. At the end `final/` receives, besides the trained UNet and projector,
 `scheduler/` (the noise schedule) and `ldm.json` (VAE reference, scale factor, condition and sampling
 settings): all that `scripts/generate.py` needs.
 """
@@ -24,6 +25,7 @@ import torch
 
 from models.archs import define_network
 from models.base_model import BaseModel
+from models.ldm.baselines import log_baselines, mean_training_target
 from models.ldm.frozen_vae import encode_latents, load_frozen_vae, vae_recon_type
 from models.ldm.intensity import measure_target_intensity
 from models.ldm.sampling import SAMPLERS, make_sampler, sample_latents
@@ -66,6 +68,8 @@ VAL_KEYS = {
     "guidance_scale": 1.0,
     "num_samples": 8,
     "num_images": 8,
+    "baselines": True,
+    "baseline_batches": 16,
 }
 CONDITION_TYPES = ("image", "vector", "class", "none")
 DEFAULT_CONDITION_KEY = {"vector": "coords", "class": "label"}
@@ -141,6 +145,11 @@ class LDM_model(BaseModel):
             load_pti_ldm_checkpoint(self.hp["monai_checkpoint"], self.unet, self.projector)
             self.logger.info(f"Loaded the PTI-LDM-VAE stage-2 weights of {self.hp['monai_checkpoint']}.")
         self._set_scale_factor(loader)
+        self.mean_target = None
+        if self.val_opt["baselines"] and self.train_loader is not None:
+            self.mean_target = mean_training_target(
+                self.train_loader, self.gt_key, self.val_opt["baseline_batches"]
+            )
         if self.hp["cache_latents"] and self.train_loader is not None:
             from models.ldm.latent_cache import cached_latent_loader
 
@@ -371,6 +380,8 @@ class LDM_model(BaseModel):
                 self.global_step,
                 "val_",
             )
+            if self.val_opt["baselines"]:
+                log_baselines(self, condition, latents.shape[1:], seeds, target, metrics_opt)
             if idx == 0:
                 shown = min(count, int(self.val_opt["num_images"]))
                 panels = [target[:shown], images[:shown]]
