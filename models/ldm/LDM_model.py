@@ -28,12 +28,14 @@ from models.base_model import BaseModel
 from models.ldm.baselines import log_baselines, mean_training_target
 from models.ldm.frozen_vae import encode_latents, load_frozen_vae, vae_recon_type
 from models.ldm.intensity import measure_target_intensity
+from models.ldm.patched import SlidingWindowDenoiser, latent_size_of_window
 from models.ldm.sampling import SAMPLERS, make_sampler, sample_latents
 from models.ldm.schedules import make_noise_scheduler, min_snr_weights, training_target
 from models.vae.latent_scale import is_placeholder_scale
 from utils import log_image, log_metrics
 from utils.errors import ConfigError, did_you_mean
 from utils.misc import log_metric, log_validation_scalars
+from utils.patches import patch_settings, random_windows
 from utils.vae_losses import decoded_image
 
 VAE_KEYS = {
@@ -286,6 +288,22 @@ class LDM_model(BaseModel):
         elif kind == "class":
             sample["cond"] = torch.as_tensor(data[self.cond_key]).to(device)
         self.sample = sample
+        if is_train and self.latent_window() is not None:  # train.patched: one random window per sample
+            self.crop_latents(sample)
+
+    def latent_window(self):
+        """The latent size of a `train.patch_size` window under `train.patched`, else None."""
+        settings = patch_settings(self.opt["train"], len(self.latent_shape) - 1)
+        if settings is None:
+            return None
+        if getattr(self, "_latent_window", None) is None:
+            self._latent_window = latent_size_of_window(self, settings[0])
+        return self._latent_window
+
+    def crop_latents(self, sample):
+        keys = [k for k in ("latent", "cond_latent") if k in sample]
+        for key, crop in zip(keys, random_windows([sample[k] for k in keys], self.latent_window())):
+            sample[key] = crop
 
     def projector_input(self) -> torch.Tensor | None:
         if self.projector is None:
@@ -334,13 +352,24 @@ class LDM_model(BaseModel):
         """Sample and decode len(seeds) images of latent `shape`, sample i under `condition[i]`."""
         sampler = sampler or self.val_opt["sampler"]
         guidance_scale = self.val_opt["guidance_scale"] if guidance_scale is None else guidance_scale
-        context = null = None
-        if condition is not None:
+        unet, context, null = self.unet, None, None
+        if self.latent_window() is not None and tuple(shape[1:]) != self.latent_window():
+            # whole latents, window by window: the denoiser takes the conditions and makes its own tokens
+            unet = SlidingWindowDenoiser(
+                self.unet,
+                self.projector,
+                self.cond_opt["type"],
+                self.latent_window(),
+                patch_settings(self.opt["train"], len(shape) - 1)[1],
+                float(guidance_scale),
+            )
+            context, guidance_scale = condition, 1.0
+        elif condition is not None:
             context = self.projector(condition)
             if guidance_scale != 1.0:
                 null = self.projector.null_tokens(condition)
         latents = sample_latents(
-            self.unet,
+            unet,
             make_sampler(sampler, self.noise_scheduler.config),
             shape,
             seeds,
@@ -361,7 +390,14 @@ class LDM_model(BaseModel):
         timesteps = torch.randint(
             0, self.noise_scheduler.config.num_train_timesteps, (n,), device=latents.device
         )
-        _, mse = self.diffusion_loss(latents, noise, timesteps, None)
+        if self.latent_window() is not None:  # the loss on one window per image, as in training
+            whole = dict(self.sample)
+            self.crop_latents(self.sample)
+            noise = torch.randn_like(self.sample["latent"])
+            _, mse = self.diffusion_loss(self.sample["latent"], noise, timesteps, None)
+            self.sample = whole
+        else:
+            _, mse = self.diffusion_loss(latents, noise, timesteps, None)
         log_validation_scalars(self.accelerator, {"val_loss": float(mse)}, self.global_step, n=n)
 
         count = min(n, int(self.val_opt["num_samples"]) - idx)
@@ -427,6 +463,12 @@ class LDM_model(BaseModel):
             "num_inference_steps": self.val_opt["num_inference_steps"],
             "guidance_scale": self.val_opt["guidance_scale"],
             "intensity": self._intensity,
+            "patched": {
+                "window": list(self._latent_window),
+                "overlap": patch_settings(self.opt["train"], len(self._latent_window))[1],
+            }
+            if getattr(self, "_latent_window", None)
+            else None,
         }
         with open(os.path.join(final, "ldm.json"), "w") as f:
             json.dump(description, f, indent=2)

@@ -21,6 +21,7 @@ from models.vae.latent_scale import measure_latent_std, store_scale_factor
 from utils import log_image, log_metrics
 from utils.errors import ConfigError
 from utils.misc import log_metric, log_validation_scalars
+from utils.patches import patch_settings, random_windows, sliding_window
 from utils.vae_losses import (
     GAN_TYPES,
     RECON_TYPES,
@@ -113,7 +114,14 @@ class VAE_model(BaseModel):
                 f"The batch has no key '{self.gt_key}' (val.gt_key); its keys are {sorted(data)}. Set 'val.gt_key' "
                 "to the key holding the images."
             )
-        self.sample = {"gt": data[self.gt_key]}
+        gt = data[self.gt_key]
+        if is_train and self.patches(gt) is not None:  # train.patched: one random window per image
+            gt = random_windows([gt], self.patches(gt)[0])[0]
+        self.sample = {"gt": gt}
+
+    def patches(self, x):
+        """(patch size, overlap) under `train.patched`, else None."""
+        return patch_settings(self.opt["train"], x.ndim - 2)
 
     def _autoencode(self, x):
         """The training forward pass, with posterior noise that does not depend on the process count."""
@@ -188,6 +196,8 @@ class VAE_model(BaseModel):
     def validate_step(self, batch, idx, lq_key, gt_key):
         self.feed_data(batch, is_train=False)
         x = self.sample["gt"]
+        if self.patches(x) is not None:
+            return self._validate_whole_images(x, idx)
         out = self.net_g(x, sample_posterior=False)
         image = decoded_image(out.reconstruction, self.hp["recon_type"])
         _, _, total, losses = self._generator_losses(x, out)
@@ -207,6 +217,34 @@ class VAE_model(BaseModel):
             self.global_step,
             n=len(x),
         )
+        if idx == 0:
+            n = min(len(x), int(self.opt["val"].get("num_images", VAL_KEYS["num_images"])))
+            triplet = torch.cat([x[:n], image[:n], (image[:n] - x[:n]).abs()], dim=-1)
+            log_image(
+                self.opt,
+                self.accelerator,
+                triplet.float().cpu().numpy(),
+                "val_input_recon_diff",
+                self.global_step,
+            )
+        return idx + len(x)
+
+    def _validate_whole_images(self, x, idx):
+        """`train.patched`: reconstruct whole images window by window, blended (utils/patches.py)."""
+        size, overlap = self.patches(x)
+        raw = sliding_window(lambda p: self.net_g(p, sample_posterior=False).reconstruction, x, size, overlap)
+        image = decoded_image(raw, self.hp["recon_type"])
+        recon = recon_loss(raw, x, self.hp["recon_type"], self.hp["focal_gamma"])
+        metrics_opt = self.opt["val"].get("metrics") or {}
+        log_metrics(
+            image.float().cpu().numpy(),
+            x.float().cpu().numpy(),
+            metrics_opt,
+            self.accelerator,
+            self.global_step,
+            "val_",
+        )
+        log_validation_scalars(self.accelerator, {"val_recon": float(recon)}, self.global_step, n=len(x))
         if idx == 0:
             n = min(len(x), int(self.opt["val"].get("num_images", VAL_KEYS["num_images"])))
             triplet = torch.cat([x[:n], image[:n], (image[:n] - x[:n]).abs()], dim=-1)
