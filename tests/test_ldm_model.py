@@ -206,3 +206,25 @@ def test_stage2_resumes_mid_epoch_to_the_uninterrupted_weights(stage1, tmp_path)
         got = load_file(os.path.join(run_folder(resumed), "final", net, "model.safetensors"))
         for key, value in reference.items():
             torch.testing.assert_close(got[key], value, rtol=0, atol=1e-6)
+
+
+def test_concat_conditioning_stacks_the_condition_latent(stage1, tmp_path):
+    config = ldm_config(tmp_path, stage1, condition={"type": "image", "concat": True})
+    config["train"].update(max_train_steps=3, validation_steps=3)
+    bad = dict(copy.deepcopy(config), experiment_key="bad")
+    assert run_trainer(bad, tmp_path, name="bad.yml") == 2  # in_channels still 2: named in one sentence
+    config["network"] = {**config["network"], "in_channels": 4}
+    assert run_trainer(config, tmp_path) == 0
+    final = os.path.join(run_folder(config), "final")
+    assert json.load(open(os.path.join(final, "ldm.json")))["condition"]["concat"] is True
+
+    from models.ldm.pipeline import LDMPipeline
+
+    pipe = LDMPipeline.from_final(final)
+    conditions = torch.rand(2, 1, 16, 16)
+    # guidance 2: a doubled batch whose unconditional half gets zero condition latents
+    a = pipe(conditions, seeds=[0, 1], num_inference_steps=2, guidance_scale=2.0)
+    b = pipe(conditions.flip(0), seeds=[1, 0], num_inference_steps=2, guidance_scale=2.0)
+    assert torch.allclose(a, b.flip(0), atol=1e-5)
+    c = pipe(conditions.flip(0), seeds=[0, 1], num_inference_steps=2, guidance_scale=2.0)
+    assert not torch.allclose(a, c, atol=1e-4)  # the condition changes the sample

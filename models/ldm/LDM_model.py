@@ -26,6 +26,7 @@ import torch
 from models.archs import define_network
 from models.base_model import BaseModel
 from models.ldm.baselines import log_baselines, mean_training_target
+from models.ldm.concat import ConcatConditionUNet, stacked
 from models.ldm.frozen_vae import encode_latents, load_frozen_vae, vae_recon_type
 from models.ldm.intensity import measure_target_intensity
 from models.ldm.patched import SlidingWindowDenoiser, latent_size_of_window
@@ -52,6 +53,7 @@ CONDITION_KEYS = {
     "log_features": [],
     "num_classes": 0,
     "position_embedding": True,
+    "concat": False,
     "fourier_features": 8,
     "hidden_dim": 128,
     "stats_batches": 8,
@@ -117,10 +119,21 @@ class LDM_model(BaseModel):
 
         self.noise_scheduler = make_noise_scheduler(**self.diffusion_opt)
         self.unet = define_network(opt.network)
-        if self.unet.config.in_channels != self.vae.latent_channels:
+        self.concat = bool(self.cond_opt["concat"])
+        if self.concat and self.cond_opt["type"] != "image":
             raise ConfigError(
-                f"'network.in_channels' is {self.unet.config.in_channels} but the VAE's latents have "
-                f"{self.vae.latent_channels} channels; set in_channels and out_channels to {self.vae.latent_channels}."
+                "'condition.concat: true' stacks an image condition's latent; it needs condition.type: image."
+            )
+        expected = self.vae.latent_channels * (2 if self.concat else 1)
+        if (
+            self.unet.config.in_channels != expected
+            or self.unet.config.out_channels != self.vae.latent_channels
+        ):
+            raise ConfigError(
+                f"'network.in_channels' / 'out_channels' are {self.unet.config.in_channels} / "
+                f"{self.unet.config.out_channels} but the VAE's latents have {self.vae.latent_channels} channels"
+                + (" and condition.concat stacks the condition latent on them" if self.concat else "")
+                + f"; set in_channels: {expected} and out_channels: {self.vae.latent_channels}."
             )
         conditioned = self.cond_opt["type"] != "none"
         if conditioned != bool(self.unet.config.with_conditioning):
@@ -316,6 +329,8 @@ class LDM_model(BaseModel):
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
         condition = self.projector_input()
         context = self.projector(condition, drop) if condition is not None else None
+        if self.concat:
+            noisy = stacked(noisy, self.sample["cond_latent"], drop)
         prediction = self.unet(noisy, timesteps, context)
         target = training_target(self.noise_scheduler, latents, noise, timesteps)
         per_sample = (prediction.float() - target.float()).pow(2).flatten(1).mean(1)
@@ -358,13 +373,15 @@ class LDM_model(BaseModel):
             unet = SlidingWindowDenoiser(
                 self.unet,
                 self.projector,
-                self.cond_opt["type"],
+                "concat" if self.concat else self.cond_opt["type"],
                 self.latent_window(),
                 patch_settings(self.opt["train"], len(shape) - 1)[1],
                 float(guidance_scale),
             )
             context, guidance_scale = condition, 1.0
         elif condition is not None:
+            if self.concat:
+                unet = ConcatConditionUNet(self.unet, condition)
             context = self.projector(condition)
             if guidance_scale != 1.0:
                 null = self.projector.null_tokens(condition)
@@ -456,6 +473,7 @@ class LDM_model(BaseModel):
                 "type": self.cond_opt["type"],
                 "key": self.cond_key,
                 "indices": self.cond_opt["indices"],
+                "concat": self.concat,
             },
             "unet": "unet",
             "projector": "projector" if self.projector is not None else None,

@@ -11,6 +11,7 @@ blended with Gaussian weights, so the windows meet without seams.
 
 import torch
 
+from models.ldm.concat import ConcatConditionUNet
 from models.ldm.sampling import guided_prediction
 from utils.patches import sliding_window
 
@@ -24,7 +25,8 @@ def latent_size_of_window(model, size) -> tuple[int, ...]:
 class SlidingWindowDenoiser:
     """Stands in for the UNet in `sample_latents`: called with (latents, timesteps, conditions), where
     `conditions` are the projector's inputs (not tokens), it predicts whole latents window by window,
-    with classifier-free guidance applied inside each window."""
+    with classifier-free guidance applied inside each window. `kind` is the condition type, or `concat`
+    for an image condition also stacked on the UNet's input."""
 
     def __init__(self, unet, projector, kind: str, window, overlap: float, guidance_scale: float = 1.0):
         self.unet, self.projector, self.kind = unet, projector, kind
@@ -42,7 +44,7 @@ class SlidingWindowDenoiser:
             t = timesteps[i]
             x = latents[i : i + 1]
             fixed = None
-            if conditions is not None and self.kind == "image":
+            if conditions is not None and self.kind in ("image", "concat"):
                 x = torch.cat([x, conditions[i : i + 1].to(x.dtype)], dim=1)
             elif conditions is not None:
                 fixed = self._tokens(conditions[i : i + 1])
@@ -50,13 +52,16 @@ class SlidingWindowDenoiser:
             def predict(windows, fixed=fixed, t=t):
                 n = len(windows)
                 z = windows[:, :channels]
-                if self.kind == "image" and conditions is not None:
+                unet = self.unet
+                if self.kind in ("image", "concat") and conditions is not None:
                     context, null = self._tokens(windows[:, channels:])
+                    if self.kind == "concat":
+                        unet = ConcatConditionUNet(self.unet, windows[:, channels:])
                 elif fixed is not None:
                     context, null = (None if f is None else f.expand(n, *f.shape[1:]) for f in fixed)
                 else:
                     context = null = None
-                return guided_prediction(self.unet, z, t.expand(n), context, null, self.guidance_scale)
+                return guided_prediction(unet, z, t.expand(n), context, null, self.guidance_scale)
 
             out.append(sliding_window(predict, x, self.window, self.overlap))
         return torch.cat(out)

@@ -16,6 +16,7 @@ from diffusers import DDPMScheduler
 
 from models.archs.condition_projector_arch import ConditionProjector_arch
 from models.archs.diffusion_unet_arch import DiffusionUNet_arch
+from models.ldm.concat import ConcatConditionUNet
 from models.ldm.frozen_vae import encode_latents, load_frozen_vae
 from models.ldm.patched import SlidingWindowDenoiser
 from models.ldm.sampling import make_sampler, sample_latents
@@ -91,6 +92,7 @@ class LDMPipeline:
         guidance_scale = d["guidance_scale"] if guidance_scale is None else guidance_scale
         unet, null = self.unet, None
         patched = d.get("patched")
+        concat = d["condition"].get("concat", False)
         inputs, shape = self.projector_inputs(conditions)
         if patched and list(shape[1:]) != list(
             patched["window"]
@@ -98,7 +100,7 @@ class LDMPipeline:
             unet = SlidingWindowDenoiser(
                 self.unet,
                 self.projector,
-                self.condition_type,
+                "concat" if concat else self.condition_type,
                 patched["window"],
                 patched["overlap"],
                 guidance_scale,
@@ -106,6 +108,8 @@ class LDMPipeline:
             context, guidance_scale = inputs, 1.0
         else:
             context = self.projector(inputs) if inputs is not None else None
+            if concat:
+                unet = ConcatConditionUNet(self.unet, inputs)
             if context is not None and guidance_scale != 1.0:
                 null = self.projector.null_token.expand_as(context)
         latents = sample_latents(
