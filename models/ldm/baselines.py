@@ -19,16 +19,21 @@ from utils import log_metrics
 
 
 def mean_training_target(loader, key: str, max_batches: int) -> torch.Tensor | None:
-    """The mean of `batch[key]` (C, *spatial) over the first training batches; None when the loader has
-    no such key (a latent cache). Run in a forked RNG: a shuffled loader draws its order from it."""
+    """The mean of `key` (C, *spatial) over the first `max_batches` batches' worth of training items, in
+    file order (so it is the same whatever the shuffle or the RNG state); None when the items have no
+    such key (a latent cache)."""
+    dataset = loader.dataset
+    size = min(len(dataset), max_batches * (loader.batch_size or 1))
+    ordered = torch.utils.data.DataLoader(
+        torch.utils.data.Subset(dataset, range(size)), batch_size=loader.batch_size
+    )
     total, count = None, 0
-    with torch.random.fork_rng():
-        for i, batch in enumerate(loader):
-            if i >= max_batches or key not in batch:
-                break
-            x = torch.as_tensor(batch[key]).double()
-            total = x.sum(0) if total is None else total + x.sum(0)
-            count += len(x)
+    for batch in ordered:
+        if key not in batch:
+            return None
+        x = torch.as_tensor(batch[key]).double()
+        total = x.sum(0) if total is None else total + x.sum(0)
+        count += len(x)
     return (total / count).float() if count else None
 
 
