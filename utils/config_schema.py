@@ -167,9 +167,15 @@ TRAIN = {
         "Train on random patches; validate, test and reconstruct whole images by blended sliding windows "
         "(VAE_model, LDM_model; utils/patches.py).",
     ),
-    "patch_size": Key(None, "any", "Patch size under `patched`: an int or one per spatial axis.", nullable=True),
+    "patch_size": Key(
+        None, "any", "Patch size under `patched`: an int or one per spatial axis.", nullable=True
+    ),
     "patch_overlap": Key(
-        0.5, "float", "Fraction of a window shared with its neighbour at inference.", minimum=0.0, maximum=0.95
+        0.5,
+        "float",
+        "Fraction of a window shared with its neighbour at inference.",
+        minimum=0.0,
+        maximum=0.95,
     ),
     "check_speed": Key(False, "bool", "Log step time and samples/s to the trackers."),
     "best_metric": Key(
