@@ -4,13 +4,18 @@
     python scripts/generate.py --run experiments/LDM_PSF/<key>/final --vectors vectors.json --out gen/
     python scripts/generate.py --run experiments/LDM_PSF/<key>/final --vector 0.3,0.1,900,1000,0.45,0.55,0.65 --out gen/
     python scripts/generate.py --run experiments/ControlNet_shapes/<key>/final --control masks/ --out gen/
+    python scripts/generate.py --run experiments/LDM_CLS/<key>/best --labels 0 1 2 --out gen/
+    python scripts/generate.py --run experiments/LDM_UNC/<key>/final --num-samples 16 --out gen/
 
-`--run` is the run's `final/` folder (UNet, projector, scheduler, `ldm.json` with the VAE reference and
-scale factor). Image conditions are read and normalised as the run's validation data was (its saved
-`config.yml`); outputs are in that normalised range, named after their conditions. Vectors are given in
-the dataset's layout (a PSFDataset's `coords`: x, y, depth_mm, focus_mm, wavelengths_um); the run's
-`condition.indices` picks the numbers it was trained on. `--seed` makes the output reproducible: sample i
-starts from the noise of seed + i, whatever the batch size.
+`--run` is the run's `final/` (or `best/`) folder (UNet, projector, scheduler, `ldm.json` with the VAE
+reference, scale factor and the data's intensity range). Image conditions are read and normalised as
+the run's validation data was (its saved `config.yml`). Outputs are written in the data's intensity
+range (the inverse of the dataset's normalisation: an image-conditioned sample with its condition's
+stats, others with the mean stats of the run's targets; `--normalized` keeps the network's range), named
+after their conditions. Vectors are given in the dataset's layout (a PSFDataset's `coords`: x, y,
+depth_mm, focus_mm, wavelengths_um); the run's `condition.indices` picks the numbers it was trained on.
+`--seed` makes the output reproducible: sample i starts from the noise of seed + i, whatever the batch
+size.
 """
 
 import argparse
@@ -30,6 +35,7 @@ from utils.console import quiet_libraries  # noqa: E402
 quiet_libraries()  # before diffusers and transformers load: bitsandbytes warns on import
 
 from dataset.common.image_items import NETWORK_INPUT_KEYS  # noqa: E402
+from models.ldm.intensity import to_intensity  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 from utils.images import make_grid, save_png  # noqa: E402
 
@@ -48,7 +54,8 @@ def read_conditions(run: Path, folder: Path):
         }
     )
     items = [dataset[i] for i in range(len(dataset))]
-    return [item["name"] for item in items], torch.stack([item["gt"] for item in items])
+    stats = torch.stack([torch.as_tensor(item["norm"]["gt"], dtype=torch.float64) for item in items])
+    return [item["name"] for item in items], torch.stack([item["gt"] for item in items]), stats
 
 
 def read_vectors(path: Path | None, inline: list[str]) -> list[list[float]]:
@@ -66,37 +73,93 @@ def read_vectors(path: Path | None, inline: list[str]) -> list[list[float]]:
     return vectors
 
 
+def parse_labels(values: list[str]) -> list[int]:
+    """`--labels 0 1 2` or `--labels 0,1,2`."""
+    labels = []
+    for value in values:
+        for part in value.replace(",", " ").split():
+            try:
+                labels.append(int(part))
+            except ValueError:
+                raise UserError(f"--labels takes whole numbers (class indices); got {part!r}.") from None
+    return labels
+
+
+def network_inputs(pipe, run: Path, conditions, vectors, labels, num_samples):
+    """(names, inputs for the pipeline or None, per-sample intensity stats or None) for this run's kind."""
+    kind = pipe.condition_type
+    given = {"--conditions": conditions is not None, "--vector(s)": bool(vectors), "--labels": bool(labels)}
+    wanted = {"image": "--conditions", "vector": "--vector(s)", "class": "--labels"}.get(kind)
+    extra = [flag for flag, present in given.items() if present and flag != wanted]
+    if extra:
+        what = f"conditioned on {kind}s (give {wanted})" if wanted else "unconditional (give --num-samples)"
+        raise UserError(f"This LDM is {what}, so {', '.join(extra)} does not apply.")
+    if kind != "none" and num_samples is not None:
+        raise UserError(
+            f"--num-samples is for unconditional runs; this LDM makes one sample per condition ({wanted})."
+        )
+    if kind == "image":
+        if conditions is None:
+            raise UserError("This LDM is conditioned on images: give --conditions, a folder of TIFs.")
+        names, inputs, stats = read_conditions(run, conditions)
+        return names, inputs, stats
+    if kind == "vector":
+        if not vectors:
+            raise UserError("This LDM is conditioned on vectors: give --vectors FILE or --vector x,y,...")
+        lengths = sorted({len(v) for v in vectors})
+        indices = pipe.description["condition"].get("indices")
+        needed = pipe.projector.config.in_channels
+        usable = len(lengths) == 1 and (
+            max(indices) < lengths[0] if indices is not None else lengths[0] == needed
+        )
+        if not usable:
+            layout = (
+                f"at least {max(indices) + 1} numbers (it uses entries {list(indices)})"
+                if indices
+                else (f"{needed} numbers")
+            )
+            raise UserError(f"This LDM takes vectors of {layout}; the vectors given have {lengths} numbers.")
+        inputs = torch.tensor(vectors, dtype=torch.float32)
+        return [f"sample_{i:04d}" for i in range(len(inputs))], inputs, None
+    if kind == "class":
+        classes = pipe.projector.config.num_classes
+        if not labels:
+            raise UserError(
+                f"This LDM is conditioned on class labels: give --labels with indices from 0 to {classes - 1}, "
+                "e.g. --labels 0 1 2."
+            )
+        bad = [label for label in labels if not 0 <= label < classes]
+        if bad:
+            raise UserError(f"--labels has {bad}, but this LDM knows {classes} classes: 0 to {classes - 1}.")
+        inputs = torch.tensor(labels)
+        return [f"class{int(c)}_{i:04d}" for i, c in enumerate(labels)], inputs, None
+    count = 4 if num_samples is None else num_samples
+    if count < 1:
+        raise UserError(f"--num-samples is {count}; give at least 1.")
+    return [f"sample_{i:04d}" for i in range(count)], None, None
+
+
 def generate(
     run: Path,
     out: Path,
     conditions=None,
     vectors=None,
-    count: int = 4,
+    num_samples: int | None = None,
     seed: int = 0,
     batch_size: int = 8,
     sampler=None,
     steps=None,
     guidance=None,
     device: str = "cpu",
+    labels: list[int] | None = None,
+    normalized: bool = False,
 ) -> list[Path]:
     from models.ldm.pipeline import LDMPipeline  # here, not at the top: `--help` answers at once
 
     pipe = LDMPipeline.from_final(str(run), device)
     kind = pipe.condition_type
-    if kind == "image":
-        if conditions is None:
-            raise UserError("This LDM is conditioned on images: give --conditions, a folder of TIFs.")
-        names, inputs = read_conditions(run, conditions)
-    elif kind == "vector":
-        if not vectors:
-            raise UserError("This LDM is conditioned on vectors: give --vectors FILE or --vector x,y,...")
-        inputs = torch.tensor(vectors, dtype=torch.float32)
-        names = [f"sample_{i:04d}" for i in range(len(inputs))]
-    elif kind == "class":
-        inputs = torch.tensor([int(v[0]) for v in vectors or []])
-        names = [f"class{int(c)}_{i:04d}" for i, c in enumerate(inputs)]
-    else:
-        inputs, names = None, [f"sample_{i:04d}" for i in range(count)]
+    names, inputs, stats = network_inputs(pipe, run, conditions, vectors, labels, num_samples)
+    intensity = pipe.description.get("intensity") or {"shift": 0.0, "scale": 1.0}
     out.mkdir(parents=True, exist_ok=True)
     written, tiles = [], []
     for start in range(0, len(names), batch_size):
@@ -106,16 +169,25 @@ def generate(
         images = pipe(
             batch, seeds=seeds, sampler=sampler, num_inference_steps=steps, guidance_scale=guidance
         ).cpu()
+        shown = images
+        if not normalized:
+            per_image = (
+                stats[chunk]
+                if stats is not None
+                else [[intensity["shift"], intensity["scale"]]] * len(images)
+            )
+            images = to_intensity(images, per_image)
         for i, (name, image) in enumerate(zip(names[chunk], images.numpy())):
             path = out / f"{name}.tif"
             path.parent.mkdir(parents=True, exist_ok=True)
             tifffile.imwrite(path, image.astype(np.float32).squeeze())
             written.append(path)
-            if len(tiles) < 16:
+            if len(tiles) < 16:  # the grid shows the network's range, where condition and sample compare
+                sample = shown[i].numpy()
                 pair = (
-                    [batch[i].float().cpu().numpy(), image]
-                    if kind == "image" and batch[i].shape == image.shape
-                    else [image]
+                    [batch[i].float().cpu().numpy(), sample]
+                    if kind == "image" and batch[i].shape == sample.shape
+                    else [sample]
                 )
                 tiles.append(np.concatenate(pair, axis=-1))
     save_png(make_grid(np.stack(tiles)), str(out / "grid.png"))
@@ -141,7 +213,15 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--conditioning-scale", type=float, help="ControlNet residual weight; default: the run's"
     )
-    parser.add_argument("--count", type=int, default=4, help="samples of an unconditional run")
+    parser.add_argument(
+        "--labels", nargs="+", default=[], help="class indices of a class-conditioned run: 0 1 2 or 0,1,2"
+    )
+    parser.add_argument(
+        "--num-samples", "--count", dest="num_samples", type=int, help="samples of an unconditional run (4)"
+    )
+    parser.add_argument(
+        "--normalized", action="store_true", help="write the network's normalised range, not the data's"
+    )
     parser.add_argument(
         "--sampler", choices=("ddpm", "ddim", "dpm_solver"), help="default: the run's val.sampler"
     )
@@ -162,13 +242,15 @@ def main(argv=None) -> int:
             args.out,
             args.conditions,
             vectors,
-            args.count,
+            args.num_samples,
             args.seed,
             args.batch_size,
             args.sampler,
             args.steps,
             args.guidance,
             args.device,
+            labels=parse_labels(args.labels),
+            normalized=args.normalized,
         )
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -29,6 +29,7 @@ from utils.comparison_grid import comparison_grid  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 from utils.images import save_png  # noqa: E402
 from utils.metrics.image import mae, psnr, ssim  # noqa: E402
+from utils.patches import patch_settings, sliding_window  # noqa: E402
 from utils.vae_losses import decoded_image  # noqa: E402
 
 
@@ -74,7 +75,12 @@ def reconstruct(
     with torch.no_grad():
         for batch in loader:
             x = batch["gt"].to(device)
-            pred = decoded_image(vae(x, sample_posterior=False).reconstruction, recon_type).float().cpu()
+            patches = patch_settings(opt.get("train") or {}, x.ndim - 2)
+            if patches is not None:  # trained on patches: whole images window by window, blended
+                raw = sliding_window(lambda p: vae(p, sample_posterior=False).reconstruction, x, *patches)
+            else:
+                raw = vae(x, sample_posterior=False).reconstruction
+            pred = decoded_image(raw, recon_type).float().cpu()
             original = dataset.denormalize(batch["gt"], batch, "gt").float().numpy()
             restored = dataset.denormalize(pred, batch, "gt").float().numpy()
             for name, target, image in zip(batch["name"], original, restored):

@@ -85,6 +85,20 @@ def test_stage2_loss_falls_uses_the_stored_scale_factor_and_saves_what_generatio
     scalars = read_scalars(run)
     assert scalars["val_loss"][40] < 0.8 * scalars["val_loss"][20]
     assert np.isfinite(scalars["val_psnr"][40])
+    # the baselines beside the samples: the mean training target, and the samples of shuffled conditions
+    from dataset.synthetic_shapes_dataset import SyntheticShapesDataset
+    from utils.metrics import compute_metrics
+
+    train = SyntheticShapesDataset({"size": 64, "image_size": 16, "phase": "train"})
+    val = SyntheticShapesDataset({"size": 16, "image_size": 16, "phase": "val"})
+    mean = torch.stack([train[i]["gt"] for i in range(64)]).double().mean(0).float()
+    targets = torch.stack([val[i]["gt"] for i in range(4)])  # val.num_samples: 4
+    expected = compute_metrics(
+        mean.expand_as(targets).numpy(), targets.numpy(), {"psnr": {"data_range": 1.0}}
+    )
+    assert scalars["val_mean_target_psnr"][40] == pytest.approx(expected["psnr"], rel=1e-5)
+    assert np.isfinite(scalars["val_shuffled_psnr"][40])
+    assert scalars["val_shuffled_psnr"][40] != scalars["val_psnr"][40]
     # stage 2 used stage 1's measured factor (not diffusers' 0.18215, not a recomputed one) and saved it
     assert stored != pytest.approx(0.18215)
     assert scalars["latent_scale_factor"][40] == pytest.approx(stored, rel=1e-6)
@@ -188,3 +202,43 @@ def test_a_monai_checkpoint_gets_its_scale_factor_measured_and_saved(tmp_path):
     pipe = LDMPipeline.from_final(final)
     assert pipe.vae.config.scaling_factor == description["scale_factor"]
     assert pipe(None, seeds=[0, 1], num_inference_steps=2).shape == (2, 1, 16, 16)
+
+
+def test_stage2_resumes_mid_epoch_to_the_uninterrupted_weights(stage1, tmp_path):
+    """Diffusion noise, timesteps and condition drops all come from torch's global RNG."""
+    config = ldm_config(tmp_path, stage1)
+    # 64 samples / 8 = 8 batches an epoch: checkpoint-5 is mid-epoch and the run crosses into epoch 2
+    config["train"].update(max_train_steps=12, validation_steps=1000, checkpointing_steps=5)
+    config["val"]["num_samples"] = 0
+    assert run_trainer(config, tmp_path) == 0
+    resumed = copy.deepcopy(config)
+    resumed["experiment_key"] = "resumed"
+    resumed["path"].update(resume_from_path=run_folder(config), resume_from_checkpoint="checkpoint-5")
+    assert run_trainer(resumed, tmp_path, name="resumed.yml") == 0
+    for net in ("unet", "projector"):
+        reference = load_file(os.path.join(run_folder(config), "final", net, "model.safetensors"))
+        got = load_file(os.path.join(run_folder(resumed), "final", net, "model.safetensors"))
+        for key, value in reference.items():
+            torch.testing.assert_close(got[key], value, rtol=0, atol=1e-6)
+
+
+def test_concat_conditioning_stacks_the_condition_latent(stage1, tmp_path):
+    config = ldm_config(tmp_path, stage1, condition={"type": "image", "concat": True})
+    config["train"].update(max_train_steps=3, validation_steps=3)
+    bad = dict(copy.deepcopy(config), experiment_key="bad")
+    assert run_trainer(bad, tmp_path, name="bad.yml") == 2  # in_channels still 2: named in one sentence
+    config["network"] = {**config["network"], "in_channels": 4}
+    assert run_trainer(config, tmp_path) == 0
+    final = os.path.join(run_folder(config), "final")
+    assert json.load(open(os.path.join(final, "ldm.json")))["condition"]["concat"] is True
+
+    from models.ldm.pipeline import LDMPipeline
+
+    pipe = LDMPipeline.from_final(final)
+    conditions = torch.rand(2, 1, 16, 16)
+    # guidance 2: a doubled batch whose unconditional half gets zero condition latents
+    a = pipe(conditions, seeds=[0, 1], num_inference_steps=2, guidance_scale=2.0)
+    b = pipe(conditions.flip(0), seeds=[1, 0], num_inference_steps=2, guidance_scale=2.0)
+    assert torch.allclose(a, b.flip(0), atol=1e-5)
+    c = pipe(conditions.flip(0), seeds=[0, 1], num_inference_steps=2, guidance_scale=2.0)
+    assert not torch.allclose(a, c, atol=1e-4)  # the condition changes the sample

@@ -174,8 +174,30 @@ TRAIN = {
         minimum=0,
     ),
     "find_unused_parameters": Key(False, "bool", "DDP option for networks with parameters unused in a step."),
-    "patched": Key(False, "bool", "Kept from seed 003 for models that train on patches; read by the model."),
+    "patched": Key(
+        False,
+        "bool",
+        "Train on random patches; validate, test and reconstruct whole images by blended sliding windows "
+        "(VAE_model, LDM_model; utils/patches.py).",
+    ),
+    "patch_size": Key(
+        None, "any", "Patch size under `patched`: an int or one per spatial axis.", nullable=True
+    ),
+    "patch_overlap": Key(
+        0.5,
+        "float",
+        "Fraction of a window shared with its neighbour at inference.",
+        minimum=0.0,
+        maximum=0.95,
+    ),
     "check_speed": Key(False, "bool", "Log step time and samples/s to the trackers."),
+    "best_metric": Key(
+        None,
+        "str",
+        "Keep `<run>/best/` (networks, step, metrics) at the best value of this validation metric, e.g. `val_psnr`.",
+        nullable=True,
+    ),
+    "best_mode": Key("max", "str", "Whether `best_metric` is best at its max or its min.", ("max", "min")),
 }
 
 VAL = {

@@ -9,7 +9,6 @@ checkpoints of the run folder happens when the run folder is committed (models/e
 
 import os
 
-from models.engine.weights import save_archs
 from utils.checkpoint import list_checkpoints, publish, resolve_checkpoint, rotate, staging_path
 from utils.errors import ConfigError
 from utils.io_errors import checkpoint_bytes, file_errors
@@ -23,7 +22,7 @@ def save_checkpoint(model) -> str:
     accelerator.save_state(staging)
     if accelerator.is_main_process:
         save_training_state(staging, model.state.state_dict(), model.schedulers, model.emas)
-    save_archs(model, staging)
+    model.save_archs(staging)  # a model may extend it (the VAE stores its scale factor first)
     accelerator.wait_for_everyone()
     final = staging[: -len(".tmp")]
     if accelerator.is_main_process:

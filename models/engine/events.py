@@ -7,6 +7,8 @@ model (which holds `accelerator`, `state`, `opt`, `run_dir`, `logger`); the run 
 is locked by this process whenever any of them runs. They are empty until a feature needs them.
 """
 
+from utils.best_weights import update_best_weights
+
 
 def on_resumed(model, checkpoint: str) -> None:
     """After a checkpoint was loaded and the run folder committed, before the first step."""
@@ -22,6 +24,7 @@ def after_optimizer_step(model, logs: dict) -> None:
 
 def after_validation(model, metrics: dict) -> None:
     """After each validation pass (in training, at the end, and in `-test`), with its reduced metrics."""
+    update_best_weights(model, metrics)  # `train.best_metric`: <run>/best/
 
 
 def on_checkpoint_saved(model, checkpoint: str) -> None:

@@ -23,6 +23,7 @@ from utils.checkpoint import staging_path
 from utils.console import TrainingProgress
 from utils.divergence import check_skipped_steps
 from utils.errors import NumericalError, PluginError
+from utils.loader_rng import seed_loader_for_epoch
 
 
 def _as_float(value) -> float:
@@ -49,6 +50,9 @@ def train(model) -> dict:
             batches = model.train_loader
             if state.batches_in_epoch:
                 batches = accelerator.skip_first_batches(model.train_loader, state.batches_in_epoch)
+            # The loader's own (seed, epoch) generator: creating its iterator must not draw from torch's
+            # global generator, or a resumed run's model noise is shifted by one draw.
+            seed_loader_for_epoch(batches, model.opt["seed"], state.epoch)
             for batch in batches:
                 with accelerator.accumulate(*prepared), batch_errors(model.opt, "train", batch):
                     model.feed_data(batch, is_train=True)

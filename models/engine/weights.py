@@ -75,7 +75,7 @@ def save_final(model) -> str:
     """`<run>/final/`: every trained network, the config and the last metrics; the Hub push when asked."""
     opt, accelerator = model.opt, model.accelerator
     final_dir = os.path.join(model.run_dir, "final")
-    save_archs(model, final_dir)
+    model.save_archs(final_dir)  # a model may extend it (the VAE stores its scale factor first)
     if accelerator.is_main_process:
         save_options(opt, os.path.join(final_dir, "config.yml"))
         with open(os.path.join(final_dir, "metrics.json"), "w") as f:

@@ -12,7 +12,8 @@ sample's tokens are replaced by the learned null token, so classifier-free guida
 
 Validation logs the loss at fixed noise, then samples a fixed set of validation conditions (each with its
 own condition and seed), decodes them and logs a grid (condition | target | sample) and the metrics of
-`val.metrics` against the targets. At the end `final/` receives, besides the trained UNet and projector,
+`val.metrics` against the targets, beside two baselines on the same targets (`models/ldm/baselines.py`):
+the mean training target and the same model with the conditions shuffled across the batch. At the end `final/` receives, besides the trained UNet and projector,
 `scheduler/` (the noise schedule) and `ldm.json` (VAE reference, scale factor, condition and sampling
 settings): all that `scripts/generate.py` needs.
 """
@@ -24,7 +25,11 @@ import torch
 
 from models.archs import define_network
 from models.base_model import BaseModel
+from models.ldm.baselines import log_baselines, mean_training_target
+from models.ldm.concat import ConcatConditionUNet, stacked
 from models.ldm.frozen_vae import encode_latents, load_frozen_vae, vae_recon_type
+from models.ldm.intensity import measure_target_intensity
+from models.ldm.patched import SlidingWindowDenoiser, latent_size_of_window
 from models.ldm.sampling import SAMPLERS, make_sampler, sample_latents
 from models.ldm.schedules import (
     BETA_SCHEDULES,
@@ -33,10 +38,12 @@ from models.ldm.schedules import (
     min_snr_weights,
     training_target,
 )
+from models.vae.latent_scale import is_placeholder_scale
 from utils import log_image, log_metrics
 from utils.config_schema import Key
 from utils.errors import ConfigError
 from utils.misc import log_metric, log_validation_scalars
+from utils.patches import patch_settings, random_windows
 from utils.vae_losses import decoded_image
 
 CONDITION_TYPES = ("image", "vector", "class", "none")
@@ -78,6 +85,11 @@ CONDITION_KEYS = {
     ),
     "num_classes": Key(0, "int", "Classes of a `class` condition.", minimum=0),
     "position_embedding": Key(True, "bool", "Sinusoidal positions on image tokens."),
+    "concat": Key(
+        False,
+        "bool",
+        "Stack an image condition's latent on the UNet input (`network.in_channels`: twice the latent's).",
+    ),
     "fourier_features": Key(8, "int", "Fourier features per number of a vector condition.", minimum=0),
     "hidden_dim": Key(128, "int", "Width of the vector embedding's MLP.", minimum=1),
     "stats_batches": Key(8, "int", "Batches used to fit the vector normalisation.", minimum=1),
@@ -108,6 +120,13 @@ TRAIN_KEYS = {
         None, "float", "Min-SNR-gamma loss weighting (e.g. 5); off when null.", minimum=0.0, nullable=True
     ),
     "cache_latents": Key(False, "bool", "Pre-encode the training set's latents once into the run folder."),
+    "monai_checkpoint": Key(
+        None,
+        "str",
+        "A PTI-LDM-VAE stage-2 `.pth` (`unet_state_dict` + `condition_projector_state_dict`, or "
+        "`diffusion_unet.pt`) to continue training from or generate with (`network.type: DiffusionUNet`, MONAI).",
+        nullable=True,
+    ),
 }
 VAL_KEYS = {
     "sampler": Key("ddim", "str", "Sampler of the validation samples.", SAMPLERS),
@@ -115,6 +134,13 @@ VAL_KEYS = {
     "guidance_scale": Key(1.0, "float", "Classifier-free guidance (1: the conditional prediction)."),
     "num_samples": Key(8, "int", "Conditions sampled per validation.", minimum=0),
     "num_images": Key(8, "int", "Rows in the logged grid.", minimum=1),
+    "baselines": Key(
+        True,
+        "bool",
+        "Score two baselines beside the samples: the mean training target and the same model with the "
+        "conditions shuffled across the batch (a model that ignores its condition scores the same).",
+    ),
+    "baseline_batches": Key(16, "int", "Training batches averaged into the mean-target baseline.", minimum=1),
 }
 
 
@@ -151,10 +177,18 @@ class LDM_model(BaseModel):
 
         self.noise_scheduler = make_noise_scheduler(**self.diffusion_opt)
         unet = define_network(opt.network)
-        if unet.config.in_channels != self.vae.latent_channels:
+        self.concat = bool(self.cond_opt["concat"])
+        if self.concat and self.cond_opt["type"] != "image":
             raise ConfigError(
-                f"'network.in_channels' is {unet.config.in_channels} but the VAE's latents have "
-                f"{self.vae.latent_channels} channels; set in_channels and out_channels to {self.vae.latent_channels}."
+                "'condition.concat: true' stacks an image condition's latent; it needs condition.type: image."
+            )
+        expected = self.vae.latent_channels * (2 if self.concat else 1)
+        if unet.config.in_channels != expected or unet.config.out_channels != self.vae.latent_channels:
+            raise ConfigError(
+                f"'network.in_channels' / 'out_channels' are {unet.config.in_channels} / "
+                f"{unet.config.out_channels} but the VAE's latents have {self.vae.latent_channels} channels"
+                + (" and condition.concat stacks the condition latent on them" if self.concat else "")
+                + f"; set in_channels: {expected} and out_channels: {self.vae.latent_channels}."
             )
         conditioned = self.cond_opt["type"] != "none"
         if conditioned != bool(unet.config.with_conditioning):
@@ -174,7 +208,18 @@ class LDM_model(BaseModel):
         loader = self.train_loader if self.train_loader is not None else self.val_loader
         if self.cond_opt["type"] != "none":
             self.projector = self.add_network("projector", self._build_projector(loader))
+        if self.hp["monai_checkpoint"]:  # PTI-LDM-VAE weights to continue training from or to generate with
+            from models.ldm.pti_checkpoint import load_pti_ldm_checkpoint
+
+            projector = self.projector.arch if self.projector is not None else None
+            load_pti_ldm_checkpoint(self.hp["monai_checkpoint"], self.unet.arch, projector)
+            self.logger.info(f"Loaded the PTI-LDM-VAE stage-2 weights of {self.hp['monai_checkpoint']}.")
         self._set_scale_factor(loader)
+        self.mean_target = None
+        if self.val_opt["baselines"] and self.train_loader is not None:
+            self.mean_target = mean_training_target(
+                self.train_loader, self.gt_key, self.val_opt["baseline_batches"]
+            )
         if self.hp["cache_latents"] and self.train_loader is not None:
             from models.ldm.latent_cache import cached_latent_loader
 
@@ -239,11 +284,19 @@ class LDM_model(BaseModel):
 
     def _set_scale_factor(self, loader):
         """Use the VAE's stored scale factor; measure 1 / std of the training latents only when asked, or
-        when the VAE has none (a MONAI checkpoint stores no scale factor)."""
+        when the VAE has none (a MONAI checkpoint, or a VAE saved before it was measured)."""
         setting = self.vae_opt["scale_factor"]
         if isinstance(setting, (int, float)) and not isinstance(setting, bool):
             self.vae.config.scaling_factor = float(setting)
-        elif setting == "compute" or (setting == "auto" and self.vae_opt["monai_checkpoint"]):
+        elif setting == "compute" or (
+            setting == "auto" and (self.vae_opt["monai_checkpoint"] or is_placeholder_scale(self.vae))
+        ):
+            if setting == "auto" and not self.vae_opt["monai_checkpoint"]:
+                self.logger.info(
+                    f"The VAE in '{self.vae_opt['pretrained']}' holds its placeholder scaling_factor "
+                    f"{self.vae.config.scaling_factor:g} (saved before its first validation, or with "
+                    "compute_scale_factor: false), so stage 2 measures the factor on the training latents."
+                )
             self.vae.config.scaling_factor = 1.0
             total, total_sq, count = 0.0, 0.0, 0
             with torch.no_grad():
@@ -303,6 +356,22 @@ class LDM_model(BaseModel):
         elif kind == "class":
             sample["cond"] = torch.as_tensor(data[self.cond_key]).to(device)
         self.sample = sample
+        if is_train and self.latent_window() is not None:  # train.patched: one random window per sample
+            self.crop_latents(sample)
+
+    def latent_window(self):
+        """The latent size of a `train.patch_size` window under `train.patched`, else None."""
+        settings = patch_settings(self.opt["train"], len(self.latent_shape) - 1)
+        if settings is None:
+            return None
+        if getattr(self, "_latent_window", None) is None:
+            self._latent_window = latent_size_of_window(self, settings[0])
+        return self._latent_window
+
+    def crop_latents(self, sample):
+        keys = [k for k in ("latent", "cond_latent") if k in sample]
+        for key, crop in zip(keys, random_windows([sample[k] for k in keys], self.latent_window())):
+            sample[key] = crop
 
     def projector_input(self) -> torch.Tensor | None:
         if self.projector is None:
@@ -315,6 +384,8 @@ class LDM_model(BaseModel):
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
         condition = self.projector_input()
         context = self.projector(condition, drop) if condition is not None else None
+        if self.concat:
+            noisy = stacked(noisy, self.sample["cond_latent"], drop)
         prediction = self.unet(noisy, timesteps, context)
         target = training_target(self.noise_scheduler, latents, noise, timesteps)
         per_sample = (prediction.float() - target.float()).pow(2).flatten(1).mean(1)
@@ -347,13 +418,26 @@ class LDM_model(BaseModel):
         """Sample and decode len(seeds) images of latent `shape`, sample i under `condition[i]`."""
         sampler = sampler or self.val_opt["sampler"]
         guidance_scale = self.val_opt["guidance_scale"] if guidance_scale is None else guidance_scale
-        context = null = None
-        if condition is not None:
+        unet, context, null = self.unet, None, None
+        if self.latent_window() is not None and tuple(shape[1:]) != self.latent_window():
+            # whole latents, window by window: the denoiser takes the conditions and makes its own tokens
+            unet = SlidingWindowDenoiser(
+                self.unet,
+                self.projector,
+                "concat" if self.concat else self.cond_opt["type"],
+                self.latent_window(),
+                patch_settings(self.opt["train"], len(shape) - 1)[1],
+                float(guidance_scale),
+            )
+            context, guidance_scale = condition, 1.0
+        elif condition is not None:
+            if self.concat:
+                unet = ConcatConditionUNet(self.unet, condition)
             context = self.projector(condition)
             if guidance_scale != 1.0:
                 null = self.projector.null_tokens(condition)
         latents = sample_latents(
-            self.unet,
+            unet,
             make_sampler(sampler, self.noise_scheduler.config),
             shape,
             seeds,
@@ -374,7 +458,14 @@ class LDM_model(BaseModel):
         timesteps = torch.randint(
             0, self.noise_scheduler.config.num_train_timesteps, (n,), device=latents.device
         )
-        _, mse = self.diffusion_loss(latents, noise, timesteps, None)
+        if self.latent_window() is not None:  # the loss on one window per image, as in training
+            whole = dict(self.sample)
+            self.crop_latents(self.sample)
+            noise = torch.randn_like(self.sample["latent"])
+            _, mse = self.diffusion_loss(self.sample["latent"], noise, timesteps, None)
+            self.sample = whole
+        else:
+            _, mse = self.diffusion_loss(latents, noise, timesteps, None)
         log_validation_scalars(self.accelerator, {"val_loss": float(mse)}, self.global_step, n=n)
 
         count = min(n, int(self.val_opt["num_samples"]) - idx)
@@ -393,6 +484,8 @@ class LDM_model(BaseModel):
                 self.global_step,
                 "val_",
             )
+            if self.val_opt["baselines"]:
+                log_baselines(self, condition, latents.shape[1:], seeds, target, metrics_opt)
             if idx == 0:
                 shown = min(count, int(self.val_opt["num_images"]))
                 panels = [target[:shown], images[:shown]]
@@ -411,9 +504,15 @@ class LDM_model(BaseModel):
     def on_train_end(self):
         """Write `final/scheduler/` and `final/ldm.json` beside the UNet and projector the core saves."""
         log_metric(self.accelerator, {"latent_scale_factor": self.scale_factor}, self.global_step)
+        self.write_generation_files(os.path.join(self.run_dir, "final"))
+
+    def write_generation_files(self, final: str):
+        """`scheduler/` and `ldm.json` into `final` (a run's final/ or best/ folder)."""
+        if not hasattr(self, "_intensity"):
+            loader = self.val_loader if self.val_loader is not None else self.train_loader
+            self._intensity = measure_target_intensity(loader, self.gt_key, self.cond_opt["stats_batches"])
         if not self.accelerator.is_main_process:
             return
-        final = os.path.join(self.run_dir, "final")
         os.makedirs(final, exist_ok=True)
         self.noise_scheduler.save_pretrained(os.path.join(final, "scheduler"))
         description = {
@@ -425,12 +524,20 @@ class LDM_model(BaseModel):
                 "type": self.cond_opt["type"],
                 "key": self.cond_key,
                 "indices": self.cond_opt["indices"],
+                "concat": self.concat,
             },
             "unet": "unet",
             "projector": "projector" if self.projector is not None else None,
             "sampler": self.val_opt["sampler"],
             "num_inference_steps": self.val_opt["num_inference_steps"],
             "guidance_scale": self.val_opt["guidance_scale"],
+            "intensity": self._intensity,
+            "patched": {
+                "window": list(self._latent_window),
+                "overlap": patch_settings(self.opt["train"], len(self._latent_window))[1],
+            }
+            if getattr(self, "_latent_window", None)
+            else None,
         }
         with open(os.path.join(final, "ldm.json"), "w") as f:
             json.dump(description, f, indent=2)

@@ -16,7 +16,9 @@ from diffusers import DDPMScheduler
 
 from models.archs.condition_projector_arch import ConditionProjector_arch
 from models.archs.diffusion_unet_arch import DiffusionUNet_arch
+from models.ldm.concat import ConcatConditionUNet
 from models.ldm.frozen_vae import encode_latents, load_frozen_vae
+from models.ldm.patched import SlidingWindowDenoiser
 from models.ldm.sampling import make_sampler, sample_latents
 from utils.errors import ConfigError
 from utils.vae_losses import decoded_image
@@ -51,21 +53,26 @@ class LDMPipeline:
     def condition_type(self) -> str:
         return self.description["condition"]["type"]
 
-    def context(self, conditions):
-        """(context tokens, latent shape) for a batch of conditions."""
+    def projector_inputs(self, conditions):
+        """(what the projector takes, latent shape) for a batch of conditions."""
         kind = self.condition_type
         if kind == "none":
             return None, self.description["latent_shape"]
         if kind == "image":
             latents = encode_latents(self.vae, conditions.float())
-            return self.projector(latents), list(latents.shape[1:])
+            return latents, list(latents.shape[1:])
         if kind == "vector":
             vectors = torch.as_tensor(conditions).float().reshape(len(conditions), -1)
             indices = self.description["condition"].get("indices")
             if indices is not None:
                 vectors = vectors[:, list(indices)]
-            return self.projector(vectors), self.description["latent_shape"]
-        return self.projector(torch.as_tensor(conditions).long()), self.description["latent_shape"]
+            return vectors, self.description["latent_shape"]
+        return torch.as_tensor(conditions).long(), self.description["latent_shape"]
+
+    def context(self, conditions):
+        """(context tokens, latent shape) for a batch of conditions."""
+        inputs, shape = self.projector_inputs(conditions)
+        return (self.projector(inputs) if inputs is not None else None), shape
 
     @torch.no_grad()
     def __call__(
@@ -80,15 +87,33 @@ class LDMPipeline:
         device = next(self.unet.parameters()).device
         if conditions is not None and torch.is_tensor(conditions):
             conditions = conditions.to(device)
-        context, shape = self.context(conditions)
         count = len(conditions) if conditions is not None else len(seeds)
         seeds = list(range(count)) if seeds is None else list(seeds)
         guidance_scale = d["guidance_scale"] if guidance_scale is None else guidance_scale
-        null = None
-        if context is not None and guidance_scale != 1.0:
-            null = self.projector.null_token.expand_as(context)
+        unet, null = self.unet, None
+        patched = d.get("patched")
+        concat = d["condition"].get("concat", False)
+        inputs, shape = self.projector_inputs(conditions)
+        if patched and list(shape[1:]) != list(
+            patched["window"]
+        ):  # trained on windows: sample window by window
+            unet = SlidingWindowDenoiser(
+                self.unet,
+                self.projector,
+                "concat" if concat else self.condition_type,
+                patched["window"],
+                patched["overlap"],
+                guidance_scale,
+            )
+            context, guidance_scale = inputs, 1.0
+        else:
+            context = self.projector(inputs) if inputs is not None else None
+            if concat:
+                unet = ConcatConditionUNet(self.unet, inputs)
+            if context is not None and guidance_scale != 1.0:
+                null = self.projector.null_token.expand_as(context)
         latents = sample_latents(
-            self.unet,
+            unet,
             make_sampler(sampler or d["sampler"], self.noise_scheduler_config),
             shape,
             seeds,

@@ -6,9 +6,9 @@
 
 `w` is the adaptive weight of the latent-diffusion recipe when `adaptive_disc_weight` is true, else 1.
 The discriminator is the arch of the top-level `network_d` block (a `PatchDiscriminator`); without that
-block, or with `disc_weight: 0`, training is GAN-free. At the end of training the latent scale factor
-(1 / std of the latents over the validation set) is stored in the arch's config, so stage 2 and every
-export use the same value.
+block, or with `disc_weight: 0`, training is GAN-free. Whenever the weights are saved (checkpoints,
+best/, final/) the latent scale factor (1 / std of the latents over the validation set) is stored in
+the arch's config, so stage 2 and every export, from any saved folder, use the same value.
 """
 
 from types import SimpleNamespace
@@ -17,12 +17,14 @@ import torch
 
 from models.archs import define_network
 from models.base_model import BaseModel
+from models.vae.latent_scale import measure_latent_std, store_scale_factor
 from utils import log_image, log_metrics
 from utils.comparison_grid import as_batch, comparison_grid
 from utils.config_schema import Key
 from utils.errors import ConfigError
 from utils.latent_maps.training_map import ValidationLatentMap, read_latent_map_options
 from utils.misc import log_metric, log_validation_scalars
+from utils.patches import patch_settings, random_windows, sliding_window
 from utils.vae_losses import (
     GAN_TYPES,
     KL_REDUCTIONS,
@@ -157,7 +159,14 @@ class VAE_model(BaseModel):
                 f"The batch has no key '{self.gt_key}' (val.gt_key); its keys are {sorted(data)}. Set 'val.gt_key' "
                 "to the key holding the images."
             )
-        self.sample = {"gt": data[self.gt_key]}
+        gt = data[self.gt_key]
+        if is_train and self.patches(gt) is not None:  # train.patched: one random window per image
+            gt = random_windows([gt], self.patches(gt)[0])[0]
+        self.sample = {"gt": gt}
+
+    def patches(self, x):
+        """(patch size, overlap) under `train.patched`, else None."""
+        return patch_settings(self.opt["train"], x.ndim - 2)
 
     def _autoencode(self, x):
         """The training forward pass, with posterior noise that does not depend on the process count."""
@@ -228,6 +237,8 @@ class VAE_model(BaseModel):
     def validate_step(self, batch, idx, lq_key, gt_key):
         self.feed_data(batch, is_train=False)
         x = self.sample["gt"]
+        if self.patches(x) is not None:
+            return self._validate_whole_images(x, idx)
         out = self.net_g(x, sample_posterior=False)
         image = decoded_image(out.reconstruction, self.hp["recon_type"])
         _, _, total, losses = self._generator_losses(x, out)
@@ -267,31 +278,48 @@ class VAE_model(BaseModel):
             self.latent_map.finish(self.opt, self.accelerator, self.global_step)
         return metrics
 
+    def _validate_whole_images(self, x, idx):
+        """`train.patched`: reconstruct whole images window by window, blended (utils/patches.py)."""
+        size, overlap = self.patches(x)
+        raw = sliding_window(lambda p: self.net_g(p, sample_posterior=False).reconstruction, x, size, overlap)
+        image = decoded_image(raw, self.hp["recon_type"])
+        recon = recon_loss(raw, x, self.hp["recon_type"], self.hp["focal_gamma"])
+        metrics_opt = self.opt["val"].get("metrics") or {}
+        log_metrics(
+            image.float().cpu().numpy(),
+            x.float().cpu().numpy(),
+            metrics_opt,
+            self.accelerator,
+            self.global_step,
+            "val_",
+        )
+        log_validation_scalars(self.accelerator, {"val_recon": float(recon)}, self.global_step, n=len(x))
+        if idx == 0:
+            val = self.config_values("val")
+            n = min(len(x), int(val["num_images"]))
+            grid = comparison_grid(x[:n], image[:n], log_scale=bool(val["image_log_scale"]))
+            log_image(self.opt, self.accelerator, as_batch(grid), "val_input_recon_diff", self.global_step)
+        return idx + len(x)
+
     # ------------------------------------------------------------------ the latent scale factor
+
+    def save_archs(self, folder: str):
+        """Store the latent scale factor of these weights first, so that every saved net_g (checkpoint-N,
+        best/, final/) carries a measured one: stage 2 may start from any of them."""
+        self.update_scale_factor()
+        super().save_archs(folder)
 
     def on_train_end(self):
         """Store 1 / std of the validation latents in the arch's config (the stage-2 scale factor)."""
-        if not self.hp["compute_scale_factor"] or self.val_loader is None:
+        self.update_scale_factor()
+
+    def update_scale_factor(self):
+        if not self.hp["compute_scale_factor"] or self.val_loader is None or not self.named_networks:
             return
-        arch = self.net_g.arch
-        total, total_sq, count = 0.0, 0.0, 0
-        with torch.no_grad(), self.ema_weights():
-            for batch in self.val_loader:
-                self.feed_data(batch, is_train=False)
-                encoded = self.net_g.encode(self.sample["gt"])
-                z = encoded.quantized if self.is_vq else encoded.latent_dist.mean
-                z = z.float()
-                if getattr(arch.config, "shift_factor", None):
-                    z = z - arch.config.shift_factor
-                stats = torch.tensor([z.sum().item(), (z**2).sum().item(), z.numel()], dtype=torch.float64)
-                stats = self.accelerator.reduce(stats.to(self.accelerator.device), "sum").cpu()
-                total, total_sq, count = (
-                    total + stats[0].item(),
-                    total_sq + stats[1].item(),
-                    count + stats[2].item(),
-                )
-        mean = total / count
-        std = max((total_sq / count - mean**2) ** 0.5, 1e-8)
-        arch.config.scaling_factor = 1.0 / std
-        self.logger.info(f"Latent std over the validation set: {std:.5g}; scaling_factor = {1.0 / std:.5g}.")
-        log_metric(self.accelerator, {"latent_scaling_factor": 1.0 / std}, self.global_step)
+        if getattr(self, "_scale_measured_at", None) == self.global_step:
+            return  # already measured on these weights
+        std = measure_latent_std(self)
+        factor = store_scale_factor(self.net_g.arch, std, self.global_step)
+        self._scale_measured_at = self.global_step
+        self.logger.info(f"Latent std over the validation set: {std:.5g}; scaling_factor = {factor:.5g}.")
+        log_metric(self.accelerator, {"latent_scaling_factor": factor}, self.global_step)

@@ -1,0 +1,65 @@
+"""Two baselines that say whether a conditional LDM follows its condition, scored beside its samples.
+
+A conditional generator that ignores its condition still makes plausible images, so a PSNR alone hides
+the failure users fear most. Each validation therefore scores, on the same targets and with the same
+`val.metrics`:
+
+- `val_mean_target_<metric>`: the mean training target, the best a model that ignores its input can do
+  in PSNR (it is the MSE-optimal constant);
+- `val_shuffled_<metric>`: the same model and seeds, with the conditions rolled by one across the batch.
+  A model that ignores its condition scores the same with and without the shuffle.
+
+Measured on the shipped experiments (README, "Stage 2"): an `epsilon`-prediction model can sit at the
+mean target's PSNR for long after its samples look plausible.
+"""
+
+import torch
+
+from utils import log_metrics
+
+
+def mean_training_target(loader, key: str, max_batches: int) -> torch.Tensor | None:
+    """The mean of `key` (C, *spatial) over the first `max_batches` batches' worth of training items, in
+    file order (so it is the same whatever the shuffle or the RNG state); None when the items have no
+    such key (a latent cache)."""
+    dataset = loader.dataset
+    size = min(len(dataset), max_batches * (loader.batch_size or 1))
+    ordered = torch.utils.data.DataLoader(
+        torch.utils.data.Subset(dataset, range(size)), batch_size=loader.batch_size
+    )
+    total, count = None, 0
+    for batch in ordered:
+        if key not in batch:
+            return None
+        x = torch.as_tensor(batch[key]).double()
+        total = x.sum(0) if total is None else total + x.sum(0)
+        count += len(x)
+    return (total / count).float() if count else None
+
+
+def like(mean: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The mean target broadcast to `target`'s batch; a per-channel constant when the shapes differ
+    (training on patches, validating on whole images)."""
+    if tuple(mean.shape) != tuple(target.shape[1:]):
+        mean = mean.flatten(1).mean(1).reshape(-1, *([1] * (target.ndim - 2)))
+    return mean.to(target.device, target.dtype).expand_as(target)
+
+
+def log_baselines(model, condition, shape, seeds, target, metrics_opt) -> None:
+    """Score both baselines on `target` (the validation batch's first len(seeds) targets)."""
+    accelerator, step = model.accelerator, model.global_step
+    if model.mean_target is not None:
+        mean = like(model.mean_target, target)
+        log_metrics(
+            mean.cpu().numpy(), target.cpu().numpy(), metrics_opt, accelerator, step, "val_mean_target_"
+        )
+    if condition is not None and len(seeds) > 1:
+        _, shuffled = model.sample_images(condition.roll(1, 0), shape, seeds)
+        log_metrics(
+            shuffled.float().cpu().numpy(),
+            target.cpu().numpy(),
+            metrics_opt,
+            accelerator,
+            step,
+            "val_shuffled_",
+        )

@@ -1,0 +1,107 @@
+"""Load a PTI-LDM-VAE stage-2 checkpoint into `DiffusionUNet` (MONAI backend) and the condition projector.
+
+PTI-LDM-VAE saves its stage 2 in two forms:
+
+- `checkpoint_epochN.pth`: a dict with `unet_state_dict` (MONAI `DiffusionModelUNet` keys) and
+  `condition_projector_state_dict` (a plain `nn.Linear(latent_channels, cross_attention_dim)`: `weight`,
+  `bias`), beside the epoch, optimizer state and best validation loss;
+- `diffusion_unet.pt`: the UNet's state dict alone.
+
+Its projector adds no position embedding to the condition tokens, so it loads only into an image-mode
+projector with `position_embedding: false`; the learned null token of classifier-free guidance has no
+counterpart there and keeps its initial value. Files are read with `torch.load(weights_only=True)`.
+
+    train:
+      monai_checkpoint: runs/ldm/trained_weights/checkpoint_epoch50.pth
+"""
+
+import os
+import pickle
+
+import torch
+
+from models.archs.monai_autoencoder_kl_arch import NUMPY_SCALAR_GLOBALS
+from utils.errors import ConfigError, DataError
+
+
+def _strip_prefix(state: dict, prefix: str) -> dict:
+    if state and all(key.startswith(prefix) for key in state):
+        return {key[len(prefix) :]: tensor for key, tensor in state.items()}
+    return state
+
+
+def read_pti_ldm_checkpoint(path: str) -> tuple[dict, dict | None]:
+    """(UNet state dict, projector state dict or None) from either kind of file."""
+    if not os.path.isfile(path):
+        raise DataError(f"The PTI-LDM-VAE checkpoint '{path}' (train.monai_checkpoint) does not exist.")
+    try:
+        with torch.serialization.safe_globals(NUMPY_SCALAR_GLOBALS):
+            content = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise DataError(
+            f"'{path}' holds Python objects that only full pickle loading restores, which can run arbitrary "
+            "code, so it is not loaded; in a session you trust, re-save its state dicts alone."
+        ) from error
+    if not isinstance(content, dict):
+        raise DataError(
+            f"'{path}' holds a {type(content).__name__}, not a UNet state dict or checkpoint dict."
+        )
+    projector = None
+    if "unet_state_dict" in content:
+        unet, projector = content["unet_state_dict"], content.get("condition_projector_state_dict")
+    else:
+        unet = content
+    if not (unet and all(torch.is_tensor(v) for v in unet.values())):
+        raise DataError(
+            f"'{path}' is neither a DiffusionModelUNet state dict nor a PTI-LDM-VAE checkpoint with an "
+            f"'unet_state_dict' key (it holds {list(content)[:6]})."
+        )
+    # Saved while wrapped in DistributedDataParallel, or from PTI-LDM-VAE's wrapper module: strip the prefix.
+    unet = _strip_prefix(_strip_prefix(unet, "module."), "unet.")
+    if projector is not None:
+        projector = _strip_prefix(projector, "module.")
+        if len(projector) == 2 and not {"weight", "bias"} <= set(projector):
+            projector = {key.rsplit(".", 1)[-1]: tensor for key, tensor in projector.items()}
+    return unet, projector
+
+
+def _load(module, state: dict, what: str, path: str, hint: str) -> None:
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [k for k in state if k in expected and state[k].shape != expected[k].shape]
+    if missing or unexpected or wrong:
+        detail = (
+            f"'{wrong[0]}' has shape {tuple(state[wrong[0]].shape)} in the file and "
+            f"{tuple(expected[wrong[0]].shape)} here"
+            if wrong
+            else f"{len(missing)} weights missing (first: {missing[:2]}), {len(unexpected)} unexpected "
+            f"(first: {unexpected[:2]})"
+        )
+        raise DataError(f"The {what} of '{path}' does not fit: {detail}; {hint}")
+    module.load_state_dict(state)
+
+
+def load_pti_ldm_checkpoint(path: str, unet_arch, projector_arch=None) -> None:
+    """Load `path` into a DiffusionUNet_arch (MONAI backend) and, when the file has one, its projector."""
+    if unet_arch.uses_diffusers:
+        raise ConfigError(
+            "'train.monai_checkpoint' holds MONAI DiffusionModelUNet weights: set 'network.backend: monai'."
+        )
+    unet_state, projector_state = read_pti_ldm_checkpoint(str(path))
+    _load(
+        unet_arch.unet,
+        unet_state,
+        "UNet",
+        path,
+        "give the 'network' keys it was trained with (channels, attention_levels, num_head_channels, ...).",
+    )
+    if projector_state is None or projector_arch is None:
+        return
+    config = projector_arch.config
+    if config.mode != "image" or config.position_embedding:
+        raise ConfigError(
+            f"'{path}' holds PTI-LDM-VAE's image-condition projector, a linear layer without position "
+            "embedding: set 'condition.type: image' and 'condition.position_embedding: false'."
+        )
+    _load(projector_arch.proj, projector_state, "condition projector", path, "check 'cross_attention_dim'.")

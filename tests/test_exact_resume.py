@@ -1,0 +1,68 @@
+"""Resume mid-epoch ends with the uninterrupted weights, for models that draw noise from every RNG.
+
+The trap: building a DataLoader iterator draws a number from torch's global generator unless the
+loader has its own (utils/loader_rng.py); a resumed run's skip_first_batches loader drew it again.
+"""
+
+import copy
+import os
+import random
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from models.example.Denoise_model import Denoise_model
+from tests.conftest import run_folder, run_trainer
+from utils.loader_rng import epoch_generator, seed_loader_for_epoch
+
+
+def noisy_optimize_parameters(self):
+    """Denoise_model's step with input noise drawn from torch's, numpy's, Python's (and CUDA's) RNGs."""
+    inp = self.sample["inp"]
+    noise = torch.randn_like(inp) + float(np.random.randn()) + random.gauss(0.0, 1.0)
+    if torch.cuda.is_available():
+        noise = noise + torch.randn(1, device="cuda").item()
+    self.sample["inp"] = inp + 0.1 * noise
+    return ORIGINAL(self)
+
+
+ORIGINAL = Denoise_model.optimize_parameters
+
+
+def weights(config, folder="final"):
+    return load_file(os.path.join(run_folder(config), folder, "net_g", "model.safetensors"))
+
+
+def test_loader_generator_depends_only_on_seed_and_epoch():
+    a, b = epoch_generator(3, 1), epoch_generator(3, 1)
+    assert torch.equal(torch.randint(0, 2**31, (4,), generator=a), torch.randint(0, 2**31, (4,), generator=b))
+    assert not torch.equal(
+        torch.randint(0, 2**31, (4,), generator=epoch_generator(3, 2)),
+        torch.randint(0, 2**31, (4,), generator=epoch_generator(3, 1)),
+    )
+    loader = torch.utils.data.DataLoader(list(range(8)), batch_size=2)
+    seed_loader_for_epoch(loader, 3, 0)
+    before = torch.get_rng_state()
+    list(loader)
+    assert torch.equal(torch.get_rng_state(), before)  # iterating it left the global RNG alone
+
+
+def test_resume_mid_epoch_with_noise_from_every_generator(tiny_config, tmp_path, monkeypatch):
+    monkeypatch.setattr(Denoise_model, "optimize_parameters", noisy_optimize_parameters)
+    # 64 samples / 8 = 8 batches an epoch: checkpoint-3 is mid-epoch, and the run crosses an epoch.
+    tiny_config["train"].update(max_train_steps=11, checkpointing_steps=3, checkpoints_total_limit=None)
+    assert run_trainer(tiny_config, tmp_path) == 0
+    reference = weights(tiny_config)
+    for checkpoint in ("checkpoint-3", "checkpoint-9"):
+        resumed = copy.deepcopy(tiny_config)
+        resumed["experiment_key"] = f"from-{checkpoint}"
+        resumed["path"].update(resume_from_path=run_folder(tiny_config), resume_from_checkpoint=checkpoint)
+        assert run_trainer(resumed, tmp_path, name=f"{checkpoint}.yml") == 0
+        for key, value in weights(resumed).items():
+            torch.testing.assert_close(value, reference[key], rtol=0, atol=1e-6)
+    # the noise matters: a run with other noise ends elsewhere
+    other = copy.deepcopy(tiny_config)
+    other.update(experiment_key="other", seed=8)
+    assert run_trainer(other, tmp_path, name="other.yml") == 0
+    assert max((weights(other)[k] - v).abs().max().item() for k, v in reference.items()) > 1e-4

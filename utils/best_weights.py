@@ -1,0 +1,91 @@
+"""`<run>/best/`: the networks at their best validation score, kept beside the last ones.
+
+With `train.best_metric: val_psnr` (and `train.best_mode: max`, or `min` for a loss), every validation
+that improves on the best score so far writes `<run>/best/` as `final/` is written: each network's
+`save_pretrained` (EMA weights when on), `config.yml`, `metrics.json`, `best.json` (the step, the
+metric, its value, every metric of that validation) and whatever the model adds for generation
+(`write_generation_files`, e.g. the LDM's `ldm.json` and `scheduler/`). So `-test`
+(`path.pretrained: <run>/best`) and the scripts take it like `final/`.
+
+The folder is written as `best.tmp/`, then swapped in with two renames (`best/` -> `best.old/`,
+`best.tmp/` -> `best/`): a kill at any moment leaves a complete best/ or a complete best.old/, which
+the next update puts back. The best score is read back from `best.json`, so a resumed run only
+replaces best/ with a better validation.
+"""
+
+import json
+import os
+import shutil
+
+from utils.errors import ConfigError, did_you_mean
+from utils.options import save_options
+
+MODES = ("max", "min")
+
+
+def _paths(run_dir: str) -> tuple[str, str, str]:
+    best = os.path.join(run_dir, "best")
+    return best, best + ".tmp", best + ".old"
+
+
+def recover(run_dir: str) -> None:
+    """Put back a best.old/ that a kill between the two renames left without best/; drop a stale best.tmp/."""
+    best, tmp, old = _paths(run_dir)
+    if os.path.isdir(old) and not os.path.isdir(best):
+        os.replace(old, best)
+    for stale in (tmp, old):
+        if os.path.isdir(stale):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def best_score(run_dir: str) -> float | None:
+    path = os.path.join(_paths(run_dir)[0], "best.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return float(json.load(f)["value"])
+
+
+def is_better(value: float, best: float | None, mode: str) -> bool:
+    return best is None or (value > best if mode == "max" else value < best)
+
+
+def update_best_weights(model, metrics: dict[str, float]) -> bool:
+    """After a validation: rewrite `<run>/best/` when `metrics` beat the best so far; True when it did."""
+    train = model.opt["train"]
+    name = train.get("best_metric")
+    if not name or not model.is_train or not metrics:
+        return False
+    mode = train.get("best_mode", "max")
+    if mode not in MODES:
+        raise ConfigError(f"'train.best_mode' is {mode!r}; use max (a score such as PSNR) or min (a loss).")
+    if name not in metrics:
+        raise ConfigError(
+            f"'train.best_metric' is '{name}'{did_you_mean(name, metrics)}, which this validation does not "
+            f"report; it reports: {', '.join(sorted(metrics))}."
+        )
+    accelerator = model.accelerator
+    if accelerator.is_main_process:
+        recover(model.run_dir)
+    value = float(metrics[name])
+    if not is_better(value, best_score(model.run_dir), mode):
+        return False
+    best, tmp, old = _paths(model.run_dir)
+    model.save_archs(tmp)  # main process only, EMA weights when on
+    writer = getattr(model, "write_generation_files", None)
+    if writer is not None:
+        writer(tmp)
+    if accelerator.is_main_process:
+        save_options(model.opt, os.path.join(tmp, "config.yml"))
+        with open(os.path.join(tmp, "metrics.json"), "w") as f:
+            json.dump(metrics, f, indent=2)
+        record = {"step": model.global_step, "metric": name, "mode": mode, "value": value, "metrics": metrics}
+        with open(os.path.join(tmp, "best.json"), "w") as f:
+            json.dump(record, f, indent=2)
+        if os.path.isdir(best):
+            os.replace(best, old)
+        os.replace(tmp, best)
+        shutil.rmtree(old, ignore_errors=True)
+        model.logger.info(f"New best {name} {value:.4f} at step {model.global_step}: saved {best}.")
+    accelerator.wait_for_everyone()
+    return True
