@@ -804,3 +804,19 @@ def test_a_second_ctrl_c_stops_at_once_with_130(tmp_path, monkeypatch, capsys):
     status = run_trainer(config, tmp_path)
     assert_one_sentence(capsys.readouterr().err, status, "stopped at once by Ctrl-C", want_status=130)
     assert "KeyboardInterrupt" not in capsys.readouterr().err
+
+
+def test_pretrained_weights_of_another_size_name_the_parameter_and_both_shapes(
+    finished_run, tmp_path, capsys
+):
+    from tests.conftest import run_folder
+
+    config = copy.deepcopy(finished_run)
+    config["path"]["root"] = str(tmp_path / "experiments")
+    config["path"]["pretrained"] = os.path.join(run_folder(finished_run), "final")
+    config["network"]["hidden_channels"] = 2 * finished_run["network"]["hidden_channels"]
+    status = run_trainer(config, tmp_path)
+    err = capsys.readouterr().err
+    assert_one_sentence(err, status, "size mismatch for ")
+    assert "another 'network' block" in err
+    assert not os.path.exists(run_folder(config))  # a failed start leaves nothing behind

@@ -15,7 +15,6 @@ worst (zero padding, missing context), meets its neighbour.
 """
 
 import torch
-from monai.inferers import sliding_window_inference
 
 from utils.errors import ConfigError
 
@@ -67,6 +66,10 @@ def random_windows(tensors: list[torch.Tensor], size) -> list[torch.Tensor]:
 def sliding_window(predictor, x: torch.Tensor, size, overlap: float, batch: int = 4) -> torch.Tensor:
     """`predictor` over windows of `x`, blended with Gaussian weights (MONAI); the output may have other
     channels than `x`. Images smaller than a window are padded by MONAI and cropped back."""
+    # Imported here: importing MONAI also imports matplotlib and scikit-learn when they are installed,
+    # which a run that never slides a window should not pay for.
+    from monai.inferers import sliding_window_inference
+
     return sliding_window_inference(
         x, roi_size=tuple(size), sw_batch_size=batch, predictor=predictor, overlap=overlap, mode="gaussian"
     )

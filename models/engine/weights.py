@@ -19,6 +19,17 @@ def _archs(model):
     return [handle.arch for _, handle in model.named_networks]
 
 
+def _first_reason(error: Exception) -> str:
+    """The line of a load error that says what is wrong: torch's first line is only "Error(s) in loading
+    state_dict for X:", and the size mismatches it lists below name the parameter and both shapes."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    mismatches = [line for line in lines if line.startswith("size mismatch")]
+    if mismatches:
+        more = f" (and {len(mismatches) - 1} more)" if len(mismatches) > 1 else ""
+        return mismatches[0].rstrip(".") + more + "; were these weights trained with another 'network' block?"
+    return lines[0] if lines else type(error).__name__
+
+
 def load_pretrained(model, folder: str) -> None:
     """Load each network's weights from `folder/<name>/model.safetensors`; a misfit is one sentence."""
     if not os.path.isdir(folder):
@@ -38,7 +49,7 @@ def load_pretrained(model, folder: str) -> None:
             missing, unexpected = handle.arch.load_state_dict(load_file(weights), strict=False)
         except Exception as error:  # a shape mismatch, or a truncated / corrupt safetensors file
             raise ConfigError(
-                f"The weights '{weights}' do not fit '{name}': {str(error).splitlines()[0]}"
+                f"The weights '{weights}' do not fit '{name}': {_first_reason(error)}"
             ) from None
         if missing or unexpected:
             raise ConfigError(
