@@ -172,6 +172,43 @@ def test_vector_conditioning_with_a_latent_cache(stage1, tmp_path):
     assert a.shape == (2, 1, 16, 16) and torch.allclose(a, b.flip(0), atol=1e-5)
 
 
+def test_a_vector_injected_into_the_time_embedding_trains_saves_and_generates(stage1, tmp_path):
+    condition = {"type": "vector", "key": "x", "log_features": [], "inject": "time_embedding"}
+    config = ldm_config(tmp_path, stage1, condition=condition)
+    config["train"].update(max_train_steps=6, validation_steps=6, snr_gamma=None)
+    config["diffusion"]["prediction_type"] = "sample"
+    assert run_trainer(config, tmp_path) == 0
+    run = run_folder(config)
+    final = os.path.join(run, "final")
+    assert np.isfinite(read_scalars(run)["val_psnr"][6])
+    assert json.load(open(os.path.join(final, "ldm.json")))["condition"]["inject"] == "time_embedding"
+    unet = json.load(open(os.path.join(final, "unet", "config.json")))
+    assert unet["condition_injection"] == "time_embedding"
+    assert json.load(open(os.path.join(final, "projector", "config.json")))["global_token"] is True
+
+    from models.ldm.pipeline import LDMPipeline
+
+    pipe = LDMPipeline.from_final(final)
+    a = pipe(torch.tensor([[3.0], [40.0]]), seeds=[0, 0], num_inference_steps=2, guidance_scale=1.0)
+    assert a.shape == (2, 1, 16, 16) and torch.isfinite(a).all()
+    assert (a[0] - a[1]).abs().max() > 1e-4  # same seed, other condition: another sample
+    b = pipe(torch.tensor([[40.0], [3.0]]), seeds=[1, 0], num_inference_steps=2, guidance_scale=2.0)
+    assert torch.isfinite(b).all()
+
+    import scripts.generate as generate
+
+    out = tmp_path / "gen"
+    assert generate.main(["--run", final, "--vector", "3", "--out", str(out), "--steps", "2"]) == 0
+    (written,) = [f for f in os.listdir(out) if f.endswith(".tif")]
+    assert np.isfinite(tifffile.imread(out / written)).all()
+
+
+def test_an_image_condition_cannot_be_injected_into_the_time_embedding(stage1, tmp_path, capsys):
+    config = ldm_config(tmp_path, stage1, condition={"type": "image", "inject": "both"})
+    assert run_trainer(config, tmp_path) == 2
+    assert "'condition.inject: both' needs a global condition" in capsys.readouterr().err
+
+
 def test_a_monai_checkpoint_gets_its_scale_factor_measured_and_saved(tmp_path):
     from models.archs.monai_autoencoder_kl_arch import MonaiAutoencoderKL_arch, MonaiAutoencoderKL_config
 

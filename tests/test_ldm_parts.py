@@ -72,6 +72,52 @@ def test_unet_rejects_conditioning_without_attention():
         tiny_unet(attention_levels=[False, False])
 
 
+@pytest.mark.parametrize("inject", ["time_embedding", "both"])
+def test_time_embedding_injection_reads_the_last_token_only_and_drops_cross_attention(inject):
+    unet = tiny_unet(condition_injection=inject)
+    cross = any("CrossAttn" in type(block).__name__ for block in unet.unet.down_blocks)
+    assert cross == (inject == "both")
+    x, t = torch.randn(2, 2, 8, 8), torch.tensor([3, 700])
+    context = torch.randn(2, 5, 16)
+    other_summary = context.clone()
+    other_summary[:, -1] = torch.randn(2, 16)
+    other_tokens = context.clone()
+    other_tokens[:, :-1] = torch.randn(2, 4, 16)
+    with torch.no_grad():
+        out = unet(x, t, context)
+        assert not torch.allclose(out, unet(x, t, other_summary))  # the summary scales every block
+        # the other tokens reach the UNet only through cross-attention
+        assert torch.equal(out, unet(x, t, other_tokens)) == (inject == "time_embedding")
+
+
+def test_time_embedding_injection_needs_the_diffusers_backend():
+    from utils.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="diffusers backend"):
+        tiny_unet(condition_injection="time_embedding", backend="monai")
+    with pytest.raises(ConfigError, match="cross_attention, time_embedding, both"):
+        tiny_unet(condition_injection="film")
+
+
+def test_the_global_token_tells_the_numbers_apart():
+    # a sum over a shared per-number MLP cannot tell (a, b) from (b, a); the summary token must
+    projector = tiny_projector("vector", global_token=True)
+    tokens = projector(torch.tensor([[0.2, 0.7, 0.1], [0.7, 0.2, 0.1]]))
+    assert tokens.shape == (2, 4, 16)
+    assert not torch.allclose(tokens[0, -1], tokens[1, -1], atol=1e-4)
+
+
+def test_reciprocal_features_are_normalised_as_their_inverse_and_checked():
+    from utils.errors import ConfigError
+
+    projector = tiny_projector("vector", reciprocal_features=[1, 2])
+    projector.set_vector_normalization([0.0, 0.0, 0.0], [1.0, 1.0, 2.0])
+    x = torch.tensor([[3.0, 4.0, 0.5]])
+    assert torch.allclose(projector.normalize_vector(x), torch.tensor([[3.0, 0.25, 1.0]]))
+    with pytest.raises(ConfigError, match="both name \\[2\\]"):
+        tiny_projector("vector", reciprocal_features=[2], log_features=[2])
+
+
 def test_projector_tokens_for_each_condition_type_and_the_null_token():
     image = tiny_projector("image", in_channels=2)
     tokens = image(torch.zeros(3, 2, 4, 4))

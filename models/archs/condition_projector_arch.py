@@ -9,7 +9,10 @@ Three kinds of condition (`mode`), each giving tokens of width `cross_attention_
 - `vector`: a few numbers (B, V), such as PSF coordinates -> one token per number: Fourier features of
   the normalised number through a small MLP, plus a learned embedding of which number it is.
   Normalisation (`vector_shift`, `vector_scale`, optional log of `log_features`) is stored in the config,
-  so generation normalises exactly as training did.
+  so generation normalises exactly as training did. With `global_token` one more token comes last: all
+  the numbers' features together through their own MLP, the summary a UNet with
+  `condition_injection: time_embedding` adds to its time embedding (a shared per-number MLP, summed, could
+  not tell x from y).
 - `class`: an integer label (B,) -> one learned token.
 
 `forward(condition, drop=None)`: where the boolean mask `drop` is true the sample's tokens are replaced
@@ -44,12 +47,15 @@ class ConditionProjector_config(PretrainedConfig):
         vector_shift: list[float] | None = None,
         vector_scale: list[float] | None = None,
         log_features: list[int] = (),
+        global_token: bool = False,
+        reciprocal_features: list[int] = (),
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.vector_shift = list(vector_shift) if vector_shift is not None else None
         self.vector_scale = list(vector_scale) if vector_scale is not None else None
         self.log_features = list(log_features)
+        self.reciprocal_features = list(reciprocal_features)
 
 
 class ConditionProjector_arch(PreTrainedModel):
@@ -69,6 +75,14 @@ class ConditionProjector_arch(PreTrainedModel):
                 nn.Linear(config.hidden_dim, dim),
             )
             self.feature_embedding = nn.Parameter(torch.randn(1, features, dim) * 0.02)
+            if config.global_token:
+                self.global_mlp = nn.Sequential(
+                    nn.Linear(features * (1 + 2 * config.fourier_features), config.hidden_dim),
+                    nn.SiLU(),
+                    nn.Linear(config.hidden_dim, config.hidden_dim),
+                    nn.SiLU(),
+                    nn.Linear(config.hidden_dim, dim),
+                )
             shift = config.vector_shift or [0.0] * features
             scale = config.vector_scale or [1.0] * features
             # Buffers follow the module to its device; the config is the record that is saved.
@@ -99,6 +113,9 @@ class ConditionProjector_arch(PreTrainedModel):
         if self.config.log_features:
             index = torch.tensor(self.config.log_features, device=vector.device)
             vector = vector.index_copy(1, index, torch.log(vector[:, index].clamp(min=1e-12)))
+        if self.config.reciprocal_features:
+            index = torch.tensor(self.config.reciprocal_features, device=vector.device)
+            vector = vector.index_copy(1, index, 1.0 / vector[:, index].clamp(min=1e-12))
         # Read from the config at every call (a few numbers): transformers saves parameters, not buffers.
         features = self.config.in_channels
         shift = torch.tensor(self.config.vector_shift or [0.0] * features, device=vector.device)
@@ -118,7 +135,11 @@ class ConditionProjector_arch(PreTrainedModel):
             frequencies = math.pi * 2.0 ** torch.arange(self.config.fourier_features, device=x.device)
             angles = x * frequencies
             features = torch.cat([x, torch.sin(angles), torch.cos(angles)], dim=-1)
-            tokens = self.mlp(features.to(self.feature_embedding.dtype)) + self.feature_embedding
+            features = features.to(self.feature_embedding.dtype)
+            tokens = self.mlp(features) + self.feature_embedding
+            if self.config.global_token:
+                summary = self.global_mlp(features.flatten(1)).unsqueeze(1)
+                tokens = torch.cat([tokens, summary], dim=1)
         else:
             tokens = self.embedding(condition.long().reshape(-1)).unsqueeze(1)
         if drop is not None:
@@ -152,9 +173,21 @@ def _check_config(config: ConditionProjector_config) -> None:
         )
     if config.mode == "class" and config.num_classes < 1:
         raise ConfigError("'condition.num_classes' must be set (at least 1) for 'condition.type: class'.")
+    if config.global_token and config.mode != "vector":
+        raise ConfigError(
+            f"The condition projector's global_token is for a vector condition, not {config.mode!r} "
+            "(a class condition's one token is already its summary)."
+        )
     if config.mode == "vector":
-        bad = [i for i in config.log_features if not 0 <= i < config.in_channels]
-        if bad:
+        for key in ("log_features", "reciprocal_features"):
+            bad = [i for i in getattr(config, key) if not 0 <= i < config.in_channels]
+            if bad:
+                raise ConfigError(
+                    f"'condition.{key}' has {bad}, outside the {config.in_channels} numbers of the vector."
+                )
+        both = sorted(set(config.log_features) & set(config.reciprocal_features))
+        if both:
             raise ConfigError(
-                f"'condition.log_features' has {bad}, outside the {config.in_channels} numbers of the vector."
+                f"'condition.log_features' and 'condition.reciprocal_features' both name {both}; give each "
+                "number one transform."
             )

@@ -11,13 +11,21 @@ The keys are those of MONAI's `DiffusionModelUNet`, so its JSON configs carry ov
       attention_levels: [false, true, true, true]
       num_head_channels: [0, 32, 32, 32]   # channels per attention head, per level (0: no attention)
       num_res_blocks: 2
-      with_conditioning: true        # cross-attention to the condition tokens
+      with_conditioning: true        # conditioned on the condition tokens ...
+      condition_injection: cross_attention   # ... by cross-attention, time_embedding or both
       cross_attention_dim: 512
       norm_num_groups: 32
 
 2D runs on diffusers' `UNet2DConditionModel` (fused attention, well kept); 3D on MONAI's
 `DiffusionModelUNet`. `backend: monai` forces MONAI in 2D too (to reuse weights trained with
 MONAI). `forward(sample, timesteps, context=None)` returns the prediction, a tensor.
+
+`condition_injection` says where the context tokens enter. `cross_attention`: the attention levels attend
+to them. `time_embedding`: the last token (the condition's global summary, see the condition projector's
+`global_token`) is projected and added to the timestep embedding (diffusers' `class_embed_type:
+projection`), which scales and shifts every ResNet block (FiLM). A global condition such as a PSF's
+coordinates reached through cross-attention alone was ignored in training: samples scored the same with
+the conditions shuffled across the batch. `both` does the two.
 """
 
 import torch
@@ -29,6 +37,7 @@ from models.archs.config_signature import keys_from_signature
 from utils.errors import ConfigError
 
 BACKENDS = ("auto", "diffusers", "monai")
+INJECTIONS = ("cross_attention", "time_embedding", "both")
 
 
 class DiffusionUNet_config(PretrainedConfig):
@@ -53,6 +62,7 @@ class DiffusionUNet_config(PretrainedConfig):
         transformer_num_layers: int = 1,
         sample_size: int | None = None,
         backend: str = "auto",
+        condition_injection: str = "cross_attention",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -99,25 +109,40 @@ class DiffusionUNet_arch(PreTrainedModel):
         backend = self.config.backend
         return backend == "diffusers" or (backend == "auto" and self.config.spatial_dims == 2)
 
+    @property
+    def cross_attends(self) -> bool:
+        return self.config.with_conditioning and self.config.condition_injection != "time_embedding"
+
+    @property
+    def embeds_condition(self) -> bool:
+        return self.config.with_conditioning and self.config.condition_injection != "cross_attention"
+
     def forward(
         self, sample: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor | None = None
     ) -> torch.Tensor:
         if self.config.with_conditioning and context is None:
             raise ValueError("This DiffusionUNet has with_conditioning: true and needs a context.")
-        if not self.config.with_conditioning:
-            context = None
         if self.uses_diffusers:
-            return self.unet(sample, timesteps, encoder_hidden_states=context, return_dict=False)[0]
-        return self.unet(sample, timesteps=timesteps, context=context)
+            summary = context[:, -1] if self.embeds_condition else None
+            return self.unet(
+                sample,
+                timesteps,
+                encoder_hidden_states=context if self.cross_attends else None,
+                class_labels=summary,
+                return_dict=False,
+            )[0]
+        return self.unet(sample, timesteps=timesteps, context=context if self.cross_attends else None)
 
 
 def _diffusers_kwargs(config: DiffusionUNet_config) -> dict:
     """MONAI-style keys -> `UNet2DConditionModel` keys, with the same widths, heads and attention levels."""
+    cross_attention = config.with_conditioning and config.condition_injection != "time_embedding"
+    embedded = config.with_conditioning and config.condition_injection != "cross_attention"
     down, up, heads = [], [], []
     for width, attend, head_channels in zip(
         config.channels, config.attention_levels, config.num_head_channels
     ):
-        if attend and config.with_conditioning:
+        if attend and cross_attention:
             down.append("CrossAttnDownBlock2D")
             up.append("CrossAttnUpBlock2D")
             # UNet2DConditionModel reads `attention_head_dim` as the number of heads of its
@@ -131,7 +156,7 @@ def _diffusers_kwargs(config: DiffusionUNet_config) -> dict:
             down.append("DownBlock2D")
             up.append("UpBlock2D")
             heads.append(1)  # unused: no attention at this level
-    conditioned_mid = config.with_conditioning and config.attention_levels[-1]
+    conditioned_mid = cross_attention and config.attention_levels[-1]
     return dict(
         sample_size=config.sample_size,
         in_channels=config.in_channels,
@@ -146,6 +171,9 @@ def _diffusers_kwargs(config: DiffusionUNet_config) -> dict:
         cross_attention_dim=config.cross_attention_dim or 8,
         transformer_layers_per_block=config.transformer_num_layers,
         attention_head_dim=tuple(heads),
+        # the condition's summary token, projected (linear, SiLU, linear) and added to the time embedding
+        class_embed_type="projection" if embedded else None,
+        projection_class_embeddings_input_dim=config.cross_attention_dim if embedded else None,
     )
 
 
@@ -154,6 +182,16 @@ def _check_config(config: DiffusionUNet_config) -> None:
         raise ConfigError(f"'network.spatial_dims' is {config.spatial_dims}; DiffusionUNet takes 2 or 3.")
     if config.backend not in BACKENDS:
         raise ConfigError(f"'network.backend' is {config.backend!r}; use one of {', '.join(BACKENDS)}.")
+    if config.condition_injection not in INJECTIONS:
+        raise ConfigError(
+            f"'condition.inject' (the UNet's condition_injection) is {config.condition_injection!r}; use one of {', '.join(INJECTIONS)}."
+        )
+    uses_monai = config.backend == "monai" or (config.backend == "auto" and config.spatial_dims == 3)
+    if uses_monai and config.with_conditioning and config.condition_injection != "cross_attention":
+        raise ConfigError(
+            f"'condition.inject: {config.condition_injection}' needs the diffusers backend (2D): MONAI's "
+            "DiffusionModelUNet embeds integer classes only; use cross_attention with the MONAI backend."
+        )
     if config.backend == "diffusers" and config.spatial_dims == 3:
         raise ConfigError("'network.backend: diffusers' is 2D only; use 'monai' (or 'auto') for 3D.")
     levels = len(config.channels)
@@ -178,8 +216,12 @@ def _check_config(config: DiffusionUNet_config) -> None:
             )
     if config.with_conditioning and not config.cross_attention_dim:
         raise ConfigError("'network.with_conditioning' is true but 'network.cross_attention_dim' is empty.")
-    if config.with_conditioning and not any(config.attention_levels):
+    if (
+        config.with_conditioning
+        and config.condition_injection == "cross_attention"
+        and not any(config.attention_levels)
+    ):
         raise ConfigError(
             "'network.with_conditioning' is true but no level has attention, so the condition would be "
-            "ignored; set one of 'network.attention_levels' true."
+            "ignored; set one of 'network.attention_levels' true, or condition.inject: time_embedding."
         )

@@ -24,6 +24,7 @@ import os
 import torch
 
 from models.archs import define_network
+from models.archs.diffusion_unet_arch import INJECTIONS
 from models.base_model import BaseModel
 from models.ldm.baselines import log_baselines, mean_training_target
 from models.ldm.concat import ConcatConditionUNet, stacked
@@ -82,6 +83,21 @@ CONDITION_KEYS = {
     ),
     "log_features": Key(
         None, "any", "Vector entries normalised in log (e.g. depths), by index.", nullable=True
+    ),
+    "inject": Key(
+        "cross_attention",
+        "str",
+        "Where the condition enters the UNet: `cross_attention` (tokens attended to), `time_embedding` (a "
+        "summary added to the time embedding: scales every ResNet block; vector and class conditions, 2D) or "
+        "`both`.",
+        INJECTIONS,
+    ),
+    "reciprocal_features": Key(
+        None,
+        "any",
+        "Vector entries normalised as 1/value, by index: depths seen through a lens act by their inverse "
+        "(defocus = 1/depth - 1/focus becomes a linear combination).",
+        nullable=True,
     ),
     "num_classes": Key(0, "int", "Classes of a `class` condition.", minimum=0),
     "position_embedding": Key(True, "bool", "Sinusoidal positions on image tokens."),
@@ -176,7 +192,7 @@ class LDM_model(BaseModel):
         self.recon_type = vae_recon_type(self.vae_opt["pretrained"])
 
         self.noise_scheduler = make_noise_scheduler(**self.diffusion_opt)
-        unet = define_network(opt.network)
+        unet = define_network(self._network_block(opt.network))
         self.concat = bool(self.cond_opt["concat"])
         if self.concat and self.cond_opt["type"] != "image":
             raise ConfigError(
@@ -200,6 +216,23 @@ class LDM_model(BaseModel):
         # The projector of a vector condition needs the vector's length, known once the data is; it is
         # built in setup_dataloaders (the engine collects the networks after that).
         self.projector = None
+
+    def _network_block(self, network) -> dict:
+        """The `network` block with `condition.inject` as the UNet's `condition_injection`."""
+        inject = self.cond_opt["inject"]
+        if inject != "cross_attention" and self.cond_opt["type"] == "image":
+            raise ConfigError(
+                f"'condition.inject: {inject}' needs a global condition (vector or class); an image "
+                "condition has one token per latent position: use cross_attention or condition.concat."
+            )
+        block = dict(network)
+        if block.get("condition_injection", inject) != inject:
+            raise ConfigError(
+                f"'network.condition_injection' is {block['condition_injection']!r} but 'condition.inject' is "
+                f"{inject!r}; set condition.inject only."
+            )
+        block["condition_injection"] = inject
+        return block
 
     # ------------------------------------------------------------------ set-up that needs the data
 
@@ -243,6 +276,8 @@ class LDM_model(BaseModel):
                 fourier_features=cond["fourier_features"],
                 hidden_dim=cond["hidden_dim"],
                 log_features=list(cond["log_features"] or []),
+                reciprocal_features=list(cond["reciprocal_features"] or []),
+                global_token=cond["inject"] != "cross_attention",
             )
         projector = define_network(block)
         if cond["type"] == "vector":
@@ -525,6 +560,7 @@ class LDM_model(BaseModel):
                 "key": self.cond_key,
                 "indices": self.cond_opt["indices"],
                 "concat": self.concat,
+                "inject": self.cond_opt["inject"],
             },
             "unet": "unet",
             "projector": "projector" if self.projector is not None else None,

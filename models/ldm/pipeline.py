@@ -38,6 +38,12 @@ class LDMPipeline:
         with open(path) as f:
             description = json.load(f)
         unet = DiffusionUNet_arch.from_pretrained(os.path.join(folder, description["unet"])).to(device).eval()
+        inject = description["condition"].get("inject", "cross_attention")
+        if unet.config.with_conditioning and unet.config.condition_injection != inject:
+            raise ConfigError(
+                f"'{path}' says condition.inject: {inject} but its UNet was built with "
+                f"{unet.config.condition_injection}; the folder mixes two runs."
+            )
         projector = None
         if description.get("projector"):
             projector = ConditionProjector_arch.from_pretrained(
