@@ -35,6 +35,23 @@ NUMPY_SCALAR_GLOBALS = [np._core.multiarray.scalar, np.dtype] + [
 ]
 
 
+def load_tensors_only(path: str | os.PathLike, what: str):
+    """`torch.load` of a MONAI training run's `.pth` with `weights_only=True` (tensors, numbers and the numpy
+    scalars those runs store beside them): full pickle loading can run arbitrary code, so a file that
+    needs it is refused in one sentence instead. `what` names the file's role in the messages."""
+    if not os.path.isfile(path):
+        raise DataError(f"The {what} '{path}' does not exist.")
+    try:
+        with torch.serialization.safe_globals(NUMPY_SCALAR_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise DataError(
+            f"'{path}' holds Python objects that only full pickle loading restores, which can run arbitrary "
+            "code, so it is not loaded; in a session you trust, re-save its state dicts alone "
+            "(torch.save(model.state_dict(), path))."
+        ) from error
+
+
 class MonaiAutoencoderKL_config(PretrainedConfig):
     """Defaults: widths 64-128-256, 4 latent channels, no per-level attention.
 
@@ -150,17 +167,7 @@ class MonaiAutoencoderKL_arch(PreTrainedModel):
 
 
 def _read_monai_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    if not os.path.isfile(path):
-        raise DataError(f"The MONAI AutoencoderKL checkpoint '{path}' does not exist.")
-    try:
-        with torch.serialization.safe_globals(NUMPY_SCALAR_GLOBALS):
-            content = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise DataError(
-            f"'{path}' holds Python objects that only full pickle loading restores, which can run arbitrary "
-            f"code, so it is not loaded; in a session you trust, re-save its tensors alone with "
-            f"torch.save(model.state_dict(), path)."
-        ) from error
+    content = load_tensors_only(path, "MONAI AutoencoderKL checkpoint")
     if isinstance(content, dict) and "autoencoder_state_dict" in content:
         content = content["autoencoder_state_dict"]
     if not (isinstance(content, dict) and content and all(torch.is_tensor(v) for v in content.values())):

@@ -18,7 +18,7 @@ from models.engine.checkpointing import final_folder, saving
 from models.engine.optimization import advance_schedules, clear_gradients
 from models.engine.signals import StopSignals
 from models.engine.weights import save_final
-from utils.batch_errors import batch_errors
+from utils.batch_errors import batch_errors, check_metric_crop
 from utils.checkpoint import staging_path
 from utils.console import TrainingProgress
 from utils.divergence import check_skipped_steps
@@ -42,7 +42,7 @@ def train(model) -> dict:
     progress = TrainingProgress(
         total_steps, state.global_step, accelerator.is_local_main_process, model.logger
     )
-    last_validated, window = -1, []
+    last_validated, window, checked_crop = -1, [], False
     events.before_training(model)
     with StopSignals() as stop_signals, progress:
         while state.global_step < total_steps:
@@ -54,6 +54,9 @@ def train(model) -> dict:
             # global generator, or a resumed run's model noise is shifted by one draw.
             seed_loader_for_epoch(batches, model.opt["seed"], state.epoch)
             for batch in batches:
+                if not checked_crop:  # once: the images' size is known from the first batch
+                    check_metric_crop(model.opt, batch)
+                    checked_crop = True
                 with accelerator.accumulate(*prepared), batch_errors(model.opt, "train", batch):
                     model.feed_data(batch, is_train=True)
                     losses = model.optimize_parameters()

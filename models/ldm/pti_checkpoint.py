@@ -15,12 +15,9 @@ counterpart there and keeps its initial value. Files are read with `torch.load(w
       monai_checkpoint: runs/ldm/trained_weights/checkpoint_epoch50.pth
 """
 
-import os
-import pickle
-
 import torch
 
-from models.archs.monai_autoencoder_kl_arch import NUMPY_SCALAR_GLOBALS
+from models.archs.monai_autoencoder_kl_arch import load_tensors_only
 from utils.errors import ConfigError, DataError
 
 
@@ -32,16 +29,7 @@ def _strip_prefix(state: dict, prefix: str) -> dict:
 
 def read_pti_ldm_checkpoint(path: str) -> tuple[dict, dict | None]:
     """(UNet state dict, projector state dict or None) from either kind of file."""
-    if not os.path.isfile(path):
-        raise DataError(f"The PTI-LDM-VAE checkpoint '{path}' (train.monai_checkpoint) does not exist.")
-    try:
-        with torch.serialization.safe_globals(NUMPY_SCALAR_GLOBALS):
-            content = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise DataError(
-            f"'{path}' holds Python objects that only full pickle loading restores, which can run arbitrary "
-            "code, so it is not loaded; in a session you trust, re-save its state dicts alone."
-        ) from error
+    content = load_tensors_only(path, "PTI-LDM-VAE checkpoint (train.monai_checkpoint)")
     if not isinstance(content, dict):
         raise DataError(
             f"'{path}' holds a {type(content).__name__}, not a UNet state dict or checkpoint dict."

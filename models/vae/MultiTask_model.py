@@ -15,6 +15,7 @@ import torch
 
 from models.archs import define_network
 from models.base_model import BaseModel
+from models.vae.posterior_noise import global_batch_noise
 from utils import log_image, log_metrics
 from utils.config_schema import Key
 from utils.errors import ConfigError, did_you_mean
@@ -88,21 +89,10 @@ class MultiTask_model(BaseModel):
         if posterior is None:
             latents = encoded.latent
         elif sample_posterior:
-            latents = posterior.mean + posterior.std * self._global_batch_noise(posterior.mean)
+            latents = posterior.mean + posterior.std * global_batch_noise(self, posterior.mean)
         else:
             latents = posterior.mode()
         return {**self.net_g.decode_heads(latents), "latent": latents, "latent_dist": posterior}
-
-    def _global_batch_noise(self, like):
-        # Drawn for the whole global batch from (seed, position in training) and sliced to this process's
-        # share: a resumed run samples the posterior noise of an uninterrupted one, and N processes with
-        # batch b that of one process with batch N * b.
-        processes, rank = self.accelerator.num_processes, self.accelerator.process_index
-        generator = torch.Generator().manual_seed(
-            hash((self.opt["seed"], self.state.epoch, self.state.batches_in_epoch)) % 2**63
-        )
-        full = torch.randn((processes * like.shape[0], *like.shape[1:]), generator=generator)
-        return full[rank * like.shape[0] : (rank + 1) * like.shape[0]].to(like.device, like.dtype)
 
     def optimize_parameters(self):
         with self.accelerator.autocast():

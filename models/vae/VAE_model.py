@@ -18,6 +18,7 @@ import torch
 from models.archs import define_network
 from models.base_model import BaseModel
 from models.vae.latent_scale import measure_latent_std, store_scale_factor
+from models.vae.posterior_noise import global_batch_noise
 from utils import log_image, log_metrics
 from utils.comparison_grid import as_batch, comparison_grid
 from utils.config_schema import Key
@@ -173,21 +174,10 @@ class VAE_model(BaseModel):
         if self.is_vq:
             return self.net_g(x)
         posterior = self.net_g.encode(x).latent_dist
-        latents = posterior.mean + posterior.std * self._global_batch_noise(posterior.mean)
+        latents = posterior.mean + posterior.std * global_batch_noise(self, posterior.mean)
         return SimpleNamespace(
             reconstruction=self.net_g.decode(latents), latent_dist=posterior, latents=latents
         )
-
-    def _global_batch_noise(self, like):
-        # Drawn for the whole global batch from (seed, position in training) and sliced to this process's
-        # share: N processes with batch b then sample exactly the noise of one process with batch N * b,
-        # and a resumed run the noise of an uninterrupted one.
-        processes, rank = self.accelerator.num_processes, self.accelerator.process_index
-        generator = torch.Generator().manual_seed(
-            hash((self.opt["seed"], self.state.epoch, self.state.batches_in_epoch)) % 2**63
-        )
-        full = torch.randn((processes * like.shape[0], *like.shape[1:]), generator=generator)
-        return full[rank * like.shape[0] : (rank + 1) * like.shape[0]].to(like.device, like.dtype)
 
     def _generator_losses(self, x, out):
         hp = self.hp
