@@ -35,6 +35,7 @@ from utils.console import quiet_libraries  # noqa: E402
 quiet_libraries()  # before diffusers and transformers load: bitsandbytes warns on import
 
 from dataset.common.image_items import NETWORK_INPUT_KEYS  # noqa: E402
+from models.archs.vector_features import entries_used  # noqa: E402
 from models.ldm.intensity import to_intensity  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 from utils.images import make_grid, save_png  # noqa: E402
@@ -108,6 +109,9 @@ def network_inputs(pipe, run: Path, conditions, vectors, labels, num_samples):
             raise UserError("This LDM is conditioned on vectors: give --vectors FILE or --vector x,y,...")
         lengths = sorted({len(v) for v in vectors})
         indices = pipe.description["condition"].get("indices")
+        formulas = list(getattr(pipe.projector.config, "features", None) or [])
+        if formulas:  # the formulas name the entries they use (v0, v1, ...)
+            indices = list(range(entries_used(formulas)))
         needed = pipe.projector.config.in_channels
         usable = len(lengths) == 1 and (
             max(indices) < lengths[0] if indices is not None else lengths[0] == needed

@@ -173,7 +173,8 @@ def test_vector_conditioning_with_a_latent_cache(stage1, tmp_path):
 
 
 def test_a_vector_injected_into_the_time_embedding_trains_saves_and_generates(stage1, tmp_path):
-    condition = {"type": "vector", "key": "x", "log_features": [], "inject": "time_embedding"}
+    # features: the projector sees two numbers computed from the one raw entry, here and in generation
+    condition = {"type": "vector", "key": "x", "inject": "time_embedding", "features": ["v0", "1/(1 + v0)"]}
     config = ldm_config(tmp_path, stage1, condition=condition)
     config["train"].update(max_train_steps=6, validation_steps=6, snr_gamma=None)
     config["diffusion"]["prediction_type"] = "sample"
@@ -184,7 +185,9 @@ def test_a_vector_injected_into_the_time_embedding_trains_saves_and_generates(st
     assert json.load(open(os.path.join(final, "ldm.json")))["condition"]["inject"] == "time_embedding"
     unet = json.load(open(os.path.join(final, "unet", "config.json")))
     assert unet["condition_injection"] == "time_embedding"
-    assert json.load(open(os.path.join(final, "projector", "config.json")))["global_token"] is True
+    projector = json.load(open(os.path.join(final, "projector", "config.json")))
+    assert projector["global_token"] is True and projector["features"] == ["v0", "1/(1 + v0)"]
+    assert projector["in_channels"] == 2 and projector["vector_scale"][1] < 1  # 1/(1+x) spans under 1
 
     from models.ldm.pipeline import LDMPipeline
 
@@ -201,6 +204,13 @@ def test_a_vector_injected_into_the_time_embedding_trains_saves_and_generates(st
     assert generate.main(["--run", final, "--vector", "3", "--out", str(out), "--steps", "2"]) == 0
     (written,) = [f for f in os.listdir(out) if f.endswith(".tif")]
     assert np.isfinite(tifffile.imread(out / written)).all()
+
+
+def test_condition_features_and_indices_are_refused_together(stage1, tmp_path, capsys):
+    condition = {"type": "vector", "key": "x", "indices": [0], "features": ["v0"]}
+    assert run_trainer(ldm_config(tmp_path, stage1, condition=condition), tmp_path) == 2
+    assert "'condition.features' and 'condition.indices' both pick" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "experiments")
 
 
 def test_an_image_condition_cannot_be_injected_into_the_time_embedding(stage1, tmp_path, capsys):

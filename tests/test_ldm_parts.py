@@ -203,3 +203,43 @@ def test_initial_noise_depends_on_the_seed_only():
     a = initial_noise((2, 4, 4), [3, 4], "cpu")
     b = initial_noise((2, 4, 4), [4], "cpu")
     assert torch.equal(a[1], b[0])
+
+
+def test_condition_features_are_formulas_of_the_raw_entries_and_travel_with_the_projector(tmp_path):
+    from models.archs.condition_projector_arch import ConditionProjector_arch
+
+    # The defocus of a lens, 1/depth - 1/focus, from the raw [x, depth, focus]; then the focus itself.
+    projector = tiny_projector("vector", features=["v0", "1/v1 - 1/v2", "log(v2)"])
+    raw = torch.tensor([[0.5, 400.0, 1000.0], [0.1, 2000.0, 1000.0]])
+    expected = torch.tensor([[0.5, 1 / 400 - 1 / 1000, 6.907755], [0.1, 1 / 2000 - 1 / 1000, 6.907755]])
+    assert torch.allclose(projector.normalize_vector(raw), expected, rtol=1e-5, atol=1e-8)
+    assert projector(raw).shape == (2, 3, 16)
+    projector.set_vector_normalization([0.0, 0.0, 7.0], [1.0, 0.002, 1.0])
+    projector.save_pretrained(tmp_path / "p")
+    again = ConditionProjector_arch.from_pretrained(tmp_path / "p").eval()
+    assert again.config.features == ["v0", "1/v1 - 1/v2", "log(v2)"]
+    assert torch.equal(again(raw), projector(raw))
+
+
+@pytest.mark.parametrize(
+    "features, message",
+    [
+        (["v0", "1/v1 -"], "'1/v1 -', which is not a formula"),
+        (["v0", "depth"], "names 'depth'; formulas use the vector's entries v0, v1"),
+        (["lg(v1)", "v0"], "calls 'lg'.*did you mean 'log'"),
+        (["v0", "__import__('os')"], "has no '__'"),
+    ],
+)
+def test_a_bad_condition_feature_is_one_sentence_naming_it(features, message):
+    from utils.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        tiny_projector("vector", in_channels=2, features=features)
+
+
+def test_a_feature_beyond_the_vector_says_how_many_numbers_it_has():
+    from utils.errors import ConfigError
+
+    projector = tiny_projector("vector", in_channels=1, features=["1/v5"])
+    with pytest.raises(ConfigError, match="up to v5, but the condition vector has only 3 numbers"):
+        projector(torch.ones(2, 3))

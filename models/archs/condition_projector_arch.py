@@ -8,6 +8,8 @@ Three kinds of condition (`mode`), each giving tokens of width `cross_attention_
   tell which part of the condition was where.
 - `vector`: a few numbers (B, V), such as PSF coordinates -> one token per number: Fourier features of
   the normalised number through a small MLP, plus a learned embedding of which number it is.
+  With `features` (formulas of the raw entries, `models/archs/vector_features.py`) the numbers are those
+  formulas' values, e.g. a defocus `1/v2 - 1/v3` from two depths; `in_channels` is then their count.
   Normalisation (`vector_shift`, `vector_scale`, optional log of `log_features`) is stored in the config,
   so generation normalises exactly as training did. With `global_token` one more token comes last: all
   the numbers' features together through their own MLP, the summary a UNet with
@@ -26,6 +28,7 @@ from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
 from models.archs.config_signature import keys_from_signature
+from models.archs.vector_features import compile_features
 from utils.errors import ConfigError
 
 MODES = ("image", "vector", "class")
@@ -49,9 +52,11 @@ class ConditionProjector_config(PretrainedConfig):
         log_features: list[int] = (),
         global_token: bool = False,
         reciprocal_features: list[int] = (),
+        features: list[str] = (),
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.features = [str(f) for f in features]
         self.vector_shift = list(vector_shift) if vector_shift is not None else None
         self.vector_scale = list(vector_scale) if vector_scale is not None else None
         self.log_features = list(log_features)
@@ -65,6 +70,8 @@ class ConditionProjector_arch(PreTrainedModel):
         super().__init__(config)
         _check_config(config)
         dim = config.cross_attention_dim
+        # Compiled once here, not stored: the formulas in the config are what is saved.
+        self.compute_features = compile_features(config.features) if config.features else None
         if config.mode == "image":
             self.proj = nn.Linear(config.in_channels, dim)
         elif config.mode == "vector":
@@ -110,6 +117,8 @@ class ConditionProjector_arch(PreTrainedModel):
 
     def normalize_vector(self, vector: torch.Tensor) -> torch.Tensor:
         vector = vector.float()
+        if self.compute_features is not None:
+            vector = self.compute_features(vector)
         if self.config.log_features:
             index = torch.tensor(self.config.log_features, device=vector.device)
             vector = vector.index_copy(1, index, torch.log(vector[:, index].clamp(min=1e-12)))
@@ -177,6 +186,15 @@ def _check_config(config: ConditionProjector_config) -> None:
         raise ConfigError(
             f"The condition projector's global_token is for a vector condition, not {config.mode!r} "
             "(a class condition's one token is already its summary)."
+        )
+    if config.features and config.mode != "vector":
+        raise ConfigError(
+            f"'condition.features' are formulas of a vector condition, not a {config.mode!r} one."
+        )
+    if config.features and len(config.features) != config.in_channels:
+        raise ConfigError(
+            f"The condition projector has {len(config.features)} features but in_channels {config.in_channels}; "
+            "with `features`, in_channels is their count."
         )
     if config.mode == "vector":
         for key in ("log_features", "reciprocal_features"):

@@ -81,6 +81,13 @@ CONDITION_KEYS = {
     "indices": Key(
         None, "any", "Which numbers of a vector condition are used (default: all).", nullable=True
     ),
+    "features": Key(
+        None,
+        "any",
+        "Formulas of a vector condition's raw entries `v0, v1, ...` that replace it, e.g. "
+        "`[v0, v1, '1/v2 - 1/v3']` (a defocus from two depths); the other vector keys then index these.",
+        nullable=True,
+    ),
     "log_features": Key(
         None, "any", "Vector entries normalised in log (e.g. depths), by index.", nullable=True
     ),
@@ -183,6 +190,11 @@ class LDM_model(BaseModel):
         self.val_opt = self.config_values("val")
         self.gt_key, self.lq_key = opt["val"]["gt_key"], opt["val"]["lq_key"]
         self.cond_key = self.cond_opt["key"] or DEFAULT_CONDITION_KEY.get(self.cond_opt["type"], self.lq_key)
+        if self.cond_opt["features"] is not None and self.cond_opt["indices"] is not None:
+            raise ConfigError(
+                "'condition.features' and 'condition.indices' both pick the condition's numbers; give one "
+                "(a formula names its entries itself: v2 is entry 2)."
+            )
 
         # Not in self.models: the VAE is neither trained, nor checkpointed, nor saved with this run.
         self.vae, self.vae_reference = load_frozen_vae(
@@ -271,8 +283,10 @@ class LDM_model(BaseModel):
             block.update(num_classes=cond["num_classes"])
         else:
             first = self._vector(next(iter(loader)))
+            features = [str(f) for f in self.cond_opt["features"] or []]
             block.update(
-                in_channels=first.shape[1],
+                in_channels=len(features) if features else first.shape[1],
+                features=features,
                 fourier_features=cond["fourier_features"],
                 hidden_dim=cond["hidden_dim"],
                 log_features=list(cond["log_features"] or []),
