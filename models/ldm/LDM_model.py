@@ -15,7 +15,8 @@ own condition and seed), decodes them and logs a grid (condition | target | samp
 `val.metrics` against the targets, beside two baselines on the same targets (`models/ldm/baselines.py`):
 the mean training target and the same model with the conditions shuffled across the batch. At the end `final/` receives, besides the trained UNet and projector,
 `scheduler/` (the noise schedule) and `ldm.json` (VAE reference, scale factor, condition and sampling
-settings): all that `scripts/generate.py` needs.
+settings): all that `scripts/generate.py` needs; and `mean_target.safetensors`, the mean-target baseline
+that a `-test` run (no training data) scores.
 """
 
 import json
@@ -26,7 +27,7 @@ import torch
 from models.archs import define_network
 from models.archs.diffusion_unet_arch import INJECTIONS
 from models.base_model import BaseModel
-from models.ldm.baselines import log_baselines, mean_training_target
+from models.ldm.baselines import load_mean_target, log_baselines, mean_training_target, save_mean_target
 from models.ldm.concat import ConcatConditionUNet, stacked
 from models.ldm.frozen_vae import encode_latents, load_frozen_vae, vae_recon_type
 from models.ldm.intensity import measure_target_intensity
@@ -253,6 +254,14 @@ class LDM_model(BaseModel):
             self.mean_target = mean_training_target(
                 self.train_loader, self.gt_key, self.val_opt["baseline_batches"]
             )
+        elif self.val_opt["baselines"]:  # -test loads no training data: the mean saved with the weights
+            pretrained = self.opt["path"].get("pretrained")
+            self.mean_target = load_mean_target(pretrained)
+            if self.mean_target is None and pretrained:
+                self.logger.info(
+                    f"'{pretrained}' holds no mean_target.safetensors (saved in final/ and best/ only), so "
+                    "val_mean_target_* are not reported."
+                )
         if self.hp["cache_latents"] and self.train_loader is not None:
             from models.ldm.latent_cache import cached_latent_loader
 
@@ -542,7 +551,7 @@ class LDM_model(BaseModel):
         self.write_generation_files(os.path.join(self.run_dir, "final"))
 
     def write_generation_files(self, final: str):
-        """`scheduler/` and `ldm.json` into `final` (a run's final/ or best/ folder)."""
+        """`scheduler/`, `ldm.json` and `mean_target.safetensors` into `final` (a run's final/ or best/ folder)."""
         if not hasattr(self, "_intensity"):
             loader = self.val_loader if self.val_loader is not None else self.train_loader
             self._intensity = measure_target_intensity(loader, self.gt_key, self.cond_opt["stats_batches"])
@@ -568,6 +577,9 @@ class LDM_model(BaseModel):
             "num_inference_steps": self.val_opt["num_inference_steps"],
             "guidance_scale": self.val_opt["guidance_scale"],
             "intensity": self._intensity,
+            "mean_target": save_mean_target(self.mean_target, final)
+            if self.mean_target is not None
+            else None,
             "patched": {
                 "window": list(self._latent_window),
                 "overlap": patch_settings(self.opt["train"], len(self._latent_window))[1],
