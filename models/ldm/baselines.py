@@ -60,6 +60,21 @@ def load_mean_target(folder: str | None) -> torch.Tensor | None:
     return load_file(path)["mean_target"]
 
 
+def baseline_mean_target(model) -> torch.Tensor | None:
+    """The mean target of `model` (an LDM_model whose loaders are set up): measured on its training loader,
+    or, in `-test` (no training data), the one saved with the weights of `path.pretrained`."""
+    if model.train_loader is not None:
+        return mean_training_target(model.train_loader, model.gt_key, model.val_opt["baseline_batches"])
+    pretrained = model.opt["path"].get("pretrained")
+    mean = load_mean_target(pretrained)
+    if mean is None and pretrained:
+        model.logger.info(
+            f"'{pretrained}' holds no {MEAN_TARGET_FILE} (saved in final/ and best/ only), so "
+            "val_mean_target_* are not reported."
+        )
+    return mean
+
+
 def like(mean: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """The mean target broadcast to `target`'s batch; a per-channel constant when the shapes differ
     (training on patches, validating on whole images)."""
