@@ -1,6 +1,7 @@
 """LDM_model end to end: a tiny stage-1 VAE run, then stage 2 on its final/ folder, then generation."""
 
 import copy
+import glob
 import json
 import os
 import subprocess
@@ -109,6 +110,7 @@ def test_stage2_loss_falls_uses_the_stored_scale_factor_and_saves_what_generatio
     assert sorted(os.listdir(final)) == [
         "config.yml",
         "ldm.json",
+        "mean_target.safetensors",
         "metrics.json",
         "projector",
         "scheduler",
@@ -149,6 +151,31 @@ def test_stage2_loss_falls_uses_the_stored_scale_factor_and_saves_what_generatio
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
     assert not np.array_equal(outputs[0][0], outputs[0][1])
     assert (tmp_path / "gen_a" / "grid.png").is_file()
+
+
+def test_minus_test_scores_the_mean_target_saved_with_the_weights(stage1, tmp_path):
+    """-test loads no training data: the mean training target comes from final/ (and best/), so the same
+    val_mean_target_* are reported as in training."""
+    config = ldm_config(tmp_path, stage1)
+    config["train"].update(max_train_steps=2, validation_steps=2, best_metric="val_psnr")
+    assert run_trainer(config, tmp_path) == 0
+    run = run_folder(config)
+    trained = read_scalars(run)["val_mean_target_psnr"][2]
+    saved = load_file(os.path.join(run, "final", "mean_target.safetensors"))["mean_target"]
+    best = load_file(os.path.join(run, "best", "mean_target.safetensors"))["mean_target"]
+    assert saved.shape == (1, 16, 16) and torch.equal(saved, best)
+    assert json.load(open(os.path.join(run, "final", "ldm.json")))["mean_target"] == "mean_target.safetensors"
+
+    tested = copy.deepcopy(config)
+    del tested["datasets"]["train"]
+    tested["path"]["pretrained"] = os.path.join(run, "final")
+    assert run_trainer(tested, tmp_path, "-test", name="test.yml") == 0
+    (summary,) = glob.glob(os.path.join(run, "test", "*", "test_metrics.json"))
+    scored = json.load(open(summary))["metrics"]
+    assert scored["val_mean_target_psnr"] == pytest.approx(trained, abs=1e-6)
+    assert read_scalars(os.path.dirname(summary))["val_mean_target_psnr"][0] == pytest.approx(
+        trained, abs=1e-6
+    )
 
 
 def test_vector_conditioning_with_a_latent_cache(stage1, tmp_path):

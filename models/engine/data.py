@@ -28,6 +28,8 @@ def build_dataloader(opt, phase: str, run_dir: str) -> DataLoader:
     workers = block.get("num_workers", 0)
     sampler = None
     if is_train and hasattr(dataset, "sample_weights") and dataset.sample_weights() is not None:
+        # Seeded here so that Accelerate, under several processes, does not draw its seed from torch's
+        # global generator; the loop reseeds it from (seed, epoch) at every epoch (utils/loader_rng.py).
         generator = torch.Generator().manual_seed(opt["seed"])
         weights = torch.as_tensor(dataset.sample_weights(), dtype=torch.double)
         sampler = torch.utils.data.WeightedRandomSampler(weights, len(weights), generator=generator)

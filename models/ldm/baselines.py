@@ -11,11 +11,19 @@ the failure users fear most. Each validation therefore scores, on the same targe
 
 Measured on the shipped experiments (README, "Stage 2"): an `epsilon`-prediction model can sit at the
 mean target's PSNR for long after its samples look plausible.
+
+The mean target is saved with the run's generation files (`mean_target.safetensors` in `final/` and
+`best/`), so a `-test` run, which loads no training data, scores the same baseline.
 """
 
+import os
+
 import torch
+from safetensors.torch import load_file, save_file
 
 from utils import log_metrics
+
+MEAN_TARGET_FILE = "mean_target.safetensors"
 
 
 def mean_training_target(loader, key: str, max_batches: int) -> torch.Tensor | None:
@@ -35,6 +43,36 @@ def mean_training_target(loader, key: str, max_batches: int) -> torch.Tensor | N
         total = x.sum(0) if total is None else total + x.sum(0)
         count += len(x)
     return (total / count).float() if count else None
+
+
+def save_mean_target(mean: torch.Tensor, folder: str) -> str:
+    """Write the mean training target into a weights folder (`final/`, `best/`); returns the file's name."""
+    save_file({"mean_target": mean.detach().cpu().contiguous()}, os.path.join(folder, MEAN_TARGET_FILE))
+    return MEAN_TARGET_FILE
+
+
+def load_mean_target(folder: str | None) -> torch.Tensor | None:
+    """The mean training target saved in `folder` by `save_mean_target`; None when there is none (weights
+    saved without it, or no folder)."""
+    path = os.path.join(folder, MEAN_TARGET_FILE) if folder else None
+    if path is None or not os.path.isfile(path):
+        return None
+    return load_file(path)["mean_target"]
+
+
+def baseline_mean_target(model) -> torch.Tensor | None:
+    """The mean target of `model` (an LDM_model whose loaders are set up): measured on its training loader,
+    or, in `-test` (no training data), the one saved with the weights of `path.pretrained`."""
+    if model.train_loader is not None:
+        return mean_training_target(model.train_loader, model.gt_key, model.val_opt["baseline_batches"])
+    pretrained = model.opt["path"].get("pretrained")
+    mean = load_mean_target(pretrained)
+    if mean is None and pretrained:
+        model.logger.info(
+            f"'{pretrained}' holds no {MEAN_TARGET_FILE} (saved in final/ and best/ only), so "
+            "val_mean_target_* are not reported."
+        )
+    return mean
 
 
 def like(mean: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

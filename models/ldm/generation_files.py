@@ -1,0 +1,50 @@
+"""What `scripts/generate.py` and `-test` need beside the trained UNet and projector, in a run's `final/`
+or `best/` folder: `scheduler/` (the noise schedule), `ldm.json` (VAE reference, scale factor, condition
+and sampling settings, the data's intensity range) and `mean_target.safetensors` (the mean-target
+baseline)."""
+
+import json
+import os
+
+from models.ldm.baselines import save_mean_target
+from models.ldm.intensity import measure_target_intensity
+from utils.patches import patch_settings
+
+
+def write_generation_files(model, final: str) -> None:
+    """`scheduler/`, `ldm.json` and `mean_target.safetensors` into `final` (a run's final/ or best/ folder)."""
+    if not hasattr(model, "_intensity"):
+        loader = model.val_loader if model.val_loader is not None else model.train_loader
+        model._intensity = measure_target_intensity(loader, model.gt_key, model.cond_opt["stats_batches"])
+    if not model.accelerator.is_main_process:
+        return
+    os.makedirs(final, exist_ok=True)
+    model.noise_scheduler.save_pretrained(os.path.join(final, "scheduler"))
+    description = {
+        "vae": model.vae_reference,
+        "scale_factor": model.scale_factor,
+        "recon_type": model.recon_type,
+        "latent_shape": list(model.latent_shape) if getattr(model, "latent_shape", None) else None,
+        "condition": {
+            "type": model.cond_opt["type"],
+            "key": model.cond_key,
+            "indices": model.cond_opt["indices"],
+            "concat": model.concat,
+            "inject": model.cond_opt["inject"],
+        },
+        "unet": "unet",
+        "projector": "projector" if model.projector is not None else None,
+        "sampler": model.val_opt["sampler"],
+        "num_inference_steps": model.val_opt["num_inference_steps"],
+        "guidance_scale": model.val_opt["guidance_scale"],
+        "intensity": model._intensity,
+        "mean_target": save_mean_target(model.mean_target, final) if model.mean_target is not None else None,
+        "patched": {
+            "window": list(model._latent_window),
+            "overlap": patch_settings(model.opt["train"], len(model._latent_window))[1],
+        }
+        if getattr(model, "_latent_window", None)
+        else None,
+    }
+    with open(os.path.join(final, "ldm.json"), "w") as f:
+        json.dump(description, f, indent=2)
