@@ -243,3 +243,49 @@ def test_a_feature_beyond_the_vector_says_how_many_numbers_it_has():
     projector = tiny_projector("vector", in_channels=1, features=["1/v5"])
     with pytest.raises(ConfigError, match="up to v5, but the condition vector has only 3 numbers"):
         projector(torch.ones(2, 3))
+
+
+def test_scale_shift_resnets_make_the_embedded_condition_scale_the_features():
+    from diffusers.models.resnet import ResnetBlock2D
+
+    from utils.errors import ConfigError
+
+    unet = tiny_unet(condition_injection="time_embedding", resnet_time_scale_shift="scale_shift")
+    blocks = [m for m in unet.modules() if isinstance(m, ResnetBlock2D)]
+    assert blocks and all(b.time_embedding_norm == "scale_shift" for b in blocks)
+    # the time embedding's projection gives a scale and a shift per channel
+    assert all(b.time_emb_proj.out_features == 2 * b.conv1.out_channels for b in blocks)
+    context = torch.randn(2, 3, 16)
+    out = unet(torch.randn(2, 2, 8, 8), torch.tensor([10, 10]), context)
+    assert out.shape == (2, 2, 8, 8)
+    with pytest.raises(ConfigError, match="needs the diffusers backend"):
+        tiny_unet(backend="monai", resnet_time_scale_shift="scale_shift")
+    with pytest.raises(ConfigError, match="use one of default, scale_shift"):
+        tiny_unet(resnet_time_scale_shift="film")
+
+
+def test_coordinate_channels_give_the_unet_each_pixels_position(tmp_path):
+    from models.archs.diffusion_unet_arch import DiffusionUNet_arch, coordinate_grid
+
+    grid = coordinate_grid(torch.zeros(2, 3, 4, 5))
+    assert grid.shape == (2, 2, 4, 5)
+    assert torch.equal(grid[0, 0, :, 0], torch.linspace(-1, 1, 4)) and torch.equal(
+        grid[1, 1, 0], torch.linspace(-1, 1, 5)
+    )
+    unet = tiny_unet(coordinate_channels=True)
+    assert unet.unet.conv_in.in_channels == 2 + 2  # the latent's channels and one per axis
+    sample, t, context = torch.randn(2, 2, 8, 8), torch.tensor([5, 500]), torch.randn(2, 3, 16)
+    out = unet(sample, t, context)
+    assert out.shape == sample.shape
+    unet.save_pretrained(tmp_path / "u")
+    again = DiffusionUNet_arch.from_pretrained(tmp_path / "u").eval()
+    assert torch.equal(again(sample, t, context), out)
+    # the MONAI backend (3D) gets them too
+    monai = tiny_unet(spatial_dims=3, coordinate_channels=True)
+    assert monai(torch.randn(1, 2, 8, 8, 8), torch.tensor([3]), torch.randn(1, 3, 16)).shape == (
+        1,
+        2,
+        8,
+        8,
+        8,
+    )

@@ -23,9 +23,16 @@ MONAI). `forward(sample, timesteps, context=None)` returns the prediction, a ten
 `condition_injection` says where the context tokens enter. `cross_attention`: the attention levels attend
 to them. `time_embedding`: the last token (the condition's global summary, see the condition projector's
 `global_token`) is projected and added to the timestep embedding (diffusers' `class_embed_type:
-projection`), which scales and shifts every ResNet block (FiLM). A global condition such as a PSF's
-coordinates reached through cross-attention alone was ignored in training: samples scored the same with
-the conditions shuffled across the batch. `both` does the two.
+projection`), which every ResNet block adds to its features as a per-channel shift, or, with
+`resnet_time_scale_shift: scale_shift`, uses to scale and shift them (FiLM). A global condition such as a
+PSF's coordinates reached through cross-attention alone was ignored in training: samples scored the same
+with the conditions shuffled across the batch. `both` does the two.
+
+`coordinate_channels: true` stacks the position of every latent pixel (one channel per axis, -1 to 1)
+on the input, as CoordConv does. Convolutions are blind to where they are, and the input at high noise
+carries no structure, so a UNet told only a global vector (a PSF's field point and defocus) must build
+where things go from its padding; with the coordinates it reads it. The channels are added inside, so
+the UNet still takes and returns latents of `in_channels`.
 """
 
 import torch
@@ -38,6 +45,8 @@ from utils.errors import ConfigError
 
 BACKENDS = ("auto", "diffusers", "monai")
 INJECTIONS = ("cross_attention", "time_embedding", "both")
+# How a ResNet block uses the time embedding: add it (default), or scale and shift by it (FiLM).
+TIME_SCALE_SHIFTS = ("default", "scale_shift")
 
 
 class DiffusionUNet_config(PretrainedConfig):
@@ -63,6 +72,8 @@ class DiffusionUNet_config(PretrainedConfig):
         sample_size: int | None = None,
         backend: str = "auto",
         condition_injection: str = "cross_attention",
+        resnet_time_scale_shift: str = "default",
+        coordinate_channels: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -80,12 +91,13 @@ class DiffusionUNet_arch(PreTrainedModel):
     def __init__(self, config: DiffusionUNet_config):
         super().__init__(config)
         _check_config(config)
+        inputs = config.in_channels + (config.spatial_dims if config.coordinate_channels else 0)
         if self.uses_diffusers:
-            self.unet = UNet2DConditionModel(**_diffusers_kwargs(config))
+            self.unet = UNet2DConditionModel(**{**_diffusers_kwargs(config), "in_channels": inputs})
         else:
             self.unet = DiffusionModelUNet(
                 spatial_dims=config.spatial_dims,
-                in_channels=config.in_channels,
+                in_channels=inputs,
                 out_channels=config.out_channels,
                 num_res_blocks=config.num_res_blocks,
                 channels=config.channels,
@@ -122,6 +134,8 @@ class DiffusionUNet_arch(PreTrainedModel):
     ) -> torch.Tensor:
         if self.config.with_conditioning and context is None:
             raise ValueError("This DiffusionUNet has with_conditioning: true and needs a context.")
+        if self.config.coordinate_channels:
+            sample = torch.cat([sample, coordinate_grid(sample)], dim=1)
         if self.uses_diffusers:
             summary = context[:, -1] if self.embeds_condition else None
             return self.unet(
@@ -132,6 +146,13 @@ class DiffusionUNet_arch(PreTrainedModel):
                 return_dict=False,
             )[0]
         return self.unet(sample, timesteps=timesteps, context=context if self.cross_attends else None)
+
+
+def coordinate_grid(sample: torch.Tensor) -> torch.Tensor:
+    """(B, spatial_dims, *spatial): each pixel's position along each axis, from -1 to 1."""
+    axes = [torch.linspace(-1.0, 1.0, n, device=sample.device, dtype=sample.dtype) for n in sample.shape[2:]]
+    grid = torch.stack(torch.meshgrid(*axes, indexing="ij"))
+    return grid.expand(len(sample), *grid.shape)
 
 
 def _diffusers_kwargs(config: DiffusionUNet_config) -> dict:
@@ -174,6 +195,7 @@ def _diffusers_kwargs(config: DiffusionUNet_config) -> dict:
         # the condition's summary token, projected (linear, SiLU, linear) and added to the time embedding
         class_embed_type="projection" if embedded else None,
         projection_class_embeddings_input_dim=config.cross_attention_dim if embedded else None,
+        resnet_time_scale_shift=config.resnet_time_scale_shift,
     )
 
 
@@ -191,6 +213,16 @@ def _check_config(config: DiffusionUNet_config) -> None:
         raise ConfigError(
             f"'condition.inject: {config.condition_injection}' needs the diffusers backend (2D): MONAI's "
             "DiffusionModelUNet embeds integer classes only; use cross_attention with the MONAI backend."
+        )
+    if config.resnet_time_scale_shift not in TIME_SCALE_SHIFTS:
+        raise ConfigError(
+            f"'network.resnet_time_scale_shift' is {config.resnet_time_scale_shift!r}; use one of "
+            f"{', '.join(TIME_SCALE_SHIFTS)}."
+        )
+    if uses_monai and config.resnet_time_scale_shift != "default":
+        raise ConfigError(
+            "'network.resnet_time_scale_shift: scale_shift' needs the diffusers backend (2D); MONAI's "
+            "DiffusionModelUNet only adds the time embedding."
         )
     if config.backend == "diffusers" and config.spatial_dims == 3:
         raise ConfigError("'network.backend: diffusers' is 2D only; use 'monai' (or 'auto') for 3D.")

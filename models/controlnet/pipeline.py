@@ -15,6 +15,7 @@ import os
 import torch
 
 from models.archs.controlnet_arch import ControlNet_arch
+from models.archs.diffusion_unet_arch import coordinate_grid
 from models.ldm.pipeline import LDMPipeline
 from models.ldm.sampling import make_sampler, sample_latents
 from utils.errors import ConfigError
@@ -36,6 +37,8 @@ class ControlledUNet:
         unet = getattr(self.unet, "arch", self.unet).unet  # the diffusers UNet2DConditionModel
         if not self.unet.config.with_conditioning:
             context = None
+        if getattr(self.unet.config, "coordinate_channels", False):  # as DiffusionUNet.forward adds them
+            latents = torch.cat([latents, coordinate_grid(latents)], dim=1)
         down, mid = self.controlnet(latents, timesteps, context, control, self.conditioning_scale)
         return unet(
             latents,
