@@ -76,19 +76,24 @@ def test_sampler_generators_are_found_through_accelerate_wrappers():
     assert [b.tolist() for b in first] != [b.tolist() for b in second]  # another epoch, other indices
 
 
+def assert_resumes_to(reference, config, tmp_path, *checkpoints) -> None:
+    """Resuming `config`'s run from each checkpoint ends at the uninterrupted weights (1e-6)."""
+    for checkpoint in checkpoints:
+        resumed = copy.deepcopy(config)
+        resumed["experiment_key"] = f"from-{checkpoint}"
+        resumed["path"].update(resume_from_path=run_folder(config), resume_from_checkpoint=checkpoint)
+        assert run_trainer(resumed, tmp_path, name=f"{checkpoint}.yml") == 0
+        for key, value in weights(resumed).items():
+            torch.testing.assert_close(value, reference[key], rtol=0, atol=1e-6)
+
+
 def test_resume_mid_epoch_with_noise_from_every_generator(tiny_config, tmp_path, monkeypatch):
     monkeypatch.setattr(Denoise_model, "optimize_parameters", noisy_optimize_parameters)
     # 64 samples / 8 = 8 batches an epoch: checkpoint-3 is mid-epoch, and the run crosses an epoch.
     tiny_config["train"].update(max_train_steps=11, checkpointing_steps=3, checkpoints_total_limit=None)
     assert run_trainer(tiny_config, tmp_path) == 0
     reference = weights(tiny_config)
-    for checkpoint in ("checkpoint-3", "checkpoint-9"):
-        resumed = copy.deepcopy(tiny_config)
-        resumed["experiment_key"] = f"from-{checkpoint}"
-        resumed["path"].update(resume_from_path=run_folder(tiny_config), resume_from_checkpoint=checkpoint)
-        assert run_trainer(resumed, tmp_path, name=f"{checkpoint}.yml") == 0
-        for key, value in weights(resumed).items():
-            torch.testing.assert_close(value, reference[key], rtol=0, atol=1e-6)
+    assert_resumes_to(reference, tiny_config, tmp_path, "checkpoint-3", "checkpoint-9")
     # the noise matters: a run with other noise ends elsewhere
     other = copy.deepcopy(tiny_config)
     other.update(experiment_key="other", seed=8)
@@ -123,11 +128,4 @@ def test_resume_with_sample_weights_replays_the_sampler(tiny_config, tmp_path, m
     tiny_config["train"].update(max_train_steps=8, checkpointing_steps=2, checkpoints_total_limit=None)
     tiny_config["train"]["validation_steps"] = 8
     assert run_trainer(tiny_config, tmp_path) == 0
-    reference = weights(tiny_config)
-    for checkpoint in ("checkpoint-2", "checkpoint-4"):
-        resumed = copy.deepcopy(tiny_config)
-        resumed["experiment_key"] = f"from-{checkpoint}"
-        resumed["path"].update(resume_from_path=run_folder(tiny_config), resume_from_checkpoint=checkpoint)
-        assert run_trainer(resumed, tmp_path, name=f"{checkpoint}.yml") == 0
-        for key, value in weights(resumed).items():
-            torch.testing.assert_close(value, reference[key], rtol=0, atol=1e-6)
+    assert_resumes_to(weights(tiny_config), tiny_config, tmp_path, "checkpoint-2", "checkpoint-4")
