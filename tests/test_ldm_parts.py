@@ -289,3 +289,13 @@ def test_coordinate_channels_give_the_unet_each_pixels_position(tmp_path):
         8,
         8,
     )
+
+
+def test_monai_unet_without_heads_at_its_last_level_is_one_sentence():
+    from utils.errors import ConfigError
+
+    # MONAI's middle block always attends: no heads there was a ZeroDivisionError inside MONAI
+    with pytest.raises(ConfigError, match="always attends in its middle block"):
+        tiny_unet(
+            spatial_dims=3, attention_levels=[False, False], num_head_channels=[0, 0], with_conditioning=False
+        )

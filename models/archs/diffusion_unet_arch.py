@@ -246,6 +246,13 @@ def _check_config(config: DiffusionUNet_config) -> None:
                 f"'network.num_head_channels' is {head_channels} at a level of width {width} with attention; "
                 "give a positive divisor of the width."
             )
+    head, width = (config.num_head_channels[-1], config.channels[-1]) if levels else (1, 1)
+    if uses_monai and levels and (head <= 0 or width % head):
+        raise ConfigError(
+            f"'network.num_head_channels' ends with {head}, but MONAI's DiffusionModelUNet always attends "
+            f"in its middle block, at the last level's width ({width}): give the last level a positive "
+            "divisor of it."
+        )
     if config.with_conditioning and not config.cross_attention_dim:
         raise ConfigError("'network.with_conditioning' is true but 'network.cross_attention_dim' is empty.")
     if (
