@@ -6,6 +6,7 @@ import json
 import os
 import re
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -820,3 +821,103 @@ def test_pretrained_weights_of_another_size_name_the_parameter_and_both_shapes(
     assert_one_sentence(err, status, "size mismatch for ")
     assert "another 'network' block" in err
     assert not os.path.exists(run_folder(config))  # a failed start leaves nothing behind
+
+
+# ----------------------------------------------------------------------------- stage 2 (LDM_model)
+
+
+def ldm(**changes):
+    from tests.test_ldm_model import TINY_LDM
+
+    config = _changed(TINY_LDM, changes)
+    config["train"].update(max_train_steps=2, validation_steps=2)
+    config["datasets"]["train"]["size"] = 16
+    return config
+
+
+VECTOR = {"type": "vector", "key": "x"}
+
+LDM_CASES = [
+    (
+        "guidance negative",
+        ldm(val__guidance_scale=-3.0),
+        "'val.guidance_scale' is -3.0; it must be at least 0.0",
+    ),
+    (
+        "beta_start above beta_end",
+        ldm(diffusion__beta_schedule="linear", diffusion__beta_start=0.5, diffusion__beta_end=0.1),
+        "'diffusion.beta_start' / 'beta_end' are 0.5 / 0.1; they must satisfy 0 < beta_start < beta_end < 1",
+    ),
+    (
+        "beta_end above 1",
+        ldm(diffusion__beta_schedule="linear", diffusion__beta_end=2.0),
+        "are 0.0001 / 2; they must satisfy",
+    ),
+    (
+        "betas with the cosine schedule",
+        ldm(diffusion__beta_end=0.02),
+        "'diffusion.beta_schedule: cosine' has no beta range",
+    ),
+    ("scale factor 0", ldm(vae__scale_factor=0), "'vae.scale_factor' is 0; a number must be above 0"),
+    ("scale factor negative", ldm(vae__scale_factor=-1.0), "'vae.scale_factor' is -1.0; a number must be"),
+    (
+        "features as one string",
+        ldm(condition={**VECTOR, "features": "v0"}),
+        "'condition.features' is 'v0'; give a list, e.g. features: ['v0']",
+    ),
+    (
+        "log_features as a number",
+        ldm(condition={**VECTOR, "log_features": 0}),
+        "'condition.log_features' is 0; give a list",
+    ),
+    (
+        "reciprocal_features of text",
+        ldm(condition={**VECTOR, "reciprocal_features": ["a"]}),
+        "'condition.reciprocal_features' has 'a'; give entry numbers 0, 1, ...",
+    ),
+    ("indices of text", ldm(condition={**VECTOR, "indices": ["a"]}), "'condition.indices' has 'a'"),
+    (
+        "indices past the vector",
+        ldm(condition={**VECTOR, "indices": [7]}),
+        "'condition.indices' has [7], outside the 1 numbers of the condition 'x'",
+    ),
+    (
+        "feature dividing by zero",
+        ldm(condition={**VECTOR, "features": ["1/(v0 - v0)"]}),
+        "'condition.features' has '1/(v0 - v0)', which is nan for the condition",
+    ),
+    (
+        "feature log of a negative number",
+        ldm(condition={**VECTOR, "features": ["log(v0 - 100)"]}),
+        "'log(v0 - 100)', which is nan for the condition",
+    ),
+    (
+        "class label past num_classes",
+        ldm(condition={"type": "class", "key": "x", "num_classes": 2}),
+        "is not one of 0 to 1; set 'condition.num_classes' to more than the largest label",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_stage1(tmp_path_factory):
+    """A 4-step VAE run whose final/net_g the stage-2 cases load."""
+    tmp = tmp_path_factory.mktemp("stage1")
+    config = vae()
+    config["path"]["root"] = str(tmp / "experiments")
+    config["train"].update(max_train_steps=4, validation_steps=4, checkpointing_steps=1000)
+    assert run_trainer(config, tmp) == 0
+    from tests.conftest import run_folder
+
+    return os.path.join(run_folder(config), "final", "net_g")
+
+
+@pytest.mark.parametrize("config, expected", [c[1:] for c in LDM_CASES], ids=[c[0] for c in LDM_CASES])
+def test_bad_stage2_input_gets_one_clear_sentence(config, expected, tiny_stage1, tmp_path, capsys):
+    config = copy.deepcopy(config)
+    config["vae"]["pretrained"] = tiny_stage1
+    config["path"]["root"] = str(tmp_path / "experiments")
+    stage1_files = _fingerprints(Path(tiny_stage1))
+    status = run_trainer(config, tmp_path)
+    assert_one_sentence(capsys.readouterr().err, status, expected)
+    assert _fingerprints(Path(tiny_stage1)) == stage1_files

@@ -53,6 +53,15 @@ def compile_features(expressions: list[str]):
         values = compiled(*vector.double().unbind(1)[:size])
         # A formula without any entry (a constant) comes back as a number: give it the batch's shape.
         columns = [torch.as_tensor(value, dtype=torch.float64).expand(len(vector)) for value in values]
+        for expression, column in zip(expressions, columns):
+            # 1/v3 at v3 = 0 or log of a negative entry would reach the loss as NaN, blamed on the learning rate.
+            bad = ~torch.isfinite(column)
+            if bad.any():
+                row = vector[bad.nonzero()[0, 0]].tolist()
+                raise ConfigError(
+                    f"'condition.features' has {str(expression)!r}, which is {column[bad][0].item()} for the "
+                    f"condition {[round(v, 6) for v in row]}; write a formula that is finite on every condition."
+                )
         return torch.stack(columns, 1).to(vector.dtype)
 
     return features

@@ -44,7 +44,9 @@ LDM_KEYS = {
 }
 CONTROL_KEYS = {
     "key": Key("mask", "str", "Batch key of the control image."),
-    "conditioning_scale": Key(1.0, "float", "Weight of the ControlNet's residuals when sampling."),
+    "conditioning_scale": Key(
+        1.0, "float", "Weight of the ControlNet's residuals when sampling.", minimum=0.0
+    ),
 }
 VAL_KEYS = {
     "sampler": Key(
@@ -55,6 +57,7 @@ VAL_KEYS = {
         None,
         "float",
         "Classifier-free guidance (default: the LDM's; 1: the conditional prediction).",
+        minimum=0.0,
         nullable=True,
     ),
     "num_samples": Key(8, "int", "Controls sampled per validation.", minimum=0),

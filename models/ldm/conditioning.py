@@ -68,10 +68,24 @@ CONDITION_KEYS = {
     "stats_batches": Key(8, "int", "Batches used to fit the vector normalisation.", minimum=1),
 }
 
+# The condition keys that hold lists (of formulas or of entry indices).
+LIST_KEYS = ("features", "indices", "log_features", "reciprocal_features")
+
 
 def condition_key(cond_opt, lq_key: str) -> str:
     """The batch key of the condition: `condition.key`, else `coords`, `label` or `val.lq_key` by type
-    (and the one check that `features` and `indices` are not both given)."""
+    (and the checks of the list keys: each a list, `features` and `indices` not both given)."""
+    for name in LIST_KEYS:
+        value = cond_opt[name]
+        if value is not None and not isinstance(value, (list, tuple)):
+            # A bare string would be read letter by letter ('v0' as the formulas 'v' and '0').
+            raise ConfigError(f"'condition.{name}' is {value!r}; give a list, e.g. {name}: [{value!r}].")
+        if name != "features" and value is not None:
+            wrong = [i for i in value if isinstance(i, bool) or not isinstance(i, int) or i < 0]
+            if wrong:
+                raise ConfigError(
+                    f"'condition.{name}' has {wrong[0]!r}; give entry numbers 0, 1, ... of the condition vector."
+                )
     if cond_opt["features"] is not None and cond_opt["indices"] is not None:
         raise ConfigError(
             "'condition.features' and 'condition.indices' both pick the condition's numbers; give one "
@@ -166,8 +180,15 @@ def condition_vector(model, batch) -> torch.Tensor:
         )
     vector = torch.as_tensor(batch[model.cond_key]).float()
     vector = vector.reshape(len(vector), -1)
-    if model.cond_opt["indices"] is not None:
-        vector = vector[:, list(model.cond_opt["indices"])]
+    indices = model.cond_opt["indices"]
+    if indices is not None:
+        outside = [i for i in indices if i >= vector.shape[1]]
+        if outside:
+            raise ConfigError(
+                f"'condition.indices' has {outside}, outside the {vector.shape[1]} numbers of the condition "
+                f"'{model.cond_key}'; give entries 0 to {vector.shape[1] - 1}."
+            )
+        vector = vector[:, list(indices)]
     return vector
 
 
@@ -207,7 +228,15 @@ def condition_inputs(model, data, device) -> dict:
     elif kind == "vector":
         sample["cond"] = condition_vector(model, data).to(device)
     elif kind == "class":
-        sample["cond"] = torch.as_tensor(data[model.cond_key]).to(device)
+        labels = torch.as_tensor(data[model.cond_key])
+        count = model.cond_opt["num_classes"]
+        outside = labels[(labels < 0) | (labels >= count) | (labels != labels.long())]
+        if len(outside):  # an embedding lookup past its table is an IndexError deep inside torch
+            raise ConfigError(
+                f"The batch's class label {outside[0].item():g} ('{model.cond_key}') is not one of 0 to "
+                f"{count - 1}; set 'condition.num_classes' to more than the largest label."
+            )
+        sample["cond"] = labels.to(device)
     return sample
 
 

@@ -66,7 +66,12 @@ TRAIN_KEYS = {
 VAL_KEYS = {
     "sampler": Key("ddim", "str", "Sampler of the validation samples.", SAMPLERS),
     "num_inference_steps": Key(50, "int", "Sampling steps.", minimum=1),
-    "guidance_scale": Key(1.0, "float", "Classifier-free guidance (1: the conditional prediction)."),
+    "guidance_scale": Key(
+        1.0,
+        "float",
+        "Classifier-free guidance (1: the conditional prediction).",
+        minimum=0.0,
+    ),
     "num_samples": Key(8, "int", "Conditions sampled per validation.", minimum=0),
     "num_images": Key(8, "int", "Rows in the logged grid.", minimum=1),
     "baselines": Key(

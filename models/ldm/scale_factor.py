@@ -13,6 +13,11 @@ def set_scale_factor(model, loader) -> None:
     `model.vae.config.scaling_factor` and `model.scale_factor`."""
     setting = model.vae_opt["scale_factor"]
     if isinstance(setting, (int, float)) and not isinstance(setting, bool):
+        if not setting > 0:  # latents multiplied by 0 or a negative number carry nothing / come out flipped
+            raise ConfigError(
+                f"'vae.scale_factor' is {setting!r}; a number must be above 0 (about 1 / the latents' std), "
+                "or use auto, stored or compute."
+            )
         model.vae.config.scaling_factor = float(setting)
     elif setting == "compute" or (
         setting == "auto" and (model.vae_opt["monai_checkpoint"] or is_placeholder_scale(model.vae))

@@ -49,11 +49,29 @@ def make_noise_scheduler(
             f"'diffusion.prediction_type' is {prediction_type!r}; use one of {', '.join(PREDICTION_TYPES)}."
         )
     name, start, end = BETA_SCHEDULES[beta_schedule]
+    start, end = (
+        float(start if beta_start is None else beta_start),
+        float(end if beta_end is None else beta_end),
+    )
+    if name == "squaredcos_cap_v2" and (beta_start, beta_end) != (None, None):
+        # diffusers' cosine schedule ignores them: a run would silently train on another schedule.
+        raise ConfigError(
+            "'diffusion.beta_start' / 'beta_end' are set but 'diffusion.beta_schedule: cosine' has no beta "
+            "range; remove them, or choose linear, scaled_linear or quadratic."
+        )
+    if name != "squaredcos_cap_v2" and not 0.0 < start < end < 1.0:
+        # A beta of 1 or more leaves no signal (the loss turns NaN), a falling schedule adds less noise at
+        # the end than at the start, and the sampler's last step then starts from a half-clean latent.
+        raise ConfigError(
+            f"'diffusion.beta_start' / 'beta_end' are {start:g} / {end:g}; they must satisfy "
+            f"0 < beta_start < beta_end < 1 (the {beta_schedule} defaults: {BETA_SCHEDULES[beta_schedule][1]:g}, "
+            f"{BETA_SCHEDULES[beta_schedule][2]:g})."
+        )
     return DDPMScheduler(
         num_train_timesteps=int(num_train_timesteps),
         beta_schedule=name,
-        beta_start=float(start if beta_start is None else beta_start),
-        beta_end=float(end if beta_end is None else beta_end),
+        beta_start=start,
+        beta_end=end,
         prediction_type=PREDICTION_TYPES[prediction_type],
         # Scaled latents have unit std, not a [-1, 1] range: clipping x0 to it would distort samples.
         clip_sample=False,
