@@ -37,8 +37,10 @@ quiet_libraries()  # before diffusers and transformers load: bitsandbytes warns 
 from dataset.common.image_items import NETWORK_INPUT_KEYS  # noqa: E402
 from models.archs.vector_features import entries_used  # noqa: E402
 from models.ldm.intensity import to_intensity  # noqa: E402
+from utils.cli_args import OneLineParser, count, default_device, device, finite  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 from utils.images import make_grid, save_png  # noqa: E402
+from utils.io_errors import as_user_error  # noqa: E402
 
 
 def read_conditions(run: Path, folder: Path):
@@ -60,18 +62,38 @@ def read_conditions(run: Path, folder: Path):
 
 
 def read_vectors(path: Path | None, inline: list[str]) -> list[list[float]]:
-    vectors = [[float(v) for v in text.split(",")] for text in inline]
+    vectors = [_numbers(text.split(","), f"--vector {text!r}") for text in inline]
     if path is not None:
-        text = path.read_text()
-        if path.suffix == ".json":
-            vectors += [[float(v) for v in row] for row in json.loads(text)]
-        else:  # CSV / whitespace rows
-            vectors += [
-                [float(v) for v in line.replace(",", " ").split()]
-                for line in text.splitlines()
-                if line.strip()
-            ]
+        where = f"--vectors '{path}'"
+        if not path.is_file():
+            raise UserError(f"{where} is not a file; give a JSON list of vectors or a CSV file of rows.")
+        try:
+            text = path.read_text()
+            rows = json.loads(text) if path.suffix == ".json" else None
+        except Exception as error:  # missing, a folder, not UTF-8, not JSON: one sentence naming the file
+            raise as_user_error(error, str(path)) or error from None
+        if rows is None:  # CSV / whitespace rows
+            rows = [line.replace(",", " ").split() for line in text.splitlines() if line.strip()]
+        if not isinstance(rows, list) or not all(isinstance(row, list) for row in rows):
+            raise UserError(f"{where} must hold a list of vectors, e.g. [[0.1, 0.2, 900], [0.3, 0.1, 1000]].")
+        vectors += [_numbers(row, f"{where} (row {i + 1})") for i, row in enumerate(rows)]
+    if not vectors:
+        raise UserError("The vectors given are empty; give --vector x,y,... or a --vectors file with rows.")
     return vectors
+
+
+def _numbers(values, where: str) -> list[float]:
+    """The finite numbers of one vector; NaN would be sampled into a NaN image without complaint."""
+    numbers = []
+    for value in values:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise UserError(f"{where} has {str(value)!r}, which is not a number.") from None
+        if not np.isfinite(number):
+            raise UserError(f"{where} has {str(value)!r}; every number must be finite.")
+        numbers.append(number)
+    return numbers
 
 
 def parse_labels(values: list[str]) -> list[int]:
@@ -103,6 +125,7 @@ def network_inputs(pipe, run: Path, conditions, vectors, labels, num_samples):
         if conditions is None:
             raise UserError("This LDM is conditioned on images: give --conditions, a folder of TIFs.")
         names, inputs, stats = read_conditions(run, conditions)
+        check_condition_size(pipe, names[0], inputs[:1])
         return names, inputs, stats
     if kind == "vector":
         if not vectors:
@@ -143,6 +166,24 @@ def network_inputs(pipe, run: Path, conditions, vectors, labels, num_samples):
     return [f"sample_{i:04d}" for i in range(count)], None, None
 
 
+def check_condition_size(pipe, name: str, image: torch.Tensor) -> None:
+    """Refuse conditions the VAE cannot give back at their own size: a 13x21 image comes back 14x22 from
+    a VAE that halves once, and the sample would no longer line up with its condition."""
+    from models.ldm.frozen_vae import encode_latents
+
+    with torch.no_grad():
+        latent = encode_latents(pipe.vae, image.float().to(next(pipe.vae.parameters()).device))
+        returned = list(pipe.vae.decode(pipe.vae.unscale_latents(latent)).shape[2:])
+    size = list(image.shape[2:])
+    if size != returned:
+        factor = max(round(s / n) for s, n in zip(size, latent.shape[2:]))
+        raise UserError(
+            f"The condition '{name}' is {'x'.join(map(str, size))}, but this run's VAE gives back "
+            f"{'x'.join(map(str, returned))}; give conditions whose sides are multiples of {factor} (e.g. "
+            f"crop to {'x'.join(str(s - s % factor) for s in size)})."
+        )
+
+
 def generate(
     run: Path,
     out: Path,
@@ -164,6 +205,8 @@ def generate(
     kind = pipe.condition_type
     names, inputs, stats = network_inputs(pipe, run, conditions, vectors, labels, num_samples)
     intensity = pipe.description.get("intensity") or {"shift": 0.0, "scale": 1.0}
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out '{out}' is a file; give a folder for the generated TIFs.")
     out.mkdir(parents=True, exist_ok=True)
     written, tiles = [], []
     for start in range(0, len(names), batch_size):
@@ -199,9 +242,7 @@ def generate(
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", required=True, type=Path, help="a trained LDM run's final/ folder")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("--conditions", type=Path, help="folder of condition TIFs (image-conditioned runs)")
@@ -215,13 +256,17 @@ def main(argv=None) -> int:
         "--control", type=Path, help="folder of control TIFs (--run: a ControlNet run's final/)"
     )
     parser.add_argument(
-        "--conditioning-scale", type=float, help="ControlNet residual weight; default: the run's"
+        "--conditioning-scale", type=finite(0.0), help="ControlNet residual weight; default: the run's"
     )
     parser.add_argument(
         "--labels", nargs="+", default=[], help="class indices of a class-conditioned run: 0 1 2 or 0,1,2"
     )
     parser.add_argument(
-        "--num-samples", "--count", dest="num_samples", type=int, help="samples of an unconditional run (4)"
+        "--num-samples",
+        "--count",
+        dest="num_samples",
+        type=count(1),
+        help="samples of an unconditional run (4)",
     )
     parser.add_argument(
         "--normalized", action="store_true", help="write the network's normalised range, not the data's"
@@ -229,11 +274,13 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--sampler", choices=("ddpm", "ddim", "dpm_solver"), help="default: the run's val.sampler"
     )
-    parser.add_argument("--steps", type=int, help="inference steps; default: the run's")
-    parser.add_argument("--guidance", type=float, help="classifier-free guidance scale; default: the run's")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--steps", type=count(1), help="inference steps; default: the run's")
+    parser.add_argument(
+        "--guidance", type=finite(0.0), help="classifier-free guidance scale; default: the run's"
+    )
+    parser.add_argument("--seed", type=count(0), default=0)
+    parser.add_argument("--batch-size", type=count(1), default=8)
+    parser.add_argument("--device", type=device, default=default_device())
     args = parser.parse_args(argv)
     if args.control is not None:  # a ControlNet run: its sampling lives in models/controlnet/
         from models.controlnet.generation import main_with_control

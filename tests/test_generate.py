@@ -41,7 +41,10 @@ def tif_data(tmp_path_factory):
 
 
 def run(*args) -> int:
-    return generate.main([str(a) for a in args])
+    try:
+        return generate.main([str(a) for a in args])
+    except SystemExit as exit:  # an argument error, as argparse ends it
+        return exit.code
 
 
 def test_image_conditioned_outputs_are_in_the_data_range(stage1, tif_data, tmp_path):  # noqa: F811
@@ -120,3 +123,36 @@ def test_labels_and_one_sentence_errors(stage1, tmp_path, capsys):  # noqa: F811
         assert expected in err and err.count("\n") == 1 and "Traceback" not in err, err
     assert run("--run", tmp_path, "--out", tmp_path / "e") == 2
     assert "ldm.json" in capsys.readouterr().err
+
+
+def test_bad_arguments_vectors_and_conditions_are_one_sentence(stage1, tmp_path, capsys):  # noqa: F811
+    vector_run = tiny_run(tmp_path, stage1, "vec", {"type": "vector", "key": "x"})
+    image_run = tiny_run(tmp_path, stage1, "img", {"type": "image"})
+    (tmp_path / "bad.json").write_text("[1, 2")
+    (tmp_path / "words.json").write_text('[["a"]]')
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    tifffile.imwrite(odd / "c.tif", np.random.rand(13, 21).astype(np.float32))
+    (tmp_path / "out_file").write_text("not a folder")
+    hashes = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    vec, img = ["--run", vector_run], ["--run", image_run]
+    for args, expected in (
+        ([*vec, "--vector", "a,b"], "--vector 'a,b' has 'a', which is not a number"),
+        ([*vec, "--vector", "nan"], "--vector 'nan' has 'nan'; every number must be finite"),
+        ([*vec, "--vectors", tmp_path / "bad.json"], "bad.json' is not valid JSON (line 1, column 6"),
+        ([*vec, "--vectors", tmp_path / "words.json"], "words.json' (row 1) has 'a', which is not a number"),
+        ([*vec, "--vectors", tmp_path / "none.json"], "none.json' is not a file"),
+        ([*vec, "--vector", "1", "--steps", "0"], "argument --steps: '0' must be at least 1"),
+        ([*vec, "--vector", "1", "--guidance", "nan"], "argument --guidance: 'nan' must be a finite number"),
+        ([*vec, "--vector", "1", "--batch-size", "0"], "argument --batch-size: '0' must be at least 1"),
+        ([*vec, "--vector", "1", "--device", "cpuu"], "argument --device: 'cpuu' is not a device"),
+        ([*vec, "--vector", "1", "--seed", "-1"], "argument --seed: '-1' must be at least 0"),
+        ([*img, "--conditions", odd], "The condition 'c' is 13x21, but this run's VAE gives back 12x20"),
+    ):
+        assert run(*args, "--out", tmp_path / "e") == 2
+        err = capsys.readouterr().err
+        assert expected in err and err.count("\n") == 1 and "Traceback" not in err, err
+    assert run(*vec, "--vector", "1", "--out", tmp_path / "out_file") == 2
+    assert "--out '" + str(tmp_path / "out_file") + "' is a file" in capsys.readouterr().err
+    assert not (tmp_path / "e").exists()
+    assert all(p.read_bytes() == content for p, content in hashes.items())

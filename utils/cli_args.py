@@ -1,0 +1,85 @@
+"""Command-line arguments of the scripts, checked where they are parsed: one line, exit 2.
+
+argparse's own `type=int` lets `--steps 0`, `--batch-size 0` or `--guidance nan` through, and they fail
+later as `range() arg 3 must not be zero` or as silent garbage; `--device cuda` on a CPU-only machine
+fails inside torch with an AssertionError. The types here refuse such values with the reason, and
+`OneLineParser` prints any argument error as the single `error: ...` line the trainer prints (argparse
+prints the usage block first).
+
+    parser = OneLineParser(description=__doc__)
+    parser.add_argument("--steps", type=count(1))
+    parser.add_argument("--guidance", type=finite(0.0))
+    parser.add_argument("--device", type=device, default=default_device())
+"""
+
+import argparse
+import math
+import sys
+
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message):
+        print(f"error: {message} (see {self.prog} --help).", file=sys.stderr)
+        sys.exit(2)
+
+
+def count(minimum: int = 0):
+    """A whole number of at least `minimum`."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r} must be at least {minimum}")
+        return value
+
+    parse.__name__ = "whole number"
+    return parse
+
+
+def finite(minimum: float | None = None):
+    """A finite number, at least `minimum` when given."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} must be a finite number")
+        if minimum is not None and value < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r} must be at least {minimum:g}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def device(text: str) -> str:
+    """A torch device this machine has: `cpu`, `cuda`, `cuda:1`, `mps`."""
+    import torch
+
+    try:
+        parsed = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device; use cpu, cuda or cuda:N") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text!r}: this machine has no CUDA GPU; use cpu")
+    if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: this machine has {torch.cuda.device_count()} CUDA GPUs (cuda:0 to "
+            f"cuda:{torch.cuda.device_count() - 1})"
+        )
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise argparse.ArgumentTypeError(f"{text!r}: this machine has no MPS device; use cpu")
+    if parsed.type not in ("cpu", "cuda", "mps"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device the scripts run on; use cpu or cuda")
+    return text
