@@ -19,20 +19,19 @@ import json
 import sys
 from pathlib import Path
 
-import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from utils.cli_args import OneLineParser, count, default_device, device  # noqa: E402
 from utils.errors import UserError  # noqa: E402
+from utils.io_errors import as_user_error  # noqa: E402
 from utils.latent_maps.embedding import METHODS  # noqa: E402
 from utils.latent_maps.features import FEATURE_MODES  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     weights = parser.add_mutually_exclusive_group(required=True)
     weights.add_argument("--run", type=Path, help="a VAE run's final/ (or checkpoint-N/) folder")
     weights.add_argument(
@@ -42,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--normalize", help="with --pth: the normalisation its images need (e.g. zscore_foreground)"
     )
-    parser.add_argument("--patch-size", type=int, help="with --pth: the image size it was trained on")
+    parser.add_argument("--patch-size", type=count(1), help="with --pth: the image size it was trained on")
     parser.add_argument("--group", action="append", default=[], metavar="NAME=FOLDER", help="a group of TIFs")
     parser.add_argument("--manifest", help="a CSV with one row per image")
     parser.add_argument("--path-column", default="path", help="the manifest's image column (default: path)")
@@ -52,12 +51,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--method", nargs="+", default=["umap"], choices=METHODS, help="one or more maps")
     parser.add_argument("--features", default="flatten", choices=FEATURE_MODES)
     parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--neighbors", type=int, default=5, help="k of the kNN accuracy and trustworthiness")
-    parser.add_argument("--thumbnails", type=int, default=8, help="thumbnail panel size on the PNG (0: none)")
-    parser.add_argument("--dpi", type=int, default=300)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--seed", type=count(0), default=0)
+    parser.add_argument(
+        "--neighbors", type=count(1), default=5, help="k of the kNN accuracy and trustworthiness"
+    )
+    parser.add_argument(
+        "--thumbnails", type=count(0), default=8, help="thumbnail panel size on the PNG (0: none)"
+    )
+    parser.add_argument("--dpi", type=count(1), default=300)
+    parser.add_argument("--batch-size", type=count(1), default=16)
+    parser.add_argument("--device", type=device, default=default_device())
     parser.add_argument("--no-progress", action="store_true")
     return parser
 
@@ -111,12 +114,27 @@ def main(argv=None) -> int:
                 raise UserError(
                     "--pth needs --network, a YAML file of the MonaiAutoencoderKL keys it was trained with."
                 )
-            network = yaml.safe_load(args.network.read_text()) or {}
+            try:
+                network = yaml.safe_load(args.network.read_text()) or {}
+            except Exception as error:  # missing, not UTF-8, not YAML: one sentence naming the file
+                raise as_user_error(error, str(args.network)) or error from None
+        if args.out.exists() and not args.out.is_dir():
+            raise UserError(f"--out '{args.out}' is a file; give a folder for the maps.")
+        names = [text.partition("=")[0] for text in args.group]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise UserError(f"--group {twice[0]!r} is given twice; give each group its own name.")
         vae, run_opt = load_encoder(args.run, args.pth, network)
         sources = collect_sources(args, run_opt)
         encoded = encode_sources(vae, sources, args.batch_size, args.device, progress=not args.no_progress)
         if args.label_regex:
             encoded.groups = label_by_regex(encoded.names, args.label_regex)
+        if len(encoded.names) < 3:
+            raise UserError(
+                f"Only {len(encoded.names)} image{'s' * (len(encoded.names) != 1)} found ({', '.join(encoded.names)}); "
+                "a 2-D map needs "
+                "at least 3: add images or groups."
+            )
         metrics = write_report(
             encoded,
             str(args.out),

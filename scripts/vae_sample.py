@@ -21,6 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from scripts.vae_reconstruct import load_vae  # noqa: E402
+from utils.cli_args import OneLineParser, count, default_device, device  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 from utils.images import make_grid, save_png  # noqa: E402
 from utils.vae_losses import decoded_image  # noqa: E402
@@ -66,6 +67,14 @@ def sample(
     ).to(device)
     recon_type = (opt.get("train") or {}).get("recon_type", "l1")
     images = decoded_image(vae.decode(vae.unscale_latents(noise)), recon_type).float().cpu()
+    if list(images.shape[2:]) != [size] * spatial:  # a size the encoder rounds: 3 comes back as 4
+        factor = max(images.shape[-1] // like.shape[-1], 1)  # the decoder's upsampling
+        raise UserError(
+            f"--image-size {size} comes back from this VAE as {images.shape[-1]}; give a multiple of {factor} "
+            f"(e.g. {max(factor, size - size % factor)})."
+        )
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out '{out}' is a file; give a folder for the samples.")
     out.mkdir(parents=True, exist_ok=True)
     for i, image in enumerate(images.numpy()):
         tifffile.imwrite(out / f"sample_{i:04d}.tif", image.astype(np.float32).squeeze())
@@ -75,19 +84,17 @@ def sample(
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--run", required=True, type=Path, help="an autoencoder run's final/ (or checkpoint-N/) folder"
     )
-    parser.add_argument("--num-samples", type=int, default=16)
+    parser.add_argument("--num-samples", type=count(1), default=16)
     parser.add_argument("--out", type=Path, default=Path("vae_samples"), help="output folder")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=count(0), default=0)
     parser.add_argument(
-        "--image-size", type=int, help="default: the arch's sample_size or the run's data size"
+        "--image-size", type=count(1), help="default: the arch's sample_size or the run's data size"
     )
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", type=device, default=default_device())
     args = parser.parse_args(argv)
     try:
         if args.num_samples < 1:

@@ -921,3 +921,32 @@ def test_bad_stage2_input_gets_one_clear_sentence(config, expected, tiny_stage1,
     status = run_trainer(config, tmp_path)
     assert_one_sentence(capsys.readouterr().err, status, expected)
     assert _fingerprints(Path(tiny_stage1)) == stage1_files
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (
+            ["--image-size", "9"],
+            "--image-size 9 comes back from this VAE as 8; give a multiple of 2 (e.g. 8)",
+        ),
+        (["--image-size", "0"], "argument --image-size: '0' must be at least 1"),
+        (["--seed", "-5"], "argument --seed: '-5' must be at least 0"),
+        (["--num-samples", "0"], "argument --num-samples: '0' must be at least 1"),
+        (["--device", "cuda:7"], "argument --device: 'cuda:7'"),
+        (["--out", "@FILE@"], "is a file; give a folder for the samples"),
+    ],
+    ids=["size not a multiple", "size 0", "seed", "count", "device", "out a file"],
+)
+def test_vae_sample_bad_arguments_are_one_line(tiny_stage1, tmp_path, capsys, args, expected):
+    import scripts.vae_sample as vae_sample
+
+    (tmp_path / "file").write_text("not a folder")
+    args = [a.replace("@FILE@", str(tmp_path / "file")) for a in args]
+    out = [] if "--out" in args else ["--out", str(tmp_path / "o")]
+    try:
+        status = vae_sample.main(["--run", os.path.dirname(tiny_stage1), *out, *args])
+    except SystemExit as exit:  # an argument error, as argparse ends it
+        status = exit.code
+    assert_one_sentence(capsys.readouterr().err, status, expected)
+    assert not (tmp_path / "o").exists() and (tmp_path / "file").read_text() == "not a folder"

@@ -265,6 +265,44 @@ def test_bad_input_is_one_clear_sentence(data, tmp_path, capsys, args, message):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--group", "a=@SMOOTH@", "--group", "a=@TEXTURED@"], "--group 'a' is given twice"),
+        (["--group", "a=@ONE@"], "Only 1 image found (p00_smooth00); a 2-D map needs at least 3"),
+        (["--neighbors", "0"], "argument --neighbors: '0' must be at least 1"),
+        (["--batch-size", "0"], "argument --batch-size: '0' must be at least 1"),
+        (["--dpi", "0"], "argument --dpi: '0' must be at least 1"),
+        (["--device", "nodevice"], "argument --device: 'nodevice' is not a device"),
+        (["--method", "pcaa"], "argument --method: invalid choice: 'pcaa'"),
+        (["--out", "@FILE@"], "is a file; give a folder for the maps"),
+        (["--pth", "@FILE@", "--network", "@NOTYAML@"], "notyaml.yml' is not valid YAML"),
+    ],
+    ids=["group twice", "too few images", "neighbors", "batch", "dpi", "device", "method", "out", "network"],
+)
+def test_bad_arguments_are_one_line(data, tmp_path, capsys, args, message):
+    one = tmp_path / "one"
+    one.mkdir()
+    shutil.copy(data / "smooth" / "p00_smooth00.tif", one)
+    (tmp_path / "file").write_text("not a folder")
+    (tmp_path / "notyaml.yml").write_text("a: [")
+    places = {"@SMOOTH@": data / "smooth", "@TEXTURED@": data / "textured", "@ONE@": one}
+    places.update({"@FILE@": tmp_path / "file", "@NOTYAML@": tmp_path / "notyaml.yml"})
+    for key, value in places.items():
+        args = [a.replace(key, str(value)) for a in args]
+    weights = [] if "--pth" in args else ["--run", str(data / "run" / "final")]
+    out = [] if "--out" in args else ["--out", str(tmp_path / "o")]
+    groups = [] if "--group" in args else ["--group", f"s={data / 'smooth'}"]
+    try:
+        status = analyze([*weights, *out, *groups, "--no-progress", *args])
+    except SystemExit as exit:  # an argument error, as argparse ends it
+        status = exit.code
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert status == 2 and len(errors) == 1 and message in errors[0] and "Traceback" not in err, err
+    assert not (tmp_path / "o").exists() and (tmp_path / "file").read_text() == "not a folder"
+
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
