@@ -950,3 +950,38 @@ def test_vae_sample_bad_arguments_are_one_line(tiny_stage1, tmp_path, capsys, ar
         status = exit.code
     assert_one_sentence(capsys.readouterr().err, status, expected)
     assert not (tmp_path / "o").exists() and (tmp_path / "file").read_text() == "not a folder"
+
+
+def multitask(**changes):
+    from tests.test_multitask import TINY_MULTITASK
+
+    config = _changed(TINY_MULTITASK, changes)
+    config["train"].update(max_train_steps=2, validation_steps=2)
+    config["datasets"]["train"]["size"] = 32
+    return config
+
+
+@pytest.mark.parametrize(
+    "config, expected",
+    [
+        (multitask(network__heads=["RGBHead"]), "'network.heads[0]' is 'RGBHead'; each head is a block"),
+        (
+            multitask(network__heads=[{"type": "RGBHead", "name": "rgb", "out_channels": "3"}]),
+            "'network.heads[0].out_channels' is '3'; give a whole number",
+        ),
+        (
+            multitask(network__downsampling_steps=6),
+            "(16x16) are too small for the network: after its downsampling a layer sees 2 x 2 pixels",
+        ),
+    ],
+    ids=["head not a block", "head channels as text", "downsampling past the image size"],
+)
+def test_bad_multitask_input_gets_one_clear_sentence(config, expected, tmp_path, capsys):
+    config = copy.deepcopy(config)
+    config["path"]["root"] = str(tmp_path / "experiments")
+    earlier = tmp_path / "experiments" / "earlier_run" / "weights.txt"
+    earlier.parent.mkdir(parents=True)
+    earlier.write_text("trained weights")
+    status = run_trainer(config, tmp_path)
+    assert_one_sentence(capsys.readouterr().err, status, expected)
+    assert earlier.read_text() == "trained weights"

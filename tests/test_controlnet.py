@@ -179,3 +179,30 @@ def test_random_latent_samples_are_finite_and_in_the_training_range(chain, tmp_p
     assert np.percentile(samples, 1) > -0.15 and np.percentile(samples, 99) < 1.15
     assert samples.std() > 0.02
     assert (tmp_path / "s" / "grid.png").is_file()
+
+
+def test_bad_control_folders_are_one_sentence(chain, tmp_path, capsys):
+    import scripts.generate as generate
+
+    _, _, final = chain
+    cases = {
+        "size": (
+            np.zeros((13, 21), np.float32),
+            "are 1x13x21 (channels x size), but this ControlNet takes 1x16x16",
+        ),
+        "nan": (np.full((16, 16), np.nan, np.float32), "has 256 NaN and 0 Inf pixels"),
+        "broken": (None, "is not a readable TIF file"),
+    }
+    for name, (array, expected) in cases.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        if array is None:
+            (folder / "m.tif").write_bytes(b"not a tif")
+        else:
+            tifffile.imwrite(folder / "m.tif", array)
+        args = ["--run", final, "--control", str(folder), "--out", str(tmp_path / "gen"), "--steps", "2"]
+        assert generate.main(args) == 2
+        err = capsys.readouterr().err
+        errors = [line for line in err.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1 and expected in errors[0] and "Traceback" not in err, err
+    assert not (tmp_path / "gen").exists()

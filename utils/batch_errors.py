@@ -20,6 +20,9 @@ from contextlib import contextmanager
 from utils.errors import ConfigError, DataError, UserError
 
 _FEATURES = re.compile(r"mat1 and mat2 shapes cannot be multiplied \((\d+)x(\d+) and (\d+)x(\d+)\)")
+# A network that downsamples more often than the images allow: its deepest convolutions see fewer pixels
+# than their kernel (torch: "Calculated padded input size per channel: (2 x 2). Kernel size: (3 x 3).").
+_TOO_SMALL = re.compile(r"padded input size per channel: \(([\d x]+)\)\. Kernel size: \(([\d x]+)\)")
 _CHANNELS = re.compile(r"expected input\[([\d, ]+)\] to have (\d+) channels, but got (\d+) channels")
 
 
@@ -70,6 +73,19 @@ def batch_errors(opt, phase: str, batch=None):
     except RuntimeError as error:
         match = _CHANNELS.search(str(error))
         features = _FEATURES.search(str(error))
+        small = _TOO_SMALL.search(str(error))
+        if small and not match:
+            shape = (
+                getattr(batch.get(opt.get("val", {}).get("gt_key", "gt")), "shape", None)
+                if isinstance(batch, Mapping)
+                else None
+            )
+            size = f" ({'x'.join(map(str, shape[2:]))})" if shape is not None and len(shape) > 2 else ""
+            raise DataError(
+                f"The images from {_dataset(opt, phase)}{size} are too small for the network: after its "
+                f"downsampling a layer sees {small.group(1)} pixels, less than its {small.group(2)} kernel; give "
+                "larger images (image_size / patch_size) or fewer downsampling levels in 'network'."
+            ) from error
         if features and not match:
             rows, given, expected, _ = features.groups()
             raise DataError(

@@ -72,7 +72,9 @@ class MultiTaskAutoencoder_config(PretrainedConfig):
         self.layers_per_block = layers_per_block
         self.norm_num_groups = norm_num_groups
         self.mid_block_add_attention = mid_block_add_attention
-        self.heads = [dict(h) for h in (heads or [{"type": "RGBHead", "name": "rgb", "out_channels": 3}])]
+        # A head that is not a block (`- RGBHead`) is kept as given, for _check_config to name.
+        default = [{"type": "RGBHead", "name": "rgb", "out_channels": 3}]
+        self.heads = [dict(h) if isinstance(h, dict) else h for h in (heads or default)]
         self.sample_size = sample_size
         self.scaling_factor = scaling_factor
         self.shift_factor = shift_factor
@@ -226,6 +228,11 @@ def _check_config(config: MultiTaskAutoencoder_config) -> list[dict]:
         )
     heads, names = [], set()
     for i, head in enumerate(config.heads):
+        if not isinstance(head, dict):
+            raise ConfigError(
+                f"'network.heads[{i}]' is {head!r}; each head is a block, e.g. "
+                "{type: RGBHead, name: rgb, out_channels: 1}."
+            )
         kind, name = head.get("type"), head.get("name")
         if kind not in HEAD_TYPES:
             raise ConfigError(
@@ -242,6 +249,9 @@ def _check_config(config: MultiTaskAutoencoder_config) -> list[dict]:
                     f"Unknown key 'network.heads[{i}].{key}'{did_you_mean(key, allowed)}; a {kind} takes: "
                     f"type, name, {', '.join(allowed)}."
                 )
+        for key in allowed:
+            if key in head and (isinstance(head[key], bool) or not isinstance(head[key], int)):
+                raise ConfigError(f"'network.heads[{i}].{key}' is {head[key]!r}; give a whole number.")
         filled = {"type": kind, "name": name, **{k: int(head.get(k, d)) for k, d in allowed.items()}}
         if filled.get("num_classes", 2) < 2 or filled.get("out_channels", 1) < 1:
             raise ConfigError(

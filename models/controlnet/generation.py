@@ -18,12 +18,19 @@ from utils.images import make_grid, save_png
 
 
 def read_controls(folder: Path) -> tuple[list[str], torch.Tensor]:
+    from dataset.common import files
+
+    if not Path(folder).is_dir():
+        raise DataError(f"--control '{folder}' is not a folder; give a folder of control TIFs.")
     paths = sorted(p for p in Path(folder).glob("*") if p.suffix.lower() in (".tif", ".tiff"))
     if not paths:
         raise DataError(f"'{folder}' holds no .tif control images.")
     arrays = []
-    for path in paths:
-        array = np.asarray(tifffile.imread(path), dtype=np.float32)
+    for path in paths:  # the dataset's reader: a broken file, text pixels or NaN named, not a traceback
+        raw = files.read(path)
+        files.check_dtype(raw.dtype, path)
+        files.check_finite(raw, path)
+        array = np.asarray(raw, dtype=np.float32)
         arrays.append(array[None] if array.ndim == 2 else array)
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
@@ -31,6 +38,19 @@ def read_controls(folder: Path) -> tuple[list[str], torch.Tensor]:
             f"The control images in '{folder}' differ in shape ({sorted(shapes)}); give one size."
         )
     return [p.stem for p in paths], torch.from_numpy(np.stack(arrays))
+
+
+def check_control_shape(pipe, folder: Path, controls: torch.Tensor) -> None:
+    """The ControlNet reads controls of its channels at the latent size times its downsampling; another
+    shape fails deep inside its convolutions."""
+    config = pipe.controlnet.config
+    latent = pipe.ldm.description["latent_shape"][1:]
+    wanted = [config.conditioning_channels, *[n * config.control_downsampling for n in latent]]
+    if list(controls.shape[1:]) != wanted:
+        raise UserError(
+            f"The control images in '{folder}' are {'x'.join(map(str, controls.shape[1:]))} (channels x size), "
+            f"but this ControlNet takes {'x'.join(map(str, wanted))}; give controls of the training size."
+        )
 
 
 def generate_with_control(
@@ -52,6 +72,9 @@ def generate_with_control(
             "over an unconditional LDM (use ControlNetPipeline with conditions from Python)."
         )
     names, inputs = read_controls(controls)
+    check_control_shape(pipe, controls, inputs)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out '{out}' is a file; give a folder for the generated TIFs.")
     out.mkdir(parents=True, exist_ok=True)
     written, tiles = [], []
     for start in range(0, len(names), batch_size):
