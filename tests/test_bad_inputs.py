@@ -985,3 +985,16 @@ def test_bad_multitask_input_gets_one_clear_sentence(config, expected, tmp_path,
     status = run_trainer(config, tmp_path)
     assert_one_sentence(capsys.readouterr().err, status, expected)
     assert earlier.read_text() == "trained weights"
+
+
+def test_a_negative_controlnet_scale_is_refused_before_anything_loads(tmp_path, capsys):
+    from tests.test_controlnet import TINY_CONTROLNET
+
+    config = _changed(
+        TINY_CONTROLNET, {"ldm__pretrained": "/nonexistent", "control__conditioning_scale": -1.0}
+    )
+    config["path"]["root"] = str(tmp_path / "experiments")
+    status = run_trainer(config, tmp_path)
+    assert_one_sentence(
+        capsys.readouterr().err, status, "'control.conditioning_scale' is -1.0; it must be at least 0.0"
+    )
