@@ -17,9 +17,7 @@ import torch
 from models.archs.controlnet_arch import ControlNet_arch
 from models.archs.diffusion_unet_arch import coordinate_grid
 from models.ldm.pipeline import LDMPipeline
-from models.ldm.sampling import make_sampler, sample_latents
 from utils.errors import ConfigError
-from utils.vae_losses import decoded_image
 
 
 class ControlledUNet:
@@ -105,22 +103,15 @@ class ControlNetPipeline:
         context, shape = ldm.context(conditions)
         seeds = list(range(len(control))) if seeds is None else list(seeds)
         guidance_scale = d["guidance_scale"] if guidance_scale is None else guidance_scale
-        null = None
-        if context is not None and guidance_scale != 1.0:
-            null = ldm.projector.null_token.expand_as(context)
         if conditioning_scale is None:
             conditioning_scale = self.description["control"]["conditioning_scale"]
-        latents = sample_latents(
+        return ldm.denoise_and_decode(
             ControlledUNet(ldm.unet, self.controlnet, control, conditioning_scale),
-            make_sampler(sampler or d["sampler"], ldm.noise_scheduler_config),
             shape,
             seeds,
             context,
-            null,
-            guidance_scale=float(guidance_scale),
-            num_inference_steps=num_inference_steps or d["num_inference_steps"],
-            device=device,
+            guidance_scale,
+            sampler,
+            num_inference_steps,
+            device,
         )
-        return decoded_image(
-            ldm.vae.decode(ldm.vae.unscale_latents(latents)), d.get("recon_type", "l1")
-        ).float()

@@ -96,7 +96,7 @@ class LDMPipeline:
         count = len(conditions) if conditions is not None else len(seeds)
         seeds = list(range(count)) if seeds is None else list(seeds)
         guidance_scale = d["guidance_scale"] if guidance_scale is None else guidance_scale
-        unet, null = self.unet, None
+        unet = self.unet
         patched = d.get("patched")
         concat = d["condition"].get("concat", False)
         inputs, shape = self.projector_inputs(conditions)
@@ -116,8 +116,19 @@ class LDMPipeline:
             context = self.projector(inputs) if inputs is not None else None
             if concat:
                 unet = ConcatConditionUNet(self.unet, inputs)
-            if context is not None and guidance_scale != 1.0:
-                null = self.projector.null_token.expand_as(context)
+        return self.denoise_and_decode(
+            unet, shape, seeds, context, guidance_scale, sampler, num_inference_steps, device
+        )
+
+    def denoise_and_decode(
+        self, unet, shape, seeds, context, guidance_scale, sampler, num_inference_steps, device
+    ) -> torch.Tensor:
+        """Sample latents with `unet` (this LDM's UNet, or a wrapper of it such as a ControlNet's) and
+        decode them; the run's sampler and step count unless given."""
+        d = self.description
+        null = None
+        if context is not None and guidance_scale != 1.0:
+            null = self.projector.null_token.expand_as(context)
         latents = sample_latents(
             unet,
             make_sampler(sampler or d["sampler"], self.noise_scheduler_config),
