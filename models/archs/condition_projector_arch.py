@@ -115,10 +115,10 @@ class ConditionProjector_arch(PreTrainedModel):
             [float(v) for v in scale],
         )
 
-    def normalize_vector(self, vector: torch.Tensor) -> torch.Tensor:
+    def normalize_vector(self, vector: torch.Tensor, check_finite: bool = False) -> torch.Tensor:
         vector = vector.float()
         if self.compute_features is not None:
-            vector = self.compute_features(vector)
+            vector = self.compute_features(vector, check_finite)
         if self.config.log_features:
             index = torch.tensor(self.config.log_features, device=vector.device)
             vector = vector.index_copy(1, index, torch.log(vector[:, index].clamp(min=1e-12)))

@@ -38,13 +38,14 @@ def entries_used(expressions: list[str]) -> int:
 
 
 def compile_features(expressions: list[str]):
-    """A function (B, N) -> (B, len(expressions)) evaluating the formulas on each row."""
+    """A function (B, N) -> (B, len(expressions)) evaluating the formulas on each row; with
+    `check_finite=True` a formula that is not finite on a row is one sentence naming both."""
     parsed = [_parse(expression) for expression in expressions]
     size = max(entries_used(expressions), 1)
     symbols = sympy.symbols(f"v0:{size}")
     compiled = sympy.lambdify(symbols, parsed, modules="torch")
 
-    def features(vector: torch.Tensor) -> torch.Tensor:
+    def features(vector: torch.Tensor, check_finite: bool = False) -> torch.Tensor:
         if vector.shape[1] < size:
             raise ConfigError(
                 f"'condition.features' use entries up to v{size - 1}, but the condition vector has only "
@@ -53,8 +54,9 @@ def compile_features(expressions: list[str]):
         values = compiled(*vector.double().unbind(1)[:size])
         # A formula without any entry (a constant) comes back as a number: give it the batch's shape.
         columns = [torch.as_tensor(value, dtype=torch.float64).expand(len(vector)) for value in values]
-        for expression, column in zip(expressions, columns):
-            # 1/v3 at v3 = 0 or log of a negative entry would reach the loss as NaN, blamed on the learning rate.
+        # 1/v3 at v3 = 0 or log of a negative entry would reach the loss as NaN, blamed on the learning rate.
+        # Checked where the normalisation is fitted (set-up), not at every step: `.any()` waits for the device.
+        for expression, column in zip(expressions, columns if check_finite else []):
             bad = ~torch.isfinite(column)
             if bad.any():
                 row = vector[bad.nonzero()[0, 0]].tolist()

@@ -30,6 +30,7 @@ from models.ldm.concat import ConcatConditionUNet, stacked
 from models.ldm.conditioning import (
     CONDITION_KEYS,
     build_projector,
+    check_condition_lists,
     check_unet_fits_condition,
     condition_inputs,
     condition_key,
@@ -73,6 +74,7 @@ class LDM_model(BaseModel):
         self.hp = self.config_values("train")
         self.val_opt = self.config_values("val")
         self.gt_key, self.lq_key = opt["val"]["gt_key"], opt["val"]["lq_key"]
+        check_condition_lists(self.cond_opt)
         self.cond_key = condition_key(self.cond_opt, self.lq_key)
 
         # Not in self.models: the VAE is neither trained, nor checkpointed, nor saved with this run.

@@ -45,8 +45,8 @@ CONDITION_KEYS = {
         "cross_attention",
         "str",
         "Where the condition enters the UNet: `cross_attention` (tokens attended to), `time_embedding` (a "
-        "summary added to the time embedding: scales every ResNet block; vector and class conditions, 2D) or "
-        "`both`.",
+        "summary added to the time embedding, which shifts every ResNet block, or scales and shifts it with "
+        "`network.resnet_time_scale_shift: scale_shift`; vector and class conditions, 2D) or `both`.",
         INJECTIONS,
     ),
     "reciprocal_features": Key(
@@ -73,8 +73,12 @@ LIST_KEYS = ("features", "indices", "log_features", "reciprocal_features")
 
 
 def condition_key(cond_opt, lq_key: str) -> str:
-    """The batch key of the condition: `condition.key`, else `coords`, `label` or `val.lq_key` by type
-    (and the checks of the list keys: each a list, `features` and `indices` not both given)."""
+    """The batch key of the condition: `condition.key`, else `coords`, `label` or `val.lq_key` by type."""
+    return cond_opt["key"] or DEFAULT_CONDITION_KEY.get(cond_opt["type"], lq_key)
+
+
+def check_condition_lists(cond_opt) -> None:
+    """Each list key a list (of entry numbers, but for `features`), and `features` and `indices` not both."""
     for name in LIST_KEYS:
         value = cond_opt[name]
         if value is not None and not isinstance(value, (list, tuple)):
@@ -91,7 +95,6 @@ def condition_key(cond_opt, lq_key: str) -> str:
             "'condition.features' and 'condition.indices' both pick the condition's numbers; give one "
             "(a formula names its entries itself: v2 is entry 2)."
         )
-    return cond_opt["key"] or DEFAULT_CONDITION_KEY.get(cond_opt["type"], lq_key)
 
 
 def unet_network_block(model, network) -> dict:
@@ -202,7 +205,7 @@ def fit_vector_normalization(model, projector, loader):
         vectors.append(condition_vector(model, batch))
     identity = torch.zeros(projector.config.in_channels), torch.ones(projector.config.in_channels)
     projector.set_vector_normalization(*[t.tolist() for t in identity])
-    values = projector.normalize_vector(torch.cat(vectors))
+    values = projector.normalize_vector(torch.cat(vectors), check_finite=True)
     low, high = values.min(0).values, values.max(0).values
     shift = (high + low) / 2
     scale = torch.where(high - low > 1e-6, (high - low) / 2, torch.ones_like(low))
