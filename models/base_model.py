@@ -45,6 +45,7 @@ from models.engine.checkpointing import save_checkpoint
 from models.engine.data import build_dataloader
 from models.engine.optimization import make_optimizer
 from models.engine.run_folder import RunFolder
+from models.engine.shutdown import end_processes
 from models.engine.start import start_run
 from models.engine.state import TrainingState
 from models.prepared_network import PreparedNetwork, bare_arch, handle_for
@@ -226,13 +227,19 @@ class BaseModel:
         checkpoint; a second Ctrl-C stops at once.
         """
         start_run(self, training=True)
+        first_step = self.state.global_step
         try:
             metrics = loop.train(self)
-            self.accelerator.end_training()  # flushes the event files the summary figure is drawn from
+            # Trackers finished (their event files flushed for the summary figure), process group ended.
+            end_processes(self.accelerator, clean=True)
             summarize_run(self)  # <run>/training_summary.png
             return metrics
         except BaseException:
-            self.accelerator.end_training()
+            end_processes(self.accelerator, clean=False)
+            if self.state.global_step == first_step:
+                # Nothing was trained (the first batch did not fit the model, a loss was NaN at once):
+                # undone like a failed start, so the corrected rerun is not refused as a second run.
+                self.run_folder.rollback()
             raise
         finally:
             self.run_folder.close()
@@ -252,6 +259,7 @@ class BaseModel:
         if self.val_loader is None and "val" not in self.opt["datasets"]:
             raise ConfigError("-test needs a 'datasets.val' block to validate on.")
         start_run(self, training=False)
+        clean = False
         try:
             if not path.get("pretrained"):
                 self.logger.info(
@@ -261,9 +269,10 @@ class BaseModel:
             metrics = self.validation(max_batches=None)
             evaluation.write_test_summary(self, path.get("pretrained"), metrics)
             events.at_end(self)
+            clean = True
             return metrics
         finally:
-            self.accelerator.end_training()
+            end_processes(self.accelerator, clean)
             self.run_folder.close()
 
     def validation(self, max_batches: int | None = -1) -> dict[str, float]:

@@ -1,11 +1,14 @@
 """Two real processes on CPU (torchrun + gloo) against one process with the doubled batch."""
 
+import contextlib
 import copy
 import json
 import os
+import signal
 import subprocess
 import sys
 
+import psutil
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -13,17 +16,39 @@ from safetensors.torch import load_file
 from tests.conftest import ROOT, read_scalars, run_folder, run_trainer, write_config
 
 
-def torchrun(config_path: str, *overrides: str) -> subprocess.CompletedProcess:
+def torchrun(config_path: str, *overrides: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    """trainer.py under torchrun with two CPU processes. A run past `timeout` fails the test with every
+    process's Python stack (faulthandler on SIGABRT), so a hang says where it hangs."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     command += [os.path.join(ROOT, "trainer.py"), "-opt", config_path, *overrides]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        # The workers run in sessions of their own, so they are signalled one by one: SIGABRT makes
+        # each dump its stack and die; the agent then ends.
+        for worker in psutil.Process(process.pid).children(recursive=True):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                worker.send_signal(signal.SIGABRT)
+        try:
+            stdout, stderr = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            for worker in [*psutil.Process(process.pid).children(recursive=True), process]:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    worker.kill()
+            stdout, stderr = process.communicate()
+        pytest.fail(f"torchrun ran past {timeout} s; its output:\n{stdout[-3000:]}\n{stderr[-20000:]}")
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
 def test_two_processes_match_one_process_with_double_batch(tiny_config, tmp_path):
     tiny_config["train"].update(batch_size=2, max_train_steps=6, checkpointing_steps=3, validation_steps=3)
     tiny_config["train"]["scheduler"] = {"type": "linear", "lr_warmup_steps": 2}
     tiny_config["experiment_key"] = None  # the folder name must be agreed between processes
+    tiny_config["train"]["best_metric"] = "val_psnr"  # decided on the main process, followed by the other
     two = torchrun(write_config(tiny_config, tmp_path / "two.yml"))
     assert two.returncode == 0, two.stderr[-3000:]
 
@@ -54,6 +79,8 @@ def test_two_processes_match_one_process_with_double_batch(tiny_config, tmp_path
     metrics_two = json.load(open(os.path.join(run_two, "final", "metrics.json")))
     metrics_one = json.load(open(os.path.join(run_folder(one), "final", "metrics.json")))
     assert metrics_two["val_psnr"] == pytest.approx(metrics_one["val_psnr"], rel=1e-5)
+    best = json.load(open(os.path.join(run_two, "best", "best.json")))
+    assert best["value"] >= metrics_two["val_psnr"] and best["step"] in (3, 6)
     assert (
         two.stdout.count("Saved the trained networks") + two.stderr.count("Saved the trained networks") == 1
     )

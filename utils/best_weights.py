@@ -2,10 +2,10 @@
 
 With `train.best_metric: val_psnr` (and `train.best_mode: max`, or `min` for a loss), every validation
 that improves on the best score so far writes `<run>/best/` as `final/` is written: each network's
-`save_pretrained` (EMA weights when on), `config.yml`, `metrics.json`, `best.json` (the step, the
-metric, its value, every metric of that validation) and whatever the model adds for generation
-(`write_generation_files`, e.g. the LDM's `ldm.json` and `scheduler/`). So `-test`
-(`path.pretrained: <run>/best`) and the scripts take it like `final/`.
+`save_pretrained` (EMA weights when on) and whatever the model's `save_archs` adds (the LDM's `ldm.json`
+and `scheduler/`), `config.yml`, `metrics.json` and `best.json` (the step, the metric, its value, every
+metric of that validation). So `-test` (`path.pretrained: <run>/best`) and the scripts take it like
+`final/`.
 
 The folder is written as `best.tmp/`, then swapped in with two renames (`best/` -> `best.old/`,
 `best.tmp/` -> `best/`): a kill at any moment leaves a complete best/ or a complete best.old/, which
@@ -16,6 +16,8 @@ replaces best/ with a better validation.
 import json
 import os
 import shutil
+
+from accelerate.utils import broadcast_object_list
 
 from utils.errors import ConfigError, did_you_mean
 from utils.options import save_options
@@ -65,16 +67,19 @@ def update_best_weights(model, metrics: dict[str, float]) -> bool:
             f"report; it reports: {', '.join(sorted(metrics))}."
         )
     accelerator = model.accelerator
+    value = float(metrics[name])
+    # Decided on the main process alone, which owns best/: another process reading best.json while
+    # the main one swaps it could decide otherwise and wait at a barrier the main one never reaches.
+    better = [None]
     if accelerator.is_main_process:
         recover(model.run_dir)
-    value = float(metrics[name])
-    if not is_better(value, best_score(model.run_dir), mode):
+        better = [is_better(value, best_score(model.run_dir), mode)]
+    if accelerator.num_processes > 1:
+        broadcast_object_list(better)
+    if not better[0]:
         return False
     best, tmp, old = _paths(model.run_dir)
-    model.save_archs(tmp)  # main process only, EMA weights when on
-    writer = getattr(model, "write_generation_files", None)
-    if writer is not None:
-        writer(tmp)
+    model.save_archs(tmp)  # EMA weights when on, and what the model saves beside them
     if accelerator.is_main_process:
         save_options(model.opt, os.path.join(tmp, "config.yml"))
         with open(os.path.join(tmp, "metrics.json"), "w") as f:

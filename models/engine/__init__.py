@@ -8,6 +8,7 @@
     data         DataLoaders from `datasets`          state       the loop's position
     seed_style   how seed-style plugin code is made to train correctly
     events       the hook points other features attach to
+    shutdown     the end of the process group (a last barrier against the gloo exit hang)
 
 Each module calls only down (utils, dataset, models.prepared_network), never models/base_model.py.
 """
