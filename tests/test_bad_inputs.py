@@ -418,6 +418,10 @@ CASES = [
 ]
 
 
+# Found at the first validation, after some steps were trained: that run folder is kept.
+FAILS_AFTER_TRAINING = {"The metric 'val.metrics.ssim' cannot be computed on the 2x2 validation images"}
+
+
 def _make_fixtures(tmp_path) -> dict[str, str]:
     """Files the catalogue's placeholders point at: an empty folder, a bad lens, broken weights, ..."""
     import numpy as np
@@ -500,6 +504,21 @@ def test_bad_input_gets_one_clear_sentence(config, extra, expected, tmp_path, ca
         assert path.is_file() and path.stat().st_mtime_ns == mtime, path
     assert all(_fingerprints(tmp_path).get(p) == h for p, h in hashes.items() if p.name != "exp.yml")
     assert sentinel.read_text() == "trained weights"
+    if expected not in FAILS_AFTER_TRAINING:  # a run that trained nothing leaves no run folder
+        assert sorted(os.listdir(root)) == ["earlier_run"]
+
+
+def test_a_run_that_fails_at_its_first_batch_can_be_rerun_as_it_was_named(tmp_path, capsys):
+    """The first batch does not fit the network: nothing was trained, so the run folder goes, and the
+    corrected config starts under the same experiment_key instead of being refused as a second run."""
+    config = denoise(datasets__train__channels=3, datasets__val__channels=3, experiment_key="named")
+    config["path"]["root"] = str(tmp_path / "experiments")
+    assert run_trainer(config, tmp_path) == 2
+    assert not (tmp_path / "experiments" / config["name"] / "named").exists()
+    fixed = denoise(experiment_key="named")
+    fixed["path"]["root"] = config["path"]["root"]
+    assert run_trainer(fixed, tmp_path) == 0, capsys.readouterr().err[-2000:]
+    assert (tmp_path / "experiments" / fixed["name"] / "named" / "final").is_dir()
 
 
 def test_the_catalogue_is_large():
