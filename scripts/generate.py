@@ -243,7 +243,12 @@ def generate(
 
 def main(argv=None) -> int:
     parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", required=True, type=Path, help="a trained LDM run's final/ folder")
+    parser.add_argument(
+        "--run",
+        required=True,
+        type=Path,
+        help="a trained LDM (or ControlNet) run's final/, best/ or checkpoint-N/ folder",
+    )
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("--conditions", type=Path, help="folder of condition TIFs (image-conditioned runs)")
     parser.add_argument(

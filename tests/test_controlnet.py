@@ -81,7 +81,7 @@ TINY_CONTROLNET = {
         "batch_size": 32,
         "max_train_steps": 150,
         "validation_steps": 150,
-        "checkpointing_steps": 1000,
+        "checkpointing_steps": 150,
     },
     "val": {"gt_key": "image", "batch_size": 8, "num_samples": 4, "metrics": {"dice": {"threshold": 0.25}}},
 }
@@ -129,6 +129,18 @@ def test_a_controlnet_sample_follows_its_control(chain):
 
     _, _, final = chain
     assert sorted(os.listdir(final)) == ["config.yml", "controlnet", "controlnet.json", "ldm", "metrics.json"]
+    # every weights folder holds what generation reads, and of the LDM's folder nothing else
+    assert sorted(os.listdir(os.path.join(final, "ldm"))) == [
+        "ldm.json",
+        "mean_target.safetensors",
+        "scheduler",
+        "unet",
+    ]
+    checkpoint = os.path.join(os.path.dirname(final), "checkpoint-150")
+    assert {"controlnet", "controlnet.json", "ldm"} <= set(os.listdir(checkpoint))
+    assert sorted(os.listdir(os.path.join(checkpoint, "ldm"))) == sorted(
+        os.listdir(os.path.join(final, "ldm"))
+    )
     pipe = ControlNetPipeline.from_final(final)
     masks = held_out_masks()
     seeds = list(range(len(masks)))

@@ -154,21 +154,29 @@ def test_stage2_loss_falls_uses_the_stored_scale_factor_and_saves_what_generatio
 
 
 def test_minus_test_scores_the_mean_target_saved_with_the_weights(stage1, tmp_path):
-    """-test loads no training data: the mean training target comes from final/ (and best/), so the same
-    val_mean_target_* are reported as in training."""
+    """-test loads no training data: the mean training target comes from the weights folder (final/, best/
+    or checkpoint-N/ alike), so the same val_mean_target_* are reported as in training."""
     config = ldm_config(tmp_path, stage1)
-    config["train"].update(max_train_steps=2, validation_steps=2, best_metric="val_psnr")
+    config["train"].update(
+        max_train_steps=2, validation_steps=2, checkpointing_steps=2, best_metric="val_psnr"
+    )
     assert run_trainer(config, tmp_path) == 0
     run = run_folder(config)
     trained = read_scalars(run)["val_mean_target_psnr"][2]
     saved = load_file(os.path.join(run, "final", "mean_target.safetensors"))["mean_target"]
-    best = load_file(os.path.join(run, "best", "mean_target.safetensors"))["mean_target"]
-    assert saved.shape == (1, 16, 16) and torch.equal(saved, best)
+    assert saved.shape == (1, 16, 16)
+    for folder in ("best", "checkpoint-2"):
+        assert torch.equal(
+            load_file(os.path.join(run, folder, "mean_target.safetensors"))["mean_target"], saved
+        )
+        assert json.load(open(os.path.join(run, folder, "ldm.json"))) == json.load(
+            open(os.path.join(run, "final", "ldm.json"))
+        )
     assert json.load(open(os.path.join(run, "final", "ldm.json")))["mean_target"] == "mean_target.safetensors"
 
     tested = copy.deepcopy(config)
     del tested["datasets"]["train"]
-    tested["path"]["pretrained"] = os.path.join(run, "final")
+    tested["path"]["pretrained"] = os.path.join(run, "checkpoint-2")
     assert run_trainer(tested, tmp_path, "-test", name="test.yml") == 0
     (summary,) = glob.glob(os.path.join(run, "test", "*", "test_metrics.json"))
     scored = json.load(open(summary))["metrics"]

@@ -12,14 +12,13 @@ Only the ControlNet trains: the LDM's UNet, projector and VAE are loaded from it
 eval mode, and the ControlNet's encoder starts as a copy of that UNet's. The LDM's condition (if any) is
 read from the batch key it was trained on. Validation logs the loss at fixed noise, then samples the
 first `val.num_samples` controls (each with its own seed) and logs control | target | sample grids and
-`val.metrics` of the samples against their targets. `final/` holds the ControlNet, a copy of the LDM's
-`final/` (`ldm/`) and `controlnet.json` (control key, conditioning scale): what `scripts/generate.py
---control` needs.
+`val.metrics` of the samples against their targets. Every weights folder (`checkpoint-N/`, `best/`,
+`final/`) holds the ControlNet, a copy of the LDM's weights folder (`ldm/`) and `controlnet.json`
+(control key, conditioning scale): what `scripts/generate.py --control` needs.
 """
 
 import json
 import os
-import shutil
 
 import torch
 from diffusers import DDPMScheduler
@@ -28,6 +27,7 @@ from models.archs import define_network
 from models.base_model import BaseModel
 from models.controlnet.pipeline import ControlledUNet, as_control, check_diffusers_backend
 from models.ldm.frozen_vae import encode_latents
+from models.ldm.generation_files import copy_generation_folder
 from models.ldm.pipeline import LDMPipeline
 from models.ldm.sampling import SAMPLERS, make_sampler, sample_latents
 from models.ldm.schedules import training_target
@@ -86,7 +86,7 @@ class ControlNet_model(BaseModel):
         if not folder or not os.path.isfile(os.path.join(str(folder), "ldm.json")):
             raise ConfigError(
                 f"'ldm.pretrained' is {folder!r}, which holds no trained LDM (ldm.json); point it at an LDM_model "
-                "run's final/ folder."
+                "run's final/, best/ or checkpoint-N/ folder."
             )
         self.ldm_folder = os.path.abspath(str(folder))
         device = self.accelerator.device
@@ -230,13 +230,13 @@ class ControlNet_model(BaseModel):
 
     # ------------------------------------------------------------------ what generation needs
 
-    def on_train_end(self):
-        """Write `final/ldm/` (the LDM's final folder) and `final/controlnet.json` beside the ControlNet."""
+    def save_archs(self, folder: str):
+        """The ControlNet, then `ldm/` (a copy of the LDM's weights folder) and `controlnet.json` beside it,
+        in every weights folder (checkpoint-N, best/, final/): `generate.py --control` takes any."""
+        super().save_archs(folder)
         if not self.accelerator.is_main_process:
             return
-        final = os.path.join(self.run_dir, "final")
-        os.makedirs(final, exist_ok=True)
-        shutil.copytree(self.ldm_folder, os.path.join(final, "ldm"), dirs_exist_ok=True)
+        copy_generation_folder(self.ldm_folder, os.path.join(folder, "ldm"))
         description = {
             "ldm": "ldm",
             "ldm_source": self.ldm_folder,
@@ -244,7 +244,7 @@ class ControlNet_model(BaseModel):
             "control": dict(self.control_opt),
             "condition": self.description["condition"],
         }
-        with open(os.path.join(final, "controlnet.json"), "w") as f:
+        with open(os.path.join(folder, "controlnet.json"), "w") as f:
             json.dump(description, f, indent=2)
 
 

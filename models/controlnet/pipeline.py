@@ -72,7 +72,7 @@ class ControlNetPipeline:
         path = os.path.join(folder, "controlnet.json")
         if not os.path.isfile(path):
             raise ConfigError(
-                f"No controlnet.json in '{folder}': point at a trained ControlNet run's final/ folder."
+                f"No controlnet.json in '{folder}': point at a trained ControlNet run's final/, best/ or checkpoint-N/ folder."
             )
         with open(path) as f:
             description = json.load(f)

@@ -13,13 +13,12 @@ sample's tokens are replaced by the learned null token, so classifier-free guida
 Validation logs the loss at fixed noise, then samples a fixed set of validation conditions (each with its
 own condition and seed), decodes them and logs a grid (condition | target | sample) and the metrics of
 `val.metrics` against the targets, beside two baselines on the same targets (`models/ldm/baselines.py`):
-the mean training target and the same model with the conditions shuffled across the batch. At the end `final/` receives, besides the trained UNet and projector,
-`scheduler/` (the noise schedule) and `ldm.json` (VAE reference, scale factor, condition and sampling
-settings): all that `scripts/generate.py` needs; and `mean_target.safetensors`, the mean-target baseline
-that a `-test` run (no training data) scores.
+the mean training target and the same model with the conditions shuffled across the batch. Every weights folder (`checkpoint-N/`, `best/`,
+`final/`) receives, besides the trained UNet and projector, `scheduler/` (the noise schedule) and
+`ldm.json` (VAE reference, scale factor, condition and sampling settings): all that
+`scripts/generate.py` needs; and `mean_target.safetensors`, the mean-target baseline that a `-test`
+run (no training data) scores.
 """
-
-import os
 
 import torch
 
@@ -39,6 +38,7 @@ from models.ldm.conditioning import (
 )
 from models.ldm.frozen_vae import encode_latents, load_frozen_vae, vae_recon_type
 from models.ldm.generation_files import write_generation_files
+from models.ldm.intensity import measure_target_intensity
 from models.ldm.keys import DIFFUSION_KEYS, TRAIN_KEYS, VAE_KEYS, VAL_KEYS
 from models.ldm.patched import SlidingWindowDenoiser, latent_size_of_window
 from models.ldm.sampling import make_sampler, sample_latents
@@ -108,6 +108,11 @@ class LDM_model(BaseModel):
             self.logger.info(f"Loaded the PTI-LDM-VAE stage-2 weights of {self.hp['monai_checkpoint']}.")
         set_scale_factor(self, loader)
         self.mean_target = baseline_mean_target(self) if self.val_opt["baselines"] else None
+        # Stored with the weights (ldm.json), so that generate.py writes samples in the data's range.
+        intensity_loader = self.val_loader if self.val_loader is not None else self.train_loader
+        self.target_intensity = measure_target_intensity(
+            intensity_loader, self.gt_key, self.cond_opt["stats_batches"]
+        )
         if self.hp["cache_latents"] and self.train_loader is not None:
             from models.ldm.latent_cache import cached_latent_loader
 
@@ -279,10 +284,10 @@ class LDM_model(BaseModel):
     # ------------------------------------------------------------------ what generation needs
 
     def on_train_end(self):
-        """Write `final/scheduler/` and `final/ldm.json` beside the UNet and projector the core saves."""
         log_metric(self.accelerator, {"latent_scale_factor": self.scale_factor}, self.global_step)
-        self.write_generation_files(os.path.join(self.run_dir, "final"))
 
-    def write_generation_files(self, final: str):
-        """`scheduler/`, `ldm.json` and `mean_target.safetensors` into `final` (a run's final/ or best/ folder)."""
-        write_generation_files(self, final)
+    def save_archs(self, folder: str):
+        """The UNet and projector, then `scheduler/`, `ldm.json` and `mean_target.safetensors` beside them,
+        in every weights folder (checkpoint-N, best/, final/): `-test` and `scripts/generate.py` take any."""
+        super().save_archs(folder)
+        write_generation_files(self, folder)

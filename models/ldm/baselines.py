@@ -69,8 +69,8 @@ def baseline_mean_target(model) -> torch.Tensor | None:
     mean = load_mean_target(pretrained)
     if mean is None and pretrained:
         model.logger.info(
-            f"'{pretrained}' holds no {MEAN_TARGET_FILE} (saved in final/ and best/ only), so "
-            "val_mean_target_* are not reported."
+            f"'{pretrained}' holds no {MEAN_TARGET_FILE} (weights saved by an older version, or outside "
+            "a run), so val_mean_target_* are not reported."
         )
     return mean
 

@@ -5,17 +5,14 @@ baseline)."""
 
 import json
 import os
+import shutil
 
 from models.ldm.baselines import save_mean_target
-from models.ldm.intensity import measure_target_intensity
 from utils.patches import patch_settings
 
 
 def write_generation_files(model, final: str) -> None:
     """`scheduler/`, `ldm.json` and `mean_target.safetensors` into `final` (a run's final/ or best/ folder)."""
-    if not hasattr(model, "_intensity"):
-        loader = model.val_loader if model.val_loader is not None else model.train_loader
-        model._intensity = measure_target_intensity(loader, model.gt_key, model.cond_opt["stats_batches"])
     if not model.accelerator.is_main_process:
         return
     os.makedirs(final, exist_ok=True)
@@ -37,7 +34,7 @@ def write_generation_files(model, final: str) -> None:
         "sampler": model.val_opt["sampler"],
         "num_inference_steps": model.val_opt["num_inference_steps"],
         "guidance_scale": model.val_opt["guidance_scale"],
-        "intensity": model._intensity,
+        "intensity": model.target_intensity,
         "mean_target": save_mean_target(model.mean_target, final) if model.mean_target is not None else None,
         "patched": {
             "window": list(model._latent_window),
@@ -48,3 +45,24 @@ def write_generation_files(model, final: str) -> None:
     }
     with open(os.path.join(final, "ldm.json"), "w") as f:
         json.dump(description, f, indent=2)
+
+
+def copy_generation_folder(source: str, target: str) -> None:
+    """Copy what generation reads from an LDM weights folder (`ldm.json`, `scheduler/` and the files it
+    names) into `target`; a checkpoint-N source's training state (optimizers, RNG) is left out."""
+    with open(os.path.join(source, "ldm.json")) as f:
+        description = json.load(f)
+    names = [
+        "ldm.json",
+        "scheduler",
+        description["unet"],
+        description.get("projector"),
+        description.get("mean_target"),
+    ]
+    os.makedirs(target, exist_ok=True)
+    for name in filter(None, names):
+        path = os.path.join(source, name)
+        if os.path.isdir(path):
+            shutil.copytree(path, os.path.join(target, name), dirs_exist_ok=True)
+        elif os.path.isfile(path):
+            shutil.copy2(path, os.path.join(target, name))

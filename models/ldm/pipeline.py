@@ -34,7 +34,9 @@ class LDMPipeline:
     def from_final(cls, folder: str, device: str = "cpu") -> "LDMPipeline":
         path = os.path.join(folder, "ldm.json")
         if not os.path.isfile(path):
-            raise ConfigError(f"No ldm.json in '{folder}': point at a trained LDM run's final/ folder.")
+            raise ConfigError(
+                f"No ldm.json in '{folder}': point at a trained LDM run's final/, best/ or checkpoint-N/ folder."
+            )
         with open(path) as f:
             description = json.load(f)
         unet = DiffusionUNet_arch.from_pretrained(os.path.join(folder, description["unet"])).to(device).eval()
