@@ -165,6 +165,59 @@ def test_conditioning_scale_zero_reproduces_the_base_ldm_exactly(chain):
     assert not torch.equal(steered, base)
 
 
+def test_a_controlnet_over_an_ldm_whose_condition_enters_the_time_embedding(chain, tmp_path, capsys):
+    """The class label reaches the UNet through its time embedding (with FiLM and coordinate channels):
+    the ControlNet, a copy of that UNet's encoder, is given the same class embedding input."""
+    from models.controlnet.pipeline import ControlNetPipeline
+    from models.ldm.pipeline import LDMPipeline
+
+    autoencoder, _, _ = chain
+    ldm = copy.deepcopy(TINY_LDM)
+    ldm["path"]["root"] = str(tmp_path / "experiments")
+    ldm["vae"]["pretrained"] = os.path.join(autoencoder, "net_g")
+    ldm["condition"] = {"type": "class", "key": "label", "num_classes": 2, "inject": "time_embedding"}
+    ldm["network"].update(
+        with_conditioning=True, resnet_time_scale_shift="scale_shift", coordinate_channels=True
+    )
+    ldm["train"].update(max_train_steps=2, validation_steps=2)
+    assert run_trainer(ldm, tmp_path, name="ldm.yml") == 0
+    ldm_final = os.path.join(run_folder(ldm), "final")
+    control = copy.deepcopy(TINY_CONTROLNET)
+    control["path"]["root"] = ldm["path"]["root"]
+    control["ldm"]["pretrained"] = ldm_final
+    control["train"].update(max_train_steps=2, validation_steps=2, checkpointing_steps=2)
+    assert run_trainer(control, tmp_path, name="controlnet.yml") == 0
+    final = os.path.join(run_folder(control), "final")
+
+    masks, labels, seeds = held_out_masks(2), torch.tensor([0, 1]), [3, 4]
+    pipe = ControlNetPipeline.from_final(final)
+    base = LDMPipeline.from_final(ldm_final)(labels, seeds=seeds, num_inference_steps=4)
+    off = pipe(masks, labels, seeds=seeds, conditioning_scale=0.0, num_inference_steps=4)
+    assert torch.equal(off, base)
+    swapped = pipe(masks, labels.flip(0), seeds=seeds, num_inference_steps=4)
+    assert not torch.equal(swapped, pipe(masks, labels, seeds=seeds, num_inference_steps=4))
+
+    # generate.py --control takes the LDM's condition too: one per control, or one for all
+    import scripts.generate as generate
+
+    folder = tmp_path / "masks"
+    folder.mkdir()
+    for name, mask in zip(("a", "b"), masks):
+        tifffile.imwrite(folder / f"{name}.tif", mask.numpy().astype(np.float32))
+    common = ["--run", final, "--control", str(folder), "--steps", "4", "--seed", "3"]
+    assert generate.main([*common, "--labels", "0", "1", "--out", str(tmp_path / "each")]) == 0
+    written = np.stack([tifffile.imread(tmp_path / "each" / f"{n}.tif") for n in ("a", "b")])
+    np.testing.assert_allclose(
+        written, pipe(masks, labels, seeds=seeds, num_inference_steps=4).squeeze(1).numpy(), atol=1e-5
+    )
+    assert generate.main([*common, "--labels", "1", "--out", str(tmp_path / "all")]) == 0
+    assert generate.main([*common, "--labels", "0", "1", "1", "--out", str(tmp_path / "bad")]) == 2
+    assert generate.main([*common, "--out", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err
+    assert "There are 2 controls but 3 conditions" in err and "give --labels" in err
+    assert not (tmp_path / "bad").exists() and not (tmp_path / "none").exists()
+
+
 def test_generate_with_a_folder_of_controls(chain, tmp_path):
     import scripts.generate as generate
 

@@ -11,9 +11,12 @@ LDM run, so the saved config rebuilds the same ControlNet. `copy_encoder(unet)` 
 encoder as a copy of the trained UNet's (diffusers' `ControlNetModel.from_unet`); its zero convolutions
 start at zero, so before training the controlled UNet predicts exactly what the UNet alone does.
 
-`forward(sample, timesteps, context, control, conditioning_scale)` returns (down residuals, mid
+`forward(sample, timesteps, control, conditioning_scale, encoder_hidden_states, class_labels)` (the
+last two as the UNet takes them: `DiffusionUNet_arch.diffusers_inputs`) returns (down residuals, mid
 residual), already multiplied by `conditioning_scale`, for the UNet's
-`down_block_additional_residuals` / `mid_block_additional_residual` (residual addition).
+`down_block_additional_residuals` / `mid_block_additional_residual` (residual addition). A UNet whose
+condition enters through its time embedding (`condition.inject: time_embedding`) passes its ControlNet
+the same class embedding input, which `from_unet` copies with the rest of the encoder.
 """
 
 import torch
@@ -88,14 +91,16 @@ class ControlNet_arch(PreTrainedModel):
         self,
         sample: torch.Tensor,
         timesteps: torch.Tensor,
-        context: torch.Tensor | None,
         control: torch.Tensor,
         conditioning_scale: float = 1.0,
+        encoder_hidden_states: torch.Tensor | None = None,
+        class_labels: torch.Tensor | None = None,
     ):
         down, mid = self.controlnet(
             sample,
             timesteps,
-            encoder_hidden_states=context,
+            encoder_hidden_states=encoder_hidden_states,
+            class_labels=class_labels,
             controlnet_cond=control,
             conditioning_scale=float(conditioning_scale),
             return_dict=False,

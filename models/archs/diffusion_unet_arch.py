@@ -134,18 +134,26 @@ class DiffusionUNet_arch(PreTrainedModel):
     ) -> torch.Tensor:
         if self.config.with_conditioning and context is None:
             raise ValueError("This DiffusionUNet has with_conditioning: true and needs a context.")
+        if self.uses_diffusers:
+            sample, inputs = self.diffusers_inputs(sample, context)
+            return self.unet(sample, timesteps, **inputs, return_dict=False)[0]
         if self.config.coordinate_channels:
             sample = torch.cat([sample, coordinate_grid(sample)], dim=1)
-        if self.uses_diffusers:
-            summary = context[:, -1] if self.embeds_condition else None
-            return self.unet(
-                sample,
-                timesteps,
-                encoder_hidden_states=context if self.cross_attends else None,
-                class_labels=summary,
-                return_dict=False,
-            )[0]
         return self.unet(sample, timesteps=timesteps, context=context if self.cross_attends else None)
+
+    def diffusers_inputs(
+        self, sample: torch.Tensor, context: torch.Tensor | None
+    ) -> tuple[torch.Tensor, dict]:
+        """(sample with the coordinate channels when on, {encoder_hidden_states, class_labels}): what the
+        inner `UNet2DConditionModel`, and a ControlNet copied from it, take for these inputs."""
+        if self.config.coordinate_channels:
+            sample = torch.cat([sample, coordinate_grid(sample)], dim=1)
+        conditioned = self.config.with_conditioning and context is not None
+        return sample, {
+            "encoder_hidden_states": context if conditioned and self.cross_attends else None,
+            # time_embedding: the projector's summary token (its last) is the UNet's class embedding input
+            "class_labels": context[:, -1] if conditioned and self.embeds_condition else None,
+        }
 
 
 def coordinate_grid(sample: torch.Tensor) -> torch.Tensor:

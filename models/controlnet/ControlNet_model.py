@@ -39,7 +39,10 @@ from utils.vae_losses import decoded_image
 
 LDM_KEYS = {
     "pretrained": Key(
-        None, "str", "An `LDM_model` run's `final/` folder (with `ldm.json`); required.", nullable=True
+        None,
+        "str",
+        "An `LDM_model` run's `final/`, `best/` or `checkpoint-N/` folder (with `ldm.json`); required.",
+        nullable=True,
     )
 }
 CONTROL_KEYS = {

@@ -1,8 +1,11 @@
 """`scripts/generate.py --control <folder>`: sample a trained ControlNet run on a folder of control TIFs.
 
 Each control TIF (a mask, an edge map; (H, W) or (C, H, W), values as in training) gives one sample,
-named after it; the run's LDM condition, if it has one, is not given here, so only ControlNets over an
-unconditional LDM generate from controls alone. Sample i starts from the noise of seed + i.
+named after it. Over a conditioned LDM each control also takes a condition, given as for the LDM alone
+(`--vector(s)`, `--labels`, `--conditions`): one for every control, or one per control (in the order
+of the control files' names; image conditions are paired with the controls by file name). Sample i
+starts from the noise of seed + i; outputs are written in the data's intensity range unless
+`--normalized`.
 """
 
 import sys
@@ -13,6 +16,8 @@ import tifffile
 import torch
 
 from models.controlnet.pipeline import ControlNetPipeline
+from models.ldm.generation_inputs import network_inputs, parse_labels, read_vectors
+from models.ldm.intensity import to_intensity
 from utils.errors import DataError, UserError
 from utils.images import make_grid, save_png
 
@@ -53,6 +58,33 @@ def check_control_shape(pipe, folder: Path, controls: torch.Tensor) -> None:
         )
 
 
+def control_conditions(pipe, run: Path, control_names, conditions, vectors, labels):
+    """(inputs, per-sample intensity stats or None) of the LDM's condition for each control, in order."""
+    given = conditions is not None or bool(vectors) or bool(labels)
+    if pipe.condition_type == "none":
+        if given:
+            raise UserError("This ControlNet steers an unconditional LDM; give only --control.")
+        return None, None
+    condition_names, inputs, stats = network_inputs(pipe.ldm, run, conditions, vectors, labels, None)
+    if pipe.condition_type == "image":  # paired by file name, never by position
+        missing = sorted(set(control_names) - set(condition_names))
+        if missing:
+            raise UserError(
+                f"The controls {missing[:5]} have no condition TIF of the same name in '{conditions}'; "
+                "image conditions are paired with the controls by file name."
+            )
+        order = [condition_names.index(name) for name in control_names]
+        return inputs[order], stats[order] if stats is not None else None
+    if len(inputs) == 1:
+        return inputs.expand(len(control_names), *inputs.shape[1:]), None
+    if len(inputs) != len(control_names):
+        raise UserError(
+            f"There are {len(control_names)} controls but {len(inputs)} conditions; give one condition for "
+            "every control, or one per control (in the order of the control files' names)."
+        )
+    return inputs, None
+
+
 def generate_with_control(
     run: Path,
     out: Path,
@@ -64,15 +96,16 @@ def generate_with_control(
     guidance=None,
     conditioning_scale=None,
     device: str = "cpu",
+    conditions: Path | None = None,
+    vectors=None,
+    labels=None,
+    normalized: bool = False,
 ) -> list[Path]:
     pipe = ControlNetPipeline.from_final(str(run), device)
-    if pipe.condition_type != "none":
-        raise UserError(
-            f"This ControlNet steers an LDM conditioned on '{pipe.condition_type}'; --control generates only "
-            "over an unconditional LDM (use ControlNetPipeline with conditions from Python)."
-        )
     names, inputs = read_controls(controls)
     check_control_shape(pipe, controls, inputs)
+    condition_inputs, stats = control_conditions(pipe, Path(run), names, conditions, vectors, labels)
+    intensity = pipe.ldm.description.get("intensity") or {"shift": 0.0, "scale": 1.0}
     if out.exists() and not out.is_dir():
         raise UserError(f"--out '{out}' is a file; give a folder for the generated TIFs.")
     out.mkdir(parents=True, exist_ok=True)
@@ -82,19 +115,29 @@ def generate_with_control(
         seeds = [seed + i for i in range(start, min(start + batch_size, len(names)))]
         images = pipe(
             inputs[chunk],
+            condition_inputs[chunk] if condition_inputs is not None else None,
             seeds=seeds,
             conditioning_scale=conditioning_scale,
             sampler=sampler,
             num_inference_steps=steps,
             guidance_scale=guidance,
         ).cpu()
-        for name, control, image in zip(names[chunk], inputs[chunk].numpy(), images.numpy()):
+        shown = images
+        if not normalized:
+            per_image = (
+                stats[chunk]
+                if stats is not None
+                else [[intensity["shift"], intensity["scale"]]] * len(images)
+            )
+            images = to_intensity(images, per_image)
+        for i, (name, control, image) in enumerate(zip(names[chunk], inputs[chunk].numpy(), images.numpy())):
             path = out / f"{name}.tif"
             tifffile.imwrite(path, image.astype(np.float32).squeeze())
             written.append(path)
-            if len(tiles) < 16:
-                shown = control[:1] / max(float(control.max()), 1e-8)
-                tiles.append(np.concatenate([np.repeat(shown, image.shape[0], 0), image], axis=-1))
+            if len(tiles) < 16:  # the grid shows the network's range
+                sample = shown[i].numpy()
+                control_tile = control[:1] / max(float(control.max()), 1e-8)
+                tiles.append(np.concatenate([np.repeat(control_tile, sample.shape[0], 0), sample], axis=-1))
     save_png(make_grid(np.stack(tiles)), str(out / "grid.png"))
     return written
 
@@ -102,6 +145,8 @@ def generate_with_control(
 def main_with_control(args) -> int:
     """`scripts/generate.py --control`: its parsed arguments in, the exit status out."""
     try:
+        if args.num_samples is not None:
+            raise UserError("--num-samples does not apply with --control: each control TIF gives one sample.")
         written = generate_with_control(
             args.run,
             args.out,
@@ -113,6 +158,10 @@ def main_with_control(args) -> int:
             args.guidance,
             args.conditioning_scale,
             args.device,
+            conditions=args.conditions,
+            vectors=read_vectors(args.vectors, args.vector) if (args.vectors or args.vector) else None,
+            labels=parse_labels(args.labels),
+            normalized=args.normalized,
         )
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)

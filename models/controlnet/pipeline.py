@@ -15,7 +15,6 @@ import os
 import torch
 
 from models.archs.controlnet_arch import ControlNet_arch
-from models.archs.diffusion_unet_arch import coordinate_grid
 from models.ldm.pipeline import LDMPipeline
 from utils.errors import ConfigError
 
@@ -32,16 +31,15 @@ class ControlledUNet:
         control = self.control
         if len(latents) != len(control):  # classifier-free guidance doubles the batch
             control = control.repeat(len(latents) // len(control), *[1] * (control.ndim - 1))
-        unet = getattr(self.unet, "arch", self.unet).unet  # the diffusers UNet2DConditionModel
-        if not self.unet.config.with_conditioning:
-            context = None
-        if getattr(self.unet.config, "coordinate_channels", False):  # as DiffusionUNet.forward adds them
-            latents = torch.cat([latents, coordinate_grid(latents)], dim=1)
-        down, mid = self.controlnet(latents, timesteps, context, control, self.conditioning_scale)
-        return unet(
+        arch = getattr(self.unet, "arch", self.unet)
+        # The inputs DiffusionUNet.forward gives its diffusers UNet (coordinate channels, cross-attention
+        # context or time-embedded summary), given to the ControlNet and the UNet alike.
+        latents, inputs = arch.diffusers_inputs(latents, context)
+        down, mid = self.controlnet(latents, timesteps, control, self.conditioning_scale, **inputs)
+        return arch.unet(
             latents,
             timesteps,
-            encoder_hidden_states=context,
+            **inputs,
             down_block_additional_residuals=down,
             mid_block_additional_residual=mid,
             return_dict=False,
