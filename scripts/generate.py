@@ -23,7 +23,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import tifffile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -32,10 +31,9 @@ from utils.console import quiet_libraries  # noqa: E402
 quiet_libraries()  # before diffusers and transformers load: bitsandbytes warns on import
 
 from models.ldm.generation_inputs import network_inputs, parse_labels, read_vectors  # noqa: E402
-from models.ldm.intensity import to_intensity  # noqa: E402
+from models.ldm.sample_files import write_samples  # noqa: E402
 from utils.cli_args import OneLineParser, count, default_device, device, finite  # noqa: E402
 from utils.errors import UserError  # noqa: E402
-from utils.images import make_grid, save_png  # noqa: E402
 
 
 def generate(
@@ -58,41 +56,17 @@ def generate(
     pipe = LDMPipeline.from_final(str(run), device)
     kind = pipe.condition_type
     names, inputs, stats = network_inputs(pipe, run, conditions, vectors, labels, num_samples)
-    intensity = pipe.description.get("intensity") or {"shift": 0.0, "scale": 1.0}
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out '{out}' is a file; give a folder for the generated TIFs.")
-    out.mkdir(parents=True, exist_ok=True)
-    written, tiles = [], []
-    for start in range(0, len(names), batch_size):
-        chunk = slice(start, start + batch_size)
-        seeds = [seed + i for i in range(start, min(start + batch_size, len(names)))]
+
+    def sample(chunk, seeds):
         batch = inputs[chunk] if inputs is not None else None
-        images = pipe(
-            batch, seeds=seeds, sampler=sampler, num_inference_steps=steps, guidance_scale=guidance
-        ).cpu()
-        shown = images
-        if not normalized:
-            per_image = (
-                stats[chunk]
-                if stats is not None
-                else [[intensity["shift"], intensity["scale"]]] * len(images)
-            )
-            images = to_intensity(images, per_image)
-        for i, (name, image) in enumerate(zip(names[chunk], images.numpy())):
-            path = out / f"{name}.tif"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tifffile.imwrite(path, image.astype(np.float32).squeeze())
-            written.append(path)
-            if len(tiles) < 16:  # the grid shows the network's range, where condition and sample compare
-                sample = shown[i].numpy()
-                pair = (
-                    [batch[i].float().cpu().numpy(), sample]
-                    if kind == "image" and batch[i].shape == sample.shape
-                    else [sample]
-                )
-                tiles.append(np.concatenate(pair, axis=-1))
-    save_png(make_grid(np.stack(tiles)), str(out / "grid.png"))
-    return written
+        return pipe(batch, seeds=seeds, sampler=sampler, num_inference_steps=steps, guidance_scale=guidance)
+
+    def tile(i, image):  # an image condition beside its sample
+        if kind == "image" and inputs[i].shape == image.shape:
+            return np.concatenate([inputs[i].float().cpu().numpy(), image], axis=-1)
+        return image
+
+    return write_samples(out, names, sample, pipe.description, seed, batch_size, stats, normalized, tile)
 
 
 def main(argv=None) -> int:

@@ -12,14 +12,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import tifffile
 import torch
 
 from models.controlnet.pipeline import ControlNetPipeline
 from models.ldm.generation_inputs import network_inputs, parse_labels, read_vectors
-from models.ldm.intensity import to_intensity
+from models.ldm.sample_files import write_samples
 from utils.errors import DataError, UserError
-from utils.images import make_grid, save_png
 
 
 def read_controls(folder: Path) -> tuple[list[str], torch.Tensor]:
@@ -105,15 +103,9 @@ def generate_with_control(
     names, inputs = read_controls(controls)
     check_control_shape(pipe, controls, inputs)
     condition_inputs, stats = control_conditions(pipe, Path(run), names, conditions, vectors, labels)
-    intensity = pipe.ldm.description.get("intensity") or {"shift": 0.0, "scale": 1.0}
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out '{out}' is a file; give a folder for the generated TIFs.")
-    out.mkdir(parents=True, exist_ok=True)
-    written, tiles = [], []
-    for start in range(0, len(names), batch_size):
-        chunk = slice(start, start + batch_size)
-        seeds = [seed + i for i in range(start, min(start + batch_size, len(names)))]
-        images = pipe(
+
+    def sample(chunk, seeds):
+        return pipe(
             inputs[chunk],
             condition_inputs[chunk] if condition_inputs is not None else None,
             seeds=seeds,
@@ -121,25 +113,14 @@ def generate_with_control(
             sampler=sampler,
             num_inference_steps=steps,
             guidance_scale=guidance,
-        ).cpu()
-        shown = images
-        if not normalized:
-            per_image = (
-                stats[chunk]
-                if stats is not None
-                else [[intensity["shift"], intensity["scale"]]] * len(images)
-            )
-            images = to_intensity(images, per_image)
-        for i, (name, control, image) in enumerate(zip(names[chunk], inputs[chunk].numpy(), images.numpy())):
-            path = out / f"{name}.tif"
-            tifffile.imwrite(path, image.astype(np.float32).squeeze())
-            written.append(path)
-            if len(tiles) < 16:  # the grid shows the network's range
-                sample = shown[i].numpy()
-                control_tile = control[:1] / max(float(control.max()), 1e-8)
-                tiles.append(np.concatenate([np.repeat(control_tile, sample.shape[0], 0), sample], axis=-1))
-    save_png(make_grid(np.stack(tiles)), str(out / "grid.png"))
-    return written
+        )
+
+    def tile(i, image):  # the control (its first channel, scaled to 1) beside its sample
+        control = inputs[i, :1].numpy() / max(float(inputs[i].max()), 1e-8)
+        return np.concatenate([np.repeat(control, image.shape[0], 0), image], axis=-1)
+
+    description = pipe.ldm.description
+    return write_samples(out, names, sample, description, seed, batch_size, stats, normalized, tile)
 
 
 def main_with_control(args) -> int:
