@@ -896,6 +896,12 @@ LDM_CASES = [
     ),
     ("indices of text", ldm(condition={**VECTOR, "indices": ["a"]}), "'condition.indices' has 'a'"),
     (
+        "features empty",
+        ldm(condition={**VECTOR, "features": []}),
+        "'condition.features' is an empty list, which would leave the model no numbers",
+    ),
+    ("indices empty", ldm(condition={**VECTOR, "indices": []}), "'condition.indices' is an empty list"),
+    (
         "indices past the vector",
         ldm(condition={**VECTOR, "indices": [7]}),
         "'condition.indices' has [7], outside the 1 numbers of the condition 'x'",

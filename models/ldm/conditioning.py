@@ -84,6 +84,11 @@ def check_condition_lists(cond_opt) -> None:
         if value is not None and not isinstance(value, (list, tuple)):
             # A bare string would be read letter by letter ('v0' as the formulas 'v' and '0').
             raise ConfigError(f"'condition.{name}' is {value!r}; give a list, e.g. {name}: [{value!r}].")
+        if name in ("features", "indices") and value is not None and not value:
+            raise ConfigError(
+                f"'condition.{name}' is an empty list, which would leave the model no numbers; leave it out "
+                "to use every number of the condition vector."
+            )
         if name != "features" and value is not None:
             wrong = [i for i in value if isinstance(i, bool) or not isinstance(i, int) or i < 0]
             if wrong:
