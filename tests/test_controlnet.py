@@ -271,3 +271,34 @@ def test_bad_control_folders_are_one_sentence(chain, tmp_path, capsys):
         errors = [line for line in err.splitlines() if line.startswith("error: ")]
         assert len(errors) == 1 and expected in errors[0] and "Traceback" not in err, err
     assert not (tmp_path / "gen").exists()
+
+
+def test_control_conditions_pair_by_name_count_and_size(monkeypatch):
+    """How generate.py --control gives each control its LDM condition: image conditions by file name (and
+    of the controls' size), other conditions one for all or one per control."""
+    import types
+
+    import models.controlnet.generation as generation
+    from utils.errors import UserError
+
+    images = torch.arange(3.0)[:, None, None, None].expand(3, 1, 8, 8)
+    stats = torch.tensor([[0.0, 1.0], [0.0, 2.0], [0.0, 3.0]])
+    given = {"names": ["a", "b", "c"], "inputs": images, "stats": stats}
+    monkeypatch.setattr(
+        generation, "network_inputs", lambda *args: (given["names"], given["inputs"], given["stats"])
+    )
+    pipe = types.SimpleNamespace(condition_type="image", ldm=None)
+    paired, paired_stats = generation.control_conditions(pipe, None, ["c", "a"], (8, 8), "f", None, None)
+    assert paired[:, 0, 0, 0].tolist() == [2.0, 0.0] and paired_stats[:, 1].tolist() == [3.0, 1.0]
+    with pytest.raises(UserError, match=r"The controls \['z'\] have no condition TIF of the same name"):
+        generation.control_conditions(pipe, None, ["a", "z"], (8, 8), "f", None, None)
+    with pytest.raises(UserError, match="are 8x8 but the controls are 16x16"):
+        generation.control_conditions(pipe, None, ["a"], (16, 16), "f", None, None)
+
+    pipe.condition_type = "vector"
+    given.update(names=["s0"], inputs=torch.tensor([[1.0, 2.0]]), stats=None)
+    expanded, _ = generation.control_conditions(pipe, None, ["a", "b"], (8, 8), None, [[1, 2]], None)
+    assert expanded.tolist() == [[1.0, 2.0], [1.0, 2.0]]
+    given.update(inputs=torch.zeros(3, 2))
+    with pytest.raises(UserError, match="There are 2 controls but 3 conditions"):
+        generation.control_conditions(pipe, None, ["a", "b"], (8, 8), None, [[0, 0]] * 3, None)

@@ -165,6 +165,9 @@ def test_minus_test_scores_the_mean_target_saved_with_the_weights(stage1, tmp_pa
     trained = read_scalars(run)["val_mean_target_psnr"][2]
     saved = load_file(os.path.join(run, "final", "mean_target.safetensors"))["mean_target"]
     assert saved.shape == (1, 16, 16)
+    assert os.path.isfile(
+        os.path.join(run, "checkpoint-2", "config.yml")
+    )  # the data settings generate.py reads
     for folder in ("best", "checkpoint-2"):
         assert torch.equal(
             load_file(os.path.join(run, folder, "mean_target.safetensors"))["mean_target"], saved

@@ -56,7 +56,7 @@ def check_control_shape(pipe, folder: Path, controls: torch.Tensor) -> None:
         )
 
 
-def control_conditions(pipe, run: Path, control_names, conditions, vectors, labels):
+def control_conditions(pipe, run: Path, control_names, control_size, conditions, vectors, labels):
     """(inputs, per-sample intensity stats or None) of the LDM's condition for each control, in order."""
     given = conditions is not None or bool(vectors) or bool(labels)
     if pipe.condition_type == "none":
@@ -72,6 +72,12 @@ def control_conditions(pipe, run: Path, control_names, conditions, vectors, labe
                 "image conditions are paired with the controls by file name."
             )
         order = [condition_names.index(name) for name in control_names]
+        if list(inputs.shape[2:]) != list(control_size):
+            size = "x".join(map(str, inputs.shape[2:]))
+            raise UserError(
+                f"The condition TIFs in '{conditions}' are {size} but the controls are "
+                f"{'x'.join(map(str, control_size))}; a control and its condition are images of the same size."
+            )
         return inputs[order], stats[order] if stats is not None else None
     if len(inputs) == 1:
         return inputs.expand(len(control_names), *inputs.shape[1:]), None
@@ -102,7 +108,9 @@ def generate_with_control(
     pipe = ControlNetPipeline.from_final(str(run), device)
     names, inputs = read_controls(controls)
     check_control_shape(pipe, controls, inputs)
-    condition_inputs, stats = control_conditions(pipe, Path(run), names, conditions, vectors, labels)
+    condition_inputs, stats = control_conditions(
+        pipe, Path(run), names, inputs.shape[2:], conditions, vectors, labels
+    )
 
     def sample(chunk, seeds):
         return pipe(

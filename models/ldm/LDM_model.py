@@ -37,7 +37,7 @@ from models.ldm.conditioning import (
     unet_network_block,
 )
 from models.ldm.frozen_vae import encode_latents, load_frozen_vae, vae_recon_type
-from models.ldm.generation_files import write_generation_files
+from models.ldm.generation_files import sampled_latent_shape, write_generation_files
 from models.ldm.intensity import measure_target_intensity
 from models.ldm.keys import DIFFUSION_KEYS, TRAIN_KEYS, VAE_KEYS, VAL_KEYS
 from models.ldm.patched import SlidingWindowDenoiser, latent_size_of_window
@@ -108,11 +108,13 @@ class LDM_model(BaseModel):
             self.logger.info(f"Loaded the PTI-LDM-VAE stage-2 weights of {self.hp['monai_checkpoint']}.")
         set_scale_factor(self, loader)
         self.mean_target = baseline_mean_target(self) if self.val_opt["baselines"] else None
-        # Stored with the weights (ldm.json), so that generate.py writes samples in the data's range.
-        intensity_loader = self.val_loader if self.val_loader is not None else self.train_loader
+        # Stored with the weights (ldm.json): the data's range and the latent size generation samples at.
+        generation_loader = self.val_loader if self.val_loader is not None else self.train_loader
         self.target_intensity = measure_target_intensity(
-            intensity_loader, self.gt_key, self.cond_opt["stats_batches"]
+            generation_loader, self.gt_key, self.cond_opt["stats_batches"]
         )
+        phase = "val" if self.val_loader is not None else "train"
+        self.latent_shape = sampled_latent_shape(self, generation_loader, phase)
         if self.hp["cache_latents"] and self.train_loader is not None:
             from models.ldm.latent_cache import cached_latent_loader
 
@@ -140,7 +142,8 @@ class LDM_model(BaseModel):
                 )
             sample["gt"] = data[self.gt_key].to(device)
             sample["latent"] = self.encode(sample["gt"])
-        self.latent_shape = tuple(sample["latent"].shape[1:])
+        if self.latent_shape is None:  # not known at set-up (see sampled_latent_shape)
+            self.latent_shape = tuple(sample["latent"].shape[1:])
         sample.update(condition_inputs(self, data, device))
         self.sample = sample
         if is_train and self.latent_window() is not None:  # train.patched: one random window per sample

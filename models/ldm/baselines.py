@@ -12,8 +12,9 @@ the failure users fear most. Each validation therefore scores, on the same targe
 Measured on the shipped experiments (README, "Stage 2"): an `epsilon`-prediction model can sit at the
 mean target's PSNR for long after its samples look plausible.
 
-The mean target is saved with the run's generation files (`mean_target.safetensors` in `final/` and
-`best/`), so a `-test` run, which loads no training data, scores the same baseline.
+The mean target is saved with the run's generation files (`mean_target.safetensors` in every weights
+folder: `checkpoint-N/`, `best/`, `final/`), so a `-test` run, which loads no training data, scores the
+same baseline.
 """
 
 import os
@@ -46,7 +47,8 @@ def mean_training_target(loader, key: str, max_batches: int) -> torch.Tensor | N
 
 
 def save_mean_target(mean: torch.Tensor, folder: str) -> str:
-    """Write the mean training target into a weights folder (`final/`, `best/`); returns the file's name."""
+    """Write the mean training target into a weights folder (`checkpoint-N/`, `best/`, `final/`); returns
+    the file's name."""
     save_file({"mean_target": mean.detach().cpu().contiguous()}, os.path.join(folder, MEAN_TARGET_FILE))
     return MEAN_TARGET_FILE
 

@@ -1,5 +1,5 @@
-"""What `scripts/generate.py` and `-test` need beside the trained UNet and projector, in a run's `final/`
-or `best/` folder: `scheduler/` (the noise schedule), `ldm.json` (VAE reference, scale factor, condition
+"""What `scripts/generate.py` and `-test` need beside the trained UNet and projector, in every weights
+folder of a run (`checkpoint-N/`, `best/`, `final/`): `scheduler/` (the noise schedule), `ldm.json` (VAE reference, scale factor, condition
 and sampling settings, the data's intensity range) and `mean_target.safetensors` (the mean-target
 baseline)."""
 
@@ -7,12 +7,32 @@ import json
 import os
 import shutil
 
+import torch
+
 from models.ldm.baselines import save_mean_target
+from utils.batch_errors import batch_errors
 from utils.patches import patch_settings
 
 
+def sampled_latent_shape(model, loader, phase: str) -> tuple[int, ...] | None:
+    """The latent shape generation samples at: that of the first item of `loader` (the validation data, or
+    the training data without it), set once at set-up, so every weights folder records the same one
+    whatever size training crops its batches to. None when the item has neither a latent nor the target
+    key (`feed_data` then names what is missing)."""
+    dataset = getattr(loader, "dataset", None)
+    if dataset is None or not hasattr(dataset, "__getitem__"):
+        return None
+    item = dataset[0]
+    if "latent" in item:  # a dataset of pre-encoded latents
+        return tuple(torch.as_tensor(item["latent"]).shape)
+    if model.gt_key not in item:
+        return None
+    with batch_errors(model.opt, phase, item):
+        return tuple(model.encode(torch.as_tensor(item[model.gt_key])[None]).shape[1:])
+
+
 def write_generation_files(model, final: str) -> None:
-    """`scheduler/`, `ldm.json` and `mean_target.safetensors` into `final` (a run's final/ or best/ folder)."""
+    """`scheduler/`, `ldm.json` and `mean_target.safetensors` into `final` (a weights folder of the run)."""
     if not model.accelerator.is_main_process:
         return
     os.makedirs(final, exist_ok=True)
