@@ -16,6 +16,9 @@ under, then fills the hooks:
                               lr=...)` (default: one AdamW over every trained network); each gets its
                               own LR schedule, and all are checkpointed
 - `on_train_end()`            after the last validation, before the final save
+- `save_archs(folder)`        every weights folder (`checkpoint-N/`, `best/`, `final/`) on every process:
+                              the networks' `save_pretrained`; extend it (call super) to save what
+                              generation or `-test` needs beside them, as the LDM and ControlNet do
 
 Code written the seed's way (`self.models.append(net)`, its own `zero_grad()` / `backward` / `step`,
 direct calls of `self.net(...)`) trains correctly too: models/engine/seed_style.py says how.
@@ -196,6 +199,9 @@ class BaseModel:
         return weights.ema_weights(self)
 
     def save_archs(self, folder: str):
+        """`save_pretrained` of every network into `folder/<name>/` (main process; EMA weights when on).
+        Called on every process for each weights folder, so an extension may run collectives before its
+        main-process-only writes."""
         weights.save_archs(self, folder)
 
     def load_pretrained(self, folder: str):
