@@ -20,7 +20,6 @@ import shutil
 from accelerate.utils import broadcast_object_list
 
 from utils.errors import ConfigError, did_you_mean
-from utils.options import save_options
 
 MODES = ("max", "min")
 
@@ -81,7 +80,6 @@ def update_best_weights(model, metrics: dict[str, float]) -> bool:
     best, tmp, old = _paths(model.run_dir)
     model.save_archs(tmp)  # EMA weights when on, and what the model saves beside them
     if accelerator.is_main_process:
-        save_options(model.opt, os.path.join(tmp, "config.yml"))
         with open(os.path.join(tmp, "metrics.json"), "w") as f:
             json.dump(metrics, f, indent=2)
         record = {"step": model.global_step, "metric": name, "mode": mode, "value": value, "metrics": metrics}

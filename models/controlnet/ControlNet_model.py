@@ -13,8 +13,8 @@ eval mode, and the ControlNet's encoder starts as a copy of that UNet's. The LDM
 read from the batch key it was trained on. Validation logs the loss at fixed noise, then samples the
 first `val.num_samples` controls (each with its own seed) and logs control | target | sample grids and
 `val.metrics` of the samples against their targets. Every weights folder (`checkpoint-N/`, `best/`,
-`final/`) holds the ControlNet, a copy of the LDM's weights folder (`ldm/`) and `controlnet.json`
-(control key, conditioning scale): what `scripts/generate.py --control` needs.
+`final/`) holds the ControlNet, what generation reads of the LDM's weights folder (`ldm/`) and
+`controlnet.json` (control key, conditioning scale): what `scripts/generate.py --control` needs.
 """
 
 import json
@@ -234,7 +234,7 @@ class ControlNet_model(BaseModel):
     # ------------------------------------------------------------------ what generation needs
 
     def save_archs(self, folder: str):
-        """The ControlNet, then `ldm/` (a copy of the LDM's weights folder) and `controlnet.json` beside it,
+        """The ControlNet, then `ldm/` (what generation reads of the LDM's folder) and `controlnet.json`,
         in every weights folder (checkpoint-N, best/, final/): `generate.py --control` takes any."""
         super().save_archs(folder)
         if not self.accelerator.is_main_process:

@@ -2,8 +2,8 @@
 
 A checkpoint is Accelerate's `save_state` (weights, optimizer moments, RNG states, grad scaler) plus
 the loop's position, LR schedules and EMAs as JSON and safetensors (utils/training_state.py), a
-`save_pretrained` copy of each network (with what the model saves beside it) and the run's
-`config.yml`, published atomically (utils/checkpoint.py) and then rotated to
+`save_pretrained` copy of each network with the run's `config.yml` (and what the model saves beside
+them), published atomically (utils/checkpoint.py) and then rotated to
 `train.checkpoints_total_limit`. Resuming only reads; what a resumed branch does to the newer
 checkpoints of the run folder happens when the run folder is committed (models/engine/run_folder.py).
 """
@@ -13,7 +13,6 @@ import os
 from utils.checkpoint import list_checkpoints, publish, resolve_checkpoint, rotate, staging_path
 from utils.errors import ConfigError
 from utils.io_errors import checkpoint_bytes, file_errors
-from utils.options import save_options
 from utils.training_state import load_training_state, save_training_state
 
 
@@ -24,8 +23,6 @@ def save_checkpoint(model) -> str:
     accelerator.save_state(staging)
     if accelerator.is_main_process:
         save_training_state(staging, model.state.state_dict(), model.schedulers, model.emas)
-        # as in final/ and best/: the scripts read the data settings (normalisation) of the weights' run
-        save_options(model.opt, os.path.join(staging, "config.yml"))
     model.save_archs(staging)  # a model may extend it (the VAE stores its scale factor first)
     accelerator.wait_for_everyone()
     final = staging[: -len(".tmp")]

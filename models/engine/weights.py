@@ -74,12 +74,14 @@ def ema_weights(model):
 
 
 def save_archs(model, folder: str) -> None:
-    """`save_pretrained` of every network (EMA weights when on) into `folder/<name>/`; main process only."""
+    """`save_pretrained` of every network (EMA weights when on) into `folder/<name>/`, and the run's
+    `config.yml` (the scripts read the data settings of the weights' run from it); main process only."""
     if not model.accelerator.is_main_process:
         return
     with ema_weights(model):
         for name, handle in model.named_networks:
             handle.arch.save_pretrained(os.path.join(folder, name))
+    save_options(model.opt, os.path.join(folder, "config.yml"))
 
 
 def save_final(model) -> str:
@@ -88,7 +90,6 @@ def save_final(model) -> str:
     final_dir = os.path.join(model.run_dir, "final")
     model.save_archs(final_dir)  # a model may extend it (the VAE stores its scale factor first)
     if accelerator.is_main_process:
-        save_options(opt, os.path.join(final_dir, "config.yml"))
         with open(os.path.join(final_dir, "metrics.json"), "w") as f:
             json.dump(model.last_metrics, f, indent=2)
         model.logger.info(f"Saved the trained networks to {final_dir}.")

@@ -13,11 +13,12 @@ sample's tokens are replaced by the learned null token, so classifier-free guida
 Validation logs the loss at fixed noise, then samples a fixed set of validation conditions (each with its
 own condition and seed), decodes them and logs a grid (condition | target | sample) and the metrics of
 `val.metrics` against the targets, beside two baselines on the same targets (`models/ldm/baselines.py`):
-the mean training target and the same model with the conditions shuffled across the batch. Every weights folder (`checkpoint-N/`, `best/`,
-`final/`) receives, besides the trained UNet and projector, `scheduler/` (the noise schedule) and
-`ldm.json` (VAE reference, scale factor, condition and sampling settings): all that
-`scripts/generate.py` needs; and `mean_target.safetensors`, the mean-target baseline that a `-test`
-run (no training data) scores.
+the mean training target and the same model with the conditions shuffled across the batch.
+
+Every weights folder (`checkpoint-N/`, `best/`, `final/`) receives, besides the trained UNet and
+projector, `scheduler/` (the noise schedule) and `ldm.json` (VAE reference, scale factor, latent shape,
+condition and sampling settings): all that `scripts/generate.py` needs; and `mean_target.safetensors`,
+the mean-target baseline that a `-test` run (no training data) scores.
 """
 
 import torch

@@ -1,7 +1,7 @@
 """What `scripts/generate.py` and `-test` need beside the trained UNet and projector, in every weights
-folder of a run (`checkpoint-N/`, `best/`, `final/`): `scheduler/` (the noise schedule), `ldm.json` (VAE reference, scale factor, condition
-and sampling settings, the data's intensity range) and `mean_target.safetensors` (the mean-target
-baseline)."""
+folder of a run (`checkpoint-N/`, `best/`, `final/`): `scheduler/` (the noise schedule), `ldm.json` (VAE
+reference, scale factor, latent shape, condition and sampling settings, the data's intensity range) and
+`mean_target.safetensors` (the mean-target baseline)."""
 
 import json
 import os
@@ -31,17 +31,17 @@ def sampled_latent_shape(model, loader, phase: str) -> tuple[int, ...] | None:
         return tuple(model.encode(torch.as_tensor(item[model.gt_key])[None]).shape[1:])
 
 
-def write_generation_files(model, final: str) -> None:
-    """`scheduler/`, `ldm.json` and `mean_target.safetensors` into `final` (a weights folder of the run)."""
+def write_generation_files(model, folder: str) -> None:
+    """`scheduler/`, `ldm.json` and `mean_target.safetensors` into `folder` (a weights folder of the run)."""
     if not model.accelerator.is_main_process:
         return
-    os.makedirs(final, exist_ok=True)
-    model.noise_scheduler.save_pretrained(os.path.join(final, "scheduler"))
+    os.makedirs(folder, exist_ok=True)
+    model.noise_scheduler.save_pretrained(os.path.join(folder, "scheduler"))
     description = {
         "vae": model.vae_reference,
         "scale_factor": model.scale_factor,
         "recon_type": model.recon_type,
-        "latent_shape": list(model.latent_shape) if getattr(model, "latent_shape", None) else None,
+        "latent_shape": list(model.latent_shape) if model.latent_shape else None,
         "condition": {
             "type": model.cond_opt["type"],
             "key": model.cond_key,
@@ -55,7 +55,7 @@ def write_generation_files(model, final: str) -> None:
         "num_inference_steps": model.val_opt["num_inference_steps"],
         "guidance_scale": model.val_opt["guidance_scale"],
         "intensity": model.target_intensity,
-        "mean_target": save_mean_target(model.mean_target, final) if model.mean_target is not None else None,
+        "mean_target": save_mean_target(model.mean_target, folder) if model.mean_target is not None else None,
         "patched": {
             "window": list(model._latent_window),
             "overlap": patch_settings(model.opt["train"], len(model._latent_window))[1],
@@ -63,7 +63,7 @@ def write_generation_files(model, final: str) -> None:
         if getattr(model, "_latent_window", None)
         else None,
     }
-    with open(os.path.join(final, "ldm.json"), "w") as f:
+    with open(os.path.join(folder, "ldm.json"), "w") as f:
         json.dump(description, f, indent=2)
 
 
