@@ -13,7 +13,7 @@ import logging
 import sys
 from collections.abc import Mapping
 
-from utils.io_errors import describe_failure
+from utils.errors.files import describe_failure
 
 
 def parse_args(argv=None):
@@ -30,9 +30,11 @@ def parse_args(argv=None):
 def load_config(path: str, overrides=(), test: bool = False):
     """Load and check the config; returns it with the model class it names (imported lazily)."""
     from dataset import find_dataset_class
+    from engine.preflight import check_files
     from models import find_model_class
-    from utils.config_check import validate_options
-    from utils.options import load_options
+    from models.archs import find_arch
+    from utils.config.check import validate_options
+    from utils.config.load import load_options
 
     opt = load_options(path, list(overrides))
     if "model_type" not in opt or not isinstance(opt.get("datasets"), Mapping):
@@ -43,7 +45,8 @@ def load_config(path: str, overrides=(), test: bool = False):
         for name, block in opt["datasets"].items()
         if isinstance(block, Mapping) and block.get("type")
     }
-    validate_options(opt, getattr(model_cls, "config_keys", {}), dataset_classes)
+    validate_options(opt, getattr(model_cls, "config_keys", {}), dataset_classes, find_arch)
+    check_files(opt._data)
     if test:
         opt["is_train"] = False
     return opt, model_cls
@@ -56,7 +59,7 @@ def build(args):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from utils.console import quiet_libraries
+    from utils.cli.console import quiet_libraries
 
     quiet_libraries()  # no bitsandbytes warning, no per-file checkpoint lines, no "Loading weights" bars
     try:

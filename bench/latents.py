@@ -1,4 +1,4 @@
-"""Time of the latent-space analysis (not a test): encoding and 2-D embedding of N latents.
+"""Time of the latent-space scripts.latent_analysis (not a test): encoding and 2-D embedding of N latents.
 
 The VAE is checkpoints/VAE/tif.yml's AutoencoderKL (64x64 images -> 4x16x16 latents, 1,024 features),
 at its initial weights (the time does not depend on them); the images are random 64x64 ones. For each N

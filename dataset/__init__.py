@@ -1,7 +1,7 @@
 """Dataset plugins: `type: X` in a `datasets.*` block names the class `X` in some `dataset/**/*_dataset.py`.
 
 A dataset is built as `X(opt_dataset)` from its YAML block. A class declares the keys of its block in
-`config_keys`, as `utils.config_schema.Key`s (default, type, range, help): the trainer validates and
+`config_keys`, as `utils.config.schema.Key`s (default, type, range, help): the trainer validates and
 defaults them, a misspelled key gets "did you mean" instead of being silently ignored, and the README's
 tables are printed from them. `dataset.common.options.read_key` reads a key by the same declaration.
 """

@@ -1,6 +1,6 @@
 from torch.utils import data
 
-from utils.config_schema import Key
+from utils.config.schema import Key
 
 
 class DummyDataset(data.Dataset):

@@ -20,7 +20,7 @@ from pathlib import Path
 from dataset.common.files import IMAGE_SUFFIXES, list_files, relative_name
 from dataset.common.image_items import FOLDER_KEYS, RESERVED_ITEM_KEYS, ImageItemsDataset, Record
 from dataset.common.options import read_key_name
-from utils.config_schema import Key
+from utils.config.schema import Key
 from utils.errors import ConfigError
 
 

@@ -30,7 +30,7 @@ import torch
 from dataset.common import files
 from dataset.common.image_items import RESERVED_ITEM_KEYS, ImageItemsDataset, Record
 from dataset.common.options import plain
-from utils.config_schema import Key
+from utils.config.schema import Key
 from utils.errors import ConfigError, DataError, did_you_mean
 
 LATENT_KEY = "latent"

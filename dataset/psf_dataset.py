@@ -34,8 +34,8 @@ import torch
 from torch.utils import data
 
 from dataset.common.options import COMMON_KEYS
-from utils.config_schema import Key
-from utils.console import preparation_bar
+from utils.cli.console import preparation_bar
+from utils.config.schema import Key
 from utils.errors import ConfigError
 from utils.optics.config import BLOCK_KEYS, LENS_KEYS, as_plain_dict, check_keys, lens_from_config
 

@@ -4,7 +4,7 @@ import torch
 from torch.utils import data
 
 from dataset.common.options import read_key, where_of
-from utils.config_schema import Key
+from utils.config.schema import Key
 from utils.errors import ConfigError
 
 SHAPE_KINDS = ("ellipse", "rectangle", "triangle")

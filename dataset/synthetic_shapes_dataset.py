@@ -3,7 +3,7 @@ import math
 import torch
 from torch.utils import data
 
-from utils.config_schema import Key, declared_values
+from utils.config.schema import Key, declared_values
 
 
 class SyntheticShapesDataset(data.Dataset):

@@ -6,8 +6,8 @@ MODEL_REGISTRY = Registry("models", "_model.py", kind="model")
 
 
 def model_names() -> list[str]:
-    """The models a YAML can name: BaseModel's subclasses in `*_model.py` files (not the engine's own
-    classes such as BaseModel or TrainingState, which live in `base_model.py` and match the suffix too)."""
+    """The models a YAML can name: BaseModel's subclasses in `*_model.py` files (a helper class beside a
+    model in its file is not one)."""
     return MODEL_REGISTRY.subclasses_of("BaseModel")
 
 

@@ -23,9 +23,9 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from utils.cli_args import OneLineParser, count, default_device, device  # noqa: E402
+from utils.cli.args import OneLineParser, count, default_device, device  # noqa: E402
 from utils.errors import UserError  # noqa: E402
-from utils.io_errors import as_user_error  # noqa: E402
+from utils.errors.files import as_user_error  # noqa: E402
 from utils.latent_maps.embedding import METHODS  # noqa: E402
 from utils.latent_maps.features import FEATURE_MODES  # noqa: E402
 
@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def collect_sources(args, run_opt: dict) -> list:
-    from analysis.latent_sources import (
+    from scripts.latent_analysis.sources import (
         folder_sources,
         manifest_source,
         network_input_options,
@@ -86,7 +86,7 @@ def collect_sources(args, run_opt: dict) -> list:
         if args.group_column:
             sources.append(manifest_source(args.manifest, args.path_column, args.group_column, options))
         else:
-            from analysis.latent_sources import Source
+            from scripts.latent_analysis.sources import Source
 
             source = manifest_source(args.manifest, args.path_column, None, options)
             sources.append(Source(source.dataset, "gt", group="manifest"))
@@ -103,8 +103,8 @@ def collect_sources(args, run_opt: dict) -> list:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from analysis.latent_encoding import encode_sources, load_encoder
-    from analysis.latent_sources import label_by_regex
+    from scripts.latent_analysis.encoding import encode_sources, load_encoder
+    from scripts.latent_analysis.sources import label_by_regex
     from utils.latent_maps.report import write_report
 
     try:

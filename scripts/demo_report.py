@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from utils.training_curves import SUMMARY_NAME, write_training_summary  # noqa: E402
+from engine.run.curves import SUMMARY_NAME, write_training_summary  # noqa: E402
 
 STAGES = {"stage1_vae": "VAE_PSF", "stage2_ldm": "LDM_PSF"}
 

@@ -26,13 +26,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from utils.console import quiet_libraries  # noqa: E402
+from utils.cli.console import quiet_libraries  # noqa: E402
 
 quiet_libraries()  # before diffusers and transformers load: bitsandbytes warns on import
 
 from models.ldm.generation_inputs import network_inputs, parse_labels, read_vectors  # noqa: E402
 from models.ldm.sample_files import write_samples  # noqa: E402
-from utils.cli_args import OneLineParser, count, default_device, device, finite  # noqa: E402
+from utils.cli.args import OneLineParser, count, default_device, device, finite  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 
 

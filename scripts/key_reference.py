@@ -2,7 +2,7 @@
 
     python -m scripts.key_reference
 
-Every table comes from a `Key` declaration (`utils/config_schema.py` for the trainer, a model's
+Every table comes from a `Key` declaration (`utils/config/schema.py` for the trainer, a model's
 or dataset's `config_keys` for its own keys), the same declaration the config check validates against, so the
 README cannot drift from what the trainer accepts.
 """
@@ -10,7 +10,7 @@ README cannot drift from what the trainer accepts.
 from collections.abc import Mapping
 
 from models import MODEL_REGISTRY
-from utils.config_schema import Key, key_rows, reference_markdown
+from utils.config.schema import Key, key_rows, reference_markdown
 
 
 def declared_keys(model_cls) -> dict[str, dict[str, Key]]:
@@ -54,7 +54,7 @@ def dataset_reference_markdown() -> str:
 
 
 if __name__ == "__main__":
-    from utils.console import quiet_libraries
+    from utils.cli.console import quiet_libraries
 
     quiet_libraries()  # loading the model plugins imports bitsandbytes, which warns on import
     print(reference_markdown())

@@ -16,8 +16,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from engine.hub import push_failure_sentence, push_final_folder, write_model_card  # noqa: E402
 from utils.errors import UserError  # noqa: E402
-from utils.hub import push_failure_sentence, push_final_folder, write_model_card  # noqa: E402
 
 
 class _Say:

@@ -20,17 +20,17 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from utils.console import quiet_libraries  # noqa: E402
+from utils.cli.console import quiet_libraries  # noqa: E402
 
 quiet_libraries()  # before diffusers and transformers load: bitsandbytes warns on import
 
 from dataset.common.image_items import NETWORK_INPUT_KEYS  # noqa: E402
-from utils.comparison_grid import comparison_grid  # noqa: E402
 from utils.errors import UserError  # noqa: E402
-from utils.images import save_png  # noqa: E402
+from utils.images.comparison import comparison_grid  # noqa: E402
+from utils.images.grid import save_png  # noqa: E402
+from utils.images.patches import patch_settings, sliding_window  # noqa: E402
+from utils.losses.vae import decoded_image  # noqa: E402
 from utils.metrics.image import mae, psnr, ssim  # noqa: E402
-from utils.patches import patch_settings, sliding_window  # noqa: E402
-from utils.vae_losses import decoded_image  # noqa: E402
 
 
 def load_vae(run: Path, device: str):

@@ -21,10 +21,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from scripts.vae_reconstruct import load_vae  # noqa: E402
-from utils.cli_args import OneLineParser, count, default_device, device  # noqa: E402
+from utils.cli.args import OneLineParser, count, default_device, device  # noqa: E402
 from utils.errors import UserError  # noqa: E402
-from utils.images import make_grid, save_png  # noqa: E402
-from utils.vae_losses import decoded_image  # noqa: E402
+from utils.images.grid import make_grid, save_png  # noqa: E402
+from utils.losses.vae import decoded_image  # noqa: E402
 
 
 def image_size(vae, opt: dict, given: int | None) -> int:

@@ -7,8 +7,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from engine.checkpoints.best_weights import recover
 from tests.conftest import read_scalars, run_folder, run_trainer
-from utils.best_weights import recover
 
 
 def net_g(folder):

@@ -1,7 +1,7 @@
 """Resume mid-epoch ends with the uninterrupted weights, for models that draw noise from every RNG.
 
 The trap: building a DataLoader iterator draws a number from torch's global generator unless the
-loader has its own (utils/loader_rng.py); a resumed run's skip_first_batches loader drew it again.
+loader has its own (engine/loader_rng.py); a resumed run's skip_first_batches loader drew it again.
 """
 
 import copy
@@ -13,9 +13,9 @@ import tifffile
 import torch
 from safetensors.torch import load_file
 
+from engine.loader_rng import epoch_generator, seed_loader_for_epoch
 from models.example.Denoise_model import Denoise_model
 from tests.conftest import run_folder, run_trainer
-from utils.loader_rng import epoch_generator, seed_loader_for_epoch
 
 
 def noisy_optimize_parameters(self):

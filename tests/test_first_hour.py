@@ -74,7 +74,7 @@ def test_a_run_into_a_file_talks_at_start_prints_plain_lines_and_keeps_one_tenso
 def test_summary_figure_reads_the_curves_and_keeps_the_last_value_of_a_replayed_step(tmp_path):
     from torch.utils.tensorboard import SummaryWriter
 
-    from utils.training_curves import panels, read_scalars, write_training_summary
+    from engine.run.curves import panels, read_scalars, write_training_summary
 
     folder = tmp_path / "logs" / "proj"
     with SummaryWriter(str(folder)) as writer:  # the first launch
@@ -92,7 +92,7 @@ def test_summary_figure_reads_the_curves_and_keeps_the_last_value_of_a_replayed_
 
 
 def test_progress_on_a_terminal_gives_log_lines_their_own_line(monkeypatch):
-    from utils.console import TrainingProgress
+    from utils.cli.console import TrainingProgress
 
     class Terminal(io.StringIO):
         def isatty(self):
@@ -199,7 +199,7 @@ def test_latest_without_a_finished_run_names_the_folder(tmp_path):
 
 
 def test_comparison_grid_is_large_labelled_and_shows_the_difference_in_colour():
-    from utils.comparison_grid import MIN_PANEL, comparison_grid
+    from utils.images.comparison import MIN_PANEL, comparison_grid
 
     rng = np.random.default_rng(0)
     x = np.zeros((2, 3, 32, 32), np.float32)

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from utils.io_errors import as_user_error, describe_failure, file_errors
+from utils.errors.files import as_user_error, describe_failure, file_errors
 
 
 @pytest.mark.parametrize(
@@ -80,8 +80,8 @@ def test_metric_means_leave_out_non_finite_batches_so_metrics_json_stays_valid()
 def test_batch_errors_name_the_dataset_and_leave_other_errors_alone():
     import torch
 
-    from utils.batch_errors import batch_errors
     from utils.errors import DataError
+    from utils.errors.batches import batch_errors
 
     opt = {"datasets": {"train": {"type": "TIFFolderDataset"}}, "val": {"metrics": {}}}
     batch = {"gt": torch.zeros(2, 1, 8, 8)}
@@ -148,7 +148,7 @@ def test_a_full_disk_while_writing_a_validation_image_names_it(tmp_path, monkeyp
     ],
 )
 def test_secret_looking_key_names(key, secret):
-    from utils.secret_values import looks_like_secret_key
+    from utils.config.secrets import looks_like_secret_key
 
     assert looks_like_secret_key(key) is secret
 
@@ -166,6 +166,6 @@ def test_secret_looking_key_names(key, secret):
     ],
 )
 def test_token_looking_values(text, token):
-    from utils.secret_values import looks_like_token
+    from utils.config.secrets import looks_like_token
 
     assert looks_like_token(text) is token

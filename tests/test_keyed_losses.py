@@ -5,7 +5,7 @@ import torch
 
 from models.archs.autoencoder_outputs import DiagonalGaussianPosterior
 from utils.errors import ConfigError
-from utils.keyed_losses import KeyedLoss
+from utils.losses.keyed import KeyedLoss
 from utils.metrics.segmentation import accuracy, segmentation_scores
 
 

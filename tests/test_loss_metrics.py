@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from utils.errors import ConfigError
-from utils.loss import Loss
+from utils.losses import Loss
 from utils.metrics import check_metric_options, compute_metrics
 from utils.metrics.image import mae, mse, psnr, ssim
 

@@ -174,7 +174,7 @@ def test_every_shipped_dataset_declares_its_keys_and_reads_their_defaults():
     from dataset import DATASET_REGISTRY
     from dataset.synthetic_masks_dataset import SyntheticMasksDataset
     from scripts.key_reference import dataset_reference_markdown
-    from utils.config_schema import Key
+    from utils.config.schema import Key
 
     tables = dataset_reference_markdown()
     for name in sorted(DATASET_REGISTRY.names()):

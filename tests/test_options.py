@@ -2,9 +2,9 @@ import os
 
 import pytest
 
-from utils.config_check import validate_options
+from utils.config.check import validate_options
+from utils.config.load import Opt, load_options, save_options
 from utils.errors import ConfigError
-from utils.options import Opt, load_options, save_options
 
 SEED_003_TEMPLATE = os.path.join(os.path.dirname(__file__), "data", "seed003_template.yml")
 
@@ -117,7 +117,7 @@ def test_saved_config_has_no_secrets(tmp_path):
 
 
 def test_readme_documents_every_key():
-    from utils.config_schema import BLOCKS, DATASET
+    from utils.config.schema import BLOCKS, DATASET
 
     readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
     for keys in [*BLOCKS.values(), DATASET]:

@@ -8,7 +8,7 @@ import torch
 
 from tests.conftest import read_scalars, run_folder, run_trainer
 from tests.test_vae_model import TINY_VAE
-from utils.patches import random_windows, sliding_window
+from utils.images.patches import random_windows, sliding_window
 
 
 def test_windows_are_shared_across_an_image_and_its_latent():

@@ -1,8 +1,8 @@
 import torch
 from torch import nn
 
+from engine.prepared_network import MethodDispatch, PreparedNetwork
 from models.archs import define_network
-from models.prepared_network import MethodDispatch, PreparedNetwork
 
 
 class Counting(nn.Module):

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from models.archs import define_network, ensure_post_init
+from utils.config.load import Opt
 from utils.errors import ConfigError, PluginError
-from utils.options import Opt
 from utils.registry import Registry
 
 SEED_STYLE_ARCH = """

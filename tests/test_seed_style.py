@@ -1,6 +1,6 @@
 """Plugin code written the seed's way (`self.models.append`, its own `zero_grad()` / `backward` /
 `step`, direct calls of the bare attribute) trains exactly like a model using `add_network` and
-`self.step`, gradient accumulation included (models/engine/seed_style.py)."""
+`self.step`, gradient accumulation included (engine/seed_style.py)."""
 
 import copy
 import os

@@ -12,8 +12,8 @@ from models.archs.monai_autoencoder_kl_arch import MonaiAutoencoderKL_arch, Mona
 from models.archs.patch_discriminator_arch import PatchDiscriminator_arch, PatchDiscriminator_config
 from models.archs.vqvae_arch import VQVAE_arch, VQVAE_config
 from utils.errors import ConfigError, DataError
-from utils.perceptual import PerceptualLoss, VGG16Features, save_vgg16_weights
-from utils.vae_losses import (
+from utils.losses.perceptual import PerceptualLoss, VGG16Features, save_vgg16_weights
+from utils.losses.vae import (
     adaptive_gan_weight,
     decoded_image,
     discriminator_loss,

@@ -11,10 +11,9 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from utils.images import make_grid, save_png, to_numpy
-from utils.io_errors import file_errors
+from utils.errors.files import file_errors
+from utils.images.grid import make_grid, save_png, to_numpy
 from utils.metrics import compute_metrics
-from utils.run_dir import images_dir
 
 
 def _scalar(value) -> float:
@@ -117,7 +116,7 @@ def log_image(opt, accelerator, images, name: str, step: int) -> str | None:
     val = opt.get("val") or {}
     if not val.get("save_images", True):
         return None
-    folder = images_dir(opt)
+    folder = os.path.join(accelerator.project_dir, "images")  # the run folder the engine gave Accelerate
     os.makedirs(folder, exist_ok=True)
     key = (folder, name, step)
     index = _image_names[key]

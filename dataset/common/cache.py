@@ -18,7 +18,7 @@ copy because its collate copies the items into new batch tensors anyway.
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from utils.console import preparation_bar
+from utils.cli.console import preparation_bar
 
 
 class PreloadCache:

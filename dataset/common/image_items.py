@@ -28,7 +28,7 @@ from dataset.common.geometry import PATCH_MODES, crop, crop_window, resize
 from dataset.common.normalization import MODES, Normalization, denormalize
 from dataset.common.options import check_keys, plain, read_key, read_pair, read_phase, read_size, where_of
 from dataset.common.splits import check_no_leak, compile_split_by, group_of, load_or_draw_split
-from utils.config_schema import Key
+from utils.config.schema import Key
 from utils.errors import ConfigError, DataError
 
 IMAGE_KEYS = {

@@ -1,6 +1,6 @@
 """Reading a dataset's YAML block: each mistake is a ConfigError naming the key, value and what is allowed.
 
-A dataset declares its keys once, as `utils.config_schema.Key`s in its `config_keys` (default, type,
+A dataset declares its keys once, as `utils.config.schema.Key`s in its `config_keys` (default, type,
 range, help): the trainer's config check validates and defaults them from that declaration, the README's
 tables are printed from it (`python -m scripts.key_reference`), and `read_key` below reads a key with
 the same declaration. The datasets check again here because tests, notebooks and scripts build them
@@ -9,7 +9,7 @@ from plain dicts without the trainer.
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from utils.config_schema import DATASET, Key
+from utils.config.schema import DATASET, Key
 from utils.errors import ConfigError, did_you_mean
 
 # Handled by the trainer (DataLoader settings, the block's name); a dataset ignores all but `phase`

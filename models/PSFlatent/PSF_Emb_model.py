@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from models.archs import define_network
 from models.PSFlatent.PSF_model import PSF_model
-from utils.config_schema import Key
+from utils.config.schema import Key
 from utils.misc import log_validation_scalars
 
 EMB_TRAIN_KEYS = {

@@ -27,12 +27,12 @@ no second, unused network.
 import numpy as np
 import torch
 
+from engine import BaseModel
 from models.archs import define_network
-from models.base_model import BaseModel
 from utils import log_image, log_metrics
-from utils.config_schema import Key
+from utils.config.schema import Key
 from utils.errors import ConfigError
-from utils.loss import Loss
+from utils.losses import Loss
 from utils.misc import log_validation_scalars
 from utils.optics import lens_from_config
 

@@ -24,7 +24,7 @@ library network it wraps:
 1 / std of the latents at the end of training and stores it there (`model.config.scaling_factor = s`),
 so it is saved with the weights instead of being recomputed from another batch at inference time.
 
-A training step, for a KL arch (`utils/vae_losses.py` has the loss pieces):
+A training step, for a KL arch (`utils/losses/vae.py` has the loss pieces):
 
     out = net(x)                                       # sample_posterior=True while training
     rec = recon_loss(out.reconstruction, x, recon_type)

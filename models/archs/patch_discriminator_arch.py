@@ -1,7 +1,7 @@
 """`type: PatchDiscriminator`: MONAI's PatchGAN discriminator (2D or 3D), for the adversarial VAE loss.
 
 It scores overlapping patches rather than the whole image: `forward(x)` returns one logit per patch
-(shape [batch, out_channels, *patch grid]), which `utils/vae_losses.py`'s `discriminator_loss` and
+(shape [batch, out_channels, *patch grid]), which `utils/losses/vae.py`'s `discriminator_loss` and
 `generator_loss` take. `forward(x, return_features=True)` also returns the intermediate feature maps
 (for a feature-matching loss).
 """

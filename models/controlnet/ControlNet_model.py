@@ -23,8 +23,8 @@ import os
 import torch
 from diffusers import DDPMScheduler
 
+from engine import BaseModel
 from models.archs import define_network
-from models.base_model import BaseModel
 from models.controlnet.pipeline import ControlledUNet, as_control, check_diffusers_backend
 from models.ldm.frozen_vae import encode_latents
 from models.ldm.generation_files import copy_generation_folder
@@ -32,10 +32,10 @@ from models.ldm.pipeline import LDMPipeline
 from models.ldm.sampling import SAMPLERS, make_sampler, sample_latents
 from models.ldm.schedules import training_target
 from utils import log_image, log_metrics
-from utils.config_schema import Key
+from utils.config.schema import Key
 from utils.errors import ConfigError
+from utils.losses.vae import decoded_image
 from utils.misc import log_validation_scalars
-from utils.vae_losses import decoded_image
 
 LDM_KEYS = {
     "pretrained": Key(

@@ -7,10 +7,10 @@ a loss dict with 'all', and `log_image` / `log_metrics` in validation.
 
 import torch
 
+from engine import BaseModel
 from models.archs import define_network
-from models.base_model import BaseModel
 from utils import log_image, log_metrics
-from utils.loss import Loss
+from utils.losses import Loss
 
 
 class Denoise_model(BaseModel):

@@ -23,8 +23,8 @@ the mean-target baseline that a `-test` run (no training data) scores.
 
 import torch
 
+from engine import BaseModel
 from models.archs import define_network
-from models.base_model import BaseModel
 from models.ldm.baselines import baseline_mean_target, log_baselines
 from models.ldm.concat import ConcatConditionUNet, stacked
 from models.ldm.conditioning import (
@@ -37,20 +37,19 @@ from models.ldm.conditioning import (
     projector_input,
     unet_network_block,
 )
-from models.ldm.frozen_vae import encode_latents, load_frozen_vae, vae_recon_type
+from models.ldm.frozen_vae import encode_latents, load_frozen_vae, set_scale_factor, vae_recon_type
 from models.ldm.generation_files import sampled_latent_shape, write_generation_files
 from models.ldm.intensity import measure_target_intensity
 from models.ldm.keys import DIFFUSION_KEYS, TRAIN_KEYS, VAE_KEYS, VAL_KEYS
 from models.ldm.patched import SlidingWindowDenoiser, latent_size_of_window
 from models.ldm.sampling import make_sampler, sample_latents
-from models.ldm.scale_factor import set_scale_factor
 from models.ldm.schedules import make_noise_scheduler, min_snr_weights, training_target
 from utils import log_image, log_metrics
-from utils.config_schema import Key
+from utils.config.schema import Key
 from utils.errors import ConfigError
+from utils.images.patches import patch_settings, random_windows
+from utils.losses.vae import decoded_image
 from utils.misc import log_metric, log_validation_scalars
-from utils.patches import patch_settings, random_windows
-from utils.vae_losses import decoded_image
 
 
 class LDM_model(BaseModel):

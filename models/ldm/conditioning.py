@@ -17,7 +17,7 @@ import torch
 
 from models.archs import define_network
 from models.archs.diffusion_unet_arch import INJECTIONS
-from utils.config_schema import Key
+from utils.config.schema import Key
 from utils.errors import ConfigError
 
 CONDITION_TYPES = ("image", "vector", "class", "none")

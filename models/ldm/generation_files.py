@@ -10,8 +10,8 @@ import shutil
 import torch
 
 from models.ldm.baselines import save_mean_target
-from utils.batch_errors import batch_errors
-from utils.patches import patch_settings
+from utils.errors.batches import batch_errors
+from utils.images.patches import patch_settings
 
 
 def sampled_latent_shape(model, loader, phase: str) -> tuple[int, ...] | None:

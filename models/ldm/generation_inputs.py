@@ -19,7 +19,7 @@ import yaml
 from dataset.common.image_items import NETWORK_INPUT_KEYS
 from models.archs.vector_features import entries_used
 from utils.errors import UserError
-from utils.io_errors import as_user_error
+from utils.errors.files import as_user_error
 
 
 def read_conditions(run: Path, folder: Path):

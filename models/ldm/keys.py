@@ -4,7 +4,7 @@ errors and the README tables come from here."""
 
 from models.ldm.sampling import SAMPLERS
 from models.ldm.schedules import BETA_SCHEDULES, PREDICTION_TYPES
-from utils.config_schema import Key
+from utils.config.schema import Key
 
 VAE_KEYS = {
     "pretrained": Key(

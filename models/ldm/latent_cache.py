@@ -14,7 +14,7 @@ import os
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from utils.console import preparation_bar
+from utils.cli.console import preparation_bar
 
 
 class LatentDataset(Dataset):

@@ -1,5 +1,5 @@
 """`train.patched` for stage 2: the UNet trains on random latent windows and samples whole latents window
-by window (utils/patches.py has the why).
+by window (utils/images/patches.py has the why).
 
 Training crops the same random window from the target latent and, for an image condition, from the
 condition latent, so the condition tokens a window sees are those of its own area (with position
@@ -13,7 +13,7 @@ import torch
 
 from models.ldm.concat import ConcatConditionUNet
 from models.ldm.sampling import guided_prediction
-from utils.patches import sliding_window
+from utils.images.patches import sliding_window
 
 
 def latent_size_of_window(model, size) -> tuple[int, ...]:

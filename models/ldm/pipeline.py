@@ -21,7 +21,7 @@ from models.ldm.frozen_vae import encode_latents, load_frozen_vae
 from models.ldm.patched import SlidingWindowDenoiser
 from models.ldm.sampling import make_sampler, sample_latents
 from utils.errors import ConfigError
-from utils.vae_losses import decoded_image
+from utils.losses.vae import decoded_image
 
 
 class LDMPipeline:

@@ -10,7 +10,7 @@ import torch
 
 from models.ldm.intensity import to_intensity
 from utils.errors import UserError
-from utils.images import make_grid, save_png
+from utils.images.grid import make_grid, save_png
 
 GRID_TILES = 16
 

@@ -2,7 +2,7 @@
 
     loss = sum over train.losses of weight * term(output[key], batch[target])
 
-(`utils/keyed_losses.py`: MSE / L1 on an image head, CrossEntropy on a segmentation or classification
+(`utils/losses/keyed.py`: MSE / L1 on an image head, CrossEntropy on a segmentation or classification
 head, KLD for a variational encoder, LatentStandardization.) Every term is logged under its label.
 The encoder reads the batch key `val.gt_key` (the image). Validation reports, for each term's head:
 PSNR/SSIM (`val.metrics`) for an RGBHead against its target, Dice and IoU per class for a
@@ -13,13 +13,13 @@ predicted mask grids. At the end 1 / std of the validation latents is stored as 
 
 import torch
 
+from engine import BaseModel
 from models.archs import define_network
-from models.base_model import BaseModel
 from models.vae.posterior_noise import global_batch_noise
 from utils import log_image, log_metrics
-from utils.config_schema import Key
+from utils.config.schema import Key
 from utils.errors import ConfigError, did_you_mean
-from utils.keyed_losses import KeyedLoss
+from utils.losses.keyed import KeyedLoss
 from utils.metrics.segmentation import accuracy, class_map, segmentation_scores
 from utils.misc import log_metric, log_validation_scalars
 
@@ -28,7 +28,7 @@ TRAIN_KEYS = {
         [{"type": "MSE", "key": "rgb", "target": "image", "weight": 1.0}],
         "any",
         "The keyed loss terms, each `{type, key (a network output), target (a batch key), weight}` "
-        "(see utils/keyed_losses.py).",
+        "(see utils/losses/keyed.py).",
     ),
     "compute_scale_factor": Key(
         True, "bool", "At the end, store 1 / std of the validation latents as the arch's `scaling_factor`."

@@ -15,18 +15,17 @@ from types import SimpleNamespace
 
 import torch
 
+from engine import BaseModel
 from models.archs import define_network
-from models.base_model import BaseModel
-from models.vae.latent_scale import measure_latent_std, store_scale_factor
 from models.vae.posterior_noise import global_batch_noise
+from models.vae.scale_factor import measure_latent_std, store_scale_factor
 from utils import log_image, log_metrics
-from utils.comparison_grid import as_batch, comparison_grid
-from utils.config_schema import Key
+from utils.config.schema import Key
 from utils.errors import ConfigError
+from utils.images.comparison import as_batch, comparison_grid
+from utils.images.patches import patch_settings, random_windows, sliding_window
 from utils.latent_maps.training_map import ValidationLatentMap, read_latent_map_options
-from utils.misc import log_metric, log_validation_scalars
-from utils.patches import patch_settings, random_windows, sliding_window
-from utils.vae_losses import (
+from utils.losses.vae import (
     GAN_TYPES,
     KL_REDUCTIONS,
     RECON_TYPES,
@@ -37,6 +36,7 @@ from utils.vae_losses import (
     kl_loss,
     recon_loss,
 )
+from utils.misc import log_metric, log_validation_scalars
 
 TRAIN_KEYS = {
     "recon_type": Key(
@@ -133,9 +133,9 @@ class VAE_model(BaseModel):
             if not train["perceptual_weights_path"]:
                 raise ConfigError(
                     "'train.perceptual_weight' is above 0 but 'train.perceptual_weights_path' is empty; point it at "
-                    "a VGG16 weights file (see utils/perceptual.py) or set the weight to 0."
+                    "a VGG16 weights file (see utils/losses/perceptual.py) or set the weight to 0."
                 )
-            from utils.perceptual import PerceptualLoss
+            from utils.losses.perceptual import PerceptualLoss
 
             self.perceptual = PerceptualLoss(train["perceptual_weights_path"]).to(self.accelerator.device)
 
@@ -269,7 +269,7 @@ class VAE_model(BaseModel):
         return metrics
 
     def _validate_whole_images(self, x, idx):
-        """`train.patched`: reconstruct whole images window by window, blended (utils/patches.py)."""
+        """`train.patched`: reconstruct whole images window by window, blended (utils/images/patches.py)."""
         size, overlap = self.patches(x)
         raw = sliding_window(lambda p: self.net_g(p, sample_posterior=False).reconstruction, x, size, overlap)
         image = decoded_image(raw, self.hp["recon_type"])

@@ -1,4 +1,4 @@
-"""All outputs of one analysis in one folder: maps (PNG/SVG/PDF per method, one HTML), metrics.json, coords.csv."""
+"""All outputs of one scripts.latent_analysis in one folder: maps (PNG/SVG/PDF per method, one HTML), metrics.json, coords.csv."""
 
 import csv
 import json

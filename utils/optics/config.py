@@ -18,7 +18,7 @@ import math
 
 import torch
 
-from utils.config_schema import Key
+from utils.config.schema import Key
 from utils.errors import ConfigError, did_you_mean
 from utils.optics.geolens import GeoLens, resolve_lens_file
 

@@ -1,0 +1,1 @@
+"""Checkpoint folders (written atomically, rotated), save and resume, best weights, weights on disk."""

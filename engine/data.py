@@ -1,0 +1,47 @@
+"""A DataLoader from a `datasets.<phase>` block."""
+
+import os
+
+import torch
+from torch.utils.data import DataLoader
+
+from dataset import create_dataset, find_dataset_class
+from engine.run.paths import safe_name
+
+
+def build_dataloader(opt, phase: str, run_dir: str) -> DataLoader:
+    block = opt["datasets"][phase]
+    # Datasets that split one folder into train and val write the split into the run folder and
+    # reread it on resume; they learn their phase from the block's name.
+    block["phase"] = phase
+    if "split_file" in getattr(find_dataset_class(block["type"]), "config_keys", ()) and not block.get(
+        "split_file"
+    ):
+        block["split_file"] = os.path.join(run_dir, f"split_{safe_name(block['type'])}.json")
+    dataset = create_dataset(block)
+    is_train = phase == "train"
+    batch_size = block.get("batch_size") or (
+        opt["train"]["batch_size"] if is_train else opt["val"]["batch_size"]
+    )
+    shuffle = block.get("use_shuffle")
+    drop_last = block.get("drop_last")
+    workers = block.get("num_workers", 0)
+    sampler = None
+    if is_train and hasattr(dataset, "sample_weights") and dataset.sample_weights() is not None:
+        # Seeded here so that Accelerate, under several processes, does not draw its seed from torch's
+        # global generator; the loop reseeds it from (seed, epoch) at every epoch (engine/loader_rng.py).
+        generator = torch.Generator().manual_seed(opt["seed"])
+        weights = torch.as_tensor(dataset.sample_weights(), dtype=torch.double)
+        sampler = torch.utils.data.WeightedRandomSampler(weights, len(weights), generator=generator)
+        shuffle = False
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=is_train if shuffle is None else shuffle,
+        sampler=sampler,
+        drop_last=(is_train and len(dataset) >= batch_size) if drop_last is None else drop_last,
+        num_workers=workers,
+        pin_memory=block.get("pin_memory", False),
+        persistent_workers=bool(block.get("persistent_workers")) and workers > 0,
+        prefetch_factor=block.get("prefetch_factor") if workers > 0 else None,
+    )

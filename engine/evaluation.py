@@ -1,0 +1,75 @@
+"""Validation during training, and `-test` (one validation pass, a metrics table and a JSON summary)."""
+
+import json
+import os
+
+import torch
+
+from engine.checkpoints.weights import ema_weights
+from utils.errors.batches import batch_errors
+from utils.misc import collect_metrics, log_metric
+
+
+def validate(model, max_batches: int | None) -> dict[str, float]:
+    """Run `validate_step` over the validation loader with the EMA weights, in eval mode and without
+    gradients, in a forked RNG so that validation never changes the training's random stream."""
+    accelerator, val = model.accelerator, model.opt["val"]
+    archs = [handle.arch for _, handle in model.named_networks]
+    modes = {m: m.training for arch in archs for m in arch.modules()}
+    for arch in archs:
+        arch.eval()
+    devices = [accelerator.device] if accelerator.device.type == "cuda" else []
+    with (
+        torch.random.fork_rng(devices=devices),
+        ema_weights(model),
+        torch.no_grad(),
+        collect_metrics() as summary,
+    ):
+        torch.manual_seed(model.opt["seed"])
+        idx = 0
+        for i, batch in enumerate(model.val_loader):
+            if max_batches is not None and i >= max_batches:
+                break
+            with batch_errors(model.opt, "val", batch):
+                idx = model.validate_step(batch, idx, val["lq_key"], val["gt_key"])
+    for module, was_training in modes.items():
+        module.training = was_training
+    metrics = reduce_summary(accelerator, summary)
+    if metrics:
+        log_metric(accelerator, metrics, model.global_step)
+        model.logger.info(
+            f"step {model.global_step}: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()))
+        )
+    return metrics
+
+
+def reduce_summary(accelerator, summary) -> dict[str, float]:
+    """Sample-weighted means over every process's validation batches."""
+    keys = sorted(summary.sums)
+    if accelerator.num_processes > 1:
+        gathered = [None] * accelerator.num_processes
+        torch.distributed.all_gather_object(gathered, keys)
+        keys = sorted({k for ks in gathered for k in ks})
+    if not keys:
+        return {}
+    device = accelerator.device
+    sums = torch.tensor([summary.sums.get(k, 0.0) for k in keys], dtype=torch.float64, device=device)
+    counts = torch.tensor([summary.counts.get(k, 0.0) for k in keys], dtype=torch.float64, device=device)
+    if accelerator.num_processes > 1:
+        sums, counts = accelerator.reduce(sums, "sum"), accelerator.reduce(counts, "sum")
+    return {k: float(s / c) for k, s, c in zip(keys, sums.tolist(), counts.tolist()) if c}
+
+
+def write_test_summary(model, weights: str | None, metrics: dict[str, float]) -> str:
+    """`test_metrics.json` in the run folder, and the metrics as a table on stdout (main process)."""
+    out = os.path.join(model.run_dir, "test_metrics.json")
+    if not model.accelerator.is_main_process:
+        return out
+    with open(out, "w") as f:
+        json.dump({"weights": weights, "metrics": metrics}, f, indent=2)
+    width = max([len(k) for k in metrics] + [6])
+    table = [f"{'metric':<{width}}  value", f"{'-' * width}  ----------"]
+    table += [f"{k:<{width}}  {v:.6g}" for k, v in sorted(metrics.items())]
+    print("\n".join(table))
+    print(f"Metrics written to {out}")
+    return out

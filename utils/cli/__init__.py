@@ -1,0 +1,1 @@
+"""The terminal: quiet libraries, progress lines, and argument parsing for the scripts."""
