@@ -1,7 +1,7 @@
 """Plugin discovery by file suffix: lazy, sorted, and loud about what went wrong.
 
-BasicSR and seed 003 import every `*_model.py` eagerly, so one plugin with a missing optional
-dependency breaks every run, and an unknown name is a bare KeyError. Here each file is read with
+Importing every `*_model.py` eagerly would let one plugin with a missing optional dependency break
+every run, and an unknown name would be a bare KeyError. Instead each file is read with
 `ast` to learn which top-level names it defines; only the file that defines the requested name is
 imported. An import error is reported for that file alone, naming the file and the missing module;
 a name defined in two files is an error naming both; an unknown name lists the available ones with

@@ -1,7 +1,7 @@
 """`Loss('1*MSE+0.1*L1')`: a weighted sum of named losses, parsed without `eval`.
 
 Calling it returns every term by name (unweighted, for logging) and `'all'`, the weighted sum to
-back-propagate. Terms are separated by `+` or, as in seed 003's configs, by `|`.
+back-propagate. Terms are separated by `+` or `|`.
 """
 
 import re

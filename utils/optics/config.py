@@ -1,6 +1,6 @@
 """The `deeplens:` block of an experiment, turned into a ready PSF simulator.
 
-The block keeps seed 003's keys and units (metres); the simulator converts them once to the lens's
+The block is in metres; the simulator converts it once to the lens's
 units (millimetres for lengths, micrometres for wavelengths):
 
     deeplens:

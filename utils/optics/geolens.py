@@ -19,20 +19,24 @@ import torch
 from utils.optics.lens_file import LensError, LensPrescription, parse_lens, read_lens_file
 from utils.optics.materials import WAVE_C, WAVE_D, WAVE_F
 from utils.optics.paraxial import first_order, image_distance, image_space_slope
-from utils.optics.psf import airy_kernels, convolve_same, normalize_sum, pupil_samples, splat
-from utils.optics.tracing import propagate_to_z, trace
+from utils.optics.psf import airy_kernels, convolve_same, normalize_sum, splat
+from utils.optics.ray_launch import (
+    CHIEF_RAY_WAVE,
+    PUPIL_PROBE,
+    fixed_generator,
+    measure_pupil_overfill,
+    trace_from_points,
+)
+from utils.optics.tracing import propagate_to_z
 
 LENS_DIR = Path(__file__).parent / "lenses"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 DEFAULT_WAVE = 0.587  # micrometres, as in DeepLens
 WAVE_RGB = (WAVE_C, WAVE_D, WAVE_F)  # red, green, blue Fraunhofer lines, as in DeepLens
-CHIEF_RAY_WAVE = WAVE_D
 # Off-axis, the real entrance pupil is shifted and stretched against the paraxial one (pupil
 # aberrations), so rays are aimed at a larger disc and the real stop cuts the beam; each lens measures
 # how much larger at load time, probing up to this factor.
-PUPIL_PROBE = 2.0
-PUPIL_PROBE_SPP = 128 * 128
 MAX_RAYS_PER_TRACE = 1 << 21
 
 
@@ -92,7 +96,7 @@ class GeoLens:
         self.stop_index = first.stop_index
         self.hfov = math.atan(self.r_sensor / self.efl)  # half diagonal field of view, radians
         self.pupil_overfill = PUPIL_PROBE
-        self.pupil_overfill = self._measure_pupil_overfill()
+        self.pupil_overfill = measure_pupil_overfill(self)
 
     @classmethod
     def from_dict(cls, data: dict, device=None, source="<dict>"):
@@ -132,7 +136,7 @@ class GeoLens:
         n = depths.shape[0]
         points = torch.stack([torch.zeros(n), torch.zeros(n), depths], dim=-1)
         waves = torch.full((n, 1), float(wvln))
-        o, d, valid = self._trace_from_points(points, waves, spp, generator=_fixed_generator())
+        o, d, valid = trace_from_points(self, points, waves, spp, generator=fixed_generator())
         o, d, valid = o[:, :-1], d[:, :-1], valid[:, :-1]
         weight = valid.unsqueeze(-1).to(o.dtype)
         count = weight.sum(1, keepdim=True).clamp(min=1.0)
@@ -256,7 +260,7 @@ class GeoLens:
 
     def _psf_chunk(self, points, wvlns, ks, spp, generator, stratified, sensor_z):
         n, n_waves = wvlns.shape
-        o, d, valid = self._trace_from_points(points, wvlns, spp, generator, stratified)
+        o, d, valid = trace_from_points(self, points, wvlns, spp, generator, stratified)
         xy = propagate_to_z(o, d, sensor_z.to(o.device).reshape(-1, 1))[..., :2]
         chief, chief_ok = xy[:, -1], valid[:, -1]
         xy, valid = xy[:, :-1], valid[:, :-1]
@@ -273,118 +277,6 @@ class GeoLens:
         rows = (half - offset[..., 1]).reshape(n, n_waves, -1)
         return normalize_sum(splat(rows, cols, valid.reshape(n, n_waves, -1), ks))
 
-    # ------------------------------------------------------------------ internals
-
-    def _object_points(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Object positions (mm) of normalised points, and which of them are at infinity."""
-        depth = points[:, 2]
-        at_infinity = torch.isinf(depth)
-        scale = torch.where(at_infinity, 0.0, depth.abs()) / self.efl
-        half_w, half_h = self.sensor_size[0] / 2.0, self.sensor_size[1] / 2.0
-        obj = torch.stack(
-            [points[:, 0] * half_w * scale, points[:, 1] * half_h * scale, -depth.abs()], dim=-1
-        )
-        return obj, at_infinity
-
-    def _trace_from_points(self, points, wvlns, spp, generator=None, stratified=True):
-        """Trace spp rays per point and wavelength, plus one green chief ray per point, to the last
-        surface; `wvlns` is (N, W). Returns (o, d, valid) of shape (N, W*S + 1, ...), chief rays last.
-        """
-        device = self.device
-        n, n_waves = wvlns.shape
-
-        # The same pupil samples serve every wavelength of a point, so colour channels differ by
-        # dispersion, not by Monte-Carlo noise.
-        disc = pupil_samples(n, spp, generator, stratified).to(device)
-        s = disc.shape[1]
-        disc = torch.cat([disc.repeat(1, n_waves, 1), disc.new_zeros(n, 1, 2)], dim=1)
-        pupil_r = self.entrance_pupil_r * self.pupil_overfill
-        pupil = torch.cat(
-            [disc * pupil_r, torch.full_like(disc[..., :1], self.entrance_pupil_z)], dim=-1
-        )  # (N, R, 3)
-
-        obj, at_infinity = self._object_points(points.to(device))
-        to_pupil = pupil - obj.unsqueeze(1)
-        # A point at infinity sends parallel rays at the field angle whose paraxial image lands at
-        # the same normalised position.
-        half_w, half_h = self.sensor_size[0] / 2.0, self.sensor_size[1] / 2.0
-        parallel = (
-            torch.stack(
-                [
-                    points[:, 0].to(device) * half_w / self.efl,
-                    points[:, 1].to(device) * half_h / self.efl,
-                    torch.ones(n, device=device),
-                ],
-                dim=-1,
-            )
-            .unsqueeze(1)
-            .expand_as(to_pupil)
-        )
-        d = torch.where(at_infinity.view(n, 1, 1), parallel, to_pupil)
-        d = d / torch.linalg.vector_norm(d, dim=-1, keepdim=True)
-        # Rays start on the pupil plane (exactly on the ray), not at the far object: float32 would
-        # lose micrometres over a path of metres.
-        o = pupil
-        valid = torch.ones(o.shape[:-1], dtype=torch.bool, device=device)
-
-        ray_waves = torch.cat(
-            [wvlns.repeat_interleave(s, dim=1), torch.full((n, 1), CHIEF_RAY_WAVE)], dim=1
-        ).to(device)
-        indices = []
-        medium = None  # air in front of the lens
-        for surface in self.surfaces:
-            unchanged = surface.mat2 is medium or (surface.mat2.is_air and (medium is None or medium.is_air))
-            if unchanged:
-                indices.append(None)
-            else:
-                indices.append(1.0 if surface.mat2.is_air else surface.mat2.n(ray_waves))
-            medium = surface.mat2
-        o, d, valid = trace(self.surfaces, o, d, valid, indices)
-        return o, d, valid
-
-    @torch.no_grad()
-    def _measure_pupil_overfill(self) -> float:
-        """The smallest disc (in paraxial pupil radii) that holds every ray passing the lens.
-
-        Probed along the field diagonal (the lens is rotationally symmetric) at infinity and at a
-        close 8 focal lengths, with a fine disc of rays PUPIL_PROBE times the paraxial pupil.
-        """
-        field = torch.linspace(0.0, 1.0, 6)
-        points = torch.cat(
-            [
-                torch.stack([field, field, torch.full_like(field, depth)], dim=-1)
-                for depth in (float("-inf"), -8.0 * self.efl)
-            ]
-        )
-        generator = _fixed_generator()
-        disc = pupil_samples(points.shape[0], PUPIL_PROBE_SPP, _fixed_generator())
-        waves = torch.full((points.shape[0], 1), CHIEF_RAY_WAVE)
-        _, _, valid = self._trace_from_points(points, waves, PUPIL_PROBE_SPP, generator)
-        radius = torch.linalg.vector_norm(disc, dim=-1) * PUPIL_PROBE
-        valid = valid[:, :-1].cpu()
-        if not valid.any():
-            self._raise_blocking_surface(points, waves)
-        # Two probe cells of margin cover what falls between the probe rays.
-        margin = 2.0 * PUPIL_PROBE / math.sqrt(PUPIL_PROBE_SPP)
-        return min(PUPIL_PROBE, float(radius[valid].max()) + margin)
-
-    def _raise_blocking_surface(self, points, waves):
-        """Name the first surface that stops every ray (an error in the lens file)."""
-        source = self.prescription.source
-        for index in range(len(self.surfaces)):
-            all_surfaces = self.surfaces
-            try:
-                self.surfaces = all_surfaces[: index + 1]
-                _, _, valid = self._trace_from_points(points, waves, 1024, _fixed_generator())
-            finally:
-                self.surfaces = all_surfaces
-            if not valid[:, :-1].any():
-                raise LensError(
-                    f"lens file {source}, surface {index}: no ray gets past it; check its 'r' and the "
-                    f"'d_next' before it"
-                )
-        raise LensError(f"lens file {source}: no ray reaches the sensor")
-
     def _diffraction_blur(self, kernels, points, wvlns):
         """Convolve with the Airy pattern of the working F-number of each point and wavelength."""
         depth = points[:, 2].tolist()
@@ -398,8 +290,3 @@ class GeoLens:
                 fnum[i, j] = 1.0 / (2.0 * abs(math.sin(math.atan(slope))))
         blur = airy_kernels(size, self.pixel_size * 1000.0, wvlns.cpu(), fnum).to(kernels.device)
         return convolve_same(kernels, blur)
-
-
-def _fixed_generator() -> torch.Generator:
-    # Refocusing is part of the lens set-up, not of the sampled data: always the same rays.
-    return torch.Generator().manual_seed(0)
