@@ -1,12 +1,16 @@
-"""Print the README's YAML key reference: the trainer's own keys, then each model's and dataset's.
+"""Write docs/keys.md, the YAML key reference: the trainer's own keys, then each model's and dataset's.
 
-    python -m scripts.key_reference
+    python -m scripts.key_reference            # writes docs/keys.md
+    python -m scripts.key_reference --check    # exit 1 when docs/keys.md differs from the declarations
 
 Every table comes from a `Key` declaration (`utils/config/schema.py` for the trainer, a model's
 or dataset's `config_keys` for its own keys), the same declaration the config check validates against, so the
-README cannot drift from what the trainer accepts.
+page cannot drift from what the trainer accepts (`tests/test_model_keys.py` checks it).
 """
 
+import argparse
+import os
+import sys
 from collections.abc import Mapping
 
 from models import MODEL_REGISTRY
@@ -53,10 +57,67 @@ def dataset_reference_markdown() -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
+KEYS_PAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "keys.md")
+
+HEADER = """# YAML key reference
+
+Generated from the key declarations by `python -m scripts.key_reference` (do not edit by hand;
+`tests/test_model_keys.py` fails when this page and the declarations differ).
+
+Unknown keys in these blocks get "did you mean"; values are checked for type and range, in one
+sentence naming the key. Any key can be overridden on the command line:
+`trainer.py -opt X.yml train.batch_size=8 train.optim.learning_rate=1e-4`.
+"""
+
+MODELS_INTRO = """Plugin blocks: `network` (the arch's config keys), `deeplens` (the PSF models' lens block, metres),
+and any other top-level block a model reads.
+
+## Model keys
+
+Each model's own keys, printed from its `config_keys` declaration; they are validated, defaulted and
+offered as "did you mean" like the trainer's:
+"""
+
+DATASETS_INTRO = """## Dataset keys
+
+Each dataset's own keys, printed from its `config_keys` declaration like the models' (beside the common
+keys above; [data.md](data.md) explains them at length):
+"""
+
+
+def keys_page() -> str:
+    """The whole text of docs/keys.md."""
+    parts = [
+        HEADER,
+        "## Trainer keys\n",
+        reference_markdown(),
+        MODELS_INTRO,
+        model_reference_markdown(),
+        DATASETS_INTRO,
+        dataset_reference_markdown(),
+    ]
+    return "\n".join(part.rstrip("\n") + "\n" for part in parts)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Write (or check) docs/keys.md from the key declarations.")
+    parser.add_argument("--check", action="store_true", help="exit 1 when docs/keys.md is out of date")
+    args = parser.parse_args(argv)
     from utils.cli.console import quiet_libraries
 
     quiet_libraries()  # loading the model plugins imports bitsandbytes, which warns on import
-    print(reference_markdown())
-    print(model_reference_markdown())
-    print(dataset_reference_markdown())
+    page = keys_page()
+    if args.check:
+        with open(KEYS_PAGE) as f:
+            if f.read() == page:
+                return 0
+        print(f"{KEYS_PAGE} is out of date: run python -m scripts.key_reference", file=sys.stderr)
+        return 1
+    with open(KEYS_PAGE, "w") as f:
+        f.write(page)
+    print(f"wrote {KEYS_PAGE}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,5 +1,5 @@
 """A model declares its keys once (`config_keys`, as `Key`s): the config check validates them, fills
-their defaults and names the nearest key on a typo, and the README's tables are printed from them."""
+their defaults and names the nearest key on a typo, and docs/keys.md is printed from them."""
 
 import os
 
@@ -15,7 +15,32 @@ def load(path, *overrides):
     return trainer.load_config(os.path.join(ROOT, path), list(overrides))[0]
 
 
-def test_readme_holds_every_models_key_table_as_printed():
+def keys_page_on_disk() -> str:
+    with open(os.path.join(ROOT, "docs", "keys.md")) as f:
+        return f.read()
+
+
+def test_docs_keys_page_is_what_the_script_generates():
+    from scripts.key_reference import KEYS_PAGE, keys_page
+
+    assert os.path.samefile(KEYS_PAGE, os.path.join(ROOT, "docs", "keys.md"))
+    assert keys_page_on_disk() == keys_page(), (
+        "docs/keys.md is out of date: run python -m scripts.key_reference"
+    )
+
+
+def test_key_reference_check_fails_on_a_stale_page(tmp_path, monkeypatch):
+    import scripts.key_reference as key_reference
+
+    stale = tmp_path / "keys.md"
+    stale.write_text(keys_page_on_disk().replace("| `seed` | `42` |", "| `seed` | `7` |"))
+    monkeypatch.setattr(key_reference, "KEYS_PAGE", str(stale))
+    assert key_reference.main(["--check"]) == 1
+    assert key_reference.main([]) == 0  # writes the page from the declarations
+    assert key_reference.main(["--check"]) == 0 and stale.read_text() == keys_page_on_disk()
+
+
+def test_keys_page_holds_every_models_key_table_as_printed():
     from scripts.key_reference import model_reference_markdown
 
     tables = model_reference_markdown()
@@ -28,8 +53,9 @@ def test_readme_holds_every_models_key_table_as_printed():
         "ControlNet_model",
     ):
         assert f"#### `model_type: {model}`" in tables
-    with open(os.path.join(ROOT, "README.md")) as f:
-        assert tables.strip() in f.read(), "README is out of date: run python -m scripts.key_reference"
+    assert tables.strip() in keys_page_on_disk(), (
+        "docs/keys.md is out of date: run python -m scripts.key_reference"
+    )
 
 
 def test_model_keys_get_their_declared_defaults():
@@ -129,8 +155,9 @@ def test_dataset_keys_are_declared_once_too():
 
     tables = dataset_reference_markdown()
     assert "#### `datasets.*.type: SyntheticShapesDataset`" in tables
-    with open(os.path.join(ROOT, "README.md")) as f:
-        assert tables.strip() in f.read(), "README is out of date: run python -m scripts.key_reference"
+    assert tables.strip() in keys_page_on_disk(), (
+        "docs/keys.md is out of date: run python -m scripts.key_reference"
+    )
     opt = load("checkpoints/example/denoise.yml")
     assert opt.datasets.train.num_shapes == 3  # filled from the declaration
     with pytest.raises(ConfigError, match=r"'datasets.train.noise_sdt' \(did you mean 'noise_std'\?\)"):

@@ -1,6 +1,8 @@
-"""Every shell command README.md prints works as printed, in the environment the README sets up.
+"""Every shell command README.md and the docs/ pages print works as printed, in the environment the
+README sets up.
 
-Which text is a command (so that sections other people add are picked up without touching this file):
+The pages are read in the order a reader meets them (README.md, then docs/*.md by name), and a command
+printed on several pages runs once. Which text is a command (so that sections other people add are picked up without touching this file):
 every line of a fenced block tagged bash/sh/shell/console, every line of an indented block whose first
 word is a command word (`COMMAND_WORDS`), and every inline `code` span that starts with one. Each runs
 from a copy of the project with `.venv/bin` (this interpreter's folder) first on PATH, as after
@@ -9,12 +11,14 @@ from a copy of the project with `.venv/bin` (this interpreter's folder) first on
 - a training or `-test` launch of `trainer.py` (through python, accelerate launch or torchrun) runs for
   real with a few generic overrides (1 step, tiny data; `<run>` is the run an earlier printed command
   of the same YAML made); the stage-2 YAML then chains to the stage-1 run made just before;
+- a command that makes data later commands read (`RUN_AS_PRINTED`) runs as printed, in page order;
 - any other command runs with `--help` instead of its arguments: the program exists and imports.
 
 A command fails the test on "command not found", an import error, a non-zero exit, or Accelerate's
 "values were not passed" warning. Commands that cannot run here are in `SKIPPED`, each with its reason.
 """
 
+import glob
 import os
 import re
 import shlex
@@ -46,6 +50,8 @@ SKIPPED = {
     r"X\.yml": "placeholder experiment; two CPU processes are tested by tests/test_distributed.py",
     r"^python bench/": "benchmarks (minutes each), not commands of the first hour",
 }
+# Commands that run as printed (seconds each), because a later command reads what they write.
+RUN_AS_PRINTED = {r"^python scripts/make_sample_tifs\.py --out data/sample$"}
 PROBLEMS = ("command not found", "No module named", "ImportError", "were not passed to `accelerate launch`")
 TINY = [
     "train.max_train_steps=1", "train.validation_steps=1", "train.checkpointing_steps=1",
@@ -91,6 +97,32 @@ def _logical_lines(lines: list[str]) -> list[str]:
     return joined
 
 
+def documented_pages(root: str) -> list[str]:
+    """README.md, then every docs/*.md page by name: the order a reader follows the README's links."""
+    return [
+        "README.md",
+        *sorted(os.path.relpath(p, root) for p in glob.glob(os.path.join(root, "docs", "*.md"))),
+    ]
+
+
+def documented_commands(root: str) -> list[str]:
+    """The commands of every page, in page order, each once."""
+    commands = []
+    for page in documented_pages(root):
+        with open(os.path.join(root, page)) as f:
+            commands += readme_commands(f.read())
+    return list(dict.fromkeys(commands))
+
+
+def runs_as_printed(command: str) -> bool:
+    return any(re.search(pattern, command) for pattern in RUN_AS_PRINTED)
+
+
+def runs_in_order(command: str) -> bool:
+    """Trainer launches and data-making commands run one after another, in page order."""
+    return _trainer_invocation(shlex.split(command)) is not None or runs_as_printed(command)
+
+
 def skip_reason(command: str) -> str | None:
     for pattern, reason in SKIPPED.items():
         if re.search(pattern, command):
@@ -106,6 +138,8 @@ def _trainer_invocation(words: list[str]) -> int | None:
 def tiny_form(command: str, runs: dict[str, str], project: str) -> list[str]:
     """The argv that runs `command` here: a tiny training or test, or the program's --help."""
     words = shlex.split(command)
+    if runs_as_printed(command):
+        return words
     at = _trainer_invocation(words)
     if at is None:
         if words[0] in {"python", "python3"}:
@@ -134,7 +168,7 @@ def tiny_form(command: str, runs: dict[str, str], project: str) -> list[str]:
     for arg in args:
         if "<run>" in arg:
             if config not in runs:
-                pytest.fail(f"README: `{command}` needs a run of {config}, which no earlier command trains")
+                pytest.fail(f"docs: `{command}` needs a run of {config}, which no earlier command trains")
             arg = arg.replace("<run>", runs[config])
         resolved.append(arg)
     return [*words[: at + 1], *resolved, *tiny]
@@ -155,9 +189,20 @@ def test_readme_lists_its_commands():
     commands = readme_commands(open(os.path.join(ROOT, "README.md")).read())
     assert any(c.startswith("accelerate launch trainer.py") for c in commands)
     assert "source .venv/bin/activate" in commands
-    assert not [c for c in commands if c.startswith("huggingface-cli")], (
+    everywhere = documented_commands(ROOT)
+    assert not [c for c in everywhere if c.startswith("huggingface-cli")], (
         "huggingface_hub 1.x+ has `hf auth login`"
     )
+    assert "docs/running.md" in documented_pages(ROOT)
+    assert "hf auth login" in everywhere and len(everywhere) > len(
+        commands
+    )  # the docs' commands are read too
+
+
+def test_the_readme_links_every_docs_page():
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    for page in documented_pages(ROOT)[1:]:
+        assert f"]({page})" in readme, f"README.md does not link {page}"
 
 
 def test_every_readme_command_works_as_printed(tmp_path):
@@ -171,7 +216,7 @@ def test_every_readme_command_works_as_printed(tmp_path):
     env = _environment(str(tmp_path / "hf_home"))
     # The set-up's last step (Makefile): a default launch config, here in a private HF_HOME.
     subprocess.run(["accelerate", "config", "default"], env=env, check=True, capture_output=True)
-    commands = [c for c in readme_commands((project / "README.md").read_text()) if not skip_reason(c)]
+    commands = [c for c in documented_commands(str(project)) if not skip_reason(c)]
 
     def run(command: str, argv: list[str]) -> str | None:
         done = subprocess.run(argv, cwd=project, env=env, capture_output=True, text=True, timeout=300)
@@ -184,26 +229,29 @@ def test_every_readme_command_works_as_printed(tmp_path):
         return None
 
     # `--help` forms are independent: they run in parallel with the trainer launches, which run in
-    # README order (a -test needs the run trained before it, stage 2 the stage-1 run).
+    # page order (a -test needs the run trained before it, stage 2 the stage-1 run, the TIF VAE the sample).
     runs: dict[str, str] = {}
     helps = {}
     for command in commands:
-        if _trainer_invocation(shlex.split(command)) is None:
+        if not runs_in_order(command):
             helps.setdefault(tuple(tiny_form(command, runs, str(project))), command)
     with ThreadPoolExecutor(max_workers=3) as pool:
         pending = [pool.submit(run, command, list(argv)) for argv, command in helps.items()]
         failures = []
         launched = 0
         for command in commands:
-            if _trainer_invocation(shlex.split(command)) is None:
+            if not runs_in_order(command):
                 continue
             argv = tiny_form(command, runs, str(project))
             failures.append(run(command, argv))
+            if runs_as_printed(command):
+                continue
             launched += 1
             if "-test" not in argv:
                 config = argv[argv.index("-opt") + 1]
+                key = next(a.split("=", 1)[1] for a in reversed(argv) if a.startswith("experiment_key="))
                 runs[config] = os.path.join(
-                    "experiments", yaml.safe_load(open(project / config))["name"], "readme"
+                    "experiments", yaml.safe_load(open(project / config))["name"], key
                 )
         failures += [future.result() for future in pending]
     failures = [f for f in failures if f]
