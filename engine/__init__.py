@@ -2,6 +2,7 @@
 
     base_model      the plugin contract: hooks, `add_network`, `step`, `log`, `log_images`
     start           set-up before the first step       loop          the training loop
+    accelerator     the run's Accelerator (processes, precision, trackers)
     evaluation      validation passes and `-test`      optimization  optimizers, LR schedules, EMA
     data            DataLoaders from `datasets`        loader_rng    the loaders' own random streams
     prepared_network  DDP and autocast around a network's calls

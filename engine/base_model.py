@@ -10,8 +10,8 @@ The contract, all a plugin needs:
 | `validate_step(batch)` | hook: evaluate one validation batch and log what it measures; returns nothing |
 | `add_network(name, net)` | in `__init__`: register a network to train and save as `<name>/`; returns the handle to call |
 | `step(loss, optimizer=None)` | back-propagate and update (accumulation, clipping and zeroing are the engine's) |
-| `log(values=None, *, pred=None, target=None, prefix="")` | scalars, and the `val.metrics` of pred vs target; in validation averaged over the pass as `val_<prefix><name>` |
-| `log_images(name, images)` | an NCHW batch as one grid to the trackers and `<run>/images/`; in validation, the first batch's |
+| `log(values=None, *, pred=None, target=None, prefix="")` | scalars, and the run's `val.metrics` of `pred` vs `target`: in `validate_step` averaged over the pass as `val_<prefix><name>`, else at the current step |
+| `log_images(name, images)` | an NCHW batch as one grid to the trackers and `<run>/images/`; in `validate_step`, the first batch's |
 
 Optional: `setup_dataloaders()`, `build_optimizers()` (several optimizers, made with
 `self.make_optimizer(params, lr=...)`), `on_train_end()` (after the last validation, before the final
@@ -25,19 +25,14 @@ engine/seed_style.py says how.
 
 import logging
 import math
-import os
 
 import torch
-from accelerate import Accelerator, PartialState
-from accelerate.utils import (
-    DataLoaderConfiguration,
-    DistributedDataParallelKwargs,
-    ProjectConfiguration,
-    set_seed,
-)
+from accelerate import PartialState
+from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 
 from engine import evaluation, loop
+from engine.accelerator import make_accelerator, multi_process_cpu
 from engine.checkpoints import weights
 from engine.checkpoints.best_weights import update_best_weights
 from engine.checkpoints.checkpointing import save_checkpoint
@@ -51,16 +46,9 @@ from engine.run.curves import summarize_run
 from engine.run.folder import RunFolder
 from engine.run.report import announce_run
 from engine.run.shutdown import end_processes
-from engine.run.trackers import requested_trackers
 from engine.start import start_run
 from utils.config.schema import declared_values
 from utils.errors import ConfigError, PluginError
-
-
-def _multi_process_cpu() -> bool:
-    """True under torchrun on a machine without GPUs: Accelerate then needs `cpu=True` to use gloo
-    (otherwise every process believes it is alone and they all train on their own)."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
 
 
 class BaseModel:
@@ -74,26 +62,10 @@ class BaseModel:
         self.opt = opt
         self.logger = logger
         self.is_train = bool(opt.get("is_train", True))
-        train = opt["train"]
         # Names the run folder and refuses an unusable one; writes nothing until the run has loaded.
-        self.run_folder = RunFolder(opt, self.is_train, PartialState(cpu=_multi_process_cpu()), logger)
+        self.run_folder = RunFolder(opt, self.is_train, PartialState(cpu=multi_process_cpu()), logger)
         self.run_dir = self.run_folder.path
-
-        self.accelerator = Accelerator(
-            cpu=_multi_process_cpu(),
-            gradient_accumulation_steps=train["gradient_accumulation_steps"],
-            mixed_precision=opt["mixed_precision"],
-            log_with=requested_trackers(opt["report_to"]) or None,
-            project_config=ProjectConfiguration(
-                project_dir=self.run_dir, logging_dir=os.path.join(self.run_dir, opt["path"]["logging_dir"])
-            ),
-            # Seedable samplers make every epoch's order a function of (seed, epoch), so a resumed run
-            # sees exactly the batches an uninterrupted one would.
-            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
-            kwargs_handlers=[
-                DistributedDataParallelKwargs(find_unused_parameters=train["find_unused_parameters"])
-            ],
-        )
+        self.accelerator = make_accelerator(opt, self.run_dir)
         if not self.accelerator.is_main_process:
             self.logger.setLevel(logging.WARNING)  # one voice: the main process narrates the run
         announce_run(self)  # the run folder and device, before anything slow happens
@@ -216,7 +188,7 @@ class BaseModel:
 
     def ema_weights(self):
         """`with self.ema_weights():` the networks hold their EMA weights (when `train.ema` is on)."""
-        return weights.ema_weights(self)
+        return weights.ema_weights(self.emas, [handle.arch for _, handle in self.named_networks])
 
     def save_archs(self, folder: str):
         """`save_pretrained` of every network into `folder/<name>/` (main process; EMA weights when on).
@@ -258,7 +230,7 @@ class BaseModel:
             metrics = loop.train(self)
             # Trackers finished (their event files flushed for the summary figure), process group ended.
             end_processes(self.accelerator, clean=True)
-            summarize_run(self)  # <run>/training_summary.png
+            summarize_run(self.accelerator, self.run_dir, self.opt["path"]["logging_dir"], self.logger)
             return metrics
         except BaseException:
             end_processes(self.accelerator, clean=False)

@@ -23,7 +23,7 @@ def validate(model, max_batches: int | None) -> dict[str, float]:
     devices = [accelerator.device] if accelerator.device.type == "cuda" else []
     with (
         torch.random.fork_rng(devices=devices),
-        ema_weights(model),
+        ema_weights(model.emas, archs),
         torch.no_grad(),
         model.run_log.validation_pass() as validation_pass,
         tracker_logs_into(accelerator, validation_pass),

@@ -75,7 +75,7 @@ def train(model) -> dict:
 
                 stop = stop_signals.requested(accelerator)
                 if state.global_step % train_opt["checkpointing_steps"] == 0 or stop:
-                    with saving(model, staging_path(model.run_dir, state.global_step)):
+                    with saving(staging_path(model.run_dir, state.global_step), model.run_dir, archs):
                         model.save_checkpoint()  # a model may extend it
                 if stop:
                     progress.close()
@@ -96,7 +96,7 @@ def train(model) -> dict:
     if model.val_loader is not None and last_validated != state.global_step:
         model.validation()
     model.on_train_end()
-    with saving(model, final_folder(model)):
+    with saving(final_folder(model.run_dir), model.run_dir, archs):
         save_final(model)
     return model.last_metrics
 

@@ -33,7 +33,7 @@ def start_run(model, training: bool) -> None:
         checkpoint = find_resume_checkpoint(model) if training else None
         if checkpoint is not None:
             load_checkpoint(model, checkpoint)
-        model.run_folder.commit(abandon_after_step=branch_point(model, checkpoint))
+        model.run_folder.commit(abandon_after_step=branch_point(model.run_dir, model.global_step, checkpoint))
         _write_config_and_start_trackers(model)
     except BaseException:
         model.run_folder.rollback()

@@ -107,3 +107,37 @@ def test_a_misspelt_declared_key_is_refused_with_the_declared_name(contract_conf
     assert run_trainer(contract_config, tmp_path) != 0
     captured = capsys.readouterr()
     assert "noise_scal" in captured.err and "noise_scale" in captured.err
+
+
+def test_an_arch_names_the_methods_routed_through_ddp_and_autocast():
+    """`routed_methods` on the arch names them; without it, the methods of the arch's own code are."""
+    from torch import nn
+
+    from engine.prepared_network import MethodDispatch, PreparedNetwork, routes
+    from models.archs import find_arch
+
+    class Counting(nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.calls = inner, []
+
+        def forward(self, method, *args, **kwargs):
+            self.calls.append(method)
+            return self.inner(method, *args, **kwargs)
+
+    _, vae_cls = find_arch("AutoencoderKL")
+    assert routes(vae_cls, "encode") and routes(vae_cls, "decode") and routes(vae_cls, "scale_latents")
+    assert not routes(vae_cls, "parameters") and not routes(vae_cls, "save_pretrained")
+
+    class OnlyForward(vae_cls):
+        routed_methods = ("forward",)
+
+    assert routes(OnlyForward, "forward") and not routes(OnlyForward, "encode")
+    config_cls, arch_cls = find_arch("TinyDenoiser")
+    arch = arch_cls(config_cls(hidden_channels=4, num_layers=2))
+    prepared = Counting(MethodDispatch(arch))
+    net = PreparedNetwork(prepared, arch)
+    net(torch.rand(1, 1, 8, 8))
+    net.forward(torch.rand(1, 1, 8, 8))
+    net.train()
+    assert prepared.calls == ["__call__", "forward"]
