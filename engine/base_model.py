@@ -1,70 +1,54 @@
-"""BaseModel: the contract every model plugin subclasses; the engine (engine/) runs it.
+"""BaseModel: the class every model plugin subclasses; the engine (engine/) runs it.
 
-A subclass builds its networks in `__init__` and registers each under the folder name it is saved
-under, then fills the hooks:
+The contract, all a plugin needs:
 
-    self.net_g = self.add_network("net_g", define_network(opt.network))   # returns a handle
+| name | what it is |
+|---|---|
+| `config_keys` | class attribute: the keys the model reads, by block (`{"train": {"lr_d": Key(...)}}`) |
+| `feed_data(data, is_train=True)` | hook: put the batch into `self.sample` |
+| `optimize_parameters()` | hook: compute the loss, call `self.step`, return a dict of losses with `'all'` |
+| `validate_step(batch)` | hook: evaluate one validation batch and log what it measures; returns nothing |
+| `add_network(name, net)` | in `__init__`: register a network to train and save as `<name>/`; returns the handle to call |
+| `step(loss, optimizer=None)` | back-propagate and update (accumulation, clipping and zeroing are the engine's) |
+| `log(values=None, *, pred=None, target=None, prefix="")` | scalars, and the run's `val.metrics` of `pred` vs `target`: in `validate_step` averaged over the pass as `val_<prefix><name>`, else at the current step |
+| `log_images(name, images)` | an NCHW batch as one grid to the trackers and `<run>/images/`; in `validate_step`, the first batch's |
 
-- `setup_dataloaders()`       builds `self.train_loader` / `self.val_loader` (the default reads `datasets`)
-- `feed_data(data, is_train)` puts the batch into `self.sample`
-- `optimize_parameters()`     computes the loss, calls `self.step(loss, optimizer)` (backward, then the
-                              update when the accumulation window is full) and returns a dict of
-                              losses with the key `'all'`
-- `validate_step(batch, idx, lq_key, gt_key)` evaluates one batch, logs images and metrics through
-                              `utils`, and returns the next idx
-- `build_optimizers()`        one optimizer per parameter group, made with `self.make_optimizer(params,
-                              lr=...)` (default: one AdamW over every trained network); each gets its
-                              own LR schedule, and all are checkpointed
-- `on_train_end()`            after the last validation, before the final save
-- `save_archs(folder)`        every weights folder (`checkpoint-N/`, `best/`, `final/`) on every process:
-                              the networks' `save_pretrained`; extend it (call super) to save what
-                              generation or `-test` needs beside them, as the LDM and ControlNet do
+Optional: `setup_dataloaders()`, `build_optimizers()` (several optimizers, made with
+`self.make_optimizer(params, lr=...)`), `on_train_end()` (after the last validation, before the final
+save), `save_archs(folder)` (extend it to save files beside the networks in every weights folder).
+During validation `self.validated_samples` counts the samples of the pass's earlier batches.
 
 Code written the seed's way (`self.models.append(net)`, its own `zero_grad()` / `backward` / `step`,
-direct calls of `self.net(...)`) trains correctly too: engine/seed_style.py says how.
-
-Everything else is the engine's: the run folder (`run_folder.py`), set-up and commit (`start.py`),
-the loop (`loop.py`), checkpoints and resume (`checkpointing.py`), validation and `-test`
-(`evaluation.py`), optimizers, schedules, clipping and EMA (`optimization.py`), weights on disk
-(`weights.py`), preemption (`signals.py`), and the hook points other features attach to (`events.py`).
+`validate_step(batch, idx, lq_key, gt_key)` with `utils.log_metrics`) trains correctly too:
+engine/seed_style.py says how.
 """
 
 import logging
 import math
-import os
 
 import torch
-from accelerate import Accelerator, PartialState
-from accelerate.utils import (
-    DataLoaderConfiguration,
-    DistributedDataParallelKwargs,
-    ProjectConfiguration,
-    set_seed,
-)
+from accelerate import PartialState
+from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 
-from engine import evaluation, events, loop
+from engine import evaluation, loop
+from engine.accelerator import make_accelerator, multi_process_cpu
 from engine.checkpoints import weights
+from engine.checkpoints.best_weights import update_best_weights
 from engine.checkpoints.checkpointing import save_checkpoint
 from engine.checkpoints.folders import resolve_checkpoint
 from engine.checkpoints.training_state import TrainingState
 from engine.data import build_dataloader
+from engine.model_log import ModelLog
 from engine.optimization import make_optimizer
 from engine.prepared_network import PreparedNetwork, bare_arch, handle_for
 from engine.run.curves import summarize_run
 from engine.run.folder import RunFolder
 from engine.run.report import announce_run
 from engine.run.shutdown import end_processes
-from engine.run.trackers import requested_trackers
 from engine.start import start_run
 from utils.config.schema import declared_values
 from utils.errors import ConfigError, PluginError
-
-
-def _multi_process_cpu() -> bool:
-    """True under torchrun on a machine without GPUs: Accelerate then needs `cpu=True` to use gloo
-    (otherwise every process believes it is alone and they all train on their own)."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
 
 
 class BaseModel:
@@ -78,26 +62,10 @@ class BaseModel:
         self.opt = opt
         self.logger = logger
         self.is_train = bool(opt.get("is_train", True))
-        train = opt["train"]
         # Names the run folder and refuses an unusable one; writes nothing until the run has loaded.
-        self.run_folder = RunFolder(opt, self.is_train, PartialState(cpu=_multi_process_cpu()), logger)
+        self.run_folder = RunFolder(opt, self.is_train, PartialState(cpu=multi_process_cpu()), logger)
         self.run_dir = self.run_folder.path
-
-        self.accelerator = Accelerator(
-            cpu=_multi_process_cpu(),
-            gradient_accumulation_steps=train["gradient_accumulation_steps"],
-            mixed_precision=opt["mixed_precision"],
-            log_with=requested_trackers(opt["report_to"]) or None,
-            project_config=ProjectConfiguration(
-                project_dir=self.run_dir, logging_dir=os.path.join(self.run_dir, opt["path"]["logging_dir"])
-            ),
-            # Seedable samplers make every epoch's order a function of (seed, epoch), so a resumed run
-            # sees exactly the batches an uninterrupted one would.
-            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
-            kwargs_handlers=[
-                DistributedDataParallelKwargs(find_unused_parameters=train["find_unused_parameters"])
-            ],
-        )
+        self.accelerator = make_accelerator(opt, self.run_dir)
         if not self.accelerator.is_main_process:
             self.logger.setLevel(logging.WARNING)  # one voice: the main process narrates the run
         announce_run(self)  # the run folder and device, before anything slow happens
@@ -117,7 +85,8 @@ class BaseModel:
         self.named_networks: list[tuple[str, PreparedNetwork]] = []  # filled when the run starts
         self.gradient_guard = None
         self.last_metrics = {}
-        self._added_networks = {}  # id(arch) -> (name, handle), from add_network
+        self.added_networks = {}  # id(arch) -> (name, handle), from add_network
+        self.run_log = ModelLog(opt, self.accelerator, self.state)  # behind log and log_images
 
     # ------------------------------------------------------------------ hooks for subclasses
 
@@ -138,9 +107,10 @@ class BaseModel:
             "self.step(loss, optimizer) and return {'all': loss, ...}."
         )
 
-    def validate_step(self, batch, idx, lq_key, gt_key):
+    def validate_step(self, batch):
         raise NotImplementedError(
-            f"{type(self).__name__} must define validate_step(batch, idx, lq_key, gt_key)."
+            f"{type(self).__name__} must define validate_step(batch): evaluate the batch and log with "
+            "self.log(...) and self.log_images(...)."
         )
 
     def on_train_end(self):
@@ -163,12 +133,12 @@ class BaseModel:
         the run starts, its calls go through DDP and autocast (see engine/prepared_network.py).
         """
         arch = bare_arch(network)
-        if any(taken == name for taken, _ in self._added_networks.values()):
+        if any(taken == name for taken, _ in self.added_networks.values()):
             raise PluginError(
                 f"{type(self).__name__} adds two networks named '{name}'; give each its own name."
             )
         handle = network if isinstance(network, PreparedNetwork) else handle_for(arch)
-        self._added_networks[id(arch)] = (name, handle)
+        self.added_networks[id(arch)] = (name, handle)
         self.models.append(arch)
         return handle
 
@@ -182,6 +152,27 @@ class BaseModel:
         self.accelerator.backward(loss)
         for each in self.optimizers if optimizer is None else [optimizer]:
             each.step()
+
+    def log(self, values: dict | None = None, *, pred=None, target=None, prefix: str = "") -> dict:
+        """Log scalars (`{"loss": mse}`, floats or tensors) and, given `pred` and `target` (NCHW arrays or
+        tensors), the run's `val.metrics` of them, each named `prefix + name`.
+
+        In `validate_step` the engine averages them over the pass (scalars weighted by the batch's
+        samples, metrics by len(pred)) and reports `val_<prefix><name>` once; elsewhere they go to
+        every tracker at the current step. Returns the values under the names given.
+        """
+        return self.run_log.log(values, pred=pred, target=target, prefix=prefix)
+
+    def log_images(self, name: str, images) -> str | None:
+        """Log a batch of images (NCHW or NCDHW, numpy or tensor) as one grid named `name`, to every
+        tracker and as `<run>/images/<name>_<step>.png` (unless `val.save_images: false`). In
+        `validate_step` only the first batch's grid of each name is kept. Returns the PNG's path."""
+        return self.run_log.log_images(name, images)
+
+    @property
+    def validated_samples(self) -> int:
+        """In `validate_step`: the samples of the pass's earlier batches (0 on its first batch)."""
+        return self.run_log.validation.samples_seen if self.run_log.validation is not None else 0
 
     def config_values(self, block: str) -> dict:
         """The keys this model declares for `block` in `config_keys`, with their values (or defaults)."""
@@ -197,7 +188,7 @@ class BaseModel:
 
     def ema_weights(self):
         """`with self.ema_weights():` the networks hold their EMA weights (when `train.ema` is on)."""
-        return weights.ema_weights(self)
+        return weights.ema_weights(self.emas, [handle.arch for _, handle in self.named_networks])
 
     def save_archs(self, folder: str):
         """`save_pretrained` of every network into `folder/<name>/` (main process; EMA weights when on).
@@ -239,7 +230,7 @@ class BaseModel:
             metrics = loop.train(self)
             # Trackers finished (their event files flushed for the summary figure), process group ended.
             end_processes(self.accelerator, clean=True)
-            summarize_run(self)  # <run>/training_summary.png
+            summarize_run(self.accelerator, self.run_dir, self.opt["path"]["logging_dir"], self.logger)
             return metrics
         except BaseException:
             end_processes(self.accelerator, clean=False)
@@ -275,7 +266,6 @@ class BaseModel:
                 )
             metrics = self.validation(max_batches=None)
             evaluation.write_test_summary(self, path.get("pretrained"), metrics)
-            events.at_end(self)
             clean = True
             return metrics
         finally:
@@ -287,7 +277,7 @@ class BaseModel:
         if max_batches == -1:
             max_batches = self.opt["val"].get("max_batches")
         self.last_metrics = evaluation.validate(self, max_batches)
-        events.after_validation(self, self.last_metrics)
+        update_best_weights(self, self.last_metrics)  # `train.best_metric`: <run>/best/
         return self.last_metrics
 
     def save_checkpoint(self) -> str:

@@ -13,15 +13,20 @@ from utils.errors import NumericalError
 DEFAULT_LIMIT = 20
 
 
-def check_skipped_steps(model, losses: dict) -> None:
-    """Call after each step's loss check with its losses; counts the non-finite ones in a row."""
-    value = losses["all"]
-    value = float(value.detach()) if hasattr(value, "detach") else float(value)
-    model._skips_in_a_row = 0 if math.isfinite(value) else getattr(model, "_skips_in_a_row", 0) + 1
-    limit = model.opt["train"].get("max_consecutive_skipped_steps", DEFAULT_LIMIT)
-    if limit and model._skips_in_a_row >= limit:
-        raise NumericalError(
-            f"Stopped at step {model.state.global_step + 1}: the loss was not finite for {model._skips_in_a_row} "
-            f"steps in a row (train.max_consecutive_skipped_steps: {limit}), so training has diverged; lower the "
-            "learning rate, and resume from the last checkpoint with 'path.resume_from_checkpoint'."
-        )
+class SkippedSteps:
+    """The non-finite losses in a row, counted by the loop for one run of this process."""
+
+    def __init__(self, limit: int | None = DEFAULT_LIMIT):
+        self.limit = DEFAULT_LIMIT if limit is None else limit
+        self.in_a_row = 0
+
+    def check(self, loss, step: int) -> None:
+        """Call after each micro-batch's loss check with its total loss and the step it trains."""
+        value = float(loss.detach()) if hasattr(loss, "detach") else float(loss)
+        self.in_a_row = 0 if math.isfinite(value) else self.in_a_row + 1
+        if self.limit and self.in_a_row >= self.limit:
+            raise NumericalError(
+                f"Stopped at step {step}: the loss was not finite for {self.in_a_row} steps in a row "
+                f"(train.max_consecutive_skipped_steps: {self.limit}), so training has diverged; lower the "
+                "learning rate, and resume from the last checkpoint with 'path.resume_from_checkpoint'."
+            )

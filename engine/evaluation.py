@@ -6,14 +6,16 @@ import os
 import torch
 
 from engine.checkpoints.weights import ema_weights
+from engine.seed_style import tracker_logs_into, validate_step_caller
 from utils.errors.batches import batch_errors
-from utils.misc import collect_metrics, log_metric
+from utils.misc import log_metric
 
 
 def validate(model, max_batches: int | None) -> dict[str, float]:
     """Run `validate_step` over the validation loader with the EMA weights, in eval mode and without
-    gradients, in a forked RNG so that validation never changes the training's random stream."""
-    accelerator, val = model.accelerator, model.opt["val"]
+    gradients, in a forked RNG so that validation never changes the training's random stream. What the
+    model logs meanwhile is averaged over the pass (engine/model_log.py) and logged once, here."""
+    accelerator = model.accelerator
     archs = [handle.arch for _, handle in model.named_networks]
     modes = {m: m.training for arch in archs for m in arch.modules()}
     for arch in archs:
@@ -21,20 +23,21 @@ def validate(model, max_batches: int | None) -> dict[str, float]:
     devices = [accelerator.device] if accelerator.device.type == "cuda" else []
     with (
         torch.random.fork_rng(devices=devices),
-        ema_weights(model),
+        ema_weights(model.emas, archs),
         torch.no_grad(),
-        collect_metrics() as summary,
+        model.run_log.validation_pass() as validation_pass,
+        tracker_logs_into(accelerator, validation_pass),
     ):
         torch.manual_seed(model.opt["seed"])
-        idx = 0
+        validate_step = validate_step_caller(model)
         for i, batch in enumerate(model.val_loader):
             if max_batches is not None and i >= max_batches:
                 break
-            with batch_errors(model.opt, "val", batch):
-                idx = model.validate_step(batch, idx, val["lq_key"], val["gt_key"])
+            with batch_errors(model.opt, "val", batch), validation_pass.batch(batch):
+                validate_step(batch, validation_pass)
     for module, was_training in modes.items():
         module.training = was_training
-    metrics = reduce_summary(accelerator, summary)
+    metrics = reduce_summary(accelerator, validation_pass.summary)
     if metrics:
         log_metric(accelerator, metrics, model.global_step)
         model.logger.info(

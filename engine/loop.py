@@ -13,11 +13,10 @@ import time
 
 import torch
 
-from engine import events
 from engine.checkpoints.checkpointing import final_folder, saving
 from engine.checkpoints.folders import staging_path
 from engine.checkpoints.weights import save_final
-from engine.divergence import check_skipped_steps
+from engine.divergence import SkippedSteps
 from engine.loader_rng import seed_loader_for_epoch
 from engine.optimization import advance_schedules, clear_gradients
 from engine.run.signals import StopSignals
@@ -43,7 +42,7 @@ def train(model) -> dict:
         total_steps, state.global_step, accelerator.is_local_main_process, model.logger
     )
     last_validated, window, checked_crop = -1, [], False
-    events.before_training(model)
+    skipped = SkippedSteps(train_opt.get("max_consecutive_skipped_steps"))
     with StopSignals() as stop_signals, progress:
         while state.global_step < total_steps:
             model.train_loader.set_epoch(state.epoch)
@@ -62,7 +61,7 @@ def train(model) -> dict:
                     losses = model.optimize_parameters()
                 clear_gradients(model.optimizers, accelerator.sync_gradients)
                 check_losses(model, losses)
-                check_skipped_steps(model, losses)
+                skipped.check(losses["all"], state.global_step + 1)
                 window.append(losses)
                 state.batches_in_epoch += 1
                 if not accelerator.sync_gradients:
@@ -73,20 +72,17 @@ def train(model) -> dict:
                 logs = log_step(model, window, speed.update())
                 window = []
                 progress.update(state.global_step, logs["train/all"], logs["train/lr"], speed.rate)
-                events.after_optimizer_step(model, logs)
 
                 stop = stop_signals.requested(accelerator)
                 if state.global_step % train_opt["checkpointing_steps"] == 0 or stop:
-                    with saving(model, staging_path(model.run_dir, state.global_step)):
-                        checkpoint = model.save_checkpoint()  # a model may extend it
-                    events.on_checkpoint_saved(model, checkpoint)
+                    with saving(staging_path(model.run_dir, state.global_step), model.run_dir, archs):
+                        model.save_checkpoint()  # a model may extend it
                 if stop:
                     progress.close()
                     model.logger.info(
                         f"Stopped by {signal.Signals(stop).name} at step {state.global_step}; resume with "
                         f"path.resume_from_checkpoint: latest (experiment_key: {model.opt['experiment_key']})."
                     )
-                    events.at_end(model, stopped_by=stop)
                     return model.last_metrics
                 if state.global_step % train_opt["validation_steps"] == 0 and model.val_loader is not None:
                     model.validation()
@@ -100,9 +96,8 @@ def train(model) -> dict:
     if model.val_loader is not None and last_validated != state.global_step:
         model.validation()
     model.on_train_end()
-    with saving(model, final_folder(model)):
+    with saving(final_folder(model.run_dir), model.run_dir, archs):
         save_final(model)
-    events.at_end(model)
     return model.last_metrics
 
 

@@ -3,9 +3,14 @@
 Under DDP a direct call of the bare arch (`arch.encode(x)`) bypasses the wrapper, so gradients are
 never synchronised across processes; under mixed precision it bypasses Accelerate's autocast. The
 engine therefore prepares a small `MethodDispatch` module around each arch, and the model calls the
-arch through a `PreparedNetwork`: calling it, or calling any method the arch defines itself
-(`encode`, `decode`, ...), runs through the prepared module's forward; everything else
-(`parameters()`, `config`, `save_pretrained`, `train()`) goes straight to the arch, which is also
+arch through a `PreparedNetwork`. Which calls run through the prepared module's forward:
+
+- calling the handle itself (`net(x)`);
+- the methods the arch's class names in `routed_methods` (a tuple of names), when it sets one;
+- otherwise every public method written in the arch's own code (`forward`, `encode`, `decode`, ...):
+  not one that torch or transformers provides (`parameters()`, `save_pretrained`, `train()`).
+
+Everything else, attributes such as `config` included, goes straight to the arch, which is also
 `handle.arch` for a call that must not go through DDP (a frozen pass that leaves no gradient).
 
 `BaseModel.add_network(name, arch)` returns the handle; until the engine has prepared the network,
@@ -16,7 +21,6 @@ routed; call methods of the arch.
 from functools import cache
 
 from torch import nn
-from transformers import PreTrainedModel
 
 
 class MethodDispatch(nn.Module):
@@ -30,17 +34,18 @@ class MethodDispatch(nn.Module):
         return getattr(self.arch, method)(*args, **kwargs)
 
 
+LIBRARIES = ("torch", "transformers")  # their methods (parameters, save_pretrained, ...) are not routed
+
+
 @cache
-def _routed(arch_cls: type, name: str) -> bool:
-    """Route a method when the class that defines it is the arch's own (or a base below PreTrainedModel):
-    `forward`, `encode`, `decode`... but not `parameters`, `save_pretrained` or `train`."""
-    if name.startswith("_"):
-        return False
-    library = set(PreTrainedModel.__mro__)
-    for cls in arch_cls.__mro__:
-        if name in vars(cls):
-            return cls not in library
-    return False
+def routes(arch_cls: type, name: str) -> bool:
+    """Whether `handle.<name>(...)` runs through the prepared module (see the module docstring)."""
+    named = getattr(arch_cls, "routed_methods", None)
+    if named is not None:
+        return name in named
+    method = getattr(arch_cls, name, None)
+    written_in = getattr(method, "__module__", None) or "builtins"
+    return not name.startswith("_") and callable(method) and written_in.split(".")[0] not in LIBRARIES
 
 
 class PreparedNetwork:
@@ -62,7 +67,7 @@ class PreparedNetwork:
             self.routing
             and callable(value)
             and not isinstance(value, nn.Module)
-            and _routed(type(self.arch), name)
+            and routes(type(self.arch), name)
         ):
             prepared = self.prepared
 

@@ -11,7 +11,6 @@ commit        the run folder is created and locked; `train.log`, `config.yml`, t
 
 import os
 
-from engine import events
 from engine.checkpoints.checkpointing import branch_point, find_resume_checkpoint, load_checkpoint
 from engine.checkpoints.resume_check import check_resume_before_setup
 from engine.checkpoints.weights import load_pretrained
@@ -34,13 +33,11 @@ def start_run(model, training: bool) -> None:
         checkpoint = find_resume_checkpoint(model) if training else None
         if checkpoint is not None:
             load_checkpoint(model, checkpoint)
-        model.run_folder.commit(abandon_after_step=branch_point(model, checkpoint))
+        model.run_folder.commit(abandon_after_step=branch_point(model.run_dir, model.global_step, checkpoint))
         _write_config_and_start_trackers(model)
     except BaseException:
         model.run_folder.rollback()
         raise
-    if checkpoint is not None:
-        events.on_resumed(model, checkpoint)
 
 
 def _set_up(model, training: bool) -> None:
@@ -51,7 +48,7 @@ def _set_up(model, training: bool) -> None:
             f"{type(model).__name__} added no network; build one with define_network(opt.network) and "
             "register it in __init__ with self.add_network('net_g', net) (or self.models.append(net))."
         )
-    model.named_networks = adopt_appended_networks(model, model.models, model._added_networks)
+    model.named_networks = adopt_appended_networks(model, model.models, model.added_networks)
 
     pretrained = opt["path"].get("pretrained")
     if pretrained:

@@ -127,7 +127,7 @@ def test_a_full_disk_while_writing_a_validation_image_names_it(tmp_path, monkeyp
 
     monkeypatch.setattr(misc, "save_png", full)
     opt = {"path": {"root": str(tmp_path)}, "name": "x", "experiment_key": "k", "val": {}}
-    accelerator = SimpleNamespace(is_main_process=True, trackers=[])
+    accelerator = SimpleNamespace(is_main_process=True, trackers=[], project_dir=str(tmp_path / "run"))
     with pytest.raises(OSError, match=r"The disk is full while writing '.*images/val_0000003.png' \(about"):
         misc.log_image(opt, accelerator, np.zeros((1, 1, 8, 8)), "val", 3)
 

@@ -1,4 +1,5 @@
-"""Utilities the models call; `log_image` and `log_metrics` are re-exported as seed 003 imports them."""
+"""Utilities the models call; `log_image`, `log_metric` and `log_metrics` for code that passes the run's
+accelerator and step itself (`BaseModel.log` / `log_images` need neither)."""
 
 from utils.misc import log_image, log_metric, log_metrics
 

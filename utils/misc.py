@@ -1,13 +1,13 @@
-"""Logging helpers the models call: images, scalars and metrics, to every active tracker and to disk.
+"""Logging functions taking the run's accelerator and step: `log_image`, `log_metric` and `log_metrics`.
 
-These are seed 003's `log_image`, `log_metric` and `log_metrics`, made tracker-agnostic: the original
-`log_metric` only worked with comet_ml, so any other tracker crashed training.
+Plugins written with `engine.BaseModel` call `self.log` / `self.log_images`, which end here; code that
+passes the accelerator and step itself (the seed's style, `from utils import log_metrics`) calls these
+directly. All of them write to every active tracker, whichever it is.
 """
 
 import math
 import os
 from collections import defaultdict
-from contextlib import contextmanager
 
 import numpy as np
 
@@ -16,7 +16,8 @@ from utils.images.grid import make_grid, save_png, to_numpy
 from utils.metrics import compute_metrics
 
 
-def _scalar(value) -> float:
+def scalar(value) -> float:
+    """A float, or a tensor's mean as a float."""
     if hasattr(value, "detach"):
         value = value.detach().float().mean().item()
     return float(value)
@@ -24,7 +25,7 @@ def _scalar(value) -> float:
 
 def log_metric(accelerator, data: dict, step: int) -> None:
     """Log a dict of scalars (floats or tensors) to every active tracker."""
-    accelerator.log({k: _scalar(v) for k, v in data.items()}, step=step)
+    accelerator.log({k: scalar(v) for k, v in data.items()}, step=step)
 
 
 class MetricSummary:
@@ -47,46 +48,15 @@ class MetricSummary:
         return {k: self.sums[k] / self.counts[k] for k in self.sums if self.counts[k]}
 
 
-_summary: MetricSummary | None = None
-
-
-@contextmanager
-def collect_metrics():
-    """While active, `log_metrics` adds to one summary instead of logging batch by batch.
-
-    BaseModel opens it around a validation pass and logs the means once, at the validation's step.
-    """
-    global _summary
-    previous, _summary = _summary, MetricSummary()
-    try:
-        yield _summary
-    finally:
-        _summary = previous
-
-
 def log_metrics(pred, target, metrics_opt, accelerator, step: int, comment: str = "") -> dict[str, float]:
-    """Compute `metrics_opt` (e.g. `{'psnr': {'crop': 0}}`) on numpy NCHW arrays and log them.
-
-    Returns `{comment + name: value}`. Inside a validation pass the values are averaged over the whole
-    pass and logged once by BaseModel.
-    """
+    """Compute `metrics_opt` (e.g. `{'psnr': {'crop': 0}}`) of numpy NCHW arrays, log them at `step` as
+    `comment + name`, and return them. Inside a validation pass the engine averages them over the pass
+    (engine/seed_style.py)."""
     pred, target = to_numpy(pred), to_numpy(target)
     values = {f"{comment}{k}": v for k, v in compute_metrics(pred, target, metrics_opt).items()}
-    if _summary is not None:
-        _summary.add(values, n=len(pred))
-    elif values:
+    if values:
         log_metric(accelerator, values, step)
     return values
-
-
-def log_validation_scalars(accelerator, values: dict, step: int, n: int = 1) -> None:
-    """Scalars such as a validation loss: averaged over the validation pass (weighted by `n` samples)
-    when called inside one, logged at once otherwise."""
-    values = {k: _scalar(v) for k, v in values.items()}
-    if _summary is not None:
-        _summary.add(values, n=n)
-    else:
-        log_metric(accelerator, values, step)
 
 
 _image_names: dict[tuple, int] = defaultdict(int)

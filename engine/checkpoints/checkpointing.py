@@ -43,17 +43,16 @@ def save_checkpoint(model) -> str:
     return final
 
 
-def saving(model, folder: str):
-    """`with saving(model, folder):` around a save: a full disk, a permission or a read-only file system
+def saving(folder: str, run_dir: str, archs: list):
+    """`with saving(folder, run_dir, archs):` around a save: a full disk, a permission or a read-only file system
     becomes one sentence naming `folder` and the space needed; a half-written `.tmp` folder is removed,
     so the previous checkpoint stays the `latest`."""
     cleanup = folder if folder.endswith(".tmp") else None
-    archs = [handle.arch for _, handle in model.named_networks]
-    return file_errors(folder, lambda: checkpoint_bytes(model.run_dir, archs), cleanup=cleanup)
+    return file_errors(folder, lambda: checkpoint_bytes(run_dir, archs), cleanup=cleanup)
 
 
-def final_folder(model) -> str:
-    return os.path.join(model.run_dir, "final")
+def final_folder(run_dir: str) -> str:
+    return os.path.join(run_dir, "final")
 
 
 def find_resume_checkpoint(model) -> str | None:
@@ -87,11 +86,10 @@ def load_checkpoint(model, path: str) -> None:
     )
 
 
-def branch_point(model, path: str | None) -> int | None:
+def branch_point(run_dir: str, step: int, path: str | None) -> int | None:
     """The resumed step when this run folder holds newer checkpoints (resuming it starts a branch),
     whether the checkpoint came from this folder or from `path.resume_from_path`."""
     if path is None:
         return None
-    step = model.global_step
-    newer = [s for s, _ in list_checkpoints(model.run_dir) if s > step]
+    newer = [s for s, _ in list_checkpoints(run_dir) if s > step]
     return step if newer else None

@@ -60,16 +60,15 @@ def load_pretrained(model, folder: str) -> None:
 
 
 @contextmanager
-def ema_weights(model):
+def ema_weights(emas: list, archs: list):
     """Inside, the archs hold their EMA weights (when `train.ema` is on); outside, the trained ones."""
-    archs = _archs(model)
-    for ema, arch in zip(model.emas, archs):
+    for ema, arch in zip(emas, archs):
         ema.store(arch.parameters())
         ema.copy_to(arch.parameters())
     try:
         yield
     finally:
-        for ema, arch in zip(model.emas, archs):
+        for ema, arch in zip(emas, archs):
             ema.restore(arch.parameters())
 
 
@@ -78,7 +77,7 @@ def save_archs(model, folder: str) -> None:
     `config.yml` (the scripts read the data settings of the weights' run from it); main process only."""
     if not model.accelerator.is_main_process:
         return
-    with ema_weights(model):
+    with ema_weights(model.emas, _archs(model)):
         for name, handle in model.named_networks:
             handle.arch.save_pretrained(os.path.join(folder, name))
     save_options(model.opt, os.path.join(folder, "config.yml"))

@@ -95,10 +95,10 @@ def write_training_summary(run_dir: str, logging_dir: str = "logs", out: str | N
     return out
 
 
-def summarize_run(model) -> None:
-    """Engine hook at the end of training: write the figure and say where (main process only)."""
-    if not model.accelerator.is_main_process:
+def summarize_run(accelerator, run_dir: str, logging_dir: str, logger) -> None:
+    """At the end of training: write `<run>/training_summary.png` and say where (main process only)."""
+    if not accelerator.is_main_process:
         return
-    path = write_training_summary(model.run_dir, model.opt["path"]["logging_dir"])
+    path = write_training_summary(run_dir, logging_dir)
     if path:
-        model.logger.info(f"Training curves: {path}")
+        logger.info(f"Training curves: {path}")

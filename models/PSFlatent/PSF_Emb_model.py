@@ -24,7 +24,6 @@ import torch.nn.functional as F
 from models.archs import define_network
 from models.PSFlatent.PSF_model import PSF_model
 from utils.config.schema import Key
-from utils.misc import log_validation_scalars
 
 EMB_TRAIN_KEYS = {
     "kl_weight": Key(1e-4, "float", "Weight of the KL term.", minimum=0.0),
@@ -70,21 +69,18 @@ class PSF_Emb_model(PSF_model):
         self.step(losses["all"])
         return losses
 
-    def validate_step(self, batch, idx, lq_key, gt_key):
+    def validate_step(self, batch):
         self.feed_data(batch, is_train=False)
         losses, out = self.compute_losses(sample_posterior=False)
         n = len(self.sample["inp"])
-        log_validation_scalars(
-            self.accelerator, {f"val_loss_{k}": v for k, v in losses.items()}, self.global_step, n=n
-        )
+        self.log({f"loss_{k}": v for k, v in losses.items()})
 
         recon, truth = out.reconstruction[:n], self.sample["psf"]
-        self.log_psf_metrics(recon, truth, comment="val_")
+        self.log_psf_metrics(recon, truth)
         # Densify: the midpoint's PSF from its endpoints' latents alone, never from its own PSF.
         mean_a, mean_b, _ = out.latent_dist.mean.split(n)
         interpolated = self.net_g.decode((mean_a + mean_b) / 2.0, self.sample["inp_mid"])
-        self.log_psf_metrics(interpolated, self.sample["psf_mid"], comment="val_interp_")
-        if idx == 0:
+        self.log_psf_metrics(interpolated, self.sample["psf_mid"], prefix="interp_")
+        if self.validated_samples == 0:
             self.log_psf_grid(truth, recon, "val_psf_truth_recon_diff")
             self.log_psf_grid(self.sample["psf_mid"], interpolated, "val_interp_truth_pred_diff")
-        return idx + n

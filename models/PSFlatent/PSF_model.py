@@ -29,11 +29,9 @@ import torch
 
 from engine import BaseModel
 from models.archs import define_network
-from utils import log_image, log_metrics
 from utils.config.schema import Key
 from utils.errors import ConfigError
 from utils.losses import Loss
-from utils.misc import log_validation_scalars
 from utils.optics import lens_from_config
 
 NORMALIZATIONS = ("peak", "sum")
@@ -189,35 +187,22 @@ class PSF_model(BaseModel):
         self.step(losses["all"])
         return losses
 
-    def validate_step(self, batch, idx, lq_key, gt_key):
+    def validate_step(self, batch):
         self.feed_data(batch, is_train=False)
         target = self.sample["psf"]
         pred = self.net_g(self.sample["inp"])
         losses = self.criterion(pred, target)
-        log_validation_scalars(
-            self.accelerator, {f"val_loss_{k}": v for k, v in losses.items()}, self.global_step, n=len(pred)
-        )
-        self.log_psf_metrics(pred, target, comment="val_")
-        if idx == 0:
+        self.log({f"loss_{k}": v for k, v in losses.items()})
+        self.log_psf_metrics(pred, target)
+        if self.validated_samples == 0:
             self.log_psf_grid(target, pred, "val_psf_truth_pred_diff")
-        return idx + len(pred)
 
-    def log_psf_metrics(self, pred, target, comment: str):
-        metrics = self.opt["val"].get("metrics") or {}
-        log_metrics(
-            pred.float().cpu().numpy(),
-            target.float().cpu().numpy(),
-            metrics,
-            self.accelerator,
-            self.global_step,
-            comment=comment,
-        )
+    def log_psf_metrics(self, pred, target, prefix: str = ""):
+        self.log(pred=pred.float().cpu().numpy(), target=target.float().cpu().numpy(), prefix=prefix)
 
     def log_psf_grid(self, truth, pred, name: str):
         """Rows of [ray-traced | predicted | |difference|], shown with gamma 0.5 so the faint tails of a
         PSF are visible; the three share one brightness scale."""
         n = min(len(truth), int(self.config_values("val")["num_images"]))
         rows = torch.cat([truth[:n], pred[:n], (pred[:n] - truth[:n]).abs()], dim=-1)
-        log_image(
-            self.opt, self.accelerator, rows.clamp(min=0).sqrt().float().cpu().numpy(), name, self.global_step
-        )
+        self.log_images(name, rows.clamp(min=0).sqrt().float().cpu().numpy())

@@ -31,11 +31,9 @@ from models.ldm.generation_files import copy_generation_folder
 from models.ldm.pipeline import LDMPipeline
 from models.ldm.sampling import SAMPLERS, make_sampler, sample_latents
 from models.ldm.schedules import training_target
-from utils import log_image, log_metrics
 from utils.config.schema import Key
 from utils.errors import ConfigError
 from utils.losses.vae import decoded_image
-from utils.misc import log_validation_scalars
 
 LDM_KEYS = {
     "pretrained": Key(
@@ -174,20 +172,19 @@ class ControlNet_model(BaseModel):
     def _setting(self, key):
         return self.val_opt[key] if self.val_opt[key] is not None else self.description[key]
 
-    def validate_step(self, batch, idx, lq_key, gt_key):
+    def validate_step(self, batch):
         self.feed_data(batch, is_train=False)
         latents = self.sample["latent"]
         n = len(latents)
         noise = torch.randn_like(latents)
         steps = self.noise_scheduler.config.num_train_timesteps
         timesteps = torch.randint(0, steps, (n,), device=latents.device)
-        log_validation_scalars(
-            self.accelerator, {"val_loss": float(self._loss(noise, timesteps))}, self.global_step, n=n
-        )
+        self.log({"loss": float(self._loss(noise, timesteps))})
 
+        idx = self.validated_samples  # the index of this batch's first sample in the pass
         count = min(n, int(self.val_opt["num_samples"]) - idx)
         if count <= 0:
-            return idx + n
+            return
         context = self.sample["context"][:count] if self.sample["context"] is not None else None
         control = self.sample["control"][:count]
         guidance = float(self._setting("guidance_scale"))
@@ -212,15 +209,7 @@ class ControlNet_model(BaseModel):
                 vae.decode(vae.unscale_latents(sampled)), self.description["recon_type"]
             ).float()
         target = self.sample["gt"][:count].float()
-        metrics_opt = self.opt["val"].get("metrics") or {}
-        log_metrics(
-            images.cpu().numpy(),
-            target.cpu().numpy(),
-            metrics_opt,
-            self.accelerator,
-            self.global_step,
-            "val_",
-        )
+        self.log(pred=images.cpu().numpy(), target=target.cpu().numpy())
         if idx == 0:
             shown = min(count, int(self.val_opt["num_images"]))
             shown_control = control[:shown] / control[:shown].amax(dim=(1, 2, 3), keepdim=True).clamp(
@@ -228,8 +217,7 @@ class ControlNet_model(BaseModel):
             )
             panels = [_to_channels(shown_control, target.shape[1]), target[:shown], images[:shown]]
             grid = torch.cat(panels, dim=-1).cpu().numpy()
-            log_image(self.opt, self.accelerator, grid, "val_control_target_sample", self.global_step)
-        return idx + n
+            self.log_images("val_control_target_sample", grid)
 
     # ------------------------------------------------------------------ what generation needs
 

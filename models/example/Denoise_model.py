@@ -2,14 +2,13 @@
 
 The README's "Add a model" walkthrough: one network registered with `add_network`, a training step
 that computes the loss and hands it to `self.step` (backward, accumulation, clipping, the update),
-a loss dict with 'all', and `log_image` / `log_metrics` in validation.
+a loss dict with 'all', and `self.log` / `self.log_images` in validation.
 """
 
 import torch
 
 from engine import BaseModel
 from models.archs import define_network
-from utils import log_image, log_metrics
 from utils.losses import Loss
 
 
@@ -28,22 +27,8 @@ class Denoise_model(BaseModel):
         self.step(loss["all"])
         return loss
 
-    def validate_step(self, batch, idx, lq_key, gt_key):
+    def validate_step(self, batch):
         self.feed_data(batch, is_train=False)
-        with torch.no_grad():
-            pred = self.net_g(self.sample["inp"])
-        if idx == 0:  # one grid per validation is enough to watch progress
-            triplet = torch.cat([self.sample["inp"], pred, self.sample["gt"]], dim=-1)
-            log_image(
-                self.opt, self.accelerator, triplet.cpu().numpy(), "val_input_pred_target", self.global_step
-            )
-        if hasattr(self.opt.val, "metrics"):
-            log_metrics(
-                pred.cpu().numpy(),
-                self.sample["gt"].cpu().numpy(),
-                self.opt.val.metrics,
-                self.accelerator,
-                self.global_step,
-                comment="val_",
-            )
-        return idx + len(pred)
+        pred = self.net_g(self.sample["inp"])
+        self.log(pred=pred, target=self.sample["gt"])  # the run's val.metrics, as val_<name>
+        self.log_images("val_input_pred_target", torch.cat([self.sample["inp"], pred, self.sample["gt"]], -1))

@@ -44,12 +44,10 @@ from models.ldm.keys import DIFFUSION_KEYS, TRAIN_KEYS, VAE_KEYS, VAL_KEYS
 from models.ldm.patched import SlidingWindowDenoiser, latent_size_of_window
 from models.ldm.sampling import make_sampler, sample_latents
 from models.ldm.schedules import make_noise_scheduler, min_snr_weights, training_target
-from utils import log_image, log_metrics
 from utils.config.schema import Key
 from utils.errors import ConfigError
 from utils.images.patches import patch_settings, random_windows
 from utils.losses.vae import decoded_image
-from utils.misc import log_metric, log_validation_scalars
 
 
 class LDM_model(BaseModel):
@@ -68,6 +66,7 @@ class LDM_model(BaseModel):
 
     def __init__(self, opt, logger):
         super().__init__(opt, logger)
+        self.latent_window_size = None  # under train.patched, measured by latent_window() when first needed
         self.vae_opt = self.config_values("vae")
         self.cond_opt = self.config_values("condition")
         self.diffusion_opt = self.config_values("diffusion")
@@ -154,9 +153,9 @@ class LDM_model(BaseModel):
         settings = patch_settings(self.opt["train"], len(self.latent_shape) - 1)
         if settings is None:
             return None
-        if getattr(self, "_latent_window", None) is None:
-            self._latent_window = latent_size_of_window(self, settings[0])
-        return self._latent_window
+        if self.latent_window_size is None:
+            self.latent_window_size = latent_size_of_window(self, settings[0])
+        return self.latent_window_size
 
     def crop_latents(self, sample):
         keys = [k for k in ("latent", "cond_latent") if k in sample]
@@ -234,7 +233,7 @@ class LDM_model(BaseModel):
         )
         return latents, self.decode(latents)
 
-    def validate_step(self, batch, idx, lq_key, gt_key):
+    def validate_step(self, batch):
         self.feed_data(batch, is_train=False)
         latents = self.sample["latent"]
         n = len(latents)
@@ -251,8 +250,9 @@ class LDM_model(BaseModel):
             self.sample = whole
         else:
             _, mse = self.diffusion_loss(latents, noise, timesteps, None)
-        log_validation_scalars(self.accelerator, {"val_loss": float(mse)}, self.global_step, n=n)
+        self.log({"loss": float(mse)})
 
+        idx = self.validated_samples  # the index of this batch's first sample in the pass
         count = min(n, int(self.val_opt["num_samples"]) - idx)
         if count > 0 and "gt" in self.sample:
             condition = projector_input(self)
@@ -260,17 +260,9 @@ class LDM_model(BaseModel):
             seeds = [self.opt["seed"] + idx + i for i in range(count)]
             _, images = self.sample_images(condition, latents.shape[1:], seeds)
             target = self.sample["gt"][:count].float()
-            metrics_opt = self.opt["val"].get("metrics") or {}
-            log_metrics(
-                images.cpu().numpy(),
-                target.cpu().numpy(),
-                metrics_opt,
-                self.accelerator,
-                self.global_step,
-                "val_",
-            )
+            self.log(pred=images.cpu().numpy(), target=target.cpu().numpy())
             if self.val_opt["baselines"]:
-                log_baselines(self, condition, latents.shape[1:], seeds, target, metrics_opt)
+                log_baselines(self, condition, latents.shape[1:], seeds, target)
             if idx == 0:
                 shown = min(count, int(self.val_opt["num_images"]))
                 panels = [target[:shown], images[:shown]]
@@ -281,13 +273,12 @@ class LDM_model(BaseModel):
                     panels.append((images[:shown] - target[:shown]).abs())
                     name = "val_target_sample_diff"
                 grid = torch.cat(panels, dim=-1)
-                log_image(self.opt, self.accelerator, grid.cpu().numpy(), name, self.global_step)
-        return idx + n
+                self.log_images(name, grid.cpu().numpy())
 
     # ------------------------------------------------------------------ what generation needs
 
     def on_train_end(self):
-        log_metric(self.accelerator, {"latent_scale_factor": self.scale_factor}, self.global_step)
+        self.log({"latent_scale_factor": self.scale_factor})
 
     def save_archs(self, folder: str):
         """The UNet and projector, then `scheduler/`, `ldm.json` and `mean_target.safetensors` beside them,

@@ -22,8 +22,6 @@ import os
 import torch
 from safetensors.torch import load_file, save_file
 
-from utils import log_metrics
-
 MEAN_TARGET_FILE = "mean_target.safetensors"
 
 
@@ -85,21 +83,11 @@ def like(mean: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return mean.to(target.device, target.dtype).expand_as(target)
 
 
-def log_baselines(model, condition, shape, seeds, target, metrics_opt) -> None:
+def log_baselines(model, condition, shape, seeds, target) -> None:
     """Score both baselines on `target` (the validation batch's first len(seeds) targets)."""
-    accelerator, step = model.accelerator, model.global_step
     if model.mean_target is not None:
         mean = like(model.mean_target, target)
-        log_metrics(
-            mean.cpu().numpy(), target.cpu().numpy(), metrics_opt, accelerator, step, "val_mean_target_"
-        )
+        model.log(pred=mean.cpu().numpy(), target=target.cpu().numpy(), prefix="mean_target_")
     if condition is not None and len(seeds) > 1:
         _, shuffled = model.sample_images(condition.roll(1, 0), shape, seeds)
-        log_metrics(
-            shuffled.float().cpu().numpy(),
-            target.cpu().numpy(),
-            metrics_opt,
-            accelerator,
-            step,
-            "val_shuffled_",
-        )
+        model.log(pred=shuffled.float().cpu().numpy(), target=target.cpu().numpy(), prefix="shuffled_")

@@ -57,10 +57,10 @@ def write_generation_files(model, folder: str) -> None:
         "intensity": model.target_intensity,
         "mean_target": save_mean_target(model.mean_target, folder) if model.mean_target is not None else None,
         "patched": {
-            "window": list(model._latent_window),
-            "overlap": patch_settings(model.opt["train"], len(model._latent_window))[1],
+            "window": list(model.latent_window_size),
+            "overlap": patch_settings(model.opt["train"], len(model.latent_window_size))[1],
         }
-        if getattr(model, "_latent_window", None)
+        if model.latent_window_size
         else None,
     }
     with open(os.path.join(folder, "ldm.json"), "w") as f:

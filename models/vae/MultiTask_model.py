@@ -16,12 +16,10 @@ import torch
 from engine import BaseModel
 from models.archs import define_network
 from models.vae.posterior_noise import global_batch_noise
-from utils import log_image, log_metrics
 from utils.config.schema import Key
 from utils.errors import ConfigError, did_you_mean
 from utils.losses.keyed import KeyedLoss
 from utils.metrics.segmentation import accuracy, class_map, segmentation_scores
-from utils.misc import log_metric, log_validation_scalars
 
 TRAIN_KEYS = {
     "losses": Key(
@@ -100,34 +98,24 @@ class MultiTask_model(BaseModel):
         self.step(losses["all"], self.optimizers[0])
         return losses
 
-    def validate_step(self, batch, idx, lq_key, gt_key):
+    def validate_step(self, batch):
         self.feed_data(batch, is_train=False)
         outputs = self._outputs(sample_posterior=False)
         losses = self.loss(outputs, self.sample)
-        n = len(self.sample[self.gt_key])
-        scalars = {f"val_{k}" if k != "all" else "val_loss": float(v) for k, v in losses.items()}
+        scalars = {k if k != "all" else "loss": float(v) for k, v in losses.items()}
         latents = outputs["latent"]
-        scalars.update(val_latent_mean=float(latents.mean()), val_latent_std=float(latents.std()))
-        metrics_opt = self.opt["val"].get("metrics") or {}
+        scalars.update(latent_mean=float(latents.mean()), latent_std=float(latents.std()))
         for head, kind, target_key in self.scored:
             pred, target = outputs[head].float(), self.sample[target_key]
             if kind == "RGBHead":
-                log_metrics(
-                    pred.cpu().numpy(),
-                    target.float().cpu().numpy(),
-                    metrics_opt,
-                    self.accelerator,
-                    self.global_step,
-                    comment=f"val_{head}_",
-                )
+                self.log(pred=pred.cpu().numpy(), target=target.float().cpu().numpy(), prefix=f"{head}_")
             elif kind == "SegmentationHead":
-                scalars.update(segmentation_scores(pred, target, prefix=f"val_{head}_"))
+                scalars.update(segmentation_scores(pred, target, prefix=f"{head}_"))
             else:
-                scalars[f"val_{head}_accuracy"] = accuracy(pred, target)
-        log_validation_scalars(self.accelerator, scalars, self.global_step, n=n)
-        if idx == 0:
+                scalars[f"{head}_accuracy"] = accuracy(pred, target)
+        self.log(scalars)
+        if self.validated_samples == 0:
             self._log_grid(outputs)
-        return idx + n
 
     def _log_grid(self, outputs):
         count = min(len(self.sample[self.gt_key]), int(self.val_opt["num_images"]))
@@ -145,7 +133,7 @@ class MultiTask_model(BaseModel):
         width = x.shape[1]
         panels = [p if p.shape[1] == width else p[:, :1].expand(-1, width, -1, -1) for p in panels]
         grid = torch.cat(panels, dim=-1).cpu().numpy()
-        log_image(self.opt, self.accelerator, grid, "val_image_recon_mask_pred", self.global_step)
+        self.log_images("val_image_recon_mask_pred", grid)
 
     # ------------------------------------------------------------------ the latent scale factor
 
@@ -170,7 +158,7 @@ class MultiTask_model(BaseModel):
         std = max((total_sq / count - mean**2) ** 0.5, 1e-8)
         self.net_g.arch.config.scaling_factor = 1.0 / std
         self.logger.info(f"Latent std over the validation set: {std:.5g}; scaling_factor = {1.0 / std:.5g}.")
-        log_metric(self.accelerator, {"latent_scaling_factor": 1.0 / std}, self.global_step)
+        self.log({"latent_scaling_factor": 1.0 / std})
 
 
 def _plain_list(value):

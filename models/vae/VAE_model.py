@@ -19,7 +19,6 @@ from engine import BaseModel
 from models.archs import define_network
 from models.vae.posterior_noise import global_batch_noise
 from models.vae.scale_factor import measure_latent_std, store_scale_factor
-from utils import log_image, log_metrics
 from utils.config.schema import Key
 from utils.errors import ConfigError
 from utils.images.comparison import as_batch, comparison_grid
@@ -36,7 +35,6 @@ from utils.losses.vae import (
     kl_loss,
     recon_loss,
 )
-from utils.misc import log_metric, log_validation_scalars
 
 TRAIN_KEYS = {
     "recon_type": Key(
@@ -224,40 +222,35 @@ class VAE_model(BaseModel):
         losses["all"] = total
         return losses
 
-    def validate_step(self, batch, idx, lq_key, gt_key):
+    def validate_step(self, batch):
         self.feed_data(batch, is_train=False)
         x = self.sample["gt"]
         if self.patches(x) is not None:
-            return self._validate_whole_images(x, idx)
+            return self._validate_whole_images(x)
         out = self.net_g(x, sample_posterior=False)
         image = decoded_image(out.reconstruction, self.hp["recon_type"])
         _, _, total, losses = self._generator_losses(x, out)
-        pred, target = image.float().cpu().numpy(), x.float().cpu().numpy()
-        metrics_opt = self.opt["val"].get("metrics") or {}
-        log_metrics(pred, target, metrics_opt, self.accelerator, self.global_step, comment="val_")
+        self.log(pred=image.float().cpu().numpy(), target=x.float().cpu().numpy())
         # The validation loss and latent statistics are averaged over the pass like the metrics.
         latents = out.latents if getattr(out, "latents", None) is not None else out.latent_dist.mean
         if self.latent_map is not None:
             self.latent_map.add(latents, x, batch.get("name"))
-        log_validation_scalars(
-            self.accelerator,
+        self.log(
             {
-                "val_loss": float(total),
-                "val_recon": float(losses["recon"]),
-                "val_latent_mean": float(latents.mean()),
-                "val_latent_std": float(latents.std()),
-            },
-            self.global_step,
-            n=len(x),
+                "loss": float(total),
+                "recon": float(losses["recon"]),
+                "latent_mean": float(latents.mean()),
+                "latent_std": float(latents.std()),
+            }
         )
-        if idx == 0:
+        self._log_comparison(x, image)
+
+    def _log_comparison(self, x, image):
+        if self.validated_samples == 0:  # one labelled, upscaled grid per validation
             val = self.config_values("val")
             n = min(len(x), int(val["num_images"]))
-            grid = comparison_grid(
-                x[:n], image[:n], log_scale=bool(val["image_log_scale"])
-            )  # labelled, upscaled
-            log_image(self.opt, self.accelerator, as_batch(grid), "val_input_recon_diff", self.global_step)
-        return idx + len(x)
+            grid = comparison_grid(x[:n], image[:n], log_scale=bool(val["image_log_scale"]))
+            self.log_images("val_input_recon_diff", as_batch(grid))
 
     def validation(self, max_batches=-1):
         """BaseModel's validation pass, with the latents of the pass mapped at the `val.latent_map` steps."""
@@ -268,28 +261,15 @@ class VAE_model(BaseModel):
             self.latent_map.finish(self.opt, self.accelerator, self.global_step)
         return metrics
 
-    def _validate_whole_images(self, x, idx):
+    def _validate_whole_images(self, x):
         """`train.patched`: reconstruct whole images window by window, blended (utils/images/patches.py)."""
         size, overlap = self.patches(x)
         raw = sliding_window(lambda p: self.net_g(p, sample_posterior=False).reconstruction, x, size, overlap)
         image = decoded_image(raw, self.hp["recon_type"])
         recon = recon_loss(raw, x, self.hp["recon_type"], self.hp["focal_gamma"])
-        metrics_opt = self.opt["val"].get("metrics") or {}
-        log_metrics(
-            image.float().cpu().numpy(),
-            x.float().cpu().numpy(),
-            metrics_opt,
-            self.accelerator,
-            self.global_step,
-            "val_",
-        )
-        log_validation_scalars(self.accelerator, {"val_recon": float(recon)}, self.global_step, n=len(x))
-        if idx == 0:
-            val = self.config_values("val")
-            n = min(len(x), int(val["num_images"]))
-            grid = comparison_grid(x[:n], image[:n], log_scale=bool(val["image_log_scale"]))
-            log_image(self.opt, self.accelerator, as_batch(grid), "val_input_recon_diff", self.global_step)
-        return idx + len(x)
+        self.log(pred=image.float().cpu().numpy(), target=x.float().cpu().numpy())
+        self.log({"recon": float(recon)})
+        self._log_comparison(x, image)
 
     # ------------------------------------------------------------------ the latent scale factor
 
@@ -312,4 +292,4 @@ class VAE_model(BaseModel):
         factor = store_scale_factor(self.net_g.arch, std, self.global_step)
         self._scale_measured_at = self.global_step
         self.logger.info(f"Latent std over the validation set: {std:.5g}; scaling_factor = {factor:.5g}.")
-        log_metric(self.accelerator, {"latent_scaling_factor": factor}, self.global_step)
+        self.log({"latent_scaling_factor": factor})
