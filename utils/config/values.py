@@ -18,18 +18,20 @@ import types
 import typing
 from collections.abc import Mapping
 
+from utils.config.arch_signature import check_arch_keys, config_parameters
 from utils.config.secrets import walk as _walk
 from utils.errors import ConfigError, PluginError
 
 
-def check_values(data: Mapping, find_arch=None) -> None:
+def check_values(data: Mapping, find_arch=None, unknown=None) -> None:
     """Every check of this module, on a config the schema has validated. `find_arch` (the arch registry's
-    lookup, handed down by the caller) resolves each arch block's config class for its signature check."""
+    lookup, handed down by the caller) resolves each arch block's config class for its signature check;
+    `unknown(where, known, reader)` makes the error for a key the config does not take."""
     _check_finite(data)
     _check_seed(data.get("seed"))
     _check_counts(data)
     if find_arch is not None:
-        _check_arch_blocks(data, find_arch)
+        _check_arch_blocks(data, find_arch, unknown)
 
 
 def _check_finite(data: Mapping) -> None:
@@ -55,6 +57,9 @@ def _check_counts(data: Mapping) -> None:
         if _is_count_key(name) and not isinstance(value, list):
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ConfigError(f"'{where}' is {value!r}; it must be a whole number >= 0.")
+        if _is_size_key(name) and _holds_text(value):
+            # A quoted size is text, which a reader would split into characters ('64' -> '6', '4').
+            raise ConfigError(f"'{where}' is {value!r}; write the size as a number, without quotes.")
         if name.endswith("_size") and not _is_positive_ints(value):
             # image_size, patch_size, batch_size, sample_size: a 0 or negative size builds nothing. Floats
             # (a lens's pixel_size in metres) and text are left to their readers.
@@ -65,6 +70,15 @@ def _check_counts(data: Mapping) -> None:
             raise ConfigError(
                 f"'datasets.{name}.size' is {size!r}; it must be a whole number of samples >= 1."
             )
+
+
+def _is_size_key(name: str) -> bool:
+    return name == "size" or name.endswith("_size")
+
+
+def _holds_text(value) -> bool:
+    values = value if isinstance(value, list) else [value]
+    return any(isinstance(v, str) for v in values)
 
 
 def _is_positive_ints(value) -> bool:
@@ -84,20 +98,6 @@ def _arch_blocks(data: Mapping):
         last = where.rsplit(".", 1)[-1]
         if isinstance(value, Mapping) and last.startswith("network") and isinstance(value.get("type"), str):
             yield where, value
-
-
-def _signature(config_cls) -> dict[str, inspect.Parameter]:
-    from transformers import PretrainedConfig
-
-    params: dict[str, inspect.Parameter] = {}
-    for cls in config_cls.__mro__:
-        if cls is PretrainedConfig or cls is object:
-            break
-        if "__init__" in vars(cls):
-            for p in inspect.signature(cls.__init__).parameters.values():
-                if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
-                    params.setdefault(p.name, p)
-    return params
 
 
 def _expected_types(param: inspect.Parameter) -> tuple[set[type], bool] | None:
@@ -140,13 +140,14 @@ def _fits(value, allowed: set[type]) -> bool:
     return type(value) in allowed
 
 
-def _check_arch_blocks(data: Mapping, find_arch) -> None:
+def _check_arch_blocks(data: Mapping, find_arch, unknown=None) -> None:
     for where, block in _arch_blocks(data):
         try:
             config_cls, _ = find_arch(block["type"])
         except PluginError:
             continue  # the model reports an unknown or broken arch when it builds the network
-        params = _signature(config_cls)
+        check_arch_keys(where, config_cls, block, unknown)
+        params = config_parameters(config_cls)
         for key, value in block.items():
             param = params.get(key)
             if key == "type" or param is None:
@@ -161,6 +162,11 @@ def _check_arch_blocks(data: Mapping, find_arch) -> None:
                 continue
             if not _fits(value, allowed):
                 names = " or ".join(sorted("list" if t is tuple else t.__name__ for t in allowed))
+                if isinstance(value, str) and allowed & {int, float}:
+                    raise ConfigError(
+                        f"'{where}.{key}' is the text {value!r}; {config_cls.__name__} needs {names} here, "
+                        "written without quotes."
+                    )
                 raise ConfigError(
                     f"'{where}.{key}' must be {names} for {config_cls.__name__}, got {value!r} ({type(value).__name__})."
                 )
