@@ -2,9 +2,11 @@
 
 - every number finite (`.nan` / `.inf` in YAML are floats that pass a `minimum` check);
 - `seed` within what `numpy` and `torch` accept (0 .. 2**32-1);
-- counts (`num_*`, `*_steps`, `datasets.*.size`) whole numbers, and sizes (`*_size`) at least 1;
-- each arch block (`network`, a GAN's `network_d`, ...) against its config class's `__init__` signature:
-  types from the annotations or defaults, and channel/layer counts at least 1, before any network is built;
+- counts (`num_*`, `*_steps`, `datasets.*.size`) whole numbers, and sizes (`*_size`) at least 1; neither
+  quoted text, which a reader would split into characters;
+- each arch block (`network`, a GAN's `network_d`, ...) against its config class's `__init__` signature
+  (`utils/config/arch_signature.py`): no key it does not take, types from the annotations or defaults,
+  and channel/layer counts at least 1, before any network is built;
 (The files a config names are checked by engine/preflight.py.)
 
 Each failure is one ConfigError sentence naming the key. Secrets are checked by `utils/config/secrets.py`,
@@ -54,12 +56,12 @@ def _check_counts(data: Mapping) -> None:
         name = where.rsplit(".", 1)[-1]
         if "[" in name or value is None or isinstance(value, Mapping):
             continue
+        if (_is_count_key(name) or _is_size_key(name)) and _holds_text(value):
+            # A quoted number is text, which a reader would split into characters ('64' -> '6', '4').
+            raise ConfigError(f"'{where}' is the text {value!r}; write the number without quotes.")
         if _is_count_key(name) and not isinstance(value, list):
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ConfigError(f"'{where}' is {value!r}; it must be a whole number >= 0.")
-        if _is_size_key(name) and _holds_text(value):
-            # A quoted size is text, which a reader would split into characters ('64' -> '6', '4').
-            raise ConfigError(f"'{where}' is {value!r}; write the size as a number, without quotes.")
         if name.endswith("_size") and not _is_positive_ints(value):
             # image_size, patch_size, batch_size, sample_size: a 0 or negative size builds nothing. Floats
             # (a lens's pixel_size in metres) and text are left to their readers.
