@@ -37,16 +37,13 @@ def pretrained_config_keys() -> frozenset[str]:
     return frozenset(PretrainedConfig().to_dict())
 
 
-def check_arch_keys(where: str, config_cls, keys, unknown=None) -> None:
+def check_arch_keys(where: str, config_cls, keys) -> None:
     """Refuse a key of the arch block `where` that `config_cls` does not take. PretrainedConfig swallows
-    unknown keyword arguments as attributes, so a misspelled key would silently keep its default.
-    `unknown(where, known)`, when given, makes the error (it names the plugins that read the key)."""
+    unknown keyword arguments as attributes, so a misspelled key would silently keep its default."""
     explicit = sorted(config_parameters(config_cls))
     for key in keys:
         if key == "type" or key in explicit or key in pretrained_config_keys():
             continue
-        if unknown is not None:
-            raise unknown(f"{where}.{key}", explicit, config_cls.__name__)
         raise ConfigError(
             f"Unknown key '{where}.{key}' for {config_cls.__name__}{did_you_mean(key, explicit)}; "
             f"it takes: {', '.join(explicit)}."

@@ -20,7 +20,7 @@ from utils.config.load import Opt
 from utils.config.schema import BLOCKS, DATASET, DATASET_NAMES, Key
 from utils.config.secrets import check_secrets
 from utils.config.values import check_values
-from utils.errors import ConfigError, did_you_mean, nearest
+from utils.errors import ConfigError, PluginError, did_you_mean, nearest
 
 ANCHOR_PREFIX = "_"
 OPEN_BLOCKS_OF_SEED_STYLE_MODELS = ("train", "val")
@@ -47,6 +47,10 @@ def validate_options(
     """
     data = opt._data
     model_config_keys = model_config_keys or {}
+    _check_declarations(model_name or "the model", model_config_keys)
+    for cls in (dataset_classes or {}).values():
+        if getattr(cls, "config_keys", None) is not None:
+            _check_declarations(cls.__name__, {"": cls.config_keys}, by_block=False)
     unknown = _UnknownKeys(model_name, who_declares or (lambda where: []))
     check_secrets(data)  # first: no later message may echo a token
     for name in [k for k in data if str(k).startswith(ANCHOR_PREFIX)]:
@@ -72,8 +76,25 @@ def validate_options(
         raise ConfigError("Set 'train.max_train_steps' or 'train.num_train_epochs'; both are empty.")
     if data.get("push_to_hub") and not data.get("hub_model_id"):
         raise ConfigError("'push_to_hub' is true but 'hub_model_id' is empty; set it to 'user/repo-name'.")
-    check_values(data, find_arch, unknown.error)
+    check_values(data, find_arch)
     return opt
+
+
+def _check_declarations(owner: str, declared: Mapping, by_block: bool = True) -> None:
+    """A plugin's `config_keys` must map names to `Key`s (by block for a model): a bare set of names
+    says nothing of type, default or range, so it is refused rather than half-checked."""
+    if not isinstance(declared, Mapping):
+        raise PluginError(f"{owner}.config_keys must be a mapping, not a {type(declared).__name__}.")
+    for block, keys in declared.items():
+        where = f"{owner}.config_keys[{block!r}]" if by_block else f"{owner}.config_keys"
+        entries = keys.items() if isinstance(keys, Mapping) else None
+        if entries is None or not all(isinstance(k, Key) for _, k in entries):
+            raise PluginError(
+                f"{where} must map each key name to a utils.config.schema.Key (default, type, help), "
+                f"got {keys!r}."
+            )
+        if not by_block:
+            return
 
 
 class _UnknownKeys:
@@ -91,7 +112,7 @@ class _UnknownKeys:
         run = reader or self.model_name or "this run"
         if owners:
             why = f"it is read by {', '.join(owners)}, not by {run}"
-        elif "." not in where:
+        elif "." not in where and not close:
             why = (
                 "no part of this run reads a top-level block of that name (a block that only holds YAML "
                 f"anchors must start with '{ANCHOR_PREFIX}', e.g. '{ANCHOR_PREFIX}{name}')"
@@ -99,7 +120,7 @@ class _UnknownKeys:
         else:
             why = f"nothing in this run ({run}) reads it"
         return ConfigError(
-            f"Unknown key '{where}': {why}{hint}; known keys here: {', '.join(sorted(known))}."
+            f"Unknown key '{where}'{hint}: {why}; known keys here: {', '.join(sorted(known))}."
         )
 
 

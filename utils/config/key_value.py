@@ -15,9 +15,8 @@ def check_value(where: str, value, key: Key):
         raise ConfigError(f"The key '{where}' is required ({key.help})")
     if key.kind in _NUMERIC and isinstance(value, str):
         # A quoted number is text: read as a size it would be split into characters, so it is refused.
-        raise ConfigError(
-            f"'{where}' is the text {value!r}; it must be {_describe(key)}, written without quotes."
-        )
+        unquote = "; write it without quotes" if _looks_numeric(value) else ""
+        raise ConfigError(f"'{where}' must be {_describe(key)}, got {value!r} (str){unquote}.")
     if key.kind == "str|list":
         return _check_str_list(where, value, key)
     if key.kind == "int|list":
@@ -43,10 +42,18 @@ def check_value(where: str, value, key: Key):
     return value
 
 
+def _looks_numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _describe(key: Key) -> str:
     if key.kind == "int|list":
-        return "a whole number or a list of them"
-    return "a whole number" if key.kind == "int" else "a number"
+        return "an int or a list of ints"
+    return "an int" if key.kind == "int" else "a float"
 
 
 def _check_range(where: str, shown, value, key: Key) -> None:

@@ -25,15 +25,14 @@ from utils.config.secrets import walk as _walk
 from utils.errors import ConfigError, PluginError
 
 
-def check_values(data: Mapping, find_arch=None, unknown=None) -> None:
+def check_values(data: Mapping, find_arch=None) -> None:
     """Every check of this module, on a config the schema has validated. `find_arch` (the arch registry's
-    lookup, handed down by the caller) resolves each arch block's config class for its signature check;
-    `unknown(where, known, reader)` makes the error for a key the config does not take."""
+    lookup, handed down by the caller) resolves each arch block's config class for its signature check."""
     _check_finite(data)
     _check_seed(data.get("seed"))
     _check_counts(data)
     if find_arch is not None:
-        _check_arch_blocks(data, find_arch, unknown)
+        _check_arch_blocks(data, find_arch)
 
 
 def _check_finite(data: Mapping) -> None:
@@ -58,7 +57,7 @@ def _check_counts(data: Mapping) -> None:
             continue
         if (_is_count_key(name) or _is_size_key(name)) and _holds_text(value):
             # A quoted number is text, which a reader would split into characters ('64' -> '6', '4').
-            raise ConfigError(f"'{where}' is the text {value!r}; write the number without quotes.")
+            raise ConfigError(f"'{where}' is {value!r} (str); write the number without quotes.")
         if _is_count_key(name) and not isinstance(value, list):
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ConfigError(f"'{where}' is {value!r}; it must be a whole number >= 0.")
@@ -142,13 +141,13 @@ def _fits(value, allowed: set[type]) -> bool:
     return type(value) in allowed
 
 
-def _check_arch_blocks(data: Mapping, find_arch, unknown=None) -> None:
+def _check_arch_blocks(data: Mapping, find_arch) -> None:
     for where, block in _arch_blocks(data):
         try:
             config_cls, _ = find_arch(block["type"])
         except PluginError:
             continue  # the model reports an unknown or broken arch when it builds the network
-        check_arch_keys(where, config_cls, block, unknown)
+        check_arch_keys(where, config_cls, block)
         params = config_parameters(config_cls)
         for key, value in block.items():
             param = params.get(key)
@@ -164,13 +163,12 @@ def _check_arch_blocks(data: Mapping, find_arch, unknown=None) -> None:
                 continue
             if not _fits(value, allowed):
                 names = " or ".join(sorted("list" if t is tuple else t.__name__ for t in allowed))
-                if isinstance(value, str) and allowed & {int, float}:
-                    raise ConfigError(
-                        f"'{where}.{key}' is the text {value!r}; {config_cls.__name__} needs {names} here, "
-                        "written without quotes."
-                    )
+                unquote = (
+                    "; write it without quotes" if isinstance(value, str) and allowed & {int, float} else ""
+                )
                 raise ConfigError(
-                    f"'{where}.{key}' must be {names} for {config_cls.__name__}, got {value!r} ({type(value).__name__})."
+                    f"'{where}.{key}' must be {names} for {config_cls.__name__}, got {value!r} "
+                    f"({type(value).__name__}){unquote}."
                 )
             if _POSITIVE.search(key):
                 # A count is never negative; it must be at least 1 where the config's own default is
