@@ -34,8 +34,9 @@ from utils.errors import ConfigError, DataError
 IMAGE_KEYS = {
     "patch_size": Key(
         None,
-        "any",
+        "int|list",
         "Bring every image to this size (an int, or one per spatial axis), as `patch_mode` says.",
+        minimum=1,
         nullable=True,
     ),
     "patch_mode": Key("resize", "str", "How `patch_size` is reached.", PATCH_MODES),

@@ -267,6 +267,11 @@ def reference_markdown() -> str:
         lines += [f"#### `{path or 'top level'}`", "", "| key | default | meaning |", "| --- | --- | --- |"]
         lines += key_rows(keys)
         lines.append("")
+        if not path:
+            lines += [
+                "Top-level keys starting with `_` (e.g. `_psf: &psf`) hold YAML anchors: they are never read.",
+                "",
+            ]
     return "\n".join(lines)
 
 
