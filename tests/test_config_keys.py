@@ -159,3 +159,14 @@ def test_minus_test_scores_the_test_block_and_says_so(tiny_config, tmp_path, cap
     assert on_test["dataset"] == "datasets.test" and "val_psnr" not in on_test["metrics"]
     assert "Scored datasets.test:" in capsys.readouterr().out
     assert on_test["metrics"]["test_psnr"] < on_val["metrics"]["val_psnr"] - 3.0  # 3x the noise: ~9.5 dB less
+
+
+def test_a_schedule_key_its_type_ignores_is_refused(tiny_config, tmp_path):
+    tiny_config["train"]["scheduler"] = {"type": "constant", "lr_warmup_steps": 10}
+    with pytest.raises(ConfigError, match=r"'train\.scheduler\.lr_warmup_steps' is 10, but 'type: constant'"):
+        load(tiny_config, tmp_path)
+    tiny_config["train"]["scheduler"] = {"type": "cosine", "lr_num_cycles": 3}
+    with pytest.raises(
+        ConfigError, match=r"'train\.scheduler\.lr_num_cycles' is 3, .* read by cosine_with_restarts\.$"
+    ):
+        load(tiny_config, tmp_path)

@@ -67,6 +67,7 @@ def validate_options(
         model_keys = dict(model_config_keys.get(path) or {})
         closed = declares_every_key or path not in OPEN_BLOCKS_OF_SEED_STYLE_MODELS
         _check_block(path, block, {**schema, **model_keys}, unknown if closed else None)
+    _check_scheduler_reads_its_keys(data["train"]["scheduler"])
     _check_model_blocks(data, model_config_keys, unknown)
     _check_datasets(data, dataset_classes or {}, unknown)
     _check_report_to(data)
@@ -169,6 +170,25 @@ def _create(data: dict, path: str) -> None:
         if data.get(part) is None:
             data[part] = {}
         data = data[part]
+
+
+# The `train.scheduler` keys that only some schedule types read (diffusers' `get_scheduler`).
+_SCHEDULER_KEY_READERS = {
+    "lr_warmup_steps": ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant_with_warmup"),
+    "lr_num_cycles": ("cosine_with_restarts",),
+    "lr_power": ("polynomial",),
+}
+
+
+def _check_scheduler_reads_its_keys(scheduler: dict) -> None:
+    """A schedule key set to other than its default under a type that ignores it is refused."""
+    kind = scheduler["type"]
+    for name, readers in _SCHEDULER_KEY_READERS.items():
+        if kind not in readers and scheduler[name] != BLOCKS["train.scheduler"][name].default:
+            raise ConfigError(
+                f"'train.scheduler.{name}' is {scheduler[name]!r}, but 'type: {kind}' does not read it; "
+                f"it is read by {', '.join(readers)}."
+            )
 
 
 def _check_report_to(data: dict) -> None:
