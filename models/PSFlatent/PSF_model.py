@@ -36,6 +36,7 @@ from utils.errors import ConfigError
 from utils.losses import Loss
 from utils.misc import log_validation_scalars
 from utils.optics import lens_from_config
+from utils.optics.config import LENS_KEYS
 
 NORMALIZATIONS = ("peak", "sum")
 TRAIN_KEYS = {
@@ -56,7 +57,16 @@ TRAIN_STREAM, VAL_STREAM = 0, 1  # separate random streams: validation points ar
 
 class PSF_model(BaseModel):
     config_keys = {
-        "": {"deeplens": Key(None, "block", "The lens simulation (docs/optics.md; metres).", nullable=True)},
+        "": {
+            "deeplens": Key(
+                None,
+                "block",
+                "The lens simulation (docs/optics.md; metres).",
+                nullable=True,
+                fill_default=False,
+            )
+        },
+        "deeplens": LENS_KEYS,
         "train": {**TRAIN_KEYS, **LOSS_KEYS},
         "val": VAL_KEYS,
     }

@@ -152,6 +152,9 @@ def _check_model_blocks(data: dict, model_config_keys: Mapping, unknown: _Unknow
         if path in BLOCKS:
             continue
         if data.get(path) is None:
+            owner = model_config_keys.get("", {}).get(path)
+            if owner is not None and not owner.fill_default:
+                continue  # a block the model requires itself, with its own message when absent
             _create(data, path)
         block = _lookup(data, path)
         if not isinstance(block, dict):

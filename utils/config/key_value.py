@@ -4,7 +4,7 @@ from utils.config.schema import Key
 from utils.errors import ConfigError, did_you_mean
 
 _TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "block": (dict,)}
-_NUMERIC = ("int", "float", "int|list")
+_NUMERIC = ("int", "float", "int|list", "float|list")
 
 
 def check_value(where: str, value, key: Key):
@@ -19,8 +19,8 @@ def check_value(where: str, value, key: Key):
         raise ConfigError(f"'{where}' must be {_describe(key)}, got {value!r} (str){unquote}.")
     if key.kind == "str|list":
         return _check_str_list(where, value, key)
-    if key.kind == "int|list":
-        return _check_int_list(where, value, key)
+    if key.kind in ("int|list", "float|list"):
+        return _check_number_list(where, value, key)
     if key.kind == "bool" and value in ("true", "false"):
         value = value == "true"
     if key.kind == "str" and key.choices and value is False and "no" in key.choices:
@@ -53,6 +53,8 @@ def _looks_numeric(text: str) -> bool:
 def _describe(key: Key) -> str:
     if key.kind == "int|list":
         return "an int or a list of ints"
+    if key.kind == "float|list":
+        return "a number or a list of numbers"
     return "an int" if key.kind == "int" else "a float"
 
 
@@ -74,12 +76,13 @@ def _check_str_list(where: str, value, key: Key):
     return value
 
 
-def _check_int_list(where: str, value, key: Key):
+def _check_number_list(where: str, value, key: Key):
+    integer = key.kind == "int|list"
     values = value if isinstance(value, list) else [value]
     for v in values:
         if isinstance(v, str):
             raise ConfigError(f"'{where}' is {value!r}; write its numbers without quotes.")
-        if not isinstance(v, int) or isinstance(v, bool):
+        if not isinstance(v, int if integer else (int, float)) or isinstance(v, bool):
             raise ConfigError(f"'{where}' is {value!r}; it must be {_describe(key)}.")
         _check_range(where, value, v, key)
     return value

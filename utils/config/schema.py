@@ -15,7 +15,7 @@ from typing import Any
 @dataclass(frozen=True)
 class Key:
     default: Any
-    kind: str  # 'str', 'int', 'float', 'bool', 'str|list', 'int|list', 'block', 'any'
+    kind: str  # 'str', 'int', 'float', 'bool', 'str|list', 'int|list', 'float|list', 'block', 'any'
     help: str
     choices: tuple | None = None
     minimum: float | None = None
