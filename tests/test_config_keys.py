@@ -34,6 +34,15 @@ def test_a_key_only_some_models_read_is_refused_by_the_others(tiny_config, tmp_p
         load(tiny_config, tmp_path)
 
 
+def test_another_datasets_key_is_refused_naming_that_dataset(tiny_config, tmp_path):
+    tiny_config["datasets"]["val"]["csv"] = "items.csv"
+    with pytest.raises(
+        ConfigError,
+        match=r"'datasets\.val\.csv': it is read by ManifestDataset, not by SyntheticShapesDataset",
+    ):
+        load(tiny_config, tmp_path)
+
+
 def test_another_models_block_is_refused(tiny_config, tmp_path):
     tiny_config["vae"] = {"pretrained": "somewhere"}
     with pytest.raises(
