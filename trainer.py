@@ -28,28 +28,74 @@ def parse_args(argv=None):
 
 
 def load_config(path: str, overrides=(), test: bool = False):
-    """Load and check the config; returns it with the model class it names (imported lazily)."""
+    """Load and check the config once against the declarations of the run's parts (trainer blocks, the
+    model class, each dataset class, each arch block); returns it with the model class it names."""
     from dataset import find_dataset_class
     from engine.preflight import check_files
     from models import find_model_class
     from models.archs import find_arch
     from utils.config.check import validate_options
     from utils.config.load import load_options
+    from utils.config.schema import TOP_LEVEL
+    from utils.errors import ConfigError
 
     opt = load_options(path, list(overrides))
-    if "model_type" not in opt or not isinstance(opt.get("datasets"), Mapping):
-        validate_options(opt)  # raises the "missing key" error with its explanation
+    for required in ("name", "model_type", "datasets"):
+        if required not in opt:
+            key = TOP_LEVEL[required]
+            raise ConfigError(f"The key '{required}' is missing; it is required: {key.help}")
+    if not isinstance(opt.get("datasets"), Mapping):
+        raise ConfigError("'datasets' must be a mapping with at least a 'train' or 'val' block.")
     model_cls = find_model_class(opt["model_type"])
     dataset_classes = {
         name: find_dataset_class(block["type"])
         for name, block in opt["datasets"].items()
         if isinstance(block, Mapping) and block.get("type")
     }
-    validate_options(opt, getattr(model_cls, "config_keys", {}), dataset_classes, find_arch)
+    validate_options(
+        opt,
+        getattr(model_cls, "config_keys", {}),
+        dataset_classes,
+        find_arch,
+        model_name=model_cls.__name__,
+        declares_every_key=declares_every_key(model_cls),
+        who_declares=who_declares,
+    )
     check_files(opt._data)
     if test:
         opt["is_train"] = False
     return opt, model_cls
+
+
+def declares_every_key(model_cls) -> bool:
+    """Whether the model class lists every key it reads: it declares `config_keys` in its own body. A
+    seed-style subclass of a declaring model (the roadmap's `YourVAE_model(PSF_model)`) does not."""
+    from engine import BaseModel
+
+    return model_cls is BaseModel or "config_keys" in vars(model_cls)
+
+
+def who_declares(where: str) -> list[str]:
+    """The registered models and datasets whose declarations hold the dotted key `where`
+    (`train.kl_weight`, `vae`, `datasets.val.mask_dir`), so that an unread key names its reader."""
+    from dataset import DATASET_REGISTRY
+    from models import MODEL_REGISTRY, model_names
+
+    *parents, name = where.split(".")
+    if parents[:1] == ["datasets"]:
+        registry, names, block = DATASET_REGISTRY, DATASET_REGISTRY.names(), None
+    else:
+        registry, names, block = MODEL_REGISTRY, model_names(), ".".join(parents)
+    owners = []
+    for plugin in names:
+        try:
+            declared = getattr(registry.get(plugin), "config_keys", None) or {}
+        except Exception:  # a broken plugin file is reported when a run names it, not here
+            continue
+        keys = declared if block is None else declared.get(block) or {}
+        if name in keys:
+            owners.append(plugin)
+    return owners
 
 
 def build(args):

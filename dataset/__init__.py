@@ -2,8 +2,9 @@
 
 A dataset is built as `X(opt_dataset)` from its YAML block. A class declares the keys of its block in
 `config_keys`, as `utils.config.schema.Key`s (default, type, range, help): the trainer validates and
-defaults them, a misspelled key gets "did you mean" instead of being silently ignored, and the README's
-tables are printed from them. `dataset.common.options.read_key` reads a key by the same declaration.
+defaults them, refuses a key the class does not declare (naming the dataset that reads it, or the nearest
+name), and the key reference is printed from them. `dataset.common.options.read_key` reads a key by the
+same declaration when a dataset is built without the trainer.
 """
 
 from utils.registry import Registry

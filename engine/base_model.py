@@ -81,6 +81,7 @@ class BaseModel:
         self.sample = {}
         self.train_loader = None
         self.val_loader = None
+        self.evaluated_set = "val"  # the `datasets` block that val_loader reads
         self.state = TrainingState()
         self.named_networks: list[tuple[str, PreparedNetwork]] = []  # filled when the run starts
         self.gradient_guard = None
@@ -91,12 +92,15 @@ class BaseModel:
     # ------------------------------------------------------------------ hooks for subclasses
 
     def setup_dataloaders(self):
-        """Build `self.train_loader` and `self.val_loader` from the `datasets` block."""
+        """Build `self.train_loader` and `self.val_loader` from the `datasets` block; under `-test` the
+        validation loader reads `datasets.test` when the YAML has one (`self.evaluated_set` says which)."""
         datasets = self.opt["datasets"]
         if "train" in datasets and self.is_train:
             self.train_loader = self.build_dataloader("train")
-        if "val" in datasets:
-            self.val_loader = self.build_dataloader("val")
+        if not self.is_train and "test" in datasets:
+            self.evaluated_set = "test"
+        if self.evaluated_set in datasets:
+            self.val_loader = self.build_dataloader(self.evaluated_set)
 
     def feed_data(self, data, is_train=True):
         self.sample = data
@@ -243,8 +247,9 @@ class BaseModel:
             self.run_folder.close()
 
     def test(self) -> dict[str, float]:
-        """`-test`: validate the whole validation set once with `path.pretrained` (or a checkpoint's)
-        weights, or with the freshly initialised networks when none is given; write a summary."""
+        """`-test`: score the whole `datasets.test` set (`datasets.val` when the YAML has no test block)
+        once with `path.pretrained` (or a checkpoint's) weights, or with the freshly initialised networks
+        when none is given; write a summary that names the set it scored."""
         path = self.opt["path"]
         if not path.get("pretrained") and path.get("resume_from_checkpoint"):
             search = path.get("resume_from_path") or self.run_dir
@@ -254,8 +259,8 @@ class BaseModel:
                     f"-test: no checkpoint found in '{search}' for 'resume_from_checkpoint: latest'."
                 )
             path["pretrained"] = found
-        if self.val_loader is None and "val" not in self.opt["datasets"]:
-            raise ConfigError("-test needs a 'datasets.val' block to validate on.")
+        if self.val_loader is None and not {"val", "test"} & set(self.opt["datasets"]):
+            raise ConfigError("-test needs a 'datasets.test' or 'datasets.val' block to score.")
         start_run(self, training=False)
         clean = False
         try:
@@ -264,7 +269,7 @@ class BaseModel:
                     "-test without 'path.pretrained': validating the freshly initialised networks "
                     "(a check of the config, the data and validate_step, not of a trained model)."
                 )
-            metrics = self.validation(max_batches=None)
+            metrics = evaluation.named_for_scored_set(self, self.validation(max_batches=None))
             evaluation.write_test_summary(self, path.get("pretrained"), metrics)
             clean = True
             return metrics

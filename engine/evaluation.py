@@ -63,16 +63,28 @@ def reduce_summary(accelerator, summary) -> dict[str, float]:
     return {k: float(s / c) for k, s, c in zip(keys, sums.tolist(), counts.tolist()) if c}
 
 
+def named_for_scored_set(model, metrics: dict[str, float]) -> dict[str, float]:
+    """Metrics of `datasets.test` named `test_*` (models log them as `val_*`), so no one reads a test
+    score as a validation score; metrics of `datasets.val` unchanged."""
+    if model.evaluated_set != "test":
+        return metrics
+    return {("test_" + k[4:] if k.startswith("val_") else k): v for k, v in metrics.items()}
+
+
 def write_test_summary(model, weights: str | None, metrics: dict[str, float]) -> str:
-    """`test_metrics.json` in the run folder, and the metrics as a table on stdout (main process)."""
+    """`test_metrics.json` in the run folder, and the metrics as a table on stdout (main process); both
+    name the `datasets` block scored."""
     out = os.path.join(model.run_dir, "test_metrics.json")
+    scored = model.evaluated_set
     if not model.accelerator.is_main_process:
         return out
     with open(out, "w") as f:
-        json.dump({"weights": weights, "metrics": metrics}, f, indent=2)
+        json.dump({"weights": weights, "dataset": f"datasets.{scored}", "metrics": metrics}, f, indent=2)
     width = max([len(k) for k in metrics] + [6])
     table = [f"{'metric':<{width}}  value", f"{'-' * width}  ----------"]
     table += [f"{k:<{width}}  {v:.6g}" for k, v in sorted(metrics.items())]
+    note = "" if scored == "test" else " (the YAML has no datasets.test block)"
+    print(f"Scored datasets.{scored}{note}:")
     print("\n".join(table))
     print(f"Metrics written to {out}")
     return out

@@ -389,7 +389,12 @@ CASES = [
         [],
         "must be a folder inside the run folder",
     ),
-    ("VAE pretrained truncated weights", vae(vae={"pretrained": "@TRUNCATED@"}), [], "'vae.pretrained': '"),
+    (
+        "an LDM's vae block on a VAE",
+        vae(vae={"pretrained": "@TRUNCATED@"}),
+        [],
+        "Unknown key 'vae' (did you mean 'val'?): it is read by LDM_model, not by VAE_model",
+    ),
     (
         "empty MONAI checkpoint",
         vae(network={"type": "MonaiAutoencoderKL"}, train__monai_checkpoint="@EMPTYPTH@"),

@@ -34,8 +34,9 @@ from utils.errors import ConfigError, DataError
 IMAGE_KEYS = {
     "patch_size": Key(
         None,
-        "any",
+        "int|list",
         "Bring every image to this size (an int, or one per spatial axis), as `patch_mode` says.",
+        minimum=1,
         nullable=True,
     ),
     "patch_mode": Key("resize", "str", "How `patch_size` is reached.", PATCH_MODES),
@@ -44,14 +45,14 @@ IMAGE_KEYS = {
     "normalize": Key(
         "none", "str", "Per-image intensity normalisation (dataset/common/normalization.py).", MODES
     ),
-    "percentiles": Key([1.0, 99.0], "any", "`[low, high]` percentiles clipped by `percentile`."),
+    "percentiles": Key([1.0, 99.0], "float|list", "`[low, high]` percentiles clipped by `percentile`."),
     "value_range": Key(
         None,
-        "any",
+        "float|list",
         "A fixed `[low, high]` for `minmax` (clipped) instead of each image's own.",
         nullable=True,
     ),
-    "norm_range": Key([0.0, 1.0], "any", "Output `[low, high]` of `minmax` and `percentile`."),
+    "norm_range": Key([0.0, 1.0], "float|list", "Output `[low, high]` of `minmax` and `percentile`."),
     "background": Key(0.0, "float", "The background value of `zscore_foreground`."),
     "augment": Key(
         None,

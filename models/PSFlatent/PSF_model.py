@@ -29,10 +29,12 @@ import torch
 
 from engine import BaseModel
 from models.archs import define_network
+from models.shared_keys import LOSS_KEYS
 from utils.config.schema import Key
 from utils.errors import ConfigError
 from utils.losses import Loss
 from utils.optics import lens_from_config
+from utils.optics.config import LENS_KEYS
 
 NORMALIZATIONS = ("peak", "sum")
 TRAIN_KEYS = {
@@ -53,8 +55,17 @@ TRAIN_STREAM, VAL_STREAM = 0, 1  # separate random streams: validation points ar
 
 class PSF_model(BaseModel):
     config_keys = {
-        "": {"deeplens": Key(None, "block", "The lens simulation (docs/optics.md; metres).", nullable=True)},
-        "train": TRAIN_KEYS,
+        "": {
+            "deeplens": Key(
+                None,
+                "block",
+                "The lens simulation (docs/optics.md; metres).",
+                nullable=True,
+                fill_default=False,
+            )
+        },
+        "deeplens": LENS_KEYS,
+        "train": {**TRAIN_KEYS, **LOSS_KEYS},
         "val": VAL_KEYS,
     }
 
@@ -66,13 +77,12 @@ class PSF_model(BaseModel):
                 "wavelength_set_m, fov, depth_min, depth_max in metres; see docs/optics.md); the config has none."
             )
         self.simulator = lens_from_config(opt["deeplens"], device=self.accelerator.device)
-        train = opt["train"]
         hp = self.config_values("train")
         self.psf_normalize = hp["psf_normalize"]
         self.focus_depth_mm = self._focus_depth_mm(hp["focus_depth"])
         self.simulator.focus(self.focus_depth_mm)
         self._warn_if_blur_exceeds_kernel()
-        self.criterion = Loss(train.get("loss", "1*MSE")).to(self.accelerator.device)
+        self.criterion = Loss(hp["loss"]).to(self.accelerator.device)
         self._validation_items = {}
 
         if type(self).optimize_parameters is PSF_model.optimize_parameters:

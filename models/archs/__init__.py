@@ -5,13 +5,13 @@ argument of `X_config`, so a trained arch saves, reloads and pushes like any tra
 """
 
 import functools
-import inspect
 from collections.abc import Mapping
 
 from transformers import PretrainedConfig, PreTrainedModel
 from transformers.initialization import no_init_weights
 
-from utils.errors import ConfigError, PluginError, did_you_mean
+from utils.config.arch_signature import check_arch_keys
+from utils.errors import ConfigError, PluginError
 from utils.registry import Registry
 
 ARCH_REGISTRY = Registry("models/archs", "_arch.py", kind="arch")
@@ -47,37 +47,12 @@ def define_network(opt_network: Mapping) -> PreTrainedModel:
         raise ConfigError("The 'network' block needs a 'type' naming an arch (the X of X_config / X_arch).")
     kwargs = {k: _plain(v) for k, v in dict(opt_network).items() if k != "type"}
     config_cls, arch_cls = find_arch(opt_network["type"])
-    _check_config_keys(config_cls, kwargs)
+    check_arch_keys("network", config_cls, kwargs)
     try:
         config = config_cls(**kwargs)
     except TypeError as error:
         raise ConfigError(f"The 'network' block does not fit {config_cls.__name__}: {error}.") from error
     return arch_cls(config)
-
-
-def _config_parameters(config_cls) -> set[str]:
-    """Keyword arguments a config names explicitly, through its base classes, plus PretrainedConfig's own."""
-    names = set()
-    for cls in config_cls.__mro__:
-        if cls is PretrainedConfig:
-            break
-        if "__init__" in vars(cls):
-            params = inspect.signature(cls.__init__).parameters.values()
-            names |= {p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
-    return (names - {"self"}) | set(PretrainedConfig().to_dict())
-
-
-def _check_config_keys(config_cls, kwargs: dict) -> None:
-    # PretrainedConfig swallows unknown keyword arguments as attributes, so a misspelled network key
-    # would silently keep its default; catch it here instead.
-    known = _config_parameters(config_cls)
-    for key in kwargs:
-        if key not in known:
-            explicit = sorted(known - set(PretrainedConfig().to_dict()))
-            raise ConfigError(
-                f"Unknown key 'network.{key}' for {config_cls.__name__}{did_you_mean(key, explicit)}; "
-                f"it takes: {', '.join(explicit)}."
-            )
 
 
 def _plain(value):

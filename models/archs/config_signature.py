@@ -7,6 +7,11 @@ as an attribute of the same name once the body has run, unless the body set it i
 it, e.g. a default that depends on another key); tuples are stored as lists so that the JSON round
 trip gives back the same config. `signature_keys(config_cls)` lists the keys.
 
+This signature is the arch's key declaration, the counterpart of the `Key`s that models and datasets
+declare: `utils/config/arch_signature.py` is the one adapter that reads it, so the run's one config check
+(`utils/config/check.py`) refuses an arch key the config does not take, and checks types and counts,
+before any network is built.
+
     class TinyDenoiser_config(PretrainedConfig):
         model_type = "TinyDenoiser"
 

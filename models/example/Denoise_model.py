@@ -9,10 +9,13 @@ import torch
 
 from engine import BaseModel
 from models.archs import define_network
+from models.shared_keys import LOSS_KEYS
 from utils.losses import Loss
 
 
 class Denoise_model(BaseModel):
+    config_keys = {"train": LOSS_KEYS}  # the keys it reads beyond the trainer's
+
     def __init__(self, opt, logger):
         super().__init__(opt, logger)
         self.net_g = self.add_network("net_g", define_network(opt.network))

@@ -4,6 +4,7 @@ errors and the README tables come from here."""
 
 from models.ldm.sampling import SAMPLERS
 from models.ldm.schedules import BETA_SCHEDULES, PREDICTION_TYPES
+from models.shared_keys import PATCH_KEYS
 from utils.config.schema import Key
 
 VAE_KEYS = {
@@ -44,6 +45,7 @@ DIFFUSION_KEYS = {
     "prediction_type": Key("epsilon", "str", "What the UNet predicts.", tuple(PREDICTION_TYPES)),
 }
 TRAIN_KEYS = {
+    **PATCH_KEYS,
     "cond_drop_prob": Key(
         0.1,
         "float",

@@ -17,6 +17,7 @@ import torch
 
 from engine import BaseModel
 from models.archs import define_network
+from models.shared_keys import PATCH_KEYS
 from models.vae.posterior_noise import global_batch_noise
 from models.vae.scale_factor import measure_latent_std, store_scale_factor
 from utils.config.schema import Key
@@ -99,7 +100,7 @@ class VAE_model(BaseModel):
                 None, "block", "The discriminator's arch block (a `PatchDiscriminator`).", nullable=True
             )
         },
-        "train": TRAIN_KEYS,
+        "train": {**TRAIN_KEYS, **PATCH_KEYS},
         "val": VAL_KEYS,
     }
 

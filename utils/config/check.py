@@ -1,75 +1,139 @@
-"""Validate a loaded config against `utils.config.schema` and fill in the defaults.
+"""The one check of a run's config: every key a run is given is declared by a part of the run, or refused.
 
-Every problem is one sentence that names the key (with its full dotted path), the value and what is
-allowed; an unknown key that is close to a known one gets "did you mean". Keys a model reads from the
-trainer's blocks (a VAE's `kl_weight` in `train`) and the top-level blocks it owns (an LDM's `vae`) are
-declared by the model class in `config_keys`, as `Key`s like the trainer's own: they are then checked,
-defaulted and documented exactly like the trainer's keys. An unknown key in a trainer block that
-resembles nothing is left to the model, since seed-style templates put their own keys there.
+The parts of a run are the trainer's blocks (`utils/config/schema.py`), the model class's `config_keys`
+(by block, `''` for the top-level blocks it owns), each dataset class's `config_keys`, and each arch
+block's config signature (`utils/config/values.py`). Every declared key is checked against its `Key`
+(`utils/config/key_value.py`) and defaulted here, once, before anything is built; later code reads the
+values without checking them again. A key no part of the run declares is a ConfigError naming it, the
+model or dataset that would read it (`who_declares`, a search of every registered plugin) and the nearest
+valid name. Top-level keys starting with `_` hold YAML anchors: they are dropped unread.
+
+A model class that does not declare `config_keys` in its own body (a seed-style subclass of `PSF_model`
+that reads `opt.train.get('kl_weight')`) may read keys of `train` and `val` that it never declared, so
+those two blocks accept its undeclared keys; every other block stays closed.
 """
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
+from utils.config.key_value import check_value
 from utils.config.load import Opt
 from utils.config.schema import BLOCKS, DATASET, DATASET_NAMES, Key
 from utils.config.secrets import check_secrets
 from utils.config.values import check_values
-from utils.errors import ConfigError, did_you_mean, nearest
+from utils.errors import ConfigError, PluginError, did_you_mean, nearest
 
-_TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "block": (dict,)}
+ANCHOR_PREFIX = "_"
+OPEN_BLOCKS_OF_SEED_STYLE_MODELS = ("train", "val")
+_ALWAYS_CREATED = ("path", "train", "train.optim", "train.scheduler", "val")
 
 
-def check_value(where: str, value, key: Key):
-    """Return the value (normalised) or raise a ConfigError naming `where`."""
-    if value is None:
-        if key.nullable or key.kind == "block" or not key.required:
-            return None
-        raise ConfigError(f"The key '{where}' is required ({key.help})")
-    if key.kind == "str|list":
-        values = value if isinstance(value, list) else [value]
-        for v in values:
-            if not isinstance(v, str) or (key.choices and v not in key.choices):
-                raise ConfigError(
-                    f"'{where}' is {value!r}; allowed: {', '.join(key.choices)}, or a list of them"
-                    f"{did_you_mean(str(v), key.choices)}."
-                )
-        return value
-    if key.kind == "bool" and value in ("true", "false"):
-        value = value == "true"
-    if key.kind == "str" and key.choices and value is False and "no" in key.choices:
-        value = "no"  # YAML 1.1 reads a bare `no` as false; seed 003 writes `!!str no` to avoid it.
-    if key.kind == "any":
-        return value
-    expected = _TYPES[key.kind]
-    if not isinstance(value, expected) or (key.kind in ("int", "float") and isinstance(value, bool)):
-        article = "an" if key.kind[0] in "aeiou" else "a"
-        kind = "mapping of keys" if key.kind == "block" else key.kind
-        raise ConfigError(f"'{where}' must be {article} {kind}, got {value!r} ({type(value).__name__}).")
-    if key.kind == "float":
-        value = float(value)
-    if key.choices and value not in key.choices:
-        raise ConfigError(
-            f"'{where}' is {value!r}; allowed: {', '.join(key.choices)}{did_you_mean(str(value), key.choices)}."
+def validate_options(
+    opt: Opt,
+    model_config_keys: Mapping | None = None,
+    dataset_classes: Mapping | None = None,
+    find_arch=None,
+    *,
+    model_name: str | None = None,
+    declares_every_key: bool = True,
+    who_declares: Callable[[str], list[str]] | None = None,
+) -> Opt:
+    """Validate `opt` in place against the declarations of its run, fill in the defaults, return it.
+
+    model_config_keys: `{'train': {'kl_weight': Key(...)}, 'vae': {...}, '': {'vae': Key(...)}}`.
+    dataset_classes: `{'train': TIFFolderDataset, ...}`; each class's `config_keys` are its block's keys.
+    find_arch: the arch registry's lookup, so that each arch block is checked against its config class.
+    model_name: how messages name the model. declares_every_key: False for a seed-style model (above).
+    who_declares: `'train.kl_weight' -> ['VAE_model']`, the registered plugins that declare a dotted key.
+    """
+    data = opt._data
+    model_config_keys = model_config_keys or {}
+    _check_declarations(model_name or "the model", model_config_keys)
+    for cls in (dataset_classes or {}).values():
+        if getattr(cls, "config_keys", None) is not None:
+            _check_declarations(cls.__name__, {"": cls.config_keys}, by_block=False)
+    unknown = _UnknownKeys(model_name, who_declares or (lambda where: []))
+    check_secrets(data)  # first: no later message may echo a token
+    for name in [k for k in data if str(k).startswith(ANCHOR_PREFIX)]:
+        del data[name]  # YAML anchors: never read
+    for path, schema in BLOCKS.items():
+        block = _lookup(data, path)
+        if block is None:
+            if path not in _ALWAYS_CREATED:
+                continue
+            _create(data, path)
+            block = _lookup(data, path)
+        if not isinstance(block, dict):
+            raise ConfigError(f"'{path}' must be a mapping of keys ({', '.join(schema)}), got {block!r}.")
+        model_keys = dict(model_config_keys.get(path) or {})
+        closed = declares_every_key or path not in OPEN_BLOCKS_OF_SEED_STYLE_MODELS
+        _check_block(path, block, {**schema, **model_keys}, unknown if closed else None)
+    _check_scheduler_reads_its_keys(data["train"]["scheduler"])
+    _check_model_blocks(data, model_config_keys, unknown)
+    _check_datasets(data, dataset_classes or {}, unknown)
+    _check_report_to(data)
+    _check_loss_and_metrics(data)
+    train = data["train"]
+    if train.get("max_train_steps") is None and train.get("num_train_epochs") is None:
+        raise ConfigError("Set 'train.max_train_steps' or 'train.num_train_epochs'; both are empty.")
+    if data.get("push_to_hub") and not data.get("hub_model_id"):
+        raise ConfigError("'push_to_hub' is true but 'hub_model_id' is empty; set it to 'user/repo-name'.")
+    check_values(data, find_arch)
+    return opt
+
+
+def _check_declarations(owner: str, declared: Mapping, by_block: bool = True) -> None:
+    """A plugin's `config_keys` must map names to `Key`s (by block for a model): a bare set of names
+    says nothing of type, default or range, so it is refused rather than half-checked."""
+    if not isinstance(declared, Mapping):
+        raise PluginError(f"{owner}.config_keys must be a mapping, not a {type(declared).__name__}.")
+    for block, keys in declared.items():
+        where = f"{owner}.config_keys[{block!r}]" if by_block else f"{owner}.config_keys"
+        entries = keys.items() if isinstance(keys, Mapping) else None
+        if entries is None or not all(isinstance(k, Key) for _, k in entries):
+            raise PluginError(
+                f"{where} must map each key name to a utils.config.schema.Key (default, type, help), "
+                f"got {keys!r}."
+            )
+        if not by_block:
+            return
+
+
+class _UnknownKeys:
+    """The error for a key that no part of this run declares."""
+
+    def __init__(self, model_name: str | None, who_declares: Callable[[str], list[str]]):
+        self.model_name = model_name
+        self.who_declares = who_declares
+
+    def error(self, where: str, known: list[str], reader: str | None = None) -> ConfigError:
+        name = where.rsplit(".", 1)[-1]
+        close = nearest(name, known, n=1, cutoff=0.6)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        owners = [o for o in self.who_declares(where) if o not in (self.model_name, reader)]
+        run = reader or self.model_name or "this run"
+        if owners:
+            why = f"it is read by {', '.join(owners)}, not by {run}"
+        elif "." not in where and not close:
+            why = (
+                "no part of this run reads a top-level block of that name (a block that only holds YAML "
+                f"anchors must start with '{ANCHOR_PREFIX}', e.g. '{ANCHOR_PREFIX}{name}')"
+            )
+        else:
+            why = f"nothing in this run ({run}) reads it"
+        return ConfigError(
+            f"Unknown key '{where}'{hint}: {why}; known keys here: {', '.join(sorted(known))}."
         )
-    if key.minimum is not None and value < key.minimum:
-        raise ConfigError(f"'{where}' is {value!r}; it must be at least {key.minimum}.")
-    if key.maximum is not None and value > key.maximum:
-        raise ConfigError(f"'{where}' is {value!r}; it must be at most {key.maximum}.")
-    return value
 
 
-def _check_block(path: str, block: dict, schema: dict, extra: set[str], strict_unknown: bool) -> None:
-    """Check the keys of one block in place: unknown keys, types, ranges, defaults."""
-    for name in list(block):
-        if name in schema or name in extra:
-            continue
-        where = f"{path}.{name}" if path else name
-        # Where unknown keys may belong to a plugin, only a near-certain typo is an error.
-        close = nearest(name, list(schema) + list(extra), n=1, cutoff=0.5 if strict_unknown else 0.8)
-        if strict_unknown or close:
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            known = ", ".join(sorted(list(schema) + list(extra)))
-            raise ConfigError(f"Unknown key '{where}'{hint}; known keys here: {known}.")
+def _check_block(
+    path: str, block: dict, schema: Mapping[str, Key], unknown: _UnknownKeys | None, reader=None
+):
+    """Check one block in place: keys nothing declares (when `unknown` is given), values, defaults."""
+    if unknown is not None:
+        for name in list(block):
+            if name not in schema:
+                where = f"{path}.{name}" if path else str(name)
+                raise unknown.error(where, list(schema), reader)
     for name, key in schema.items():
         where = f"{path}.{name}" if path else name
         if name not in block:
@@ -82,72 +146,25 @@ def _check_block(path: str, block: dict, schema: dict, extra: set[str], strict_u
         block[name] = check_value(where, block[name], key)
 
 
-def validate_options(
-    opt: Opt,
-    model_config_keys: Mapping | None = None,
-    dataset_classes: Mapping | None = None,
-    find_arch=None,
-) -> Opt:
-    """Validate the trainer's blocks of `opt` in place and return it.
-
-    model_config_keys: `{'train': {'kl_weight': Key(...)}, 'vae': {...}, ...}`, the keys the model reads,
-        by block ('' for top-level keys); a set of names instead of a mapping of `Key`s declares names only.
-    dataset_classes: `{'train': TIFFolderDataset, ...}`; a class's `config_keys` lists the keys it reads.
-    find_arch: the arch registry's lookup, so that each arch block is checked against its config class.
-    """
-    data = opt._data
-    model_config_keys = model_config_keys or {}
-    check_secrets(data)  # first: no later message may echo a token
-    for path, schema in BLOCKS.items():
-        block = data
-        for part in [p for p in path.split(".") if p]:
-            block = block.get(part) if isinstance(block, dict) else None
-        if block is None:
-            if path in ("path", "train", "train.optim", "train.scheduler", "val"):
-                _create(data, path)
-                block = _lookup(data, path)
-            else:
-                continue
-        declared = model_config_keys.get(path, ())
-        model_keys = dict(declared) if isinstance(declared, Mapping) else {}
-        extra = set(declared) - set(model_keys)
-        schema = {**schema, **model_keys}
-        if path == "":
-            # Top-level blocks a plugin reads (a GAN's `network_d`, an LDM's `vae`) are allowed when
-            # they resemble no trainer key; a top-level scalar must be the trainer's or the model's.
-            extra |= {
-                k for k, v in block.items() if isinstance(v, dict) and not nearest(k, schema, n=1, cutoff=0.8)
-            }
-        _check_block(path, block, schema, extra, strict_unknown=path == "")
-    _check_model_blocks(data, model_config_keys)
-    _check_report_to(data)
-    _check_datasets(data, dataset_classes or {})
-    _check_loss_and_metrics(data)
-    train = data["train"]
-    if train.get("max_train_steps") is None and train.get("num_train_epochs") is None:
-        raise ConfigError("Set 'train.max_train_steps' or 'train.num_train_epochs'; both are empty.")
-    if data.get("push_to_hub") and not data.get("hub_model_id"):
-        raise ConfigError("'push_to_hub' is true but 'hub_model_id' is empty; set it to 'user/repo-name'.")
-    check_values(data, find_arch)
-    return opt
-
-
-def _check_model_blocks(data: dict, model_config_keys: Mapping) -> None:
+def _check_model_blocks(data: dict, model_config_keys: Mapping, unknown: _UnknownKeys) -> None:
     """Top-level blocks a model owns (`vae:`, `condition:`), declared as mappings of `Key`s."""
     for path, keys in model_config_keys.items():
-        if path in BLOCKS or not isinstance(keys, Mapping):
+        if path in BLOCKS:
             continue
         if data.get(path) is None:
+            owner = model_config_keys.get("", {}).get(path)
+            if owner is not None and not owner.fill_default:
+                continue  # a block the model requires itself, with its own message when absent
             _create(data, path)
         block = _lookup(data, path)
         if not isinstance(block, dict):
             raise ConfigError(f"'{path}' must be a mapping of keys ({', '.join(keys)}), got {block!r}.")
-        _check_block(path, block, keys, set(), strict_unknown=True)
+        _check_block(path, block, keys, unknown)
 
 
-def _lookup(data: dict, path: str) -> dict:
-    for part in path.split("."):
-        data = data[part]
+def _lookup(data: dict, path: str):
+    for part in [p for p in path.split(".") if p]:
+        data = data.get(part) if isinstance(data, dict) else None
     return data
 
 
@@ -158,13 +175,32 @@ def _create(data: dict, path: str) -> None:
         data = data[part]
 
 
+# The `train.scheduler` keys that only some schedule types read (diffusers' `get_scheduler`).
+_SCHEDULER_KEY_READERS = {
+    "lr_warmup_steps": ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant_with_warmup"),
+    "lr_num_cycles": ("cosine_with_restarts",),
+    "lr_power": ("polynomial",),
+}
+
+
+def _check_scheduler_reads_its_keys(scheduler: dict) -> None:
+    """A schedule key set to other than its default under a type that ignores it is refused."""
+    kind = scheduler["type"]
+    for name, readers in _SCHEDULER_KEY_READERS.items():
+        if kind not in readers and scheduler[name] != BLOCKS["train.scheduler"][name].default:
+            raise ConfigError(
+                f"'train.scheduler.{name}' is {scheduler[name]!r}, but 'type: {kind}' does not read it; "
+                f"it is read by {', '.join(readers)}."
+            )
+
+
 def _check_report_to(data: dict) -> None:
     report_to = data["report_to"]
     if isinstance(report_to, list) and len(report_to) != len(set(report_to)):
         raise ConfigError(f"'report_to' lists a tracker twice: {report_to}.")
 
 
-def _check_datasets(data: dict, dataset_classes: Mapping) -> None:
+def _check_datasets(data: dict, dataset_classes: Mapping, unknown: _UnknownKeys) -> None:
     datasets = data.get("datasets")
     if not isinstance(datasets, dict) or not datasets:
         raise ConfigError("'datasets' must be a mapping with at least a 'train' or 'val' block.")
@@ -178,18 +214,17 @@ def _check_datasets(data: dict, dataset_classes: Mapping) -> None:
             raise ConfigError(f"'datasets.{name}' must be a mapping with at least 'type', got {block!r}.")
         cls = dataset_classes.get(name)
         declared = getattr(cls, "config_keys", None)
-        # Keys declared as `Key`s are checked and defaulted like the trainer's; a set declares names only.
-        keys = dict(declared) if isinstance(declared, Mapping) else {}
-        # A dataset that does not declare its keys may read any; only the common ones are checked.
-        extra = set(declared) - set(keys) if declared is not None else {k for k in block if k not in DATASET}
-        _check_block(
-            f"datasets.{name}", block, {**DATASET, **keys}, extra, strict_unknown=declared is not None
-        )
+        # A dataset plugin that declares no keys may read any; only the common ones are checked then.
+        keys = {**DATASET, **(declared or {})}
+        if declared is None:
+            keys.update({k: Key(None, "any", "", nullable=True) for k in block if k not in DATASET})
+        _check_block(f"datasets.{name}", block, keys, unknown, reader=getattr(cls, "__name__", None))
 
 
 def _check_loss_and_metrics(data: dict) -> None:
     from utils.losses import Loss
     from utils.metrics import check_metric_options
 
-    Loss.parse(data["train"]["loss"], where="train.loss")
+    if "loss" in data["train"]:
+        Loss.parse(data["train"]["loss"], where="train.loss")
     check_metric_options(data["val"].get("metrics"), where="val.metrics")

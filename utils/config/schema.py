@@ -1,8 +1,11 @@
-"""Every key the trainer itself reads: its type, default, allowed range and meaning.
+"""How a key is declared (`Key`), and the keys the trainer itself reads, block by block.
 
-The README's key reference is written from this table (`python -m utils.config.schema` prints it),
-so the two cannot drift apart. Blocks that belong to plugins (`network`, `deeplens`, and any other
-top-level block a model reads) are not described here; their plugins validate them.
+A `Key` is the one way to declare a YAML key: the trainer's blocks here, a model's `config_keys` (by
+block, `''` for top-level blocks it owns), a dataset's `config_keys`; an arch config's `__init__`
+signature is read into the same form (`models/archs/config_signature.py`). `utils/config/check.py`
+validates every run against these declarations, and `python -m scripts.key_reference` prints them.
+Keys that only some models read (`train.loss`, `train.patched`, `val.latent_map`) are declared by those
+models, not here. Top-level keys starting with `_` are YAML anchors: never read, never checked.
 """
 
 from dataclasses import dataclass
@@ -12,7 +15,7 @@ from typing import Any
 @dataclass(frozen=True)
 class Key:
     default: Any
-    kind: str  # 'str', 'int', 'float', 'bool', 'str|list', 'block', 'any'
+    kind: str  # 'str', 'int', 'float', 'bool', 'str|list', 'int|list', 'float|list', 'block', 'any'
     help: str
     choices: tuple | None = None
     minimum: float | None = None
@@ -30,7 +33,6 @@ SCHEDULER_CHOICES = (
     "polynomial",
     "constant",
     "constant_with_warmup",
-    "piecewise_constant",
 )
 
 TOP_LEVEL = {
@@ -65,7 +67,6 @@ TOP_LEVEL = {
         None, "block", "`train` and `val` (and optionally `test`) dataset blocks.", required=True
     ),
     "network": Key(None, "block", "The arch block: `type: X` plus the keys of `X_config`.", nullable=True),
-    "deeplens": Key(None, "block", "Lens simulation block of the PSF models (metres).", nullable=True),
     "path": Key(None, "block", "Where runs are written and what to resume or load."),
     "train": Key(None, "block", "Training settings."),
     "val": Key(None, "block", "Validation settings."),
@@ -141,7 +142,6 @@ TRAIN = {
         "Exponential moving average of the trained weights; absent or null is off.",
         nullable=True,
     ),
-    "loss": Key("1*MSE", "str", "Loss expression for `utils.losses.Loss`, e.g. `1*MSE+0.1*L1`."),
     "batch_size": Key(16, "int", "Training batch size per process.", minimum=1),
     "gradient_accumulation_steps": Key(1, "int", "Micro-batches per optimizer step.", minimum=1),
     "max_train_steps": Key(
@@ -174,22 +174,6 @@ TRAIN = {
         minimum=0,
     ),
     "find_unused_parameters": Key(False, "bool", "DDP option for networks with parameters unused in a step."),
-    "patched": Key(
-        False,
-        "bool",
-        "Train on random patches; validate, test and reconstruct whole images by blended sliding windows "
-        "(VAE_model, LDM_model; utils/images/patches.py).",
-    ),
-    "patch_size": Key(
-        None, "any", "Patch size under `patched`: an int or one per spatial axis.", nullable=True
-    ),
-    "patch_overlap": Key(
-        0.5,
-        "float",
-        "Fraction of a window shared with its neighbour at inference.",
-        minimum=0.0,
-        maximum=0.95,
-    ),
     "check_speed": Key(False, "bool", "Log step time and samples/s to the trackers."),
     "best_metric": Key(
         None,
@@ -283,6 +267,11 @@ def reference_markdown() -> str:
         lines += [f"#### `{path or 'top level'}`", "", "| key | default | meaning |", "| --- | --- | --- |"]
         lines += key_rows(keys)
         lines.append("")
+        if not path:
+            lines += [
+                "Top-level keys starting with `_` (e.g. `_psf: &psf`) hold YAML anchors: they are never read.",
+                "",
+            ]
     return "\n".join(lines)
 
 

@@ -2,9 +2,11 @@
 
 - every number finite (`.nan` / `.inf` in YAML are floats that pass a `minimum` check);
 - `seed` within what `numpy` and `torch` accept (0 .. 2**32-1);
-- counts (`num_*`, `*_steps`, `datasets.*.size`) whole numbers, and sizes (`*_size`) at least 1;
-- each arch block (`network`, a GAN's `network_d`, ...) against its config class's `__init__` signature:
-  types from the annotations or defaults, and channel/layer counts at least 1, before any network is built;
+- counts (`num_*`, `*_steps`, `datasets.*.size`) whole numbers, and sizes (`*_size`) at least 1; neither
+  quoted text, which a reader would split into characters;
+- each arch block (`network`, a GAN's `network_d`, ...) against its config class's `__init__` signature
+  (`utils/config/arch_signature.py`): no key it does not take, types from the annotations or defaults,
+  and channel/layer counts at least 1, before any network is built;
 (The files a config names are checked by engine/preflight.py.)
 
 Each failure is one ConfigError sentence naming the key. Secrets are checked by `utils/config/secrets.py`,
@@ -18,6 +20,7 @@ import types
 import typing
 from collections.abc import Mapping
 
+from utils.config.arch_signature import check_arch_keys, config_parameters
 from utils.config.secrets import walk as _walk
 from utils.errors import ConfigError, PluginError
 
@@ -52,6 +55,9 @@ def _check_counts(data: Mapping) -> None:
         name = where.rsplit(".", 1)[-1]
         if "[" in name or value is None or isinstance(value, Mapping):
             continue
+        if (_is_count_key(name) or _is_size_key(name)) and _holds_text(value):
+            # A quoted number is text, which a reader would split into characters ('64' -> '6', '4').
+            raise ConfigError(f"'{where}' is {value!r} (str); write the number without quotes.")
         if _is_count_key(name) and not isinstance(value, list):
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ConfigError(f"'{where}' is {value!r}; it must be a whole number >= 0.")
@@ -65,6 +71,15 @@ def _check_counts(data: Mapping) -> None:
             raise ConfigError(
                 f"'datasets.{name}.size' is {size!r}; it must be a whole number of samples >= 1."
             )
+
+
+def _is_size_key(name: str) -> bool:
+    return name == "size" or name.endswith("_size")
+
+
+def _holds_text(value) -> bool:
+    values = value if isinstance(value, list) else [value]
+    return any(isinstance(v, str) for v in values)
 
 
 def _is_positive_ints(value) -> bool:
@@ -84,20 +99,6 @@ def _arch_blocks(data: Mapping):
         last = where.rsplit(".", 1)[-1]
         if isinstance(value, Mapping) and last.startswith("network") and isinstance(value.get("type"), str):
             yield where, value
-
-
-def _signature(config_cls) -> dict[str, inspect.Parameter]:
-    from transformers import PretrainedConfig
-
-    params: dict[str, inspect.Parameter] = {}
-    for cls in config_cls.__mro__:
-        if cls is PretrainedConfig or cls is object:
-            break
-        if "__init__" in vars(cls):
-            for p in inspect.signature(cls.__init__).parameters.values():
-                if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
-                    params.setdefault(p.name, p)
-    return params
 
 
 def _expected_types(param: inspect.Parameter) -> tuple[set[type], bool] | None:
@@ -146,7 +147,8 @@ def _check_arch_blocks(data: Mapping, find_arch) -> None:
             config_cls, _ = find_arch(block["type"])
         except PluginError:
             continue  # the model reports an unknown or broken arch when it builds the network
-        params = _signature(config_cls)
+        check_arch_keys(where, config_cls, block)
+        params = config_parameters(config_cls)
         for key, value in block.items():
             param = params.get(key)
             if key == "type" or param is None:
@@ -161,8 +163,12 @@ def _check_arch_blocks(data: Mapping, find_arch) -> None:
                 continue
             if not _fits(value, allowed):
                 names = " or ".join(sorted("list" if t is tuple else t.__name__ for t in allowed))
+                unquote = (
+                    "; write it without quotes" if isinstance(value, str) and allowed & {int, float} else ""
+                )
                 raise ConfigError(
-                    f"'{where}.{key}' must be {names} for {config_cls.__name__}, got {value!r} ({type(value).__name__})."
+                    f"'{where}.{key}' must be {names} for {config_cls.__name__}, got {value!r} "
+                    f"({type(value).__name__}){unquote}."
                 )
             if _POSITIVE.search(key):
                 # A count is never negative; it must be at least 1 where the config's own default is

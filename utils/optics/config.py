@@ -31,7 +31,7 @@ LENS_KEYS = {
     ),
     "spp": Key(16384, "int", "Rays per point and wavelength.", minimum=1),
     "kernel_size": Key(64, "int", "PSF kernel side, in pixels of the lens's sensor.", minimum=1),
-    "wavelength_set_m": Key([450e-9, 550e-9, 650e-9], "any", "Wavelengths (m), one PSF channel each."),
+    "wavelength_set_m": Key([450e-9, 550e-9, 650e-9], "float|list", "Wavelengths (m), one PSF channel each."),
     "fov": Key(
         None,
         "float",

@@ -1,0 +1,88 @@
+"""One value against its `Key`: type, choices and range, in one sentence naming the key."""
+
+from utils.config.schema import Key
+from utils.errors import ConfigError, did_you_mean
+
+_TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "block": (dict,)}
+_NUMERIC = ("int", "float", "int|list", "float|list")
+
+
+def check_value(where: str, value, key: Key):
+    """Return the value (normalised) or raise a ConfigError naming `where`."""
+    if value is None:
+        if key.nullable or key.kind == "block" or not key.required:
+            return None
+        raise ConfigError(f"The key '{where}' is required ({key.help})")
+    if key.kind in _NUMERIC and isinstance(value, str):
+        # A quoted number is text: read as a size it would be split into characters, so it is refused.
+        unquote = "; write it without quotes" if _looks_numeric(value) else ""
+        raise ConfigError(f"'{where}' must be {_describe(key)}, got {value!r} (str){unquote}.")
+    if key.kind == "str|list":
+        return _check_str_list(where, value, key)
+    if key.kind in ("int|list", "float|list"):
+        return _check_number_list(where, value, key)
+    if key.kind == "bool" and value in ("true", "false"):
+        value = value == "true"
+    if key.kind == "str" and key.choices and value is False and "no" in key.choices:
+        value = "no"  # YAML 1.1 reads a bare `no` as false; seed 003 writes `!!str no` to avoid it.
+    if key.kind == "any":
+        return value
+    expected = _TYPES[key.kind]
+    if not isinstance(value, expected) or (key.kind in ("int", "float") and isinstance(value, bool)):
+        article = "an" if key.kind[0] in "aeiou" else "a"
+        kind = "mapping of keys" if key.kind == "block" else key.kind
+        raise ConfigError(f"'{where}' must be {article} {kind}, got {value!r} ({type(value).__name__}).")
+    if key.kind == "float":
+        value = float(value)  # finiteness: utils/config/values.py checks every number of the config
+    if key.choices and value not in key.choices:
+        raise ConfigError(
+            f"'{where}' is {value!r}; allowed: {', '.join(key.choices)}{did_you_mean(str(value), key.choices)}."
+        )
+    _check_range(where, value, value, key)
+    return value
+
+
+def _looks_numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _describe(key: Key) -> str:
+    if key.kind == "int|list":
+        return "an int or a list of ints"
+    if key.kind == "float|list":
+        return "a number or a list of numbers"
+    return "an int" if key.kind == "int" else "a float"
+
+
+def _check_range(where: str, shown, value, key: Key) -> None:
+    if key.minimum is not None and value < key.minimum:
+        raise ConfigError(f"'{where}' is {shown!r}; it must be at least {key.minimum}.")
+    if key.maximum is not None and value > key.maximum:
+        raise ConfigError(f"'{where}' is {shown!r}; it must be at most {key.maximum}.")
+
+
+def _check_str_list(where: str, value, key: Key):
+    values = value if isinstance(value, list) else [value]
+    for v in values:
+        if not isinstance(v, str) or (key.choices and v not in key.choices):
+            raise ConfigError(
+                f"'{where}' is {value!r}; allowed: {', '.join(key.choices)}, or a list of them"
+                f"{did_you_mean(str(v), key.choices)}."
+            )
+    return value
+
+
+def _check_number_list(where: str, value, key: Key):
+    integer = key.kind == "int|list"
+    values = value if isinstance(value, list) else [value]
+    for v in values:
+        if isinstance(v, str):
+            raise ConfigError(f"'{where}' is {value!r}; write its numbers without quotes.")
+        if not isinstance(v, int if integer else (int, float)) or isinstance(v, bool):
+            raise ConfigError(f"'{where}' is {value!r}; it must be {_describe(key)}.")
+        _check_range(where, value, v, key)
+    return value
