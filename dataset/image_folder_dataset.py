@@ -18,7 +18,8 @@ normalisation, splits, augmentation, caching) is shared with the TIF datasets; s
 from pathlib import Path
 
 from dataset.common.files import IMAGE_SUFFIXES, list_files, relative_name
-from dataset.common.image_items import FOLDER_KEYS, RESERVED_ITEM_KEYS, ImageItemsDataset, Record
+from dataset.common.image_items import ImageItemsDataset, Record
+from dataset.common.image_keys import FOLDER_KEYS, RESERVED_ITEM_KEYS
 from dataset.common.options import read_key_name
 from utils.config.schema import Key
 from utils.errors import ConfigError

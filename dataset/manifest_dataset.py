@@ -1,4 +1,4 @@
-"""A CSV manifest (seed 002): one row per item, columns of image paths, labels and pre-encoded latents.
+"""A CSV manifest: one row per item, columns of image paths, labels and pre-encoded latents.
 
     datasets:
       train: &data
@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 from dataset.common import files
-from dataset.common.image_items import RESERVED_ITEM_KEYS, ImageItemsDataset, Record
+from dataset.common.image_items import ImageItemsDataset, Record
+from dataset.common.image_keys import RESERVED_ITEM_KEYS
 from dataset.common.options import plain
 from utils.config.schema import Key
 from utils.errors import ConfigError, DataError, did_you_mean

@@ -22,7 +22,8 @@ import logging
 from pathlib import Path
 
 from dataset.common.files import TIF_SUFFIXES, list_files, relative_name
-from dataset.common.image_items import FOLDER_KEYS, RESERVED_ITEM_KEYS, ImageItemsDataset, Record
+from dataset.common.image_items import ImageItemsDataset, Record
+from dataset.common.image_keys import FOLDER_KEYS, RESERVED_ITEM_KEYS
 from dataset.common.options import read_key_name
 from utils.config.schema import Key
 from utils.errors import ConfigError, DataError

@@ -24,7 +24,7 @@ from utils.cli.console import quiet_libraries  # noqa: E402
 
 quiet_libraries()  # before diffusers and transformers load: bitsandbytes warns on import
 
-from dataset.common.image_items import NETWORK_INPUT_KEYS  # noqa: E402
+from dataset.common.image_keys import NETWORK_INPUT_KEYS  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 from utils.images.comparison import comparison_grid  # noqa: E402
 from utils.images.grid import save_png  # noqa: E402

@@ -11,9 +11,9 @@
                                     left as it was
     close     (end of the run)      release the lock
 
-A failed start used to leave `train.log` behind, and the corrected rerun was then refused because
-"the run folder already holds a run"; a failed resume used to rewrite `config.yml` with the config
-it had just rejected.
+Writing nothing before the commit means a failed start leaves no `train.log` that would make the
+corrected rerun refused as "the run folder already holds a run", and a failed resume never rewrites
+`config.yml` with the config it has just rejected.
 """
 
 import logging

@@ -43,7 +43,7 @@ HEAD_KEYS = {
 
 
 class MultiTaskAutoencoder_config(PretrainedConfig):
-    """Seed 002's encoder/decoder keys, in one block (the decoder mirrors the encoder)."""
+    """The encoder/decoder keys, in one block (the decoder mirrors the encoder)."""
 
     model_type = "MultiTaskAutoencoder"
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import yaml
 
-from dataset.common.image_items import NETWORK_INPUT_KEYS
+from dataset.common.image_keys import NETWORK_INPUT_KEYS
 from models.archs.vector_features import entries_used
 from utils.errors import UserError
 from utils.errors.files import as_user_error

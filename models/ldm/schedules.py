@@ -6,7 +6,7 @@
 | --- | --- | --- |
 | `linear` | linear in beta (DDPM) | 1e-4, 0.02 |
 | `scaled_linear` | linear in sqrt(beta) (Stable Diffusion) | 0.00085, 0.012 |
-| `quadratic` | seed 002's quadratic: linear in sqrt(beta), squared, over DDPM's range | 1e-4, 0.02 |
+| `quadratic` | linear in sqrt(beta), squared, over DDPM's range | 1e-4, 0.02 |
 | `cosine` | Nichol & Dhariwal's cosine alpha-bar (diffusers' `squaredcos_cap_v2`) | - |
 
 The quadratic curve is the one diffusers calls `scaled_linear`; it is stored under that name, so the saved

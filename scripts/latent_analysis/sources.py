@@ -4,7 +4,7 @@ read with the normalisation and patch size the VAE was trained with; labels opti
 import re
 from dataclasses import dataclass
 
-from dataset.common.image_items import NETWORK_INPUT_KEYS
+from dataset.common.image_keys import NETWORK_INPUT_KEYS
 from utils.errors import ConfigError, DataError
 
 

@@ -24,7 +24,7 @@ def check_value(where: str, value, key: Key):
     if key.kind == "bool" and value in ("true", "false"):
         value = value == "true"
     if key.kind == "str" and key.choices and value is False and "no" in key.choices:
-        value = "no"  # YAML 1.1 reads a bare `no` as false; seed 003 writes `!!str no` to avoid it.
+        value = "no"  # YAML 1.1 reads a bare `no` as false; the shipped YAMLs write `!!str no` to avoid it.
     if key.kind == "any":
         return value
     expected = _TYPES[key.kind]

@@ -4,9 +4,9 @@
 overrides given as a dotlist (`train.batch_size=8`), resolves everything to plain Python values and
 wraps the result in `Opt`.
 
-`Opt` is what seed 003's code expects of its config object (attribute and item access, `.get`,
-`hasattr`, `dict(opt)`), minus the mistake of the original: a missing key raises an error that names
-the key and the nearest existing ones instead of returning `None`.
+`Opt` is what plugin code expects of its config object (attribute and item access, `.get`,
+`hasattr`, `dict(opt)`), and a missing key raises an error that names the key and the nearest
+existing ones, never a silent `None`.
 """
 
 import copy

@@ -42,14 +42,12 @@ TOP_LEVEL = {
     "model_type": Key(
         None, "str", "Class name of the model, found among `models/**/*_model.py`.", required=True
     ),
-    "is_train": Key(True, "bool", "Kept from seed 003; `-test` sets it to false."),
+    "is_train": Key(True, "bool", "False under `-test`; the trainer sets it."),
     "report_to": Key("tensorboard", "str|list", "Tracker, or a list of them.", REPORT_TO_CHOICES),
     "push_to_hub": Key(False, "bool", "Push every trained arch and a model card to the Hub at the end."),
     "hub_model_id": Key(None, "str", "Hub repository (`user/name`) for `push_to_hub`.", nullable=True),
     "hub_private": Key(True, "bool", "Create the Hub repository as private."),
-    "num_gpu": Key(
-        None, "int", "Kept from seed 003; informational (`accelerate launch` sets the count).", nullable=True
-    ),
+    "num_gpu": Key(None, "int", "Informational: `accelerate launch` sets the process count.", nullable=True),
     "seed": Key(
         42, "int", "Seed of every random generator (weights, data order, validation noise).", minimum=0
     ),
