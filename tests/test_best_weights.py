@@ -15,6 +15,7 @@ def net_g(folder):
     return load_file(os.path.join(folder, "net_g", "model.safetensors"))
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("mode", ["max", "min"])
 def test_best_folder_holds_the_weights_of_the_best_validation(tiny_config, tmp_path, mode, capsys):
     tiny_config["train"].update(
@@ -47,6 +48,7 @@ def test_best_folder_holds_the_weights_of_the_best_validation(tiny_config, tmp_p
     assert scored["val_psnr"] == pytest.approx(record["value"], rel=1e-6)
 
 
+@pytest.mark.e2e
 def test_a_misspelled_metric_is_named_in_one_sentence(tiny_config, tmp_path, capsys):
     tiny_config["train"].update(max_train_steps=2, validation_steps=2, best_metric="val_psrn")
     assert run_trainer(tiny_config, tmp_path) == 2

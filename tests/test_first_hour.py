@@ -15,14 +15,14 @@ import pytest
 from PIL import Image
 
 from tests.conftest import ROOT, TINY_DENOISE, run_folder, run_trainer, write_config
-from tests.test_ldm_model import TINY_LDM
-from tests.test_vae_model import TINY_VAE
+from tests.helpers import TINY_LDM, TINY_VAE
 
 
 def _png(path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255.0
 
 
+@pytest.mark.e2e
 def test_a_run_into_a_file_talks_at_start_prints_plain_lines_and_keeps_one_tensorboard_run(tmp_path):
     config = copy.deepcopy(TINY_DENOISE)
     config["path"]["root"] = str(tmp_path / "experiments")
@@ -120,6 +120,7 @@ def test_progress_on_a_terminal_gives_log_lines_their_own_line(monkeypatch):
     assert "]Saved" not in text and "\nSaved checkpoint-1\n" in text.replace("\r", "\n")
 
 
+@pytest.mark.e2e
 def test_test_results_go_beside_the_weights_in_a_new_folder_each_time(tmp_path, capsys):
     config = copy.deepcopy(TINY_DENOISE)
     config["path"]["root"] = str(tmp_path / "experiments")
@@ -154,6 +155,7 @@ def test_test_results_go_beside_the_weights_in_a_new_folder_each_time(tmp_path, 
     assert sorted(os.listdir(os.path.dirname(run))) == ["run"]
 
 
+@pytest.mark.e2e
 def test_stage2_chains_to_the_newest_finished_stage1_run_and_the_report_shows_both(tmp_path, caplog):
     root = tmp_path / "experiments"
     for key in ("older", "newer"):

@@ -8,67 +8,9 @@ import torch
 from safetensors.torch import load_file
 
 from tests.conftest import read_scalars, run_folder, run_trainer
+from tests.helpers import multitask_config
 
-TINY_MULTITASK = {
-    "name": "multitask",
-    "model_type": "MultiTask_model",
-    "report_to": "tensorboard",
-    "seed": 11,
-    "experiment_key": "run",
-    "datasets": {
-        "train": {
-            "type": "SyntheticMasksDataset",
-            "size": 512,
-            "image_size": 16,
-            "num_kinds": 2,
-            "max_shapes": 1,
-        },
-        "val": {
-            "type": "SyntheticMasksDataset",
-            "size": 64,
-            "image_size": 16,
-            "num_kinds": 2,
-            "max_shapes": 1,
-        },
-    },
-    "network": {
-        "type": "MultiTaskAutoencoder",
-        "in_channels": 1,
-        "latent_channels": 4,
-        "base_channels": 8,
-        "downsampling_steps": 1,
-        "variational": False,
-        "norm_num_groups": 4,
-        "sample_size": 16,
-        "heads": [
-            {"type": "RGBHead", "name": "rgb", "out_channels": 1},
-            {"type": "SegmentationHead", "name": "segmentation", "num_classes": 3},
-            {"type": "ClassificationHead", "name": "class", "num_classes": 2, "hidden_channels": 16},
-        ],
-    },
-    "path": {"root": None},
-    "train": {
-        "optim": {"learning_rate": 2e-3},
-        "batch_size": 16,
-        "max_train_steps": 240,
-        "validation_steps": 40,
-        "checkpointing_steps": 1000,
-        "losses": [
-            {"type": "MSE", "key": "rgb", "target": "image", "weight": 1.0},
-            {"type": "CrossEntropy", "key": "segmentation", "target": "mask", "weight": 0.5},
-            {"type": "CrossEntropy", "key": "class", "target": "label", "weight": 0.5},
-            {"type": "LatentStandardization", "weight": 0.01},
-        ],
-    },
-    "val": {"gt_key": "image", "batch_size": 64, "metrics": {"psnr": {"data_range": 1.0}}},
-}
-
-
-def multitask_config(tmp_path, **network):
-    config = copy.deepcopy(TINY_MULTITASK)
-    config["path"]["root"] = str(tmp_path / "experiments")
-    config["network"].update(network)
-    return config
+pytestmark = pytest.mark.e2e  # every test here runs the trainer
 
 
 def trivial_baselines(val_block):
