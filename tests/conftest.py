@@ -23,7 +23,7 @@ from tests.helpers import (  # noqa: E402, F401 (re-exported for `from tests.con
     write_config,
 )
 
-TRAINING_COMMANDS = ("trainer.py", "torchrun", "accelerate")
+TRAINING_PROGRAMS = {"trainer.py", "torchrun", "accelerate"}
 
 
 @pytest.fixture
@@ -52,23 +52,30 @@ def plugin_root(tmp_path, monkeypatch):
     return tmp_path
 
 
-@pytest.fixture(autouse=True)
-def _unit_tests_run_no_trainer(request, monkeypatch):
-    """A test without the `e2e` mark that starts the trainer fails, naming the mark it needs."""
-    if request.node.get_closest_marker("e2e"):
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """A test without the `e2e` mark that starts the trainer, in its body or in a fixture it sets up,
+    fails naming the mark it needs."""
+    if item.get_closest_marker("e2e"):
+        yield
         return
     import trainer
 
     def refuse(*args, **kwargs):
-        pytest.fail(f"{request.node.nodeid} runs the trainer: mark it `@pytest.mark.e2e`", pytrace=False)
-
-    original_popen = subprocess.Popen.__init__
+        pytest.fail(f"{item.nodeid} runs the trainer: mark it `@pytest.mark.e2e`", pytrace=False)
 
     def checked_popen(self, args, *rest, **kwargs):
-        words = [args] if isinstance(args, str | bytes | os.PathLike) else list(args)
-        if any(name in str(word) for word in words for name in TRAINING_COMMANDS):
+        if isinstance(args, str | bytes | os.PathLike):
+            words = os.fsdecode(args).split()
+        else:
+            args = words = list(args)
+        if any(os.path.basename(str(word)) in TRAINING_PROGRAMS for word in words):
             refuse()
         original_popen(self, args, *rest, **kwargs)
 
-    monkeypatch.setattr(trainer, "main", refuse)
-    monkeypatch.setattr(subprocess.Popen, "__init__", checked_popen)
+    original_main, original_popen = trainer.main, subprocess.Popen.__init__
+    trainer.main, subprocess.Popen.__init__ = refuse, checked_popen
+    try:
+        yield
+    finally:
+        trainer.main, subprocess.Popen.__init__ = original_main, original_popen
