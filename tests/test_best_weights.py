@@ -48,14 +48,6 @@ def test_best_folder_holds_the_weights_of_the_best_validation(tiny_config, tmp_p
     assert scored["val_psnr"] == pytest.approx(record["value"], rel=1e-6)
 
 
-@pytest.mark.e2e
-def test_a_misspelled_metric_is_named_in_one_sentence(tiny_config, tmp_path, capsys):
-    tiny_config["train"].update(max_train_steps=2, validation_steps=2, best_metric="val_psrn")
-    assert run_trainer(tiny_config, tmp_path) == 2
-    err = capsys.readouterr().err
-    assert "'train.best_metric' is 'val_psrn' (did you mean 'val_psnr'?)" in err and "Traceback" not in err
-
-
 def test_a_kill_between_the_two_renames_leaves_a_best_folder(tmp_path):
     (tmp_path / "best.old" / "net_g").mkdir(parents=True)
     (tmp_path / "best.tmp").mkdir()

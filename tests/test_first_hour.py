@@ -192,14 +192,6 @@ def test_stage2_chains_to_the_newest_finished_stage1_run_and_the_report_shows_bo
     assert "http" not in page  # opens offline
 
 
-def test_latest_without_a_finished_run_names_the_folder(tmp_path):
-    from models.ldm.frozen_vae import vae_folder
-    from utils.errors import ConfigError
-
-    with pytest.raises(ConfigError, match=r"'.*nothing' holds no finished stage-1 run"):
-        vae_folder(str(tmp_path / "nothing" / "latest" / "final" / "net_g"))
-
-
 def test_comparison_grid_is_large_labelled_and_shows_the_difference_in_colour():
     from utils.images.comparison import MIN_PANEL, comparison_grid
 
@@ -216,15 +208,3 @@ def test_comparison_grid_is_large_labelled_and_shows_the_difference_in_colour():
     assert colourful[:, : grid.shape[1] // 3].mean() < 0.01
     logged = comparison_grid(x, x, log_scale=True)
     assert not np.allclose(logged, comparison_grid(x, x))  # the halo shows on a log scale
-
-
-def test_unknown_model_type_lists_only_models():
-    from models import find_model_class
-    from utils.errors import PluginError
-
-    with pytest.raises(PluginError) as error:
-        find_model_class("VAE_modle")
-    message = str(error.value)
-    assert "Did you mean 'VAE_model'?" in message
-    assert "Denoise_model" in message and "LDM_model" in message
-    assert "BaseModel" not in message and "TrainingState" not in message

@@ -186,19 +186,6 @@ def test_a_vector_injected_into_the_time_embedding_trains_saves_and_generates(st
     assert np.isfinite(tifffile.imread(out / written)).all()
 
 
-def test_condition_features_and_indices_are_refused_together(stage1, tmp_path, capsys):
-    condition = {"type": "vector", "key": "x", "indices": [0], "features": ["v0"]}
-    assert run_trainer(ldm_config(tmp_path, stage1, condition=condition), tmp_path) == 2
-    assert "'condition.features' and 'condition.indices' both pick" in capsys.readouterr().err
-    assert not os.path.exists(tmp_path / "experiments")
-
-
-def test_an_image_condition_cannot_be_injected_into_the_time_embedding(stage1, tmp_path, capsys):
-    config = ldm_config(tmp_path, stage1, condition={"type": "image", "inject": "both"})
-    assert run_trainer(config, tmp_path) == 2
-    assert "'condition.inject: both' needs a global condition" in capsys.readouterr().err
-
-
 def test_a_monai_checkpoint_gets_its_scale_factor_measured_and_saved(tmp_path):
     from models.archs.monai_autoencoder_kl_arch import MonaiAutoencoderKL_arch, MonaiAutoencoderKL_config
 

@@ -78,11 +78,3 @@ def test_deterministic_and_variational_save_reload_and_resume(tmp_path, variatio
     again = load_file(os.path.join(run_folder(resumed), "final", "net_g", "model.safetensors"))
     for key, value in reference.items():
         torch.testing.assert_close(again[key], value, rtol=1e-5, atol=1e-6)
-
-
-def test_a_loss_term_on_a_missing_head_is_one_clear_sentence(tmp_path, capsys):
-    config = multitask_config(tmp_path)
-    config["train"]["losses"] = [{"type": "CrossEntropy", "key": "segmentaton", "target": "mask"}]
-    assert run_trainer(config, tmp_path) == 2
-    error = capsys.readouterr().err
-    assert "'train.losses[0].key' is 'segmentaton'" in error and "did you mean 'segmentation'" in error

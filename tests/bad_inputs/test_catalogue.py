@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_trainer
-from tests.helpers import TINY_CONTROLNET
+from tests.helpers import TINY_CONTROLNET, ldm_config, multitask_config
 from tests.helpers.bad_inputs import (
     DELETE,
     assert_one_sentence,
@@ -634,3 +634,38 @@ def test_a_negative_controlnet_scale_is_refused_before_anything_loads(tmp_path, 
     assert_one_sentence(
         capsys.readouterr().err, status, "'control.conditioning_scale' is -1.0; it must be at least 0.0"
     )
+
+
+# ----------------------------------------------------------------------------- more model keys
+
+
+@pytest.mark.e2e
+def test_a_misspelled_metric_is_named_in_one_sentence(tiny_config, tmp_path, capsys):
+    tiny_config["train"].update(max_train_steps=2, validation_steps=2, best_metric="val_psrn")
+    assert run_trainer(tiny_config, tmp_path) == 2
+    err = capsys.readouterr().err
+    assert "'train.best_metric' is 'val_psrn' (did you mean 'val_psnr'?)" in err and "Traceback" not in err
+
+
+@pytest.mark.e2e
+def test_a_loss_term_on_a_missing_head_is_one_clear_sentence(tmp_path, capsys):
+    config = multitask_config(tmp_path)
+    config["train"]["losses"] = [{"type": "CrossEntropy", "key": "segmentaton", "target": "mask"}]
+    assert run_trainer(config, tmp_path) == 2
+    error = capsys.readouterr().err
+    assert "'train.losses[0].key' is 'segmentaton'" in error and "did you mean 'segmentation'" in error
+
+
+@pytest.mark.e2e
+def test_condition_features_and_indices_are_refused_together(stage1, tmp_path, capsys):
+    condition = {"type": "vector", "key": "x", "indices": [0], "features": ["v0"]}
+    assert run_trainer(ldm_config(tmp_path, stage1, condition=condition), tmp_path) == 2
+    assert "'condition.features' and 'condition.indices' both pick" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "experiments")
+
+
+@pytest.mark.e2e
+def test_an_image_condition_cannot_be_injected_into_the_time_embedding(stage1, tmp_path, capsys):
+    config = ldm_config(tmp_path, stage1, condition={"type": "image", "inject": "both"})
+    assert run_trainer(config, tmp_path) == 2
+    assert "'condition.inject: both' needs a global condition" in capsys.readouterr().err

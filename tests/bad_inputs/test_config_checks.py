@@ -2,11 +2,15 @@
 nearest valid name, from the declarations of the trainer, the models and the datasets."""
 
 import pytest
+import torch
 
 from tests.helpers.configs import load_experiment, opt_with
 from utils.config.check import validate_options
 from utils.config.load import Opt, load_options
 from utils.errors import ConfigError
+from utils.losses import Loss
+from utils.losses.keyed import KeyedLoss
+from utils.losses.vae import recon_loss
 
 
 def test_missing_key_names_key_and_nearest():
@@ -144,3 +148,38 @@ def test_a_bad_dataset_key_is_one_sentence_from_its_declaration(path, override, 
     with pytest.raises(ConfigError) as error:
         load_experiment(path, override)
     assert expected in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "terms, message",
+    [
+        ([{"type": "MSEE", "key": "rgb", "target": "image"}], "did you mean 'MSE'"),
+        ([{"type": "MSE", "key": "rgb"}], "needs 'target'"),
+        ([{"type": "MSE", "key": "rgb", "target": "image", "wieght": 1}], "did you mean 'weight'"),
+        ([{"type": "MSE", "key": "rgb", "target": "image", "weight": -1}], "give a number >= 0"),
+        ([{"type": "KLD"}, {"type": "KLD"}], "repeats the term KLD"),
+        ([], "must be a list of loss terms"),
+    ],
+)
+def test_a_bad_term_is_one_sentence_naming_it(terms, message):
+    with pytest.raises(ConfigError, match=message):
+        KeyedLoss(terms)
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("1*MSE+0.1*LPIPS", r"unknown loss 'LPIPS'.*known: MSE, L1"),
+        ("1*MSE+", "not of the form"),
+        ("__import__('os')", "not of the form"),
+        ("MSE+MSE", "twice"),
+    ],
+)
+def test_bad_loss_strings(spec, message):
+    with pytest.raises(ConfigError, match=message):
+        Loss(spec)
+
+
+def test_unknown_recon_type_suggests_the_nearest():
+    with pytest.raises(ConfigError, match="'l1'"):
+        recon_loss(torch.zeros(1), torch.zeros(1), "L1_")

@@ -120,3 +120,15 @@ def test_unknown_name_lists_available_and_nearest(plugin_root):
         PluginError, match=r"Did you mean 'Denoise_model'\?.*Available: Denoise_model, Other_model"
     ):
         reg.get("Denoise_modle")
+
+
+def test_unknown_model_type_lists_only_models():
+    from models import find_model_class
+    from utils.errors import PluginError
+
+    with pytest.raises(PluginError) as error:
+        find_model_class("VAE_modle")
+    message = str(error.value)
+    assert "Did you mean 'VAE_model'?" in message
+    assert "Denoise_model" in message and "LDM_model" in message
+    assert "BaseModel" not in message and "TrainingState" not in message

@@ -4,15 +4,18 @@ that leaves every existing file as it was."""
 
 import copy
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
-from tests.conftest import run_trainer
+from tests.conftest import ROOT, run_folder, run_trainer, write_config
 from tests.helpers.bad_inputs import assert_one_sentence, denoise, fingerprints
 
-pytestmark = pytest.mark.e2e  # every test here runs the trainer
 
-
+@pytest.mark.e2e
 def test_opt_given_a_folder_or_a_non_utf8_file(tmp_path, capsys):
     import trainer
 
@@ -24,6 +27,7 @@ def test_opt_given_a_folder_or_a_non_utf8_file(tmp_path, capsys):
     assert_one_sentence(capsys.readouterr().err, 2, "latin1.yml' is not UTF-8 text (byte 0xe9")
 
 
+@pytest.mark.e2e
 def test_read_only_root_is_refused_before_anything_is_written(tmp_path, capsys):
     import subprocess
 
@@ -42,6 +46,7 @@ def test_read_only_root_is_refused_before_anything_is_written(tmp_path, capsys):
         subprocess.run(["umount", str(mount)], check=True)
 
 
+@pytest.mark.e2e
 def test_unwritable_run_folder_during_setup_is_one_sentence(tmp_path, capsys, monkeypatch):
     """An OSError anywhere in set-up (here: EACCES on the log file) names the path, exit 2."""
     import errno
@@ -55,6 +60,76 @@ def test_unwritable_run_folder_during_setup_is_one_sentence(tmp_path, capsys, mo
     config["path"]["root"] = str(tmp_path / "experiments")
     status = run_trainer(config, tmp_path)
     assert_one_sentence(capsys.readouterr().err, status, "train.log'; choose a 'path.root' you can write to")
+
+
+@pytest.mark.e2e
+def test_existing_run_folder_is_refused_and_left_intact(tiny_config, tmp_path, capsys):
+    tiny_config["train"].update(max_train_steps=2, checkpointing_steps=2, validation_steps=2)
+    assert run_trainer(tiny_config, tmp_path) == 0
+    run = run_folder(tiny_config)
+    before = {f: os.path.getmtime(os.path.join(dp, f)) for dp, _, fs in os.walk(run) for f in fs}
+    capsys.readouterr()
+    assert run_trainer(tiny_config, tmp_path) == 2
+    err = capsys.readouterr().err
+    assert "already holds a run" in err and "resume_from_checkpoint" in err and "Traceback" not in err
+    after = {f: os.path.getmtime(os.path.join(dp, f)) for dp, _, fs in os.walk(run) for f in fs}
+    assert after == before
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    "key, value",
+    [("name", ".."), ("experiment_key", ".."), ("name", "."), ("tracker_project_name", "..")],
+)
+def test_names_cannot_leave_path_root(tiny_config, tmp_path, capsys, key, value):
+    tiny_config["path"]["root"] = str(tmp_path / "a" / "b" / "experiments")
+    tiny_config[key] = value
+    assert run_trainer(tiny_config, tmp_path) == 2
+    err = capsys.readouterr().err
+    assert f"'{key}' is '{value}'" in err and "path.root" in err
+    assert sorted(os.listdir(tmp_path)) == ["exp.yml"]  # nothing written anywhere
+
+
+@pytest.mark.e2e
+def test_a_second_trainer_on_the_same_run_is_refused_naming_the_first(tiny_config, tmp_path, capsys):
+    tiny_config["train"].update(max_train_steps=100000, checkpointing_steps=20, validation_steps=100000)
+    path = write_config(tiny_config, tmp_path / "first.yml")
+    run = run_folder(tiny_config)
+    first = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "trainer.py"), "-opt", path],
+        cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.time() + 120
+        while not os.path.isfile(os.path.join(run, "run.lock")):
+            assert first.poll() is None and time.time() < deadline, "the first trainer never started"
+            time.sleep(0.2)
+        second = copy.deepcopy(tiny_config)
+        second["path"]["resume_from_checkpoint"] = "latest"
+        capsys.readouterr()
+        assert run_trainer(second, tmp_path, name="second.yml") == 2
+        err = capsys.readouterr().err
+        assert f"in use by another trainer (process {first.pid} " in err
+        # The first trainer was not disturbed: it goes on checkpointing.
+        while not [d for d in os.listdir(run) if d.startswith("checkpoint-") and not d.endswith(".tmp")]:
+            assert first.poll() is None and time.time() < deadline, "the first trainer stopped"
+            time.sleep(0.2)
+    finally:
+        first.send_signal(signal.SIGTERM)  # preemption: checkpoint at the step boundary, exit 0
+        status = first.wait(timeout=120)
+    assert status == 0
+    assert not os.path.exists(os.path.join(run, "run.lock"))  # released at the end
+
+
+def test_latest_without_a_finished_run_names_the_folder(tmp_path):
+    from models.ldm.frozen_vae import vae_folder
+    from utils.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"'.*nothing' holds no finished stage-1 run"):
+        vae_folder(str(tmp_path / "nothing" / "latest" / "final" / "net_g"))
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +157,7 @@ def _copy_run(finished_run, tmp_path, **path_changes):
     return config, os.path.join(run_folder(config), "checkpoint-3")
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     "damage, expected",
     [
@@ -128,6 +204,7 @@ def test_resume_from_a_damaged_checkpoint_names_the_file(finished_run, tmp_path,
         assert after.get(path) == digest, path
 
 
+@pytest.mark.e2e
 def test_a_file_where_the_run_folder_should_be(tmp_path, capsys):
     from tests.conftest import run_folder
 
@@ -141,6 +218,7 @@ def test_a_file_where_the_run_folder_should_be(tmp_path, capsys):
     assert open(run_folder(config)).read() == "notes"
 
 
+@pytest.mark.e2e
 def test_resume_without_rng_state_is_allowed_when_not_strict(finished_run, tmp_path):
     config, checkpoint = _copy_run(
         finished_run, tmp_path, resume_from_checkpoint="latest", resume_strict=False
@@ -149,6 +227,7 @@ def test_resume_without_rng_state_is_allowed_when_not_strict(finished_run, tmp_p
     assert run_trainer(config, tmp_path) == 0
 
 
+@pytest.mark.e2e
 def test_pretrained_weights_of_another_size_name_the_parameter_and_both_shapes(
     finished_run, tmp_path, capsys
 ):
@@ -165,6 +244,7 @@ def test_pretrained_weights_of_another_size_name_the_parameter_and_both_shapes(
     assert not os.path.exists(run_folder(config))  # a failed start leaves nothing behind
 
 
+@pytest.mark.e2e
 def test_nan_skip_stops_after_too_many_skipped_steps_in_a_row(tmp_path, monkeypatch, capsys):
     from models.example.Denoise_model import Denoise_model
 
@@ -189,6 +269,7 @@ def test_nan_skip_stops_after_too_many_skipped_steps_in_a_row(tmp_path, monkeypa
     assert not os.path.exists(os.path.join(run_folder(config), "final"))
 
 
+@pytest.mark.e2e
 def test_a_second_ctrl_c_stops_at_once_with_130(tmp_path, monkeypatch, capsys):
     import signal
 
