@@ -1,5 +1,6 @@
-"""Fixtures shared by the test modules, and the `e2e` guard: a test that runs the trainer carries the
-`e2e` mark, so `pytest -m "not e2e"` runs the unit tests alone. Shared configs and helpers live in
+"""Fixtures shared by the test modules, and the `e2e` guard: a test that runs the trainer (or a script
+end to end, like the latent-map analysis) carries the `e2e` mark, so `pytest -m "not e2e"` runs the unit
+tests alone. Shared configs and helpers live in
 `tests/helpers/`; the names below are imported here too for modules that take them from conftest."""
 
 import os
