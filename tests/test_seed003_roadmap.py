@@ -275,7 +275,7 @@ class YourVAE_arch(PreTrainedModel):
 
 def copy_project(dest: str) -> str:
     os.makedirs(dest)
-    for name in ("trainer.py", "models", "dataset", "utils"):
+    for name in ("trainer.py", "engine", "models", "dataset", "utils"):
         source = os.path.join(ROOT, name)
         if os.path.isdir(source):
             shutil.copytree(source, os.path.join(dest, name), ignore=shutil.ignore_patterns("__pycache__"))
