@@ -1,98 +1,82 @@
-"""Shared fixtures: tiny experiment configs and an in-process trainer run."""
+"""Fixtures shared by the test modules, and the `e2e` guard: a test that runs the trainer (or a script
+end to end, like the latent-map analysis) carries the `e2e` mark, so `pytest -m "not e2e"` runs the unit
+tests alone. Shared configs and helpers live in
+`tests/helpers/`; the names below are imported here too for modules that take them from conftest."""
 
-import copy
-import glob
-import logging
 import os
+import subprocess
 import sys
 
 import pytest
-import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-TINY_DENOISE = {
-    "name": "tiny",
-    "model_type": "Denoise_model",
-    "report_to": "tensorboard",
-    "seed": 7,
-    "mixed_precision": "no",
-    "experiment_key": "run",
-    "datasets": {
-        "train": {"type": "SyntheticShapesDataset", "size": 64, "image_size": 16},
-        "val": {"type": "SyntheticShapesDataset", "size": 16, "image_size": 16},
-    },
-    "network": {"type": "TinyDenoiser", "in_channels": 1, "hidden_channels": 8, "num_layers": 3},
-    "path": {"root": None},
-    "train": {
-        "optim": {"learning_rate": 2e-3},
-        "scheduler": {"type": "cosine", "lr_warmup_steps": 2},
-        "loss": "1*MSE",
-        "batch_size": 8,
-        "max_train_steps": 6,
-        "validation_steps": 3,
-        "checkpointing_steps": 3,
-        "checkpoints_total_limit": 2,
-    },
-    "val": {"batch_size": 8, "metrics": {"psnr": {"crop": 0, "data_range": 1.0}, "ssim": {"crop": 0}}},
-}
+from tests.helpers import (  # noqa: E402, F401 (re-exported for `from tests.conftest import ...`)
+    TINY_DENOISE,
+    TINY_VAE,
+    in_folder,
+    read_scalars,
+    reset_accelerate,
+    run_folder,
+    run_trainer,
+    write_config,
+)
+
+TRAINING_PROGRAMS = {"trainer.py", "torchrun", "accelerate"}
 
 
 @pytest.fixture
 def tiny_config(tmp_path):
-    config = copy.deepcopy(TINY_DENOISE)
-    config["path"]["root"] = str(tmp_path / "experiments")
-    return config
+    return in_folder(TINY_DENOISE, tmp_path)
 
 
-def reset_accelerate():
-    """Accelerate keeps process-wide singletons; each in-process run must start from a clean slate."""
-    from accelerate.state import AcceleratorState, GradientState, PartialState
-
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    PartialState._reset_state()
+@pytest.fixture
+def vae_config(tmp_path):
+    return in_folder(TINY_VAE, tmp_path)
 
 
-def write_config(config: dict, path) -> str:
-    with open(path, "w") as f:
-        yaml.safe_dump(config, f, sort_keys=False)
-    return str(path)
+@pytest.fixture(scope="session")
+def stage1(tmp_path_factory):
+    """A tiny VAE run whose final/net_g stage 2 loads (trained once for the session)."""
+    tmp = tmp_path_factory.mktemp("stage1")
+    config = in_folder(TINY_VAE, tmp)
+    config["train"].update(max_train_steps=20, validation_steps=20, checkpointing_steps=1000)
+    assert run_trainer(config, tmp) == 0
+    return os.path.join(run_folder(config), "final", "net_g")
 
 
-def run_trainer(config: dict, tmp_path, *extra, name="exp.yml") -> int:
-    """Run `trainer.py -opt <config> <extra>` in this process; returns the exit status."""
+@pytest.fixture
+def plugin_root(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return tmp_path
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """A test without the `e2e` mark that starts the trainer, in its body or in a fixture it sets up,
+    fails naming the mark it needs."""
+    if item.get_closest_marker("e2e"):
+        yield
+        return
     import trainer
 
-    path = write_config(config, tmp_path / name)
+    def refuse(*args, **kwargs):
+        pytest.fail(f"{item.nodeid} runs the trainer: mark it `@pytest.mark.e2e`", pytrace=False)
+
+    def checked_popen(self, args, *rest, **kwargs):
+        if isinstance(args, str | bytes | os.PathLike):
+            words = os.fsdecode(args).split()
+        else:
+            args = words = list(args)
+        if any(os.path.basename(str(word)) in TRAINING_PROGRAMS for word in words):
+            refuse()
+        original_popen(self, args, *rest, **kwargs)
+
+    original_main, original_popen = trainer.main, subprocess.Popen.__init__
+    trainer.main, subprocess.Popen.__init__ = refuse, checked_popen
     try:
-        return trainer.main(["-opt", path, *extra])
+        yield
     finally:
-        reset_accelerate()
-        base = logging.getLogger("trainer")
-        for handler in list(base.handlers):
-            if isinstance(handler, logging.FileHandler):
-                base.removeHandler(handler)
-                handler.close()
-
-
-def run_folder(config: dict) -> str:
-    return os.path.join(config["path"]["root"], config["name"], config["experiment_key"])
-
-
-def read_scalars(run_dir: str) -> dict[str, dict[int, float]]:
-    """Every scalar of every TensorBoard event file under `run_dir`: {tag: {step: value}}; later files win."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    scalars: dict[str, dict[int, float]] = {}
-    for path in sorted(
-        glob.glob(os.path.join(run_dir, "**", "events.out.tfevents.*"), recursive=True), key=os.path.getmtime
-    ):
-        acc = EventAccumulator(path)
-        acc.Reload()
-        for tag in acc.Tags()["scalars"]:
-            for event in acc.Scalars(tag):
-                scalars.setdefault(tag, {})[event.step] = event.value
-    return scalars
+        trainer.main, subprocess.Popen.__init__ = original_main, original_popen

@@ -10,81 +10,7 @@ import tifffile
 import torch
 
 from tests.conftest import read_scalars, run_folder, run_trainer
-from tests.test_multitask import TINY_MULTITASK
-
-DATA = {
-    "train": {
-        "type": "SyntheticMasksDataset",
-        "size": 512,
-        "image_size": 16,
-        "num_kinds": 2,
-        "max_shapes": 1,
-    },
-    "val": {"type": "SyntheticMasksDataset", "size": 8, "image_size": 16, "num_kinds": 2, "max_shapes": 1},
-}
-TINY_LDM = {
-    "name": "ldm",
-    "model_type": "LDM_model",
-    "report_to": "tensorboard",
-    "seed": 5,
-    "experiment_key": "run",
-    "datasets": DATA,
-    "vae": {"pretrained": None},
-    "condition": {"type": "none"},
-    "network": {
-        "type": "DiffusionUNet",
-        "in_channels": 4,
-        "out_channels": 4,
-        "channels": [16, 32],
-        "attention_levels": [False, False],
-        "num_head_channels": [0, 0],
-        "num_res_blocks": 1,
-        "with_conditioning": False,
-        "norm_num_groups": 8,
-        "backend": "diffusers",
-    },
-    "diffusion": {"num_train_timesteps": 100, "beta_schedule": "cosine"},
-    "path": {"root": None},
-    "train": {
-        "optim": {"learning_rate": 2e-3},
-        "batch_size": 32,
-        "max_train_steps": 100,
-        "validation_steps": 100,
-        "checkpointing_steps": 1000,
-        "cond_drop_prob": 0.0,
-    },
-    "val": {
-        "gt_key": "image",
-        "batch_size": 8,
-        "sampler": "ddim",
-        "num_inference_steps": 8,
-        "num_samples": 4,
-    },
-}
-TINY_CONTROLNET = {
-    "name": "controlnet",
-    "model_type": "ControlNet_model",
-    "report_to": "tensorboard",
-    "seed": 9,
-    "experiment_key": "run",
-    "datasets": DATA,
-    "ldm": {"pretrained": None},
-    "control": {"key": "mask", "conditioning_scale": 1.0},
-    "network": {
-        "type": "ControlNet",
-        "conditioning_channels": 1,
-        "conditioning_embedding_out_channels": [8, 16],
-    },
-    "path": {"root": None},
-    "train": {
-        "optim": {"learning_rate": 2e-3},
-        "batch_size": 32,
-        "max_train_steps": 150,
-        "validation_steps": 150,
-        "checkpointing_steps": 150,
-    },
-    "val": {"gt_key": "image", "batch_size": 8, "num_samples": 4, "metrics": {"dice": {"threshold": 0.25}}},
-}
+from tests.helpers import MASK_DATA, TINY_CONTROLNET, TINY_MASK_LDM, TINY_MULTITASK
 
 
 @pytest.fixture(scope="module")
@@ -93,12 +19,12 @@ def chain(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("chain")
     stage1 = copy.deepcopy(TINY_MULTITASK)
     stage1["path"]["root"] = str(tmp / "experiments")
-    stage1["datasets"] = copy.deepcopy(DATA)
+    stage1["datasets"] = copy.deepcopy(MASK_DATA)
     stage1["train"].update(max_train_steps=150, validation_steps=150)
     assert run_trainer(stage1, tmp, name="stage1.yml") == 0
     autoencoder = os.path.join(run_folder(stage1), "final")
 
-    ldm = copy.deepcopy(TINY_LDM)
+    ldm = copy.deepcopy(TINY_MASK_LDM)
     ldm["path"]["root"] = str(tmp / "experiments")
     ldm["vae"]["pretrained"] = os.path.join(autoencoder, "net_g")
     assert run_trainer(ldm, tmp, name="ldm.yml") == 0
@@ -114,7 +40,7 @@ def chain(tmp_path_factory):
 def held_out_masks(count=16):
     from dataset.synthetic_masks_dataset import SyntheticMasksDataset
 
-    data = SyntheticMasksDataset({**DATA["val"], "size": count, "seed": 77})
+    data = SyntheticMasksDataset({**MASK_DATA["val"], "size": count, "seed": 77})
     return torch.stack([data[i]["mask"] for i in range(count)])
 
 
@@ -124,6 +50,7 @@ def foreground_dice(images: torch.Tensor, masks: torch.Tensor) -> float:
     return dice((images[:, :1] > 0.25).float().numpy(), (masks[:, None] > 0).float().numpy())
 
 
+@pytest.mark.e2e
 def test_a_controlnet_sample_follows_its_control(chain):
     from models.controlnet.pipeline import ControlNetPipeline
 
@@ -152,6 +79,7 @@ def test_a_controlnet_sample_follows_its_control(chain):
     assert "val_dice" in read_scalars(os.path.dirname(final))
 
 
+@pytest.mark.e2e
 def test_conditioning_scale_zero_reproduces_the_base_ldm_exactly(chain):
     from models.controlnet.pipeline import ControlNetPipeline
     from models.ldm.pipeline import LDMPipeline
@@ -165,6 +93,7 @@ def test_conditioning_scale_zero_reproduces_the_base_ldm_exactly(chain):
     assert not torch.equal(steered, base)
 
 
+@pytest.mark.e2e
 def test_a_controlnet_over_an_ldm_whose_condition_enters_the_time_embedding(chain, tmp_path, capsys):
     """The class label reaches the UNet through its time embedding (with FiLM and coordinate channels):
     the ControlNet, a copy of that UNet's encoder, is given the same class embedding input."""
@@ -172,7 +101,7 @@ def test_a_controlnet_over_an_ldm_whose_condition_enters_the_time_embedding(chai
     from models.ldm.pipeline import LDMPipeline
 
     autoencoder, _, _ = chain
-    ldm = copy.deepcopy(TINY_LDM)
+    ldm = copy.deepcopy(TINY_MASK_LDM)
     ldm["path"]["root"] = str(tmp_path / "experiments")
     ldm["vae"]["pretrained"] = os.path.join(autoencoder, "net_g")
     ldm["condition"] = {"type": "class", "key": "label", "num_classes": 2, "inject": "time_embedding"}
@@ -218,6 +147,7 @@ def test_a_controlnet_over_an_ldm_whose_condition_enters_the_time_embedding(chai
     assert not (tmp_path / "bad").exists() and not (tmp_path / "none").exists()
 
 
+@pytest.mark.e2e
 def test_generate_with_a_folder_of_controls(chain, tmp_path):
     import scripts.generate as generate
 
@@ -233,6 +163,7 @@ def test_generate_with_a_folder_of_controls(chain, tmp_path):
     assert (tmp_path / "gen" / "grid.png").is_file()
 
 
+@pytest.mark.e2e
 def test_random_latent_samples_are_finite_and_in_the_training_range(chain, tmp_path):
     import scripts.vae_sample as vae_sample
 
@@ -246,6 +177,7 @@ def test_random_latent_samples_are_finite_and_in_the_training_range(chain, tmp_p
     assert (tmp_path / "s" / "grid.png").is_file()
 
 
+@pytest.mark.e2e
 def test_bad_control_folders_are_one_sentence(chain, tmp_path, capsys):
     import scripts.generate as generate
 

@@ -9,10 +9,13 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
 from tests.conftest import ROOT, run_folder, run_trainer, write_config
+
+pytestmark = pytest.mark.e2e  # every test here runs the trainer
 
 
 def test_repeated_sigkill_then_resume_ends_with_the_uninterrupted_weights(tiny_config, tmp_path):

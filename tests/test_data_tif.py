@@ -302,6 +302,7 @@ def test_cached_items_cannot_be_corrupted_by_callers(patients):
 # ---------------------------------------------------------------------------------------------- through the trainer
 
 
+@pytest.mark.e2e
 def test_trainer_trains_on_a_split_tif_pair_folder(tiny_config, tmp_path):
     from conftest import run_folder, run_trainer
 

@@ -15,6 +15,8 @@ from safetensors.torch import load_file
 
 from tests.conftest import ROOT, read_scalars, run_folder, run_trainer, write_config
 
+pytestmark = pytest.mark.e2e  # every test here runs the trainer
+
 
 def torchrun(config_path: str, *overrides: str, timeout: float = 240) -> subprocess.CompletedProcess:
     """trainer.py under torchrun with two CPU processes. A run past `timeout` fails the test with every
@@ -87,7 +89,7 @@ def test_two_processes_match_one_process_with_double_batch(tiny_config, tmp_path
 
 
 def test_vae_with_discriminator_two_processes_match_one_and_resume(tmp_path):
-    from tests.test_vae_model import TINY_VAE
+    from tests.helpers import TINY_VAE
 
     config = copy.deepcopy(TINY_VAE)
     config["path"]["root"] = str(tmp_path / "experiments")

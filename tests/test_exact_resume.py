@@ -9,6 +9,7 @@ import os
 import random
 
 import numpy as np
+import pytest
 import tifffile
 import torch
 from safetensors.torch import load_file
@@ -87,6 +88,7 @@ def assert_resumes_to(reference, config, tmp_path, *checkpoints) -> None:
             torch.testing.assert_close(value, reference[key], rtol=0, atol=1e-6)
 
 
+@pytest.mark.e2e
 def test_resume_mid_epoch_with_noise_from_every_generator(tiny_config, tmp_path, monkeypatch):
     monkeypatch.setattr(Denoise_model, "optimize_parameters", noisy_optimize_parameters)
     # 64 samples / 8 = 8 batches an epoch: checkpoint-3 is mid-epoch, and the run crosses an epoch.
@@ -114,6 +116,7 @@ def balanced_manifest(folder) -> str:
     return str(folder / "manifest.csv")
 
 
+@pytest.mark.e2e
 def test_resume_with_sample_weights_replays_the_sampler(tiny_config, tmp_path, monkeypatch):
     """The sampler of `sample_weights()` has its own generator, outside the checkpoint: it must be seeded
     per epoch, or a run resumed in epoch 1 draws epoch 0's indices again."""

@@ -10,6 +10,8 @@ from safetensors.torch import load_file
 
 from tests.conftest import read_scalars, run_folder, run_trainer
 
+pytestmark = pytest.mark.e2e  # every test here runs the trainer
+
 
 def final_weights(config):
     return load_file(os.path.join(run_folder(config), "final", "net_g", "model.safetensors"))

@@ -15,14 +15,14 @@ import pytest
 from PIL import Image
 
 from tests.conftest import ROOT, TINY_DENOISE, run_folder, run_trainer, write_config
-from tests.test_ldm_model import TINY_LDM
-from tests.test_vae_model import TINY_VAE
+from tests.helpers import TINY_LDM, TINY_VAE
 
 
 def _png(path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255.0
 
 
+@pytest.mark.e2e
 def test_a_run_into_a_file_talks_at_start_prints_plain_lines_and_keeps_one_tensorboard_run(tmp_path):
     config = copy.deepcopy(TINY_DENOISE)
     config["path"]["root"] = str(tmp_path / "experiments")
@@ -120,6 +120,7 @@ def test_progress_on_a_terminal_gives_log_lines_their_own_line(monkeypatch):
     assert "]Saved" not in text and "\nSaved checkpoint-1\n" in text.replace("\r", "\n")
 
 
+@pytest.mark.e2e
 def test_test_results_go_beside_the_weights_in_a_new_folder_each_time(tmp_path, capsys):
     config = copy.deepcopy(TINY_DENOISE)
     config["path"]["root"] = str(tmp_path / "experiments")
@@ -154,6 +155,7 @@ def test_test_results_go_beside_the_weights_in_a_new_folder_each_time(tmp_path, 
     assert sorted(os.listdir(os.path.dirname(run))) == ["run"]
 
 
+@pytest.mark.e2e
 def test_stage2_chains_to_the_newest_finished_stage1_run_and_the_report_shows_both(tmp_path, caplog):
     root = tmp_path / "experiments"
     for key in ("older", "newer"):
@@ -190,14 +192,6 @@ def test_stage2_chains_to_the_newest_finished_stage1_run_and_the_report_shows_bo
     assert "http" not in page  # opens offline
 
 
-def test_latest_without_a_finished_run_names_the_folder(tmp_path):
-    from models.ldm.frozen_vae import vae_folder
-    from utils.errors import ConfigError
-
-    with pytest.raises(ConfigError, match=r"'.*nothing' holds no finished stage-1 run"):
-        vae_folder(str(tmp_path / "nothing" / "latest" / "final" / "net_g"))
-
-
 def test_comparison_grid_is_large_labelled_and_shows_the_difference_in_colour():
     from utils.images.comparison import MIN_PANEL, comparison_grid
 
@@ -214,15 +208,3 @@ def test_comparison_grid_is_large_labelled_and_shows_the_difference_in_colour():
     assert colourful[:, : grid.shape[1] // 3].mean() < 0.01
     logged = comparison_grid(x, x, log_scale=True)
     assert not np.allclose(logged, comparison_grid(x, x))  # the halo shows on a log scale
-
-
-def test_unknown_model_type_lists_only_models():
-    from models import find_model_class
-    from utils.errors import PluginError
-
-    with pytest.raises(PluginError) as error:
-        find_model_class("VAE_modle")
-    message = str(error.value)
-    assert "Did you mean 'VAE_model'?" in message
-    assert "Denoise_model" in message and "LDM_model" in message
-    assert "BaseModel" not in message and "TrainingState" not in message

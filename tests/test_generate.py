@@ -8,19 +8,9 @@ import numpy as np
 import pytest
 import tifffile
 
-import scripts.generate as generate
-from tests.conftest import run_folder, run_trainer
-from tests.test_ldm_model import ldm_config, stage1  # noqa: F401 (stage1 is a fixture)
+from tests.helpers.scripts import run_generate, tiny_ldm_run
 
-
-def tiny_run(tmp_path, vae, name, condition, train=None, **changes):
-    config = ldm_config(tmp_path, vae, name=name, condition=condition, **changes)
-    if condition["type"] == "none":
-        config["network"] = {**config["network"], "with_conditioning": False}
-    config["train"].update({"max_train_steps": 2, "validation_steps": 2, **(train or {})})
-    config["val"]["num_samples"] = 0
-    assert run_trainer(config, tmp_path, name=f"{name}.yml") == 0
-    return os.path.join(run_folder(config), "final")
+pytestmark = pytest.mark.e2e  # every test here runs the trainer
 
 
 def write_tifs(folder, values, seed):
@@ -40,14 +30,7 @@ def tif_data(tmp_path_factory):
     return root
 
 
-def run(*args) -> int:
-    try:
-        return generate.main([str(a) for a in args])
-    except SystemExit as exit:  # an argument error, as argparse ends it
-        return exit.code
-
-
-def test_image_conditioned_outputs_are_in_the_data_range(stage1, tif_data, tmp_path):  # noqa: F811
+def test_image_conditioned_outputs_are_in_the_data_range(stage1, tif_data, tmp_path):
     block = {
         "type": "TIFPairDataset",
         "gt_dir": str(tif_data / "gt"),
@@ -56,10 +39,10 @@ def test_image_conditioned_outputs_are_in_the_data_range(stage1, tif_data, tmp_p
         "value_range": [0.0, 1000.0],
     }
     datasets = {"train": dict(block), "val": dict(block)}
-    final = tiny_run(tmp_path, stage1, "img", {"type": "image"}, datasets=datasets)
+    final = tiny_ldm_run(tmp_path, stage1, "img", {"type": "image"}, datasets=datasets)
     common = ["--run", final, "--conditions", tif_data / "cond", "--steps", 2, "--seed", 1]
-    assert run(*common, "--out", tmp_path / "data_range") == 0
-    assert run(*common, "--out", tmp_path / "normalized", "--normalized") == 0
+    assert run_generate(*common, "--out", tmp_path / "data_range") == 0
+    assert run_generate(*common, "--out", tmp_path / "normalized", "--normalized") == 0
     for i in range(16):
         normalized = tifffile.imread(tmp_path / "normalized" / f"im{i}.tif")
         physical = tifffile.imread(tmp_path / "data_range" / f"im{i}.tif")
@@ -70,41 +53,51 @@ def test_image_conditioned_outputs_are_in_the_data_range(stage1, tif_data, tmp_p
         "scale": 1000.0,
         "varies": False,
     }
-    assert run("--run", final, "--out", tmp_path / "x", "--labels", "1") == 2  # not a class run
+    assert run_generate("--run", final, "--out", tmp_path / "x", "--labels", "1") == 2  # not a class run
 
 
-def test_unconditional_num_samples_and_mean_intensity(stage1, tif_data, tmp_path, capsys):  # noqa: F811
+def test_unconditional_num_samples_and_mean_intensity(stage1, tif_data, tmp_path, capsys):
     block = {"type": "TIFFolderDataset", "dir": str(tif_data / "gt"), "normalize": "minmax"}
-    final = tiny_run(
+    final = tiny_ldm_run(
         tmp_path, stage1, "unc", {"type": "none"}, datasets={"train": dict(block), "val": dict(block)}
     )
     intensity = json.load(open(os.path.join(final, "ldm.json")))["intensity"]
     # per-image minmax: the stored stats are the mean over the targets (shift = min, scale = max - min)
     lows = [tifffile.imread(tif_data / "gt" / f"im{i}.tif").min() for i in range(16)]
     assert intensity["varies"] and intensity["shift"] == pytest.approx(np.mean(lows), rel=1e-6)
-    assert run("--run", final, "--out", tmp_path / "u", "--num-samples", 3, "--steps", 2) == 0
+    assert run_generate("--run", final, "--out", tmp_path / "u", "--num-samples", 3, "--steps", 2) == 0
     assert sorted(os.listdir(tmp_path / "u")) == [
         "grid.png",
         "sample_0000.tif",
         "sample_0001.tif",
         "sample_0002.tif",
     ]
-    assert run("--run", final, "--out", tmp_path / "n", "--num-samples", 3, "--steps", 2, "--normalized") == 0
+    assert (
+        run_generate(
+            "--run", final, "--out", tmp_path / "n", "--num-samples", 3, "--steps", 2, "--normalized"
+        )
+        == 0
+    )
     a, b = (tifffile.imread(tmp_path / d / "sample_0001.tif") for d in ("u", "n"))
     np.testing.assert_allclose(a, b * intensity["scale"] + intensity["shift"], rtol=1e-5)
     capsys.readouterr()
-    assert run("--run", final, "--out", tmp_path / "v", "--vector", "1,2") == 2
+    assert run_generate("--run", final, "--out", tmp_path / "v", "--vector", "1,2") == 2
     assert capsys.readouterr().err.count("\n") == 1
 
 
-def test_labels_and_one_sentence_errors(stage1, tmp_path, capsys):  # noqa: F811
+def test_labels_and_one_sentence_errors(stage1, tmp_path, capsys):
     best = {"best_metric": "val_loss", "best_mode": "min", "validation_steps": 1}
-    final = tiny_run(tmp_path, stage1, "cls", {"type": "class", "key": "x", "num_classes": 64}, train=best)
+    final = tiny_ldm_run(
+        tmp_path, stage1, "cls", {"type": "class", "key": "x", "num_classes": 64}, train=best
+    )
     # best/ holds what generation needs, like final/
     best_folder = os.path.join(os.path.dirname(final), "best")
-    assert run("--run", best_folder, "--out", tmp_path / "b", "--labels", "1", "--steps", 2) == 0
+    assert run_generate("--run", best_folder, "--out", tmp_path / "b", "--labels", "1", "--steps", 2) == 0
     assert (
-        run("--run", final, "--out", tmp_path / "c", "--labels", "3", "7,3", "--steps", 2, "--seed", 5) == 0
+        run_generate(
+            "--run", final, "--out", tmp_path / "c", "--labels", "3", "7,3", "--steps", 2, "--seed", 5
+        )
+        == 0
     )
     names = sorted(os.listdir(tmp_path / "c"))
     assert names == ["class3_0000.tif", "class3_0002.tif", "class7_0001.tif", "grid.png"]
@@ -118,41 +111,8 @@ def test_labels_and_one_sentence_errors(stage1, tmp_path, capsys):  # noqa: F811
         (["--labels", "a"], "--labels takes whole numbers"),
         (["--num-samples", "2"], "--num-samples is for unconditional runs"),
     ):
-        assert run("--run", final, "--out", tmp_path / "e", *args) == 2
+        assert run_generate("--run", final, "--out", tmp_path / "e", *args) == 2
         err = capsys.readouterr().err
         assert expected in err and err.count("\n") == 1 and "Traceback" not in err, err
-    assert run("--run", tmp_path, "--out", tmp_path / "e") == 2
+    assert run_generate("--run", tmp_path, "--out", tmp_path / "e") == 2
     assert "ldm.json" in capsys.readouterr().err
-
-
-def test_bad_arguments_vectors_and_conditions_are_one_sentence(stage1, tmp_path, capsys):  # noqa: F811
-    vector_run = tiny_run(tmp_path, stage1, "vec", {"type": "vector", "key": "x"})
-    image_run = tiny_run(tmp_path, stage1, "img", {"type": "image"})
-    (tmp_path / "bad.json").write_text("[1, 2")
-    (tmp_path / "words.json").write_text('[["a"]]')
-    odd = tmp_path / "odd"
-    odd.mkdir()
-    tifffile.imwrite(odd / "c.tif", np.random.rand(13, 21).astype(np.float32))
-    (tmp_path / "out_file").write_text("not a folder")
-    hashes = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
-    vec, img = ["--run", vector_run], ["--run", image_run]
-    for args, expected in (
-        ([*vec, "--vector", "a,b"], "--vector 'a,b' has 'a', which is not a number"),
-        ([*vec, "--vector", "nan"], "--vector 'nan' has 'nan'; every number must be finite"),
-        ([*vec, "--vectors", tmp_path / "bad.json"], "bad.json' is not valid JSON (line 1, column 6"),
-        ([*vec, "--vectors", tmp_path / "words.json"], "words.json' (row 1) has 'a', which is not a number"),
-        ([*vec, "--vectors", tmp_path / "none.json"], "none.json' is not a file"),
-        ([*vec, "--vector", "1", "--steps", "0"], "argument --steps: '0' must be at least 1"),
-        ([*vec, "--vector", "1", "--guidance", "nan"], "argument --guidance: 'nan' must be a finite number"),
-        ([*vec, "--vector", "1", "--batch-size", "0"], "argument --batch-size: '0' must be at least 1"),
-        ([*vec, "--vector", "1", "--device", "cpuu"], "argument --device: 'cpuu' is not a device"),
-        ([*vec, "--vector", "1", "--seed", "-1"], "argument --seed: '-1' must be at least 0"),
-        ([*img, "--conditions", odd], "The condition 'c' is 13x21, but this run's VAE gives back 12x20"),
-    ):
-        assert run(*args, "--out", tmp_path / "e") == 2
-        err = capsys.readouterr().err
-        assert expected in err and err.count("\n") == 1 and "Traceback" not in err, err
-    assert run(*vec, "--vector", "1", "--out", tmp_path / "out_file") == 2
-    assert "--out '" + str(tmp_path / "out_file") + "' is a file" in capsys.readouterr().err
-    assert not (tmp_path / "e").exists()
-    assert all(p.read_bytes() == content for p, content in hashes.items())

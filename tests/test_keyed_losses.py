@@ -45,22 +45,6 @@ def test_each_term_reads_its_key_and_target_and_is_weighted():
     assert values["all"].item() == pytest.approx(float(expected), rel=1e-5)
 
 
-@pytest.mark.parametrize(
-    "terms, message",
-    [
-        ([{"type": "MSEE", "key": "rgb", "target": "image"}], "did you mean 'MSE'"),
-        ([{"type": "MSE", "key": "rgb"}], "needs 'target'"),
-        ([{"type": "MSE", "key": "rgb", "target": "image", "wieght": 1}], "did you mean 'weight'"),
-        ([{"type": "MSE", "key": "rgb", "target": "image", "weight": -1}], "give a number >= 0"),
-        ([{"type": "KLD"}, {"type": "KLD"}], "repeats the term KLD"),
-        ([], "must be a list of loss terms"),
-    ],
-)
-def test_a_bad_term_is_one_sentence_naming_it(terms, message):
-    with pytest.raises(ConfigError, match=message):
-        KeyedLoss(terms)
-
-
 def test_segmentation_scores_per_class_and_accuracy():
     target = torch.zeros(2, 4, 4, dtype=torch.long)
     target[0, :2] = 1

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import run_folder, run_trainer
-from tests.test_vae_model import TINY_VAE
+from tests.helpers import TINY_VAE
 from utils.errors import ConfigError
 
 VAL_SIZE = 16
@@ -37,6 +37,7 @@ def tensorboard_images(run_dir: str) -> dict[str, list[int]]:
     return {tag: sorted(s) for tag, s in steps.items()}
 
 
+@pytest.mark.e2e
 def test_the_map_is_logged_at_multiples_of_every_and_the_projector_reads_the_latents(map_config, tmp_path):
     assert run_trainer(map_config, tmp_path) == 0
     run = run_folder(map_config)

@@ -21,6 +21,8 @@ from PIL import Image
 from scripts.analyze_latents import main as analyze
 from utils.latent_maps.static_figure import MARKER_ALPHA, PALETTE
 
+pytestmark = pytest.mark.e2e  # the analysis script end to end, on a VAE trained for the module
+
 SIZE = 32
 PER_GROUP = 12
 NETWORK = {

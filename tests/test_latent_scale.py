@@ -8,8 +8,9 @@ import os
 import pytest
 
 from tests.conftest import read_scalars, run_folder, run_trainer
-from tests.test_ldm_model import ldm_config
-from tests.test_vae_model import TINY_VAE
+from tests.helpers import TINY_VAE, ldm_config
+
+pytestmark = pytest.mark.e2e  # every test here runs the trainer
 
 
 def vae_run(tmp_path, **train):

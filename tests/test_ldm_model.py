@@ -14,67 +14,9 @@ import torch
 from safetensors.torch import load_file
 
 from tests.conftest import ROOT, read_scalars, run_folder, run_trainer
-from tests.test_vae_model import TINY_VAE
+from tests.helpers import ldm_config
 
-TINY_LDM = {
-    "name": "ldm",
-    "model_type": "LDM_model",
-    "report_to": "tensorboard",
-    "seed": 5,
-    "experiment_key": "run",
-    "datasets": copy.deepcopy(TINY_VAE["datasets"]),
-    "vae": {"pretrained": None},
-    "condition": {"type": "image"},
-    "network": {
-        "type": "DiffusionUNet",
-        "in_channels": 2,
-        "out_channels": 2,
-        "channels": [16, 32],
-        "attention_levels": [False, True],
-        "num_head_channels": [0, 16],
-        "num_res_blocks": 1,
-        "cross_attention_dim": 32,
-        "norm_num_groups": 8,
-    },
-    "diffusion": {"num_train_timesteps": 100, "beta_schedule": "cosine"},
-    "path": {"root": None},
-    "train": {
-        "optim": {"learning_rate": 2e-3},
-        "batch_size": 8,
-        "max_train_steps": 40,
-        "validation_steps": 20,
-        "checkpointing_steps": 1000,
-        "cond_drop_prob": 0.1,
-        "snr_gamma": 5.0,
-    },
-    "val": {
-        "batch_size": 8,
-        "sampler": "ddim",
-        "num_inference_steps": 4,
-        "guidance_scale": 2.0,
-        "num_samples": 4,
-        "metrics": {"psnr": {"data_range": 1.0}},
-    },
-}
-
-
-@pytest.fixture(scope="module")
-def stage1(tmp_path_factory):
-    """A tiny VAE run whose final/net_g stage 2 loads (trained once for the module)."""
-    tmp = tmp_path_factory.mktemp("stage1")
-    config = copy.deepcopy(TINY_VAE)
-    config["path"]["root"] = str(tmp / "experiments")
-    config["train"].update(max_train_steps=20, validation_steps=20, checkpointing_steps=1000)
-    assert run_trainer(config, tmp) == 0
-    return os.path.join(run_folder(config), "final", "net_g")
-
-
-def ldm_config(tmp_path, vae_folder, **changes):
-    config = copy.deepcopy(TINY_LDM)
-    config["path"]["root"] = str(tmp_path / "experiments")
-    config["vae"]["pretrained"] = vae_folder
-    config.update(changes)
-    return config
+pytestmark = pytest.mark.e2e  # every test here runs the trainer
 
 
 def test_stage2_loss_falls_uses_the_stored_scale_factor_and_saves_what_generation_needs(stage1, tmp_path):
@@ -242,19 +184,6 @@ def test_a_vector_injected_into_the_time_embedding_trains_saves_and_generates(st
     assert generate.main(["--run", final, "--vector", "3", "--out", str(out), "--steps", "2"]) == 0
     (written,) = [f for f in os.listdir(out) if f.endswith(".tif")]
     assert np.isfinite(tifffile.imread(out / written)).all()
-
-
-def test_condition_features_and_indices_are_refused_together(stage1, tmp_path, capsys):
-    condition = {"type": "vector", "key": "x", "indices": [0], "features": ["v0"]}
-    assert run_trainer(ldm_config(tmp_path, stage1, condition=condition), tmp_path) == 2
-    assert "'condition.features' and 'condition.indices' both pick" in capsys.readouterr().err
-    assert not os.path.exists(tmp_path / "experiments")
-
-
-def test_an_image_condition_cannot_be_injected_into_the_time_embedding(stage1, tmp_path, capsys):
-    config = ldm_config(tmp_path, stage1, condition={"type": "image", "inject": "both"})
-    assert run_trainer(config, tmp_path) == 2
-    assert "'condition.inject: both' needs a global condition" in capsys.readouterr().err
 
 
 def test_a_monai_checkpoint_gets_its_scale_factor_measured_and_saved(tmp_path):

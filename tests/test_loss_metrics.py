@@ -24,20 +24,6 @@ def test_seed_separator_and_default_weight():
     assert Loss.parse("2e-1*huber") == [("Huber", 0.2)]
 
 
-@pytest.mark.parametrize(
-    "spec, message",
-    [
-        ("1*MSE+0.1*LPIPS", r"unknown loss 'LPIPS'.*known: MSE, L1"),
-        ("1*MSE+", "not of the form"),
-        ("__import__('os')", "not of the form"),
-        ("MSE+MSE", "twice"),
-    ],
-)
-def test_bad_loss_strings(spec, message):
-    with pytest.raises(ConfigError, match=message):
-        Loss(spec)
-
-
 def test_charbonnier_bce_ssim_terms():
     x = torch.rand(2, 1, 16, 16)
     out = Loss("Charbonnier+SSIM+BCE")(x, x)

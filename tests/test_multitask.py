@@ -8,67 +8,9 @@ import torch
 from safetensors.torch import load_file
 
 from tests.conftest import read_scalars, run_folder, run_trainer
+from tests.helpers import multitask_config
 
-TINY_MULTITASK = {
-    "name": "multitask",
-    "model_type": "MultiTask_model",
-    "report_to": "tensorboard",
-    "seed": 11,
-    "experiment_key": "run",
-    "datasets": {
-        "train": {
-            "type": "SyntheticMasksDataset",
-            "size": 512,
-            "image_size": 16,
-            "num_kinds": 2,
-            "max_shapes": 1,
-        },
-        "val": {
-            "type": "SyntheticMasksDataset",
-            "size": 64,
-            "image_size": 16,
-            "num_kinds": 2,
-            "max_shapes": 1,
-        },
-    },
-    "network": {
-        "type": "MultiTaskAutoencoder",
-        "in_channels": 1,
-        "latent_channels": 4,
-        "base_channels": 8,
-        "downsampling_steps": 1,
-        "variational": False,
-        "norm_num_groups": 4,
-        "sample_size": 16,
-        "heads": [
-            {"type": "RGBHead", "name": "rgb", "out_channels": 1},
-            {"type": "SegmentationHead", "name": "segmentation", "num_classes": 3},
-            {"type": "ClassificationHead", "name": "class", "num_classes": 2, "hidden_channels": 16},
-        ],
-    },
-    "path": {"root": None},
-    "train": {
-        "optim": {"learning_rate": 2e-3},
-        "batch_size": 16,
-        "max_train_steps": 240,
-        "validation_steps": 40,
-        "checkpointing_steps": 1000,
-        "losses": [
-            {"type": "MSE", "key": "rgb", "target": "image", "weight": 1.0},
-            {"type": "CrossEntropy", "key": "segmentation", "target": "mask", "weight": 0.5},
-            {"type": "CrossEntropy", "key": "class", "target": "label", "weight": 0.5},
-            {"type": "LatentStandardization", "weight": 0.01},
-        ],
-    },
-    "val": {"gt_key": "image", "batch_size": 64, "metrics": {"psnr": {"data_range": 1.0}}},
-}
-
-
-def multitask_config(tmp_path, **network):
-    config = copy.deepcopy(TINY_MULTITASK)
-    config["path"]["root"] = str(tmp_path / "experiments")
-    config["network"].update(network)
-    return config
+pytestmark = pytest.mark.e2e  # every test here runs the trainer
 
 
 def trivial_baselines(val_block):
@@ -136,11 +78,3 @@ def test_deterministic_and_variational_save_reload_and_resume(tmp_path, variatio
     again = load_file(os.path.join(run_folder(resumed), "final", "net_g", "model.safetensors"))
     for key, value in reference.items():
         torch.testing.assert_close(again[key], value, rtol=1e-5, atol=1e-6)
-
-
-def test_a_loss_term_on_a_missing_head_is_one_clear_sentence(tmp_path, capsys):
-    config = multitask_config(tmp_path)
-    config["train"]["losses"] = [{"type": "CrossEntropy", "key": "segmentaton", "target": "mask"}]
-    assert run_trainer(config, tmp_path) == 2
-    error = capsys.readouterr().err
-    assert "'train.losses[0].key' is 'segmentaton'" in error and "did you mean 'segmentation'" in error

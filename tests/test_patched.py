@@ -4,10 +4,11 @@ import copy
 import os
 
 import numpy as np
+import pytest
 import torch
 
 from tests.conftest import read_scalars, run_folder, run_trainer
-from tests.test_vae_model import TINY_VAE
+from tests.helpers import TINY_LDM, TINY_VAE
 from utils.images.patches import random_windows, sliding_window
 
 
@@ -31,6 +32,7 @@ def border_and_interior_error(error: np.ndarray, size: int, stride: int) -> tupl
     return float(error[..., mask].mean()), float(error[..., ~mask].mean())
 
 
+@pytest.mark.e2e
 def test_vae_trains_on_patches_and_reconstructs_whole_images_without_seams(tmp_path):
     config = copy.deepcopy(TINY_VAE)
     config["path"]["root"] = str(tmp_path / "experiments")
@@ -74,9 +76,8 @@ def test_sliding_window_denoiser_matches_a_whole_pass_for_a_pointwise_network():
     torch.testing.assert_close(windows, whole, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.e2e
 def test_ldm_trains_on_windows_and_samples_whole_images(tmp_path):
-    from tests.test_ldm_model import TINY_LDM
-
     vae = copy.deepcopy(TINY_VAE)
     vae["path"]["root"] = str(tmp_path / "experiments")
     vae["train"].update(max_train_steps=2, validation_steps=2, checkpointing_steps=1000)

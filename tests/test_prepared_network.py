@@ -1,3 +1,4 @@
+import pytest
 import torch
 from torch import nn
 
@@ -33,6 +34,7 @@ def test_calls_and_arch_methods_route_through_the_prepared_module():
     assert prepared.calls == ["__call__", "forward"]
 
 
+@pytest.mark.e2e
 def test_mixed_precision_bf16_run_keeps_fp32_weights(tiny_config, tmp_path):
     from safetensors.torch import load_file
 

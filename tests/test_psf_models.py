@@ -150,6 +150,7 @@ def test_psf_model_builds_net_g_only_when_its_own_training_step_is_used(psf_conf
     assert own.models == [] and not hasattr(own, "net_g")
 
 
+@pytest.mark.e2e
 def test_mismatched_network_and_misspelled_keys_are_one_sentence(psf_config, tmp_path, capsys):
     psf_config["network"]["kernel_size"] = 16
     assert run_trainer(psf_config, tmp_path) == 2
@@ -236,6 +237,7 @@ def test_psf_emb_encoder_sees_the_real_psf_and_its_losses_are_right(psf_config, 
 # ------------------------------------------------------------------ training through the trainer
 
 
+@pytest.mark.e2e
 def test_psf_model_trains_logs_every_term_and_resumes_exactly(psf_config, tmp_path):
     assert run_trainer(psf_config, tmp_path) == 0
     run = run_folder(psf_config)
@@ -260,6 +262,7 @@ def test_psf_model_trains_logs_every_term_and_resumes_exactly(psf_config, tmp_pa
     assert got["val_psnr"][60] == pytest.approx(scalars["val_psnr"][60], rel=1e-5)
 
 
+@pytest.mark.e2e
 def test_psf_emb_model_trains_and_densifies(psf_config, tmp_path):
     config = emb_config(psf_config)
     config["train"].update(max_train_steps=80, validation_steps=40, checkpointing_steps=80)

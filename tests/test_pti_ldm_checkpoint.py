@@ -11,7 +11,7 @@ from models.archs.condition_projector_arch import ConditionProjector_arch, Condi
 from models.archs.diffusion_unet_arch import DiffusionUNet_arch, DiffusionUNet_config
 from models.ldm.pti_checkpoint import load_pti_ldm_checkpoint
 from tests.conftest import run_folder, run_trainer
-from tests.test_ldm_model import TINY_LDM, ldm_config, stage1  # noqa: F401 (stage1 is a fixture)
+from tests.helpers import TINY_LDM, ldm_config
 from utils.errors import ConfigError, DataError
 
 UNET = {k: v for k, v in TINY_LDM["network"].items() if k != "type"}
@@ -77,7 +77,8 @@ def test_what_does_not_fit_is_named(tmp_path):
         load_pti_ldm_checkpoint(str(path), DiffusionUNet_arch(DiffusionUNet_config(**UNET)))
 
 
-def test_stage2_continues_from_a_pti_checkpoint(stage1, tmp_path):  # noqa: F811
+@pytest.mark.e2e
+def test_stage2_continues_from_a_pti_checkpoint(stage1, tmp_path):
     reference_unet, reference_projector, path = pti_stage2(tmp_path)
     config = ldm_config(tmp_path, stage1, condition={"type": "image", "position_embedding": False})
     config["network"] = {**config["network"], "backend": "monai"}

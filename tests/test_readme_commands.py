@@ -32,6 +32,8 @@ import yaml
 
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.e2e  # every test here runs the trainer
+
 COMMAND_WORDS = {
     "python", "python3", "accelerate", "torchrun", "tensorboard", "hf", "huggingface-cli", "make", "pip",
     "source", "comet", "srun", "sbatch", "bash",

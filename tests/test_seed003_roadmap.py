@@ -16,10 +16,13 @@ import shutil
 import subprocess
 import sys
 
+import pytest
 import yaml
 from safetensors.torch import load_file
 
 from tests.conftest import ROOT, read_scalars
+
+pytestmark = pytest.mark.e2e  # every test here runs the trainer
 
 YOUR_VAE_MODEL = '''
 import torch

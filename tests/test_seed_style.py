@@ -13,6 +13,8 @@ from models.base_model import BaseModel
 from models.example.Denoise_model import Denoise_model
 from tests.conftest import run_folder, run_trainer
 
+pytestmark = pytest.mark.e2e  # every test here runs the trainer
+
 
 def seed_style_init(self, opt, logger):
     BaseModel.__init__(self, opt, logger)

@@ -19,6 +19,7 @@ def test_shipped_config_validates(path):
     assert opt.train.max_train_steps or opt.train.num_train_epochs
 
 
+@pytest.mark.e2e
 def test_main_job_runs_a_few_steps(tmp_path):
     """`make train`'s experiment, shortened: PSFs ray-traced on the fly into a KL autoencoder."""
     import trainer

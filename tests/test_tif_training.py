@@ -6,8 +6,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT, read_scalars, run_folder, run_trainer
-from tests.test_vae_model import TINY_VAE
+from tests.helpers import TINY_VAE
+
+pytestmark = pytest.mark.e2e  # every test here runs the trainer
 
 
 def test_tif_folder_vae_run_writes_and_reuses_its_split(tmp_path):

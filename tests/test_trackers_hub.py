@@ -10,6 +10,9 @@ import pytest
 import torch
 
 from tests.conftest import run_folder, run_trainer
+from tests.helpers.scripts import fake_hub
+
+pytestmark = pytest.mark.e2e  # every test here runs the trainer
 
 
 def test_comet_ml_without_key_writes_an_offline_archive(tiny_config, tmp_path, monkeypatch, caplog):
@@ -105,26 +108,6 @@ def test_comet_ml_offline_makes_no_network_attempt_and_archives_the_images(
     assert len(pngs) >= 1 and "val_input_pred_target_3" in messages
 
 
-def _fake_hub(monkeypatch, tmp_path, fail_with=None):
-    from huggingface_hub import HfApi
-
-    calls = []
-
-    def fake_create_repo(self, repo_id, private=False, exist_ok=False, **kwargs):
-        calls.append(("create", repo_id, private))
-        if fail_with is not None:
-            raise fail_with
-
-    def fake_upload_folder(self, folder_path, repo_id, commit_message=None, **kwargs):
-        shutil.copytree(folder_path, tmp_path / "uploaded")
-        calls.append(("upload", repo_id, commit_message))
-        return "https://example.invalid/commit/1"
-
-    monkeypatch.setattr(HfApi, "create_repo", fake_create_repo)
-    monkeypatch.setattr(HfApi, "upload_folder", fake_upload_folder)
-    return calls
-
-
 def test_a_failed_push_leaves_the_work_in_final_and_prints_the_command_to_push_later(
     tiny_config, tmp_path, monkeypatch, capsys, caplog
 ):
@@ -132,7 +115,7 @@ def test_a_failed_push_leaves_the_work_in_final_and_prints_the_command_to_push_l
 
     from scripts import push_to_hub
 
-    _fake_hub(monkeypatch, tmp_path, fail_with=requests.ConnectionError("Failed to resolve 'huggingface.co'"))
+    fake_hub(monkeypatch, tmp_path, fail_with=requests.ConnectionError("Failed to resolve 'huggingface.co'"))
     monkeypatch.setenv("HF_TOKEN", "hf_secret_token_value")
     tiny_config.update(push_to_hub=True, hub_model_id="someone/tiny-denoiser")
     tiny_config["train"].update(max_train_steps=2, checkpointing_steps=2, validation_steps=2)
@@ -147,24 +130,8 @@ def test_a_failed_push_leaves_the_work_in_final_and_prints_the_command_to_push_l
     assert os.path.isfile(os.path.join(final, "net_g", "model.safetensors"))
 
     # Later, with the network back, the printed command pushes that folder.
-    calls = _fake_hub(monkeypatch, tmp_path)
+    calls = fake_hub(monkeypatch, tmp_path)
     assert push_to_hub.main(["--run", final, "--repo", "someone/tiny-denoiser"]) == 0
     assert [c[0] for c in calls] == ["create", "upload"] and calls[0][2] is True
     assert (tmp_path / "uploaded" / "net_g" / "model.safetensors").is_file()
     assert "val_psnr" in (tmp_path / "uploaded" / "README.md").read_text()
-
-
-def test_push_script_failures_are_one_sentence(tmp_path, monkeypatch, capsys):
-    from scripts import push_to_hub
-
-    assert push_to_hub.main(["--run", str(tmp_path), "--repo", "someone/x"]) == 2
-    assert "is not a run's final/ folder" in capsys.readouterr().err
-    (tmp_path / "net_g").mkdir()
-    (tmp_path / "net_g" / "model.safetensors").write_bytes(b"x")
-    assert push_to_hub.main(["--run", str(tmp_path), "--repo", "no-slash"]) == 2
-    assert "must have the form user/name" in capsys.readouterr().err
-    refused = PermissionError("401 Client Error: Unauthorized (token hf_abcdefghijkl)")
-    _fake_hub(monkeypatch, tmp_path, fail_with=refused)
-    assert push_to_hub.main(["--run", str(tmp_path), "--repo", "someone/x"]) == 2
-    err = capsys.readouterr().err
-    assert "401 Client Error" in err and "hf_abcdefghijkl" not in err and "Traceback" not in err

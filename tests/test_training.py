@@ -11,6 +11,8 @@ from safetensors.torch import load_file
 
 from tests.conftest import read_scalars, run_folder, run_trainer
 
+pytestmark = pytest.mark.e2e  # every test here runs the trainer
+
 
 def final_weights(config):
     return load_file(os.path.join(run_folder(config), "final", "net_g", "model.safetensors"))
@@ -111,19 +113,6 @@ def test_resume_mid_epoch_gives_the_same_losses_and_weights(tiny_config, tmp_pat
     assert got["val_psnr"][10] == pytest.approx(ref["val_psnr"][10], rel=1e-6)
     for key, value in final_weights(reference).items():
         torch.testing.assert_close(final_weights(resumed)[key], value, rtol=1e-6, atol=1e-7)
-
-
-def test_existing_run_folder_is_refused_and_left_intact(tiny_config, tmp_path, capsys):
-    tiny_config["train"].update(max_train_steps=2, checkpointing_steps=2, validation_steps=2)
-    assert run_trainer(tiny_config, tmp_path) == 0
-    run = run_folder(tiny_config)
-    before = {f: os.path.getmtime(os.path.join(dp, f)) for dp, _, fs in os.walk(run) for f in fs}
-    capsys.readouterr()
-    assert run_trainer(tiny_config, tmp_path) == 2
-    err = capsys.readouterr().err
-    assert "already holds a run" in err and "resume_from_checkpoint" in err and "Traceback" not in err
-    after = {f: os.path.getmtime(os.path.join(dp, f)) for dp, _, fs in os.walk(run) for f in fs}
-    assert after == before
 
 
 def test_gradient_accumulation_equals_the_large_batch(tiny_config, tmp_path):

@@ -74,11 +74,6 @@ def test_bce_focal_by_hand():
     )
 
 
-def test_unknown_recon_type_suggests_the_nearest():
-    with pytest.raises(ConfigError, match="'l1'"):
-        recon_loss(torch.zeros(1), torch.zeros(1), "L1_")
-
-
 # --- KL ------------------------------------------------------------------------------------------------
 
 

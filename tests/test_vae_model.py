@@ -1,6 +1,5 @@
 """VAE_model end to end on tiny configs: losses, the GAN warm-up, 2D and 3D runs, the scale factor."""
 
-import copy
 import os
 
 import pytest
@@ -9,45 +8,7 @@ from safetensors.torch import load_file
 
 from tests.conftest import read_scalars, run_folder, run_trainer
 
-TINY_VAE = {
-    "name": "vae",
-    "model_type": "VAE_model",
-    "report_to": "tensorboard",
-    "seed": 3,
-    "experiment_key": "run",
-    "datasets": {
-        "train": {"type": "SyntheticShapesDataset", "size": 64, "image_size": 16},
-        "val": {"type": "SyntheticShapesDataset", "size": 16, "image_size": 16},
-    },
-    "network": {
-        "type": "AutoencoderKL",
-        "in_channels": 1,
-        "out_channels": 1,
-        "block_out_channels": [8, 16],
-        "layers_per_block": 1,
-        "latent_channels": 2,
-        "norm_num_groups": 4,
-        "sample_size": 16,
-    },
-    "path": {"root": None},
-    "train": {
-        "optim": {"learning_rate": 2e-3},
-        "batch_size": 8,
-        "max_train_steps": 6,
-        "validation_steps": 6,
-        "checkpointing_steps": 6,
-        "recon_type": "l1",
-        "kl_weight": 1e-6,
-    },
-    "val": {"batch_size": 8, "metrics": {"psnr": {"data_range": 1.0}, "ssim": {}}},
-}
-
-
-@pytest.fixture
-def vae_config(tmp_path):
-    config = copy.deepcopy(TINY_VAE)
-    config["path"]["root"] = str(tmp_path / "experiments")
-    return config
+pytestmark = pytest.mark.e2e  # every test here runs the trainer
 
 
 def test_vae_psnr_rises_above_a_bar_and_the_scale_factor_is_stored(vae_config, tmp_path):

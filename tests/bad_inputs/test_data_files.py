@@ -8,6 +8,8 @@ from torch.utils.data import DataLoader
 
 from dataset.manifest_dataset import ManifestDataset
 from dataset.tif_dataset import TIFFolderDataset, TIFPairDataset
+from tests.conftest import run_trainer
+from tests.helpers.bad_inputs import assert_one_sentence, vae
 from utils.errors import DataError
 
 
@@ -150,3 +152,23 @@ def test_bad_data_is_one_sentence_naming_the_file(case, tmp_path):
     message = str(error.value)
     assert "\n" not in message and message.endswith("."), message
     assert str(culprit) in message, message
+
+
+@pytest.mark.e2e
+def test_worker_errors_reach_the_user_as_the_workers_own_sentence(tmp_path, capsys):
+    import numpy as np
+    import tifffile
+
+    folder = tmp_path / "tifs"
+    folder.mkdir()
+    for i in range(4):
+        tifffile.imwrite(folder / f"img{i}.tif", np.random.rand(16, 16).astype(np.float32))
+    # Its header is fine, so the dataset's set-up accepts it; its pixels are read, and refused, in the worker.
+    tifffile.imwrite(folder / "img2.tif", np.full((16, 16), np.nan, dtype=np.float32))
+    config = vae(datasets={"train": {"type": "TIFFolderDataset", "dir": str(folder), "num_workers": 1}})
+    config["path"]["root"] = str(tmp_path / "experiments")
+    config["train"]["batch_size"] = 4
+    status = run_trainer(config, tmp_path)
+    err = capsys.readouterr().err
+    assert_one_sentence(err, status, "img2.tif' has 256 NaN and 0 Inf pixels")
+    assert "DataLoader worker" not in err and "Original Traceback" not in err

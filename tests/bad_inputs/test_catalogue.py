@@ -4,39 +4,23 @@ leaves every existing file as it was."""
 import copy
 import json
 import os
-import re
-import textwrap
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY_DENOISE, run_trainer
-from tests.test_vae_model import TINY_VAE
+from tests.conftest import run_trainer
+from tests.helpers import TINY_CONTROLNET, ldm_config, multitask_config
+from tests.helpers.bad_inputs import (
+    DELETE,
+    assert_one_sentence,
+    changed,
+    denoise,
+    fingerprints,
+    ldm,
+    multitask,
+    vae,
+)
 
-
-def denoise(**changes):
-    return _changed(TINY_DENOISE, changes)
-
-
-def vae(**changes):
-    return _changed(TINY_VAE, changes)
-
-
-def _changed(base, changes):
-    config = copy.deepcopy(base)
-    for dotted, value in changes.items():
-        block = config
-        *parents, last = dotted.split("__")
-        for part in parents:
-            block = block.setdefault(part, {})
-        if value is DELETE:
-            block.pop(last, None)
-        else:
-            block[last] = value
-    return config
-
-
-DELETE = object()
 HF = "hf_" + "AbCdEfGhIjKlMnOpQrStUvWxYz0123456789"  # the shape of a Hugging Face token, not a real one
 COMET = "Ab3dEf6hIj9lMn2pQr5tUv8xY"  # 25 letters and digits, the shape of a Comet API key
 
@@ -471,19 +455,7 @@ def _make_fixtures(tmp_path) -> dict[str, str]:
     }
 
 
-def _fingerprints(folder) -> dict:
-    import hashlib
-
-    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def assert_one_sentence(err: str, status: int, expected: str, want_status: int = 2) -> None:
-    error_lines = [line for line in err.splitlines() if line.startswith("error: ")]
-    assert status == want_status, err[-2000:]
-    assert len(error_lines) == 1 and expected in error_lines[0], err[-2000:]
-    assert "Traceback" not in err
-
-
+@pytest.mark.e2e
 @pytest.mark.parametrize("config, extra, expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_input_gets_one_clear_sentence(config, extra, expected, tmp_path, capsys):
     config = copy.deepcopy(config)
@@ -500,19 +472,20 @@ def test_bad_input_gets_one_clear_sentence(config, extra, expected, tmp_path, ca
         expected = expected.replace(placeholder, value)
     config = json.loads(text)
     before = sorted((p, p.stat().st_mtime_ns) for p in tmp_path.rglob("*") if p.is_file())
-    hashes = _fingerprints(tmp_path)
+    hashes = fingerprints(tmp_path)
 
     status = run_trainer(config, tmp_path, *extra)
 
     assert_one_sentence(capsys.readouterr().err, status, expected)
     for path, mtime in before:  # nothing that was on disk was changed or removed
         assert path.is_file() and path.stat().st_mtime_ns == mtime, path
-    assert all(_fingerprints(tmp_path).get(p) == h for p, h in hashes.items() if p.name != "exp.yml")
+    assert all(fingerprints(tmp_path).get(p) == h for p, h in hashes.items() if p.name != "exp.yml")
     assert sentinel.read_text() == "trained weights"
     if expected not in FAILS_AFTER_TRAINING:  # a run that trained nothing leaves no run folder
         assert sorted(os.listdir(root)) == ["earlier_run"]
 
 
+@pytest.mark.e2e
 def test_a_run_that_fails_at_its_first_batch_can_be_rerun_as_it_was_named(tmp_path, capsys):
     """The first batch does not fit the network: nothing was trained, so the run folder goes, and the
     corrected config starts under the same experiment_key instead of being refused as a second run."""
@@ -530,53 +503,7 @@ def test_the_catalogue_is_large():
     assert len(CASES) >= 90
 
 
-def test_plugin_import_error_names_the_file_and_the_module(tmp_path, monkeypatch, capsys):
-    import models
-
-    folder = tmp_path / "plugins"
-    folder.mkdir()
-    (folder / "broken_model.py").write_text(
-        "import torchvision_is_not_here\n\nclass Broken_model:\n    pass\n"
-    )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(
-        models, "MODEL_REGISTRY", models.Registry("plugins", "_model.py", kind="model", root=tmp_path)
-    )
-    config = denoise(model_type="Broken_model")
-    config["path"]["root"] = str(tmp_path / "experiments")
-    assert run_trainer(config, tmp_path) == 2
-    err = capsys.readouterr().err
-    assert "plugins/broken_model.py" in err and "'torchvision_is_not_here'" in err and "Traceback" not in err
-
-
-def test_arch_without_config_class_is_one_sentence(tmp_path, monkeypatch, capsys):
-    import models.archs as archs
-
-    folder = tmp_path / "archplugins"
-    folder.mkdir()
-    (folder / "noconf_arch.py").write_text(
-        textwrap.dedent(
-            """
-            from transformers import PretrainedConfig, PreTrainedModel
-
-            class NoConf_config(PretrainedConfig):
-                model_type = "NoConf"
-
-            class NoConf_arch(PreTrainedModel):
-                pass
-            """
-        )
-    )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(
-        archs, "ARCH_REGISTRY", archs.Registry("archplugins", "_arch.py", kind="arch", root=tmp_path)
-    )
-    config = denoise(network={"type": "NoConf"})
-    config["path"]["root"] = str(tmp_path / "experiments")
-    assert run_trainer(config, tmp_path) == 2
-    assert "must set `config_class = NoConf_config`" in capsys.readouterr().err
-
-
+@pytest.mark.e2e
 def test_debug_shows_the_traceback(tmp_path):
     import trainer
     from tests.conftest import write_config
@@ -590,273 +517,7 @@ def test_debug_shows_the_traceback(tmp_path):
 # ----------------------------------------------------------------------------- beyond the config
 
 
-def test_opt_given_a_folder_or_a_non_utf8_file(tmp_path, capsys):
-    import trainer
-
-    assert trainer.main(["-opt", str(tmp_path)]) == 2
-    assert_one_sentence(capsys.readouterr().err, 2, "is a folder; give the YAML file itself")
-    latin1 = tmp_path / "latin1.yml"
-    latin1.write_bytes("name: caf\xe9\n".encode("latin-1"))
-    assert trainer.main(["-opt", str(latin1)]) == 2
-    assert_one_sentence(capsys.readouterr().err, 2, "latin1.yml' is not UTF-8 text (byte 0xe9")
-
-
-@pytest.mark.parametrize(
-    "content, expected",
-    [
-        ("class Broken_model:\n    def oops(:\n", "syntax error at line 2"),
-        (b"class Broken_model:\n    x = '\xff\xfe'\n", "is not UTF-8 text (byte 0xff"),
-        (None, "which does not exist"),  # a dangling symlink
-    ],
-    ids=["syntax error", "not UTF-8", "dangling symlink"],
-)
-def test_a_broken_plugin_file_breaks_only_the_runs_that_use_it(tmp_path, content, expected):
-    from utils.errors import PluginError
-    from utils.registry import Registry
-
-    folder = tmp_path / "plugs"
-    folder.mkdir()
-    (folder / "good_model.py").write_text("class Good_model:\n    pass\n")
-    broken = folder / "broken_model.py"
-    if content is None:
-        broken.symlink_to(tmp_path / "gone.py")
-    elif isinstance(content, bytes):
-        broken.write_bytes(content)
-    else:
-        broken.write_text(content)
-    registry = Registry("plugs", "_model.py", kind="model", root=tmp_path)
-    import sys
-
-    sys.path.insert(0, str(tmp_path))
-    try:
-        assert registry.get("Good_model").__name__ == "Good_model"  # the other plugin still works
-        assert registry.names() == ["Good_model"]
-        with pytest.raises(PluginError, match=re.escape(expected)) as raised:
-            registry.get("Broken_model")  # the run that asks for it is told which file and why
-        assert "broken_model.py" in str(raised.value)
-        with pytest.raises(PluginError, match="could not be read and may define it: 'plugs/broken_model.py'"):
-            registry.get("Other_model")
-    finally:
-        sys.path.remove(str(tmp_path))
-        sys.modules.pop("plugs.good_model", None)
-        sys.modules.pop("plugs", None)
-
-
-def test_read_only_root_is_refused_before_anything_is_written(tmp_path, capsys):
-    import subprocess
-
-    mount = tmp_path / "ro"
-    mount.mkdir()
-    if subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount)], capture_output=True
-    ).returncode:
-        pytest.skip("cannot mount a read-only tmpfs here")
-    try:
-        config = denoise()
-        config["path"]["root"] = str(mount / "experiments")
-        status = run_trainer(config, tmp_path)
-        assert_one_sentence(capsys.readouterr().err, status, "cannot be written (read-only or no permission)")
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
-
-
-def test_unwritable_run_folder_during_setup_is_one_sentence(tmp_path, capsys, monkeypatch):
-    """An OSError anywhere in set-up (here: EACCES on the log file) names the path, exit 2."""
-    import errno
-    import logging
-
-    def refuse(self, filename, *args, **kwargs):
-        raise PermissionError(errno.EACCES, "Permission denied", filename)
-
-    monkeypatch.setattr(logging.FileHandler, "__init__", refuse)
-    config = denoise()
-    config["path"]["root"] = str(tmp_path / "experiments")
-    status = run_trainer(config, tmp_path)
-    assert_one_sentence(capsys.readouterr().err, status, "train.log'; choose a 'path.root' you can write to")
-
-
-def test_worker_errors_reach_the_user_as_the_workers_own_sentence(tmp_path, capsys):
-    import numpy as np
-    import tifffile
-
-    folder = tmp_path / "tifs"
-    folder.mkdir()
-    for i in range(4):
-        tifffile.imwrite(folder / f"img{i}.tif", np.random.rand(16, 16).astype(np.float32))
-    # Its header is fine, so the dataset's set-up accepts it; its pixels are read, and refused, in the worker.
-    tifffile.imwrite(folder / "img2.tif", np.full((16, 16), np.nan, dtype=np.float32))
-    config = vae(datasets={"train": {"type": "TIFFolderDataset", "dir": str(folder), "num_workers": 1}})
-    config["path"]["root"] = str(tmp_path / "experiments")
-    config["train"]["batch_size"] = 4
-    status = run_trainer(config, tmp_path)
-    err = capsys.readouterr().err
-    assert_one_sentence(err, status, "img2.tif' has 256 NaN and 0 Inf pixels")
-    assert "DataLoader worker" not in err and "Original Traceback" not in err
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    """A tiny run with checkpoint-3 and final/, copied by the tests that damage it."""
-    tmp_path = tmp_path_factory.mktemp("finished")
-    config = denoise()
-    config["path"]["root"] = str(tmp_path / "experiments")
-    config["train"].update(max_train_steps=3, checkpointing_steps=3, validation_steps=3)
-    assert run_trainer(config, tmp_path) == 0
-    return config
-
-
-def _copy_run(finished_run, tmp_path, **path_changes):
-    import shutil
-
-    from tests.conftest import run_folder
-
-    config = copy.deepcopy(finished_run)
-    root = tmp_path / "experiments"
-    shutil.copytree(finished_run["path"]["root"], root)
-    config["path"]["root"] = str(root)
-    config["path"].update(path_changes)
-    config["train"]["max_train_steps"] = 4
-    return config, os.path.join(run_folder(config), "checkpoint-3")
-
-
-@pytest.mark.parametrize(
-    "damage, expected",
-    [
-        (lambda c: os.remove(os.path.join(c, "random_states_0.pkl")), "has no random_states_0.pkl"),
-        (
-            lambda c: open(os.path.join(c, "random_states_0.pkl"), "wb").close(),
-            "random_states_0.pkl' is empty",
-        ),
-        (lambda c: open(os.path.join(c, "optimizer.bin"), "wb").close(), "optimizer.bin' is empty (0 bytes)"),
-        (
-            lambda c: open(os.path.join(c, "trainer_state.json"), "w").write('{"loop": '),
-            "trainer_state.json' is not valid JSON",
-        ),
-        (
-            lambda c: open(os.path.join(c, "net_g", "model.safetensors"), "r+b").truncate(100),
-            "model.safetensors' is not a readable safetensors file",
-        ),
-        (
-            lambda c: open(os.path.join(c, "optimizer.bin"), "r+b").truncate(200),
-            "optimizer.bin' is truncated",
-        ),
-        (lambda c: os.remove(os.path.join(c, "optimizer.bin")), "it has no 'optimizer.bin'"),
-        (lambda c: os.remove(os.path.join(c, "trainer_state.json")), "it has no 'trainer_state.json'"),
-    ],
-    ids=[
-        "no RNG state",
-        "empty RNG state",
-        "empty optimizer",
-        "corrupt trainer_state",
-        "truncated weights",
-        "truncated optimizer",
-        "no optimizer",
-        "no trainer_state",
-    ],
-)
-def test_resume_from_a_damaged_checkpoint_names_the_file(finished_run, tmp_path, capsys, damage, expected):
-    config, checkpoint = _copy_run(finished_run, tmp_path, resume_from_checkpoint="latest")
-    damage(checkpoint)
-    hashes = _fingerprints(tmp_path / "experiments")
-    status = run_trainer(config, tmp_path)
-    assert_one_sentence(capsys.readouterr().err, status, expected)
-    after = _fingerprints(tmp_path / "experiments")
-    for path, digest in hashes.items():  # every file of the run, its config.yml and log too, as it was
-        assert after.get(path) == digest, path
-
-
-def test_a_file_where_the_run_folder_should_be(tmp_path, capsys):
-    from tests.conftest import run_folder
-
-    config = denoise()
-    config["path"]["root"] = str(tmp_path / "experiments")
-    os.makedirs(os.path.dirname(run_folder(config)))
-    with open(run_folder(config), "w") as f:
-        f.write("notes")
-    status = run_trainer(config, tmp_path)
-    assert_one_sentence(capsys.readouterr().err, status, "is a file where a folder is needed")
-    assert open(run_folder(config)).read() == "notes"
-
-
-def test_resume_without_rng_state_is_allowed_when_not_strict(finished_run, tmp_path):
-    config, checkpoint = _copy_run(
-        finished_run, tmp_path, resume_from_checkpoint="latest", resume_strict=False
-    )
-    os.remove(os.path.join(checkpoint, "random_states_0.pkl"))
-    assert run_trainer(config, tmp_path) == 0
-
-
-def test_nan_skip_stops_after_too_many_skipped_steps_in_a_row(tmp_path, monkeypatch, capsys):
-    from models.example.Denoise_model import Denoise_model
-
-    original = Denoise_model.optimize_parameters
-
-    def diverged(self):
-        losses = original(self)
-        return {k: v * float("nan") for k, v in losses.items()} if self.global_step >= 1 else losses
-
-    monkeypatch.setattr(Denoise_model, "optimize_parameters", diverged)
-    config = denoise()
-    config["path"]["root"] = str(tmp_path / "experiments")
-    config["train"].update(nan_policy="skip", max_consecutive_skipped_steps=3, max_train_steps=20)
-    status = run_trainer(config, tmp_path)
-    assert_one_sentence(
-        capsys.readouterr().err,
-        status,
-        "not finite for 3 steps in a row (train.max_consecutive_skipped_steps: 3)",
-    )
-    from tests.conftest import run_folder
-
-    assert not os.path.exists(os.path.join(run_folder(config), "final"))
-
-
-def test_a_second_ctrl_c_stops_at_once_with_130(tmp_path, monkeypatch, capsys):
-    import signal
-
-    from models.example.Denoise_model import Denoise_model
-
-    original = Denoise_model.optimize_parameters
-
-    def interrupted_twice(self):
-        if self.global_step == 1:
-            os.kill(os.getpid(), signal.SIGINT)
-            os.kill(os.getpid(), signal.SIGINT)
-        return original(self)
-
-    monkeypatch.setattr(Denoise_model, "optimize_parameters", interrupted_twice)
-    config = denoise()
-    config["path"]["root"] = str(tmp_path / "experiments")
-    status = run_trainer(config, tmp_path)
-    assert_one_sentence(capsys.readouterr().err, status, "stopped at once by Ctrl-C", want_status=130)
-    assert "KeyboardInterrupt" not in capsys.readouterr().err
-
-
-def test_pretrained_weights_of_another_size_name_the_parameter_and_both_shapes(
-    finished_run, tmp_path, capsys
-):
-    from tests.conftest import run_folder
-
-    config = copy.deepcopy(finished_run)
-    config["path"]["root"] = str(tmp_path / "experiments")
-    config["path"]["pretrained"] = os.path.join(run_folder(finished_run), "final")
-    config["network"]["hidden_channels"] = 2 * finished_run["network"]["hidden_channels"]
-    status = run_trainer(config, tmp_path)
-    err = capsys.readouterr().err
-    assert_one_sentence(err, status, "size mismatch for ")
-    assert "another 'network' block" in err
-    assert not os.path.exists(run_folder(config))  # a failed start leaves nothing behind
-
-
 # ----------------------------------------------------------------------------- stage 2 (LDM_model)
-
-
-def ldm(**changes):
-    from tests.test_ldm_model import TINY_LDM
-
-    config = _changed(TINY_LDM, changes)
-    config["train"].update(max_train_steps=2, validation_steps=2)
-    config["datasets"]["train"]["size"] = 16
-    return config
 
 
 VECTOR = {"type": "vector", "key": "x"}
@@ -929,68 +590,19 @@ LDM_CASES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def tiny_stage1(tmp_path_factory):
-    """A 4-step VAE run whose final/net_g the stage-2 cases load."""
-    tmp = tmp_path_factory.mktemp("stage1")
-    config = vae()
-    config["path"]["root"] = str(tmp / "experiments")
-    config["train"].update(max_train_steps=4, validation_steps=4, checkpointing_steps=1000)
-    assert run_trainer(config, tmp) == 0
-    from tests.conftest import run_folder
-
-    return os.path.join(run_folder(config), "final", "net_g")
-
-
+@pytest.mark.e2e
 @pytest.mark.parametrize("config, expected", [c[1:] for c in LDM_CASES], ids=[c[0] for c in LDM_CASES])
-def test_bad_stage2_input_gets_one_clear_sentence(config, expected, tiny_stage1, tmp_path, capsys):
+def test_bad_stage2_input_gets_one_clear_sentence(config, expected, stage1, tmp_path, capsys):
     config = copy.deepcopy(config)
-    config["vae"]["pretrained"] = tiny_stage1
+    config["vae"]["pretrained"] = stage1
     config["path"]["root"] = str(tmp_path / "experiments")
-    stage1_files = _fingerprints(Path(tiny_stage1))
+    stage1_files = fingerprints(Path(stage1))
     status = run_trainer(config, tmp_path)
     assert_one_sentence(capsys.readouterr().err, status, expected)
-    assert _fingerprints(Path(tiny_stage1)) == stage1_files
+    assert fingerprints(Path(stage1)) == stage1_files
 
 
-@pytest.mark.parametrize(
-    "args, expected",
-    [
-        (
-            ["--image-size", "9"],
-            "--image-size 9 comes back from this VAE as 8; give a multiple of 2 (e.g. 8)",
-        ),
-        (["--image-size", "0"], "argument --image-size: '0' must be at least 1"),
-        (["--seed", "-5"], "argument --seed: '-5' must be at least 0"),
-        (["--num-samples", "0"], "argument --num-samples: '0' must be at least 1"),
-        (["--device", "cuda:7"], "argument --device: 'cuda:7'"),
-        (["--out", "@FILE@"], "is a file; give a folder for the samples"),
-    ],
-    ids=["size not a multiple", "size 0", "seed", "count", "device", "out a file"],
-)
-def test_vae_sample_bad_arguments_are_one_line(tiny_stage1, tmp_path, capsys, args, expected):
-    import scripts.vae_sample as vae_sample
-
-    (tmp_path / "file").write_text("not a folder")
-    args = [a.replace("@FILE@", str(tmp_path / "file")) for a in args]
-    out = [] if "--out" in args else ["--out", str(tmp_path / "o")]
-    try:
-        status = vae_sample.main(["--run", os.path.dirname(tiny_stage1), *out, *args])
-    except SystemExit as exit:  # an argument error, as argparse ends it
-        status = exit.code
-    assert_one_sentence(capsys.readouterr().err, status, expected)
-    assert not (tmp_path / "o").exists() and (tmp_path / "file").read_text() == "not a folder"
-
-
-def multitask(**changes):
-    from tests.test_multitask import TINY_MULTITASK
-
-    config = _changed(TINY_MULTITASK, changes)
-    config["train"].update(max_train_steps=2, validation_steps=2)
-    config["datasets"]["train"]["size"] = 32
-    return config
-
-
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     "config, expected",
     [
@@ -1017,10 +629,9 @@ def test_bad_multitask_input_gets_one_clear_sentence(config, expected, tmp_path,
     assert earlier.read_text() == "trained weights"
 
 
+@pytest.mark.e2e
 def test_a_negative_controlnet_scale_is_refused_before_anything_loads(tmp_path, capsys):
-    from tests.test_controlnet import TINY_CONTROLNET
-
-    config = _changed(
+    config = changed(
         TINY_CONTROLNET, {"ldm__pretrained": "/nonexistent", "control__conditioning_scale": -1.0}
     )
     config["path"]["root"] = str(tmp_path / "experiments")
@@ -1028,3 +639,38 @@ def test_a_negative_controlnet_scale_is_refused_before_anything_loads(tmp_path, 
     assert_one_sentence(
         capsys.readouterr().err, status, "'control.conditioning_scale' is -1.0; it must be at least 0.0"
     )
+
+
+# ----------------------------------------------------------------------------- more model keys
+
+
+@pytest.mark.e2e
+def test_a_misspelled_metric_is_named_in_one_sentence(tiny_config, tmp_path, capsys):
+    tiny_config["train"].update(max_train_steps=2, validation_steps=2, best_metric="val_psrn")
+    assert run_trainer(tiny_config, tmp_path) == 2
+    err = capsys.readouterr().err
+    assert "'train.best_metric' is 'val_psrn' (did you mean 'val_psnr'?)" in err and "Traceback" not in err
+
+
+@pytest.mark.e2e
+def test_a_loss_term_on_a_missing_head_is_one_clear_sentence(tmp_path, capsys):
+    config = multitask_config(tmp_path)
+    config["train"]["losses"] = [{"type": "CrossEntropy", "key": "segmentaton", "target": "mask"}]
+    assert run_trainer(config, tmp_path) == 2
+    error = capsys.readouterr().err
+    assert "'train.losses[0].key' is 'segmentaton'" in error and "did you mean 'segmentation'" in error
+
+
+@pytest.mark.e2e
+def test_condition_features_and_indices_are_refused_together(stage1, tmp_path, capsys):
+    condition = {"type": "vector", "key": "x", "indices": [0], "features": ["v0"]}
+    assert run_trainer(ldm_config(tmp_path, stage1, condition=condition), tmp_path) == 2
+    assert "'condition.features' and 'condition.indices' both pick" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "experiments")
+
+
+@pytest.mark.e2e
+def test_an_image_condition_cannot_be_injected_into_the_time_embedding(stage1, tmp_path, capsys):
+    config = ldm_config(tmp_path, stage1, condition={"type": "image", "inject": "both"})
+    assert run_trainer(config, tmp_path) == 2
+    assert "'condition.inject: both' needs a global condition" in capsys.readouterr().err
