@@ -36,7 +36,7 @@ from engine.accelerator import make_accelerator, multi_process_cpu
 from engine.checkpoints import weights
 from engine.checkpoints.best_weights import update_best_weights
 from engine.checkpoints.checkpointing import save_checkpoint
-from engine.checkpoints.folders import resolve_checkpoint
+from engine.checkpoints.store import resolve_checkpoint
 from engine.checkpoints.training_state import TrainingState
 from engine.data import build_dataloader
 from engine.model_log import ModelLog

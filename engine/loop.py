@@ -14,7 +14,7 @@ import time
 import torch
 
 from engine.checkpoints.checkpointing import final_folder, saving
-from engine.checkpoints.folders import staging_path
+from engine.checkpoints.store import staging_path
 from engine.checkpoints.weights import save_final
 from engine.divergence import SkippedSteps
 from engine.loader_rng import seed_loader_for_epoch

@@ -6,7 +6,7 @@ readable, each failure one ConfigError sentence naming the key."""
 import os
 from collections.abc import Mapping
 
-from engine.checkpoints.folders import COMPLETE_MARKER
+from engine.checkpoints.store import COMPLETE_MARKER
 from utils.config.secrets import walk as _walk
 from utils.errors import ConfigError
 

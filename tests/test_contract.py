@@ -68,6 +68,7 @@ def final_weights(config):
     return load_file(os.path.join(run_folder(config), "final", "net", "model.safetensors"))
 
 
+@pytest.mark.e2e
 def test_a_plugin_from_the_contract_table_trains_resumes_and_validates(contract_config, tmp_path):
     assert run_trainer(contract_config, tmp_path) == 0
     run = run_folder(contract_config)
@@ -102,6 +103,7 @@ def test_a_plugin_from_the_contract_table_trains_resumes_and_validates(contract_
         torch.testing.assert_close(value, reference[key], rtol=0, atol=1e-6)
 
 
+@pytest.mark.e2e
 def test_a_misspelt_declared_key_is_refused_with_the_declared_name(contract_config, tmp_path, capsys):
     contract_config["train"]["noise_scal"] = 0.5
     assert run_trainer(contract_config, tmp_path) != 0

@@ -100,7 +100,7 @@ def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one_as_latest(
     import subprocess
 
     from engine.base_model import BaseModel
-    from engine.checkpoints.folders import list_checkpoints
+    from engine.checkpoints.store import list_checkpoints
 
     disk = tmp_path / "disk"
     disk.mkdir()

@@ -72,7 +72,7 @@ def test_resume_from_an_earlier_checkpoint_branches_and_keeps_the_abandoned_one(
 
 
 def test_rotation_never_deletes_the_checkpoint_it_just_wrote(tmp_path):
-    from engine.checkpoints.folders import COMPLETE_MARKER, rotate
+    from engine.checkpoints.store import COMPLETE_MARKER, rotate
 
     for step in (2, 9):
         os.makedirs(tmp_path / f"checkpoint-{step}")

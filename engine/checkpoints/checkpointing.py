@@ -3,14 +3,14 @@
 A checkpoint is Accelerate's `save_state` (weights, optimizer moments, RNG states, grad scaler) plus
 the loop's position, LR schedules and EMAs as JSON and safetensors (engine/checkpoints/training_state.py), a
 `save_pretrained` copy of each network with the run's `config.yml` (and what the model saves beside
-them), published atomically (engine/checkpoints/folders.py) and then rotated to
+them), published atomically (engine/checkpoints/store.py) and then rotated to
 `train.checkpoints_total_limit`. Resuming only reads; what a resumed branch does to the newer
 checkpoints of the run folder happens when the run folder is committed (engine/run/folder.py).
 """
 
 import os
 
-from engine.checkpoints.folders import (
+from engine.checkpoints.store import (
     checkpoint_bytes,
     list_checkpoints,
     publish,

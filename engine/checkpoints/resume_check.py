@@ -90,7 +90,7 @@ def check_resumable(folder: str, strict: bool = True, num_processes: int = 1) ->
 def check_resume_before_setup(opt, run_dir: str, num_processes: int = 1) -> None:
     """`check_resumable` on the checkpoint `path.resume_from_checkpoint` names, before set-up rewrites the
     run's config.yml: a resume that cannot work leaves the run folder exactly as it was."""
-    from engine.checkpoints.folders import resolve_checkpoint
+    from engine.checkpoints.store import resolve_checkpoint
 
     path = opt["path"]
     setting = path.get("resume_from_checkpoint")

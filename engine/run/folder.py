@@ -24,7 +24,7 @@ from datetime import datetime
 from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
 
-from engine.checkpoints.folders import list_checkpoints
+from engine.checkpoints.store import list_checkpoints
 from engine.run import lock as run_lock
 from engine.run.paths import run_dir, safe_name
 from engine.run.test_folder import place_test_run

@@ -152,6 +152,7 @@ def _scored(config, tmp_path, name):
     return json.load(open(summary))
 
 
+@pytest.mark.e2e
 def test_minus_test_scores_the_test_block_and_says_so(tiny_config, tmp_path, capsys):
     on_val = _scored(tiny_config, tmp_path, "valonly")
     assert on_val["dataset"] == "datasets.val" and "val_psnr" in on_val["metrics"]
