@@ -65,7 +65,7 @@ class ManifestDataset(ImageItemsDataset):
                                               # normalised (a segmentation target)
             label_columns: [type]             # integers stay integers, numbers become float32,
                                               # words become class indices (sorted; see .label_classes)
-            latent_column: latent_path        # .npy, .pt or .tif files of pre-encoded latents -> item['latent']
+            latent_column: latent_path        # .npy/.pt/.tif pre-encoded latents -> item['latent']
             filters: {is_empty: false}        # keep rows whose column equals the value (or one of a list)
             balance_by: type                  # sample_weights(): 1 / class count, for a WeightedRandomSampler
             train_split: 0.9

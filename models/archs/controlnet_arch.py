@@ -19,8 +19,8 @@ class ControlNet_config(PretrainedConfig):
         network:
           type: ControlNet
           conditioning_channels: 1                    # channels of the control image (a mask, an edge map)
-          conditioning_embedding_out_channels: [16, 32, 64]   # one stride-2 conv between entries: the
-                                                      # control image is 2**(len - 1) times larger than the latent
+          conditioning_embedding_out_channels: [16, 32, 64]   # one stride-2 conv between entries:
+                                                      # the control image is 2**(len - 1) times the latent
 
     `unet` (the diffusers config of the stage-2 UNet) is filled in by `ControlNet_model` from the frozen
     LDM run, so the saved config rebuilds the same ControlNet."""

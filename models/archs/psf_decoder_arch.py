@@ -21,7 +21,7 @@ from models.archs.psf_mlp_arch import FourierFeatures, check_output, coordinate_
 # normalisation groups and adds ResNet and attention blocks at every level, an order of magnitude more
 # compute for 16 to 64 pixel kernels, where a few convolutions already fit the smooth blur shapes.
 class ConvKernelDecoder(nn.Module):
-    """(N, in_features) -> (N, out_channels, K, K) logits, for any K (the decoded map is centre-cropped to K)."""
+    """(N, in_features) -> (N, out_channels, K, K) logits, for any K (centre-cropped to K)."""
 
     def __init__(
         self, in_features: int, out_channels: int, kernel_size: int, base_channels: int, num_upsamples: int

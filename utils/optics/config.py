@@ -171,7 +171,7 @@ def parse_block(block, where: str = "deeplens") -> dict:
           spp: 16384                          # rays per point and wavelength
           kernel_size: 64                     # PSF kernel side, pixels of the lens's sensor
           wavelength_set_m: [450e-9, 550e-9, 650e-9]   # one PSF channel per wavelength
-          fov: 0.015                          # largest image height sampled, metres from the axis (<= r_sensor)
+          fov: 0.015                          # largest image height sampled, metres (<= r_sensor)
           depth_min: 0.4                      # nearest object distance, metres
           depth_max: 20.0                     # farthest object distance, metres
           backend: builtin                    # or deeplens (needs the deeplens package)
