@@ -1,16 +1,5 @@
 """A folder of ordinary images (png, jpg, bmp, tif), gray or RGB: for users outside medical imaging.
 
-    datasets:
-      train: &data
-        type: ImageFolderDataset
-        dir: data/photos
-        channels: 3            # 1: converted to gray; 3: to RGB (16-bit gray PNGs keep their range)
-        patch_size: 128
-        normalize: minmax
-        norm_range: [-1, 1]
-        train_split: 0.9
-      val: *data
-
 Items: `{gt_key: float32 (C, H, W), 'name': 'cats/001', 'norm': {...}}`. Everything after reading (checks,
 normalisation, splits, augmentation, caching) is shared with the TIF datasets; see docs/data.md.
 """
@@ -26,6 +15,22 @@ from utils.errors import ConfigError
 
 
 class ImageFolderDataset(ImageItemsDataset):
+    """Every image of `dir`:
+
+        datasets:
+          train: &data
+            type: ImageFolderDataset
+            dir: data/photos
+            channels: 3            # 1: converted to gray; 3: to RGB (16-bit gray PNGs keep their range)
+            patch_size: 128
+            normalize: minmax
+            norm_range: [-1, 1]
+            train_split: 0.9
+          val: *data
+
+    docs/data.md lists every key.
+    """
+
     config_keys = {
         **ImageItemsDataset.config_keys,
         **FOLDER_KEYS,

@@ -1,24 +1,8 @@
 """A CSV manifest: one row per item, columns of image paths, labels and pre-encoded latents.
 
-    datasets:
-      train: &data
-        type: ManifestDataset
-        csv: data/manifest.csv
-        columns: {gt: layout_path}        # item key -> column of image paths (relative to `root`)
-        mask_columns: {mask: mask_path}   # item key -> column of class-map images -> int64 (H, W), not
-                                          # normalised (a segmentation target)
-        label_columns: [type]             # integers stay integers, numbers become float32,
-                                          # words become class indices (sorted; see .label_classes)
-        latent_column: latent_path        # .npy, .pt or .tif files of pre-encoded latents -> item['latent']
-        filters: {is_empty: false}        # keep rows whose column equals the value (or one of a list)
-        balance_by: type                  # sample_weights(): 1 / class count, for a WeightedRandomSampler
-        train_split: 0.9
-        group_column: patient_id          # split groups from a column (or split_by, a regex on the name)
-      val: *data
-
-A manifest that already has a split column needs no train_split: `filters: {split: train}` in the train
-block and `{split: val}` in the val block. Paths are relative to `root` (default: the CSV's folder).
-Item names are the first image column's path below `root` without suffix (the latent's, without images).
+`columns` maps item keys to columns of image paths, `mask_columns` to class-map images, `label_columns`
+and `latent_column` add labels and latents; `filters` keeps rows, `balance_by` weights them (see
+`ManifestDataset`). Paths are relative to `root` (default: the CSV's folder).
 """
 
 import csv
@@ -70,6 +54,28 @@ MANIFEST_KEYS = {
 
 
 class ManifestDataset(ImageItemsDataset):
+    """A CSV manifest of items:
+
+        datasets:
+          train: &data
+            type: ManifestDataset
+            csv: data/manifest.csv
+            columns: {gt: layout_path}        # item key -> column of image paths (relative to `root`)
+            mask_columns: {mask: mask_path}   # item key -> column of class-map images -> int64 (H, W), not
+                                              # normalised (a segmentation target)
+            label_columns: [type]             # integers stay integers, numbers become float32,
+                                              # words become class indices (sorted; see .label_classes)
+            latent_column: latent_path        # .npy/.pt/.tif pre-encoded latents -> item['latent']
+            filters: {is_empty: false}        # keep rows whose column equals the value (or one of a list)
+            balance_by: type                  # sample_weights(): 1 / class count, for a WeightedRandomSampler
+            train_split: 0.9
+            group_column: patient_id          # split groups from a column (or split_by, a regex on the name)
+          val: *data
+
+    A manifest that already has a split column needs no train_split: `filters: {split: train}` in the
+    train block and `{split: val}` in the val block. Item names are the first image column's path below
+    `root` without suffix (the latent's, without images)."""
+
     config_keys = {**ImageItemsDataset.config_keys, **MANIFEST_KEYS}
 
     def find_records(self, opt):

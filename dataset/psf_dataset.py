@@ -2,28 +2,8 @@
 
 Each item is the PSF of one randomly drawn object point, seen through a lens focused at a randomly
 drawn distance, at each wavelength of `wavelength_set_m` (one channel each). Item i depends only on
-(seed, i), not on workers or order, so a validation set with a fixed seed is fixed.
-
-YAML (the lens keys are those of the `deeplens:` block, in metres):
-
-    datasets:
-      train:
-        type: PSFDataset
-        size: 10000
-        seed: 0
-        lens_file: cooke_triplet_f50.json
-        spp: 4096
-        kernel_size: 64
-        wavelength_set_m: [450e-9, 550e-9, 650e-9]
-        fov: 0.015               # largest image height sampled (m); default: the whole sensor
-        depth_min: 0.4           # object distances (m), drawn uniformly in 1 / distance
-        depth_max: 20.0
-        focus_depth_min: 0.4     # focus distances (m); default: depth_min / depth_max; equal: fixed focus
-        focus_depth_max: 20.0
-        wavelength_jitter_m: 0   # each channel's wavelength drawn within +- this (m)
-        normalize: peak          # peak: brightest pixel over all channels = 1; sum: each channel sums to 1
-        keep_in_kernel: true     # draw depths only where the defocus blur fits in the kernel
-        cache: false             # keep simulated items in memory (per worker) and replay them each epoch
+(seed, i), not on workers or order, so a validation set with a fixed seed is fixed. The keys are
+`config_keys` plus the lens keys of the `deeplens:` block (in metres).
 
 Item: {'gt': (C, K, K) float32 PSF, 'coords': float32 [x, y, depth_mm, focus_depth_mm, *wavelengths_um],
 'x': index}; x, y are normalised field coordinates (1 = sensor edge), depths are positive mm.

@@ -1,21 +1,9 @@
-"""Folders of TIF images or volumes (seeds 000 and 004): one folder for a VAE, two folders paired by name.
-
-    datasets:
-      train: &data
-        type: TIFPairDataset
-        gt_dir: data/edente          # targets
-        cond_dir: data/dente         # conditions, matched to targets by file name (never by sort order)
-        normalize: zscore_foreground
-        patch_size: 256
-        train_split: 0.8
-        split_by: '^(p\\d+)_'        # patient id: no patient in both train and val
-        augment: {flip: true, rot90: true}
-        cache_rate: 1.0
-      val: *data                     # same block; the trainer's phase picks the other side of the split
+"""Folders of TIF images or volumes: one folder for a VAE (`TIFFolderDataset`), two folders paired by name
+(`TIFPairDataset`).
 
 Items: `{gt_key: target, lq_key: condition, 'name': 'p01_slice003', 'norm': {...}}`, float32 (C, H, W) or
-(C, D, H, W). Reading, checks, normalisation, splits, augmentation and caching are described in
-`dataset/common/`; docs/data.md has the whole list of keys.
+(C, D, H, W). Reading, checks, normalisation, splits, augmentation and caching live in `dataset/common/`;
+docs/data.md has the whole list of keys.
 """
 
 import logging
@@ -86,7 +74,23 @@ class TIFFolderDataset(ImageItemsDataset):
 
 
 class TIFPairDataset(ImageItemsDataset):
-    """Targets in `gt_dir` and conditions in `cond_dir` paired by name (path below the folder, no suffix)."""
+    """Targets in `gt_dir` and conditions in `cond_dir` paired by name (path below the folder, no suffix).
+
+        datasets:
+          train: &data
+            type: TIFPairDataset
+            gt_dir: data/edente          # targets
+            cond_dir: data/dente         # conditions, matched to targets by file name (never by sort order)
+            normalize: zscore_foreground
+            patch_size: 256
+            train_split: 0.8
+            split_by: '^(p\\d+)_'       # patient id: no patient in both train and val
+            augment: {flip: true, rot90: true}
+            cache_rate: 1.0
+          val: *data                     # same block; the trainer's phase picks the other side of the split
+
+    docs/data.md lists every key.
+    """
 
     config_keys = {**ImageItemsDataset.config_keys, **PAIR_KEYS}
     val_keys = ("val_gt_dir", "val_cond_dir")

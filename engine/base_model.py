@@ -13,14 +13,8 @@ The contract, all a plugin needs:
 | `log(values=None, *, pred=None, target=None, prefix="")` | scalars, and the run's `val.metrics` of `pred` vs `target`: in `validate_step` averaged over the pass as `val_<prefix><name>`, else at the current step |
 | `log_images(name, images)` | an NCHW batch as one grid to the trackers and `<run>/images/`; in `validate_step`, the first batch's |
 
-Optional: `setup_dataloaders()`, `build_optimizers()` (several optimizers, made with
-`self.make_optimizer(params, lr=...)`), `on_train_end()` (after the last validation, before the final
-save), `save_archs(folder)` (extend it to save files beside the networks in every weights folder).
-During validation `self.validated_samples` counts the samples of the pass's earlier batches.
-
-Code written the seed's way (`self.models.append(net)`, its own `zero_grad()` / `backward` / `step`,
-`validate_step(batch, idx, lq_key, gt_key)` with `utils.log_metrics`) trains correctly too:
-engine/seed_style.py says how.
+Optional overrides: `setup_dataloaders()`, `build_optimizers()`, `on_train_end()`, `save_archs(folder)`.
+Code written the seed's way (`self.models.append(net)`, `utils.log_metrics`) trains too: engine/seed_style.py.
 """
 
 import logging
@@ -122,7 +116,8 @@ class BaseModel:
         values measured on the trained weights in its arch's config (the VAE's latent scale factor)."""
 
     def build_optimizers(self) -> list:
-        """One AdamW over every trainable parameter of the networks. Override for several optimizers."""
+        """One AdamW over every trainable parameter of the networks. Override for several optimizers,
+        each made with `self.make_optimizer(params, lr=...)`."""
         params = [p for _, net in self.named_networks for p in net.arch.parameters() if p.requires_grad]
         if not params:
             raise PluginError(f"{type(self).__name__}'s networks hold no trainable parameters.")

@@ -1,19 +1,8 @@
-"""Keep the training DataLoader off the global random generators, so that resume is exact.
+"""Keep the training DataLoader and its samplers off the global random generators, so that resume is exact.
 
-Creating a DataLoader iterator draws one number (the workers' base seed) from the loader's
-`generator`, or from torch's global generator when it has none. An uninterrupted run makes that draw
-at the start of the epoch, before any checkpoint of that epoch; a resumed run restores the global RNG
-state from the checkpoint and then builds its `skip_first_batches` loader, drawing again. Every later
-`torch.randn` of the model (diffusion noise, dropout, VAE posterior noise) is then shifted by one
-draw, and the resumed weights drift away from the uninterrupted ones (3.7e-3 on a tiny LDM).
-
-With its own generator, seeded from (seed, epoch) at every epoch, the loader never touches the global
-RNG, and its workers' seeds are the same in an uninterrupted and a resumed epoch.
-
-A sampler with its own generator (a `WeightedRandomSampler` for a dataset's `sample_weights()`) has the
-same trap in another form: its generator is not in the checkpoint, so seeded once it restarts from the
-seed in a resumed run and replays the first epoch's indices in a later epoch. It too is seeded from
-(seed, epoch) at every epoch, so each epoch's indices depend on nothing but the epoch.
+`seed_loader_for_epoch` gives the loader and its samplers generators seeded from (seed, epoch) at every
+epoch: they never touch the global RNG, and their draws are the same in an uninterrupted and a resumed
+epoch.
 """
 
 import numpy as np
@@ -42,8 +31,17 @@ def seed_loader_for_epoch(loader, seed: int, epoch: int) -> None:
     generator) and before iterating it.
     """
     target = getattr(loader, "base_dataloader", loader)  # Accelerate's DataLoaderShard wraps a DataLoader
+    # Creating an iterator draws one number (the workers' base seed) from the loader's `generator`, or
+    # from torch's global generator when it has none. An uninterrupted run draws at the start of the
+    # epoch, before any checkpoint of it; a resumed run restores the global RNG from the checkpoint and
+    # then builds its `skip_first_batches` loader, drawing again. Every later `torch.randn` of the model
+    # (diffusion noise, dropout, VAE posterior noise) is then shifted by one draw, and the resumed weights
+    # drift away from the uninterrupted ones (3.7e-3 on a tiny LDM).
     if hasattr(target, "generator"):
         target.generator = epoch_generator(seed, epoch)
+    # A sampler's own generator (a `WeightedRandomSampler` for a dataset's `sample_weights()`) is not in
+    # the checkpoint: seeded once, it restarts from the seed in a resumed run and replays the first
+    # epoch's indices in a later epoch. Seeded per epoch, each epoch's indices depend on the epoch alone.
     for sampler in samplers_of(target):
         if not hasattr(sampler, "generator"):
             continue

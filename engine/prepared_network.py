@@ -3,19 +3,7 @@
 Under DDP a direct call of the bare arch (`arch.encode(x)`) bypasses the wrapper, so gradients are
 never synchronised across processes; under mixed precision it bypasses Accelerate's autocast. The
 engine therefore prepares a small `MethodDispatch` module around each arch, and the model calls the
-arch through a `PreparedNetwork`. Which calls run through the prepared module's forward:
-
-- calling the handle itself (`net(x)`);
-- the methods the arch's class names in `routed_methods` (a tuple of names), when it sets one;
-- otherwise every public method written in the arch's own code (`forward`, `encode`, `decode`, ...):
-  not one that torch or transformers provides (`parameters()`, `save_pretrained`, `train()`).
-
-Everything else, attributes such as `config` included, goes straight to the arch, which is also
-`handle.arch` for a call that must not go through DDP (a frozen pass that leaves no gradient).
-
-`BaseModel.add_network(name, arch)` returns the handle; until the engine has prepared the network,
-its method calls go to the arch directly (a call of the handle itself runs the arch's forward). Calls into an arch's submodules (`net.decoder(z)`) are not
-routed; call methods of the arch.
+arch through the `PreparedNetwork` that `BaseModel.add_network(name, arch)` returns.
 """
 
 from functools import cache
@@ -39,7 +27,10 @@ LIBRARIES = ("torch", "transformers")  # their methods (parameters, save_pretrai
 
 @cache
 def routes(arch_cls: type, name: str) -> bool:
-    """Whether `handle.<name>(...)` runs through the prepared module (see the module docstring)."""
+    """Whether `handle.<name>(...)` runs through the prepared module: a method the arch's class names in
+    `routed_methods` (a tuple of names), when it sets one; otherwise every public method written in the
+    arch's own code (`forward`, `encode`, `decode`, ...), not one that torch or transformers provides
+    (`parameters()`, `save_pretrained`, `train()`)."""
     named = getattr(arch_cls, "routed_methods", None)
     if named is not None:
         return name in named
@@ -49,7 +40,12 @@ def routes(arch_cls: type, name: str) -> bool:
 
 
 class PreparedNetwork:
-    """Stands in for an arch on the model; see the module docstring."""
+    """Stands in for an arch on the model. Calling the handle itself (`net(x)`) and the methods that
+    `routes` names run through the prepared module's forward. Everything else, attributes such as
+    `config` included, goes straight to the arch, which is also `handle.arch` for a call that must not go
+    through DDP (a frozen pass that leaves no gradient). Until the engine has prepared the network, its
+    method calls go to the arch directly (a call of the handle itself runs the arch's forward). Calls
+    into an arch's submodules (`net.decoder(z)`) are not routed; call methods of the arch."""
 
     __slots__ = ("prepared", "arch", "routing")
 

@@ -1,33 +1,9 @@
 """The one place where plugin code written the seed's way is made to train correctly.
 
-The design documents' roadmap (the README's "Seed-style plugins") writes a model like this:
-
-    self.net_vae = define_network(opt.network)
-    self.models.append(self.net_vae)            # no name given
-    ...
-    def optimize_parameters(self):
-        for optimizer in self.optimizers:
-            optimizer.zero_grad()               # at the top, every micro-batch
-        out = self.net_vae.encode(x)            # a direct call of the bare arch
-        self.accelerator.backward(loss)
-        for optimizer in self.optimizers:
-            optimizer.step()
-
-Three things would go wrong as written, and each is handled here, by name:
-
-- `adopt_appended_networks`: a network appended without `add_network` is named after the attribute
-  that holds it (`net_vae`, the folder it is saved under; `model_<i>` when no attribute does), and
-  that attribute is pointed at the network's `PreparedNetwork` handle, so the model's direct calls run
-  through DDP (gradients synchronised) and autocast. Without it, each process trains alone.
-- `AccumulationSafeOptimizer`: the optimizers a model receives ignore `zero_grad()` while gradients
-  of an accumulation window's earlier micro-batches are pending; the engine clears gradients itself
-  after every update. Without it, accumulating N micro-batches trains on the last one only.
-- `validate_step_caller` and `tracker_logs_into`: the seed's `validate_step(batch, idx, lq_key, gt_key)`
-  is called in that form, and the metrics it logs through `utils.log_metrics` are averaged over the
-  validation pass like those of `self.log`. Without them, each batch would log its own values.
-
-New models call `self.add_network(name, arch)` and `self.step(loss, optimizer)` instead, and write
-`validate_step(batch)` with `self.log`: they need none of these.
+The design documents' roadmap (the README's "Seed-style plugins") appends networks to `self.models`,
+calls the bare arch directly, calls `zero_grad()` / `backward` / `step` itself, and writes
+`validate_step(batch, idx, lq_key, gt_key)` with `utils.log_metrics`. Each function here makes one of
+these train as `add_network`, `self.step` and `self.log` do; new models need none of them.
 """
 
 import inspect
@@ -41,7 +17,12 @@ from utils.misc import scalar
 
 def adopt_appended_networks(model, networks: list, named: dict) -> list[tuple[str, PreparedNetwork]]:
     """(name, handle) of each entry of `model.models`; `named` maps id(arch) -> (name, handle) for the
-    networks registered with `add_network`."""
+    networks registered with `add_network`.
+
+    A network appended without `add_network` is named after the attribute that holds it (`net_vae`, the
+    folder it is saved under; `model_<i>` when no attribute does), and that attribute is pointed at the
+    network's `PreparedNetwork` handle, so the model's direct calls (`self.net_vae.encode(x)`) run
+    through DDP (gradients synchronised) and autocast. Without it, each process trains alone."""
     adopted = []
     for i, network in enumerate(networks):
         arch = network.arch if isinstance(network, PreparedNetwork) else network
@@ -60,7 +41,11 @@ def adopt_appended_networks(model, networks: list, named: dict) -> list[tuple[st
 
 class AccumulationSafeOptimizer(AcceleratedOptimizer):
     """Accelerate's optimizer wrapper (steps only when gradients sync), with a `zero_grad` that keeps
-    the gradients of an accumulation window's earlier micro-batches (see the module docstring)."""
+    the gradients of an accumulation window's earlier micro-batches.
+
+    A seed-style `optimize_parameters` calls `zero_grad()` at its top, every micro-batch; the engine
+    clears gradients itself after every update. Without this, accumulating N micro-batches trains on
+    the last one only."""
 
     def __init__(self, optimizer, device_placement=True, scaler=None):
         super().__init__(optimizer, device_placement=device_placement, scaler=scaler)
@@ -75,7 +60,8 @@ def validate_step_caller(model):
     """`call(batch, validation_pass)` for the model's `validate_step`, its form read once from its
     signature: `validate_step(batch)`, or the seed's `validate_step(batch, idx, lq_key, gt_key)`, which
     gets the samples validated before this batch as `idx` and `val.lq_key` / `val.gt_key` (what it
-    returns is not needed: the engine counts the samples itself)."""
+    returns is not needed: the engine counts the samples itself). Without it, the seed's form fails
+    on its missing arguments."""
     if len(inspect.signature(model.validate_step).parameters) == 1:
         return lambda batch, validation_pass: model.validate_step(batch)
     lq_key, gt_key = model.opt["val"]["lq_key"], model.opt["val"]["gt_key"]
@@ -88,7 +74,8 @@ def validate_step_caller(model):
 def tracker_logs_into(accelerator, validation_pass):
     """Seed-style `validate_step` logs with `utils.log_metrics(..., accelerator, step)`, which ends in
     `accelerator.log`: for the length of the pass, this accelerator's `log` adds to the pass's means
-    (weighted by the batch's samples) instead, so the pass reports each metric once, averaged."""
+    (weighted by the batch's samples) instead, so the pass reports each metric once, averaged, like
+    those of `self.log`. Without it, each batch logs its own values."""
 
     def add_to_pass(values, step=None, log_kwargs=None):
         validation_pass.summary.add(

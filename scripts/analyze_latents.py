@@ -1,13 +1,6 @@
 """Maps of a trained VAE's latent space: do groups (dental vs edentulous, patients, lenses) separate?
 
-    python scripts/analyze_latents.py --run experiments/VAE_TIF/<key>/final \
-        --group edente=data/sample/edente --group dente=data/sample/dente --method umap tsne pca --out latent_maps/
-
-Inputs: a VAE run's `final/` (or `checkpoint-N/`) folder, or a PTI-LDM-VAE `.pth` (`--pth`, with
-`--network` a YAML of its MonaiAutoencoderKL keys); images from `--group NAME=FOLDER` (repeatable),
-`--manifest CSV --group-column COL`, or `--val-set` (the run's own validation set). TIFs are read with
-the run's normalisation and patch size. `--label-regex '^(p\\d+)_'` labels each image by its file name
-instead (colour by patient).
+    python scripts/analyze_latents.py --run experiments/VAE_TIF/<key>/final         --group edente=data/sample/edente --group dente=data/sample/dente --method umap tsne pca --out latent_maps/
 
 Outputs in `--out`: latent_map_<method>.png/.svg/.pdf (300 dpi), latent_map.html (self-contained,
 hover shows name, group and thumbnail), metrics.json (silhouette and kNN accuracy of the groups, beside
@@ -66,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def collect_sources(args, run_opt: dict) -> list:
+    """The images to encode, from `--group NAME=FOLDER` (repeatable), `--manifest CSV --group-column COL`
+    or `--val-set` (the run's own validation set). TIFs are read with the run's normalisation and patch
+    size; `--label-regex '^(p\\d+)_'` labels each image by its file name instead (colour by patient)."""
     from scripts.latent_analysis.sources import (
         folder_sources,
         manifest_source,

@@ -7,15 +7,8 @@
     python scripts/generate.py --run experiments/LDM_CLS/<key>/best --labels 0 1 2 --out gen/
     python scripts/generate.py --run experiments/LDM_UNC/<key>/final --num-samples 16 --out gen/
 
-`--run` is the run's `final/` (or `best/`, `checkpoint-N/`) folder (UNet, projector, scheduler, `ldm.json` with the VAE
-reference, scale factor and the data's intensity range). Image conditions are read and normalised as
-the run's validation data was (its saved `config.yml`). Outputs are written in the data's intensity
-range (the inverse of the dataset's normalisation: an image-conditioned sample with its condition's
-stats, others with the mean stats of the run's targets; `--normalized` keeps the network's range), named
-after their conditions. Vectors are given in the dataset's layout (a PSFDataset's `coords`: x, y,
-depth_mm, focus_mm, wavelengths_um); the run's `condition.indices` picks the numbers it was trained on.
-`--seed` makes the output reproducible: sample i starts from the noise of seed + i, whatever the batch
-size.
+Outputs are in the data's intensity range (`--normalized` keeps the network's), named after their
+conditions; `--seed` makes them reproducible.
 """
 
 import argparse
@@ -51,6 +44,17 @@ def generate(
     labels: list[int] | None = None,
     normalized: bool = False,
 ) -> list[Path]:
+    """Samples of the run in `run` (its `final/`, `best/` or `checkpoint-N/` folder: UNet, projector,
+    scheduler, `ldm.json` with the VAE reference, scale factor and the data's intensity range), written
+    to `out`; returns the files written.
+
+    Image conditions are read and normalised as the run's validation data was (its saved `config.yml`).
+    Outputs are written in the data's intensity range (the inverse of the dataset's normalisation: an
+    image-conditioned sample with its condition's stats, others with the mean stats of the run's
+    targets; `normalized` keeps the network's range), named after their conditions. Vectors are given in
+    the dataset's layout (a PSFDataset's `coords`: x, y, depth_mm, focus_mm, wavelengths_um); the run's
+    `condition.indices` picks the numbers it was trained on. Sample i starts from the noise of
+    `seed + i`, whatever the batch size."""
     from models.ldm.pipeline import LDMPipeline  # here, not at the top: `--help` answers at once
 
     pipe = LDMPipeline.from_final(str(run), device)

@@ -2,16 +2,7 @@
 
     python scripts/make_sample_tifs.py [--out data/sample] [--patients 4] [--slices 6] [--size 256]
 
-Layout (the shapes of seeds 000 and 004: float32, one channel, zero background outside a round field):
-
-    <out>/tif/p01_slice00.tif ...        one folder, for a VAE (TIFFolderDataset)
-    <out>/edente/p01_slice00.tif ...     targets      } paired by file name (TIFPairDataset):
-    <out>/dente/p01_slice00.tif ...      conditions   } the target plus bright "teeth" along an arc
-    <out>/volumes/p01.tif ...            one (slices, size, size) volume per patient (spatial_dims: 3)
-
-Each "patient" is one scikit-image picture; its slices are shifted, zoomed views of it, so slices of
-one patient resemble each other and a split by patient (`split_by: '^(p\\d+)_'`) matters. The output
-depends only on the arguments: the same files every time.
+The output depends only on the arguments: the same files every time (`main` lists the layout).
 """
 
 import argparse
@@ -74,6 +65,15 @@ def write(path: Path, image: np.ndarray) -> None:
 
 
 def main(argv=None) -> None:
+    """Writes float32, one-channel images with a zero background outside a round field:
+
+        <out>/tif/p01_slice00.tif ...        one folder, for a VAE (TIFFolderDataset)
+        <out>/edente/p01_slice00.tif ...     targets      } paired by file name (TIFPairDataset):
+        <out>/dente/p01_slice00.tif ...      conditions   } the target plus bright "teeth" along an arc
+        <out>/volumes/p01.tif ...            one (slices, size, size) volume per patient (spatial_dims: 3)
+
+    Each "patient" is one scikit-image picture; its slices are shifted, zoomed views of it, so slices of
+    one patient resemble each other and a split by patient (`split_by: '^(p\\d+)_'`) matters."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="data/sample", help="folder to write into (default: data/sample)")
     parser.add_argument("--patients", type=int, default=4, help=f"at most {len(SOURCES)} (default: 4)")

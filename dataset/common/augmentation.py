@@ -1,18 +1,8 @@
 """Random flips, rot90 and a small affine, drawn once per item and applied alike to all its images.
 
-A condition and its target must move together, or the model learns to undo a transform it cannot see;
-so one draw serves every image of the item. The draws use torch's global generator, which DataLoader
-seeds per worker from the run's seed, so a run is reproducible. The datasets apply it only when
-`phase` is 'train'.
+    augment: {flip: true, rot90: true, degrees: 10, scale: 0.1, translate: 0.05}   # in a dataset block
 
-YAML (`augment:` in a dataset block; every key optional):
-
-    augment: {flip: true, rot90: true, degrees: 10, scale: 0.1, translate: 0.05}
-
-flip: each spatial axis flipped with probability 1/2. rot90: a random multiple of 90 degrees in the
-last two axes (only 0 or 180 when they differ in length). degrees / scale / translate: a rotation in
-[-degrees, degrees], a zoom in [1 - scale, 1 + scale] and a shift up to that fraction of the size, in
-the last two axes, by linear interpolation with zeros outside.
+Every key is optional; the datasets apply it only when `phase` is 'train'.
 """
 
 import math
@@ -30,6 +20,15 @@ AUGMENT_KEYS = ("flip", "rot90", "degrees", "scale", "translate")
 
 
 class PairedAugmentation:
+    """flip: each spatial axis flipped with probability 1/2. rot90: a random multiple of 90 degrees in
+    the last two axes (only 0 or 180 when they differ in length). degrees / scale / translate: a rotation
+    in [-degrees, degrees], a zoom in [1 - scale, 1 + scale] and a shift up to that fraction of the size,
+    in the last two axes, by linear interpolation with zeros outside.
+
+    A condition and its target must move together, or the model learns to undo a transform it cannot
+    see; so one draw serves every image of the item. The draws use torch's global generator, which
+    DataLoader seeds per worker from the run's seed, so a run is reproducible."""
+
     def __init__(self, options: Mapping | None, where: str):
         options = plain(options) or {}
         if options is True:

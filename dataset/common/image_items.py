@@ -1,14 +1,7 @@
 """`ImageItemsDataset`: what the TIF, image-folder and manifest datasets share.
 
-An item is a few image files read together (`{'gt': a.tif}`, or `{'gt': edente/a.tif, 'cond': dente/a.tif}`),
-plus any per-item values a subclass adds (labels, a latent). A subclass lists its items as `Record`s in
-`find_records`; this class does the rest in one place so the datasets cannot drift apart:
-
-    build:   check keys -> records of this phase's split -> probe every header (dtype, rank, shapes)
-             -> cache the first `cache_rate` of the items
-    item:    read -> finite check -> channel-first -> normalise -> resize   (cached)
-             -> shared crop -> shared augmentation (train only)             (every access)
-
+A subclass lists its items as `Record`s in `find_records` (a few image files read together, plus any
+per-item values it adds); this class does the rest in one place so the datasets cannot drift apart.
 An item is `{<key>: float32 (C, *spatial) tensor for each image, 'name': str, 'norm': {<key>: float64
 [shift, scale]}, ...extras}`; `denormalize(tensor, item_or_batch, key)` maps model outputs back to the
 original intensities.
@@ -42,6 +35,15 @@ class Record:
 
 
 class ImageItemsDataset(data.Dataset):
+    """An item is a few image files read together (`{'gt': a.tif}`, or `{'gt': edente/a.tif, 'cond':
+    dente/a.tif}`), plus any per-item values a subclass adds (labels, a latent):
+
+        build:   check keys -> records of this phase's split -> probe every header (dtype, rank, shapes)
+                 -> cache the first `cache_rate` of the items
+        item:    read -> finite check -> channel-first -> normalise -> resize   (cached)
+                 -> shared crop -> shared augmentation (train only)             (every access)
+    """
+
     config_keys: dict[str, Key] = {**IMAGE_KEYS, **SPLIT_KEYS}
     # Keys that name a separate validation source; they exclude train_split.
     val_keys: tuple[str, ...] = ()

@@ -1,18 +1,8 @@
 """Per-image intensity normalisation, with its inverse so results can be written in the original range.
 
-Every mode is an affine map `y = (x - shift) / scale` (percentile clips first; foreground z-score maps
-only the foreground and leaves the background at 0), so each image's `stats = [shift, scale]` (float64)
-is all `denormalize` needs. The datasets return these stats with each item under `'norm'`.
-
-Modes:
-    none               y = x
-    minmax             [min, max] of the image (or the fixed `value_range`, clipped) -> `norm_range`
-    percentile         clip to the image's `percentiles` [low, high], then -> `norm_range`
-    zscore             (x - mean) / std over the image
-    zscore_foreground  (x - mean) / std over pixels != `background`; background pixels -> 0
-
-A constant image (max == min, std == 0) and an all-background image give a constant output, never NaN:
-the scale falls back to 1.
+Every mode is an affine map `y = (x - shift) / scale`, so each image's `stats = [shift, scale]` (float64)
+is all `denormalize` needs; the datasets return these stats with each item under `'norm'`. The modes
+(`none`, `minmax`, `percentile`, `zscore`, `zscore_foreground`) are listed on `Normalization`.
 """
 
 from dataclasses import dataclass
@@ -25,6 +15,18 @@ MODES = ("none", "minmax", "percentile", "zscore", "zscore_foreground")
 
 @dataclass(frozen=True)
 class Normalization:
+    """The modes (percentile clips first; foreground z-score maps only the foreground):
+
+        none               y = x
+        minmax             [min, max] of the image (or the fixed `value_range`, clipped) -> `norm_range`
+        percentile         clip to the image's `percentiles` [low, high], then -> `norm_range`
+        zscore             (x - mean) / std over the image
+        zscore_foreground  (x - mean) / std over pixels != `background`; background pixels -> 0
+
+    A constant image (max == min, std == 0) and an all-background image give a constant output, never
+    NaN: the scale falls back to 1.
+    """
+
     mode: str = "none"
     percentiles: tuple[float, float] = (1.0, 99.0)
     value_range: tuple[float, float] | None = None

@@ -1,16 +1,8 @@
 """Train/validation splits by group, written to the run folder and reread on resume.
 
-PTI-LDM-VAE split slices at random, so one patient's slices sat on both sides and validation scores
-were optimistic. Here whole groups are split: `split_by` is a regular expression searched in each item's
-name (its path below the folder, without suffix); its first group (or the whole match) is the item's
-group, e.g. `'^(p\\d+)_'` for `p01_slice003`. Without `split_by` every item is its own group.
-`train_split` is the fraction of *groups* that train; the rest (at least one group) validate. The
-draw depends only on the sorted group names and `seed`.
-
-The split is written as JSON to `split_file` (the trainer puts it in the run folder) atomically, so
-the train and val blocks, every DDP process and a resumed run all read the same split. A split file
-whose settings or names no longer match the data is an error rather than a silent reshuffle, which
-would leak validation items into training.
+Whole groups are split (`split_by`, a regular expression on each item's name, e.g. `'^(p\\d+)_'` for
+patients), so no group sits on both sides; the split is stored in `split_file` so every block, process
+and resumed run reads the same one (`load_or_draw_split`).
 """
 
 import json
@@ -35,6 +27,8 @@ def compile_split_by(pattern: str | None, where: str) -> re.Pattern | None:
 
 
 def group_of(name: str, split_by: re.Pattern | None, source: str) -> str:
+    """The group of the item `name` (its path below the folder, without suffix): the first group of
+    `split_by` (or the whole match), e.g. `p01` for `p01_slice003`; without `split_by`, the item itself."""
     if split_by is None:
         return name
     match = split_by.search(name)
@@ -47,7 +41,10 @@ def group_of(name: str, split_by: re.Pattern | None, source: str) -> str:
 
 
 def draw_split(names: list[str], groups: list[str], train_split: float, seed: int) -> dict[str, list[str]]:
-    """{'train': names, 'val': names} with every group wholly on one side."""
+    """{'train': names, 'val': names} with every group wholly on one side. `train_split` is the fraction
+    of *groups* that train; the rest (at least one group) validate. The draw depends only on the sorted
+    group names and `seed`. Splitting slices at random (as PTI-LDM-VAE does) puts one patient's slices on
+    both sides and makes validation scores optimistic."""
     unique = sorted(set(groups))
     if len(unique) < 2:
         raise DataError(
@@ -76,6 +73,10 @@ def load_or_draw_split(
     """The split in `split_file` if it exists (checked against these settings and names), else a new one.
 
     sources: the folders (or manifest) the names come from, recorded for `check_no_leak`.
+
+    The split is written as JSON atomically, so the train and val blocks, every DDP process and a
+    resumed run all read the same split. A split file whose settings or names no longer match the data
+    is an error rather than a silent reshuffle, which would leak validation items into training.
     """
     settings = {"train_split": train_split, "seed": seed, "split_by": split_by}
     if split_file and os.path.exists(split_file):

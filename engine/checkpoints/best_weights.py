@@ -1,16 +1,9 @@
 """`<run>/best/`: the networks at their best validation score, kept beside the last ones.
 
 With `train.best_metric: val_psnr` (and `train.best_mode: max`, or `min` for a loss), every validation
-that improves on the best score so far writes `<run>/best/` as `final/` is written: each network's
-`save_pretrained` (EMA weights when on) and whatever the model's `save_archs` adds (the LDM's `ldm.json`
-and `scheduler/`), `config.yml`, `metrics.json` and `best.json` (the step, the metric, its value, every
-metric of that validation). So `-test` (`path.pretrained: <run>/best`) and the scripts take it like
-`final/`.
-
-The folder is written as `best.tmp/`, then swapped in with two renames (`best/` -> `best.old/`,
-`best.tmp/` -> `best/`): a kill at any moment leaves a complete best/ or a complete best.old/, which
-the next update puts back. The best score is read back from `best.json`, so a resumed run only
-replaces best/ with a better validation.
+that improves on the best score so far writes `<run>/best/` as `final/` is written, plus `best.json`
+(the step, the metric, its value, every metric of that validation). So `-test`
+(`path.pretrained: <run>/best`) and the scripts take it like `final/`.
 """
 
 import json
@@ -52,7 +45,14 @@ def is_better(value: float, best: float | None, mode: str) -> bool:
 
 
 def update_best_weights(model, metrics: dict[str, float]) -> bool:
-    """After a validation: rewrite `<run>/best/` when `metrics` beat the best so far; True when it did."""
+    """After a validation: rewrite `<run>/best/` when `metrics` beat the best so far; True when it did.
+
+    best/ holds each network's `save_pretrained` (EMA weights when on) and whatever the model's
+    `save_archs` adds (the LDM's `ldm.json` and `scheduler/`), `config.yml`, `metrics.json` and
+    `best.json`. It is written as `best.tmp/`, then swapped in with two renames (`best/` -> `best.old/`,
+    `best.tmp/` -> `best/`): a kill at any moment leaves a complete best/ or a complete best.old/, which
+    the next update puts back (`recover`). The best score is read back from `best.json`, so a resumed
+    run only replaces best/ with a better validation."""
     train = model.opt["train"]
     name = train.get("best_metric")
     if not name or not model.is_train or not metrics:

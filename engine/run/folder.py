@@ -11,9 +11,7 @@
                                     left as it was
     close     (end of the run)      release the lock
 
-Writing nothing before the commit means a failed start leaves no `train.log` that would make the
-corrected rerun refused as "the run folder already holds a run", and a failed resume never rewrites
-`config.yml` with the config it has just rejected.
+`RunFolder` runs plan (its constructor), commit, rollback and close.
 """
 
 import logging
@@ -45,6 +43,10 @@ class _KeptRecords(logging.Handler):
 
 
 class RunFolder:
+    """Writing nothing before `commit` means a failed start leaves no `train.log` that would make the
+    corrected rerun refused as "the run folder already holds a run", and a failed resume never rewrites
+    `config.yml` with the config it has just rejected."""
+
     def __init__(self, opt, is_train: bool, state: PartialState, logger):
         self.opt, self.is_train, self.state, self.logger = opt, is_train, state, logger
         self.auto_experiment_key = not opt.get("experiment_key")

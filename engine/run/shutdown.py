@@ -1,23 +1,25 @@
 """The end of a run's process group, without the exit hang of torch's gloo backend.
 
-torch joins gloo's worker threads in the `ProcessGroupGloo` destructor, which runs when the last
-reference to the group goes: when the DDP-wrapped networks are freed as `trainer.main()` returns, with
-the GIL held. A worker thread that is just then deleting a finished collective deletes the Python
-tensors it reduced, and needs the GIL for that: each waits for the other for ever. With gloo the
-deleting thread is often a barrier's, which holds the collectives that were still running when it
-started and deletes them with itself. On a loaded 2-core machine 12 of 53 two-process runs hung at exit
-this way (gdb: the main thread in `~ProcessGroupGloo` -> `thread::join`, `pt_gloo_runloop` in
-`~AsyncBarrierWork` -> `decref_pyobject` -> `take_gil`); with the barrier below, none of 78 did.
-
-The cure: a last barrier whose handle this process keeps for good. The barrier holds every
-collective still in the workers, so none is deleted before it is; the workers' last reference to it
-is not the last one, so they delete nothing; the workers are idle when the group is destroyed, and
-what the barrier holds is deleted only at interpreter exit, on the main thread.
+The cure is a last barrier whose handle this process keeps for good (`end_processes` says why).
 """
 
 import torch
 
-_KEPT_BARRIERS = []  # never emptied: see above
+# torch joins gloo's worker threads in the `ProcessGroupGloo` destructor, which runs when the last
+# reference to the group goes: when the DDP-wrapped networks are freed as `trainer.main()` returns, with
+# the GIL held. A worker thread that is just then deleting a finished collective deletes the Python
+# tensors it reduced, and needs the GIL for that: each waits for the other for ever. With gloo the
+# deleting thread is often a barrier's, which holds the collectives that were still running when it
+# started and deletes them with itself. On a loaded 2-core machine 12 of 53 two-process runs hang at
+# exit this way without the kept barrier (gdb: the main thread in `~ProcessGroupGloo` ->
+# `thread::join`, `pt_gloo_runloop` in `~AsyncBarrierWork` -> `decref_pyobject` -> `take_gil`); with
+# it, none of 78 does.
+#
+# A kept barrier holds every collective still in the workers, so none is deleted before it is; the
+# workers' last reference to it is not the last one, so they delete nothing; the workers are idle when
+# the group is destroyed, and what the barrier holds is deleted only at interpreter exit, on the main
+# thread.
+_KEPT_BARRIERS = []  # never emptied
 
 
 def end_processes(accelerator, clean: bool) -> None:

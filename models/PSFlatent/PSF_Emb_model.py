@@ -1,21 +1,11 @@
 """PSF_Emb_model: a VAE over ray-traced PSFs, conditioned on their coordinates, whose latents interpolate.
 
-Each training item is an interpolation triple drawn by `draw_coordinates`: a point a, a neighbour b
-within `train.interp_distance` of it (in the [-1, 1] coordinates of `PSF_model`), and their midpoint m.
-All three PSFs are ray-traced; the encoder sees each real PSF with its coordinate embedding
-(an encoder fed anything else, noise say, learns latents unrelated to the PSF), and
-
     loss = recon(decode(z, c), psf)                        over a, b and m, with `train.loss`
          + kl_weight * KL(q(z | psf, c) || N(0, I))        closed form from mean and log-variance
          + interp_weight * |mean_m - (mean_a + mean_b) / 2|^2
 
-The last term ("densify") makes the latent of a midpoint the mean of its endpoints' latents, so a
-PSF at a field point that was never ray-traced can be predicted from its neighbours: decode the
-mean of their latents at its coordinates. Validation does exactly that on its own points (never
-sampled in training) and scores it against the ray-traced truth: `val_interp_psnr`, next to
-`val_psnr` for the reconstruction of a PSF from its own latent.
-
-self.sample: 'inp', 'psf' (point a, as in PSF_model), 'inp_b', 'psf_b', 'inp_mid', 'psf_mid'.
+a and b are neighbouring points and m their midpoint. The last term ("densify") lets a PSF at a field
+point never ray-traced be predicted by decoding the mean of its neighbours' latents at its coordinates.
 """
 
 import torch
@@ -44,13 +34,18 @@ class PSF_Emb_model(PSF_model):
         self.check_network_fits(self.net_g)
 
     def draw_coordinates(self, generator):
+        """An interpolation triple: a point a, a neighbour b within `train.interp_distance` of it (in the
+        [-1, 1] coordinates of `PSF_model`), and their midpoint m. `feed_data` ray-traces all three:
+        self.sample gets 'inp', 'psf' (point a), 'inp_b', 'psf_b', 'inp_mid', 'psf_mid'."""
         a = 2.0 * torch.rand(3, generator=generator) - 1.0
         offset = (2.0 * torch.rand(3, generator=generator) - 1.0) * self.hp["interp_distance"]
         b = (a + offset).clamp(-1.0, 1.0)
         return {"inp": a, "inp_b": b, "inp_mid": (a + b) / 2.0}
 
     def compute_losses(self, sample_posterior: bool = True):
-        """Every loss term on `self.sample`, and the network's output for the stacked a, b, m items."""
+        """Every loss term on `self.sample`, and the network's output for the stacked a, b, m items. The
+        encoder sees each real PSF with its coordinate embedding (an encoder fed anything else, noise
+        say, learns latents unrelated to the PSF)."""
         s = self.sample
         n = len(s["inp"])
         psf = torch.cat([s["psf"], s["psf_b"], s["psf_mid"]])
@@ -70,6 +65,9 @@ class PSF_Emb_model(PSF_model):
         return losses
 
     def validate_step(self, batch):
+        """Scores the midpoint decoded from its endpoints' latents against the ray-traced truth on the
+        validation points (never sampled in training), `val_interp_psnr`, next to `val_psnr` for the
+        reconstruction of a PSF from its own latent."""
         self.feed_data(batch, is_train=False)
         losses, out = self.compute_losses(sample_posterior=False)
         n = len(self.sample["inp"])

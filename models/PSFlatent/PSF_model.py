@@ -4,24 +4,8 @@
     DummyDataset indices -> coordinates -> ray-traced PSFs, on the accelerator's device -> self.sample
     net_g(coordinates) -> predicted PSFs, trained with `train.loss`
 
-`feed_data` fills `self.sample` (the contract subclasses rely on; they call `super().feed_data`):
-
-    'inp'  (N, 3) float32 coordinates, each in [-1, 1] over the sampled range: field x and y (+-1 at
-           the edges of the square whose corner is at image height `deeplens.fov`) and inverse depth
-           (-1 at `depth_max`, +1 at `depth_min`; defocus blur is linear in 1 / depth)
-    'psf'  (N, C, K, K) float32, one channel per wavelength of `wavelength_set_m`, K = `kernel_size`,
-           normalised by `train.psf_normalize`: `peak` (brightest pixel over all channels = 1, a good
-           range for networks) or `sum` (each channel sums to 1, the physical convention)
-
-Coordinates are uniform, so depth is uniform in 1 / depth. Each item draws them from a generator
-seeded by (seed, epoch, index) in training and (seed, index) in validation: training sees new points
-every epoch, a resumed run sees exactly the PSFs the uninterrupted one saw, and the validation set
-(cached after its first pass) is fixed, never sampled in training, and the same in `-test`.
-
-The network: PSF_model builds `self.net_g` from the `network` block when its own
-`optimize_parameters` is the one in use. A subclass that writes its own training step builds its
-networks itself, as a seed-style subclass does (`self.net_vae = define_network(opt.network)`), and gets
-no second, unused network.
+`feed_data` fills `self.sample` with 'inp' (N, 3) coordinates and 'psf' (N, C, K, K): the contract
+subclasses rely on (they call `super().feed_data`).
 """
 
 import numpy as np
@@ -54,6 +38,10 @@ TRAIN_STREAM, VAL_STREAM = 0, 1  # separate random streams: validation points ar
 
 
 class PSF_model(BaseModel):
+    """Builds `self.net_g` from the `network` block only when its own `optimize_parameters` is the one in
+    use: a subclass that writes its own training step builds its networks itself, as a seed-style
+    subclass does (`self.net_vae = define_network(opt.network)`), and gets no second, unused network."""
+
     config_keys = {
         "": {
             "deeplens": Key(
@@ -178,6 +166,20 @@ class PSF_model(BaseModel):
         return self._validation_items[index]
 
     def feed_data(self, data, is_train=True):
+        """Fills `self.sample` (subclasses rely on it and call `super().feed_data`):
+
+        'inp'  (N, 3) float32 coordinates, each in [-1, 1] over the sampled range: field x and y (+-1 at
+               the edges of the square whose corner is at image height `deeplens.fov`) and inverse depth
+               (-1 at `depth_max`, +1 at `depth_min`; defocus blur is linear in 1 / depth)
+        'psf'  (N, C, K, K) float32, one channel per wavelength of `wavelength_set_m`, K = `kernel_size`,
+               normalised by `train.psf_normalize`: `peak` (brightest pixel over all channels = 1, a good
+               range for networks) or `sum` (each channel sums to 1, the physical convention)
+
+        Coordinates are uniform, so depth is uniform in 1 / depth. Each item draws them from a generator
+        seeded by (seed, epoch, index) in training and (seed, index) in validation: training sees new
+        points every epoch, a resumed run sees exactly the PSFs the uninterrupted one saw, and the
+        validation set (cached after its first pass) is fixed, never sampled in training, and the same
+        in `-test`."""
         indices = [int(i) for i in torch.as_tensor(data["x"]).reshape(-1).tolist()]
         if not is_train:
             items = [self._validation_item(i) for i in indices]

@@ -1,15 +1,8 @@
 """`type: AutoencoderKL`: diffusers' 2D KL autoencoder (the Stable Diffusion VAE), as a transformers model.
 
-The config keys are diffusers' own `AutoencoderKL` arguments, so a diffusers VAE folder converts both ways:
-`AutoencoderKL_arch.from_diffusers(folder)` starts from one (for example the `vae` subfolder of a Stable
-Diffusion checkpoint the user has on disk) and `export_diffusers(folder)` writes one that
-`diffusers.AutoencoderKL.from_pretrained` loads with identical outputs, carrying the trained `scaling_factor`.
-
-Attention: the middle block has self-attention (`mid_block_add_attention`); for attention at a resolution
-level, name that level's blocks `AttnDownEncoderBlock2D` / `AttnUpDecoderBlock2D` in `down_block_types` /
-`up_block_types` (the up list runs from the deepest level back to full resolution).
-
-The methods are the shared autoencoder interface of `models/archs/autoencoder_outputs.py`.
+The config keys are diffusers' own `AutoencoderKL` arguments, so a diffusers VAE folder converts both
+ways (`from_diffusers`, `export_diffusers`). The methods are the shared autoencoder interface of
+`models/archs/autoencoder_outputs.py`.
 """
 
 import os
@@ -29,6 +22,10 @@ class AutoencoderKL_config(PretrainedConfig):
     `scaling_factor` defaults to Stable Diffusion's 0.18215, which is right for its VAE and a placeholder
     for any other: the VAE training model replaces it with 1 / std of the trained latents.
     `down_block_types` / `up_block_types` default to plain (attention-free) blocks, one per width.
+    The middle block has self-attention (`mid_block_add_attention`); for attention at a resolution
+    level, name that level's blocks `AttnDownEncoderBlock2D` / `AttnUpDecoderBlock2D` in
+    `down_block_types` / `up_block_types` (the up list runs from the deepest level back to full
+    resolution).
     """
 
     model_type = "AutoencoderKL"
@@ -131,7 +128,8 @@ class AutoencoderKL_arch(PreTrainedModel):
         return model.eval()  # as `from_pretrained` returns it
 
     def export_diffusers(self, folder: str | os.PathLike) -> str:
-        """Write a folder `diffusers.AutoencoderKL.from_pretrained` loads, carrying this scaling_factor."""
+        """Write a folder `diffusers.AutoencoderKL.from_pretrained` loads with identical outputs, carrying
+        the trained scaling_factor."""
         # The scaling factor (and shift) may have been set on our config after training: copy it over.
         self.diffusers_vae.register_to_config(**_diffusers_kwargs(self.config))
         self.diffusers_vae.save_pretrained(folder, safe_serialization=True)

@@ -20,9 +20,8 @@ library network it wraps:
     unscale_latents(z)             the inverse, before `decode`
     last_decoder_layer()           the weight of the decoder's last conv, for `adaptive_gan_weight`
 
-`config.scaling_factor` is the factor stage 2 multiplies latents by. The VAE training model measures
-1 / std of the latents at the end of training and stores it there (`model.config.scaling_factor = s`),
-so it is saved with the weights instead of being recomputed from another batch at inference time.
+`config.scaling_factor` (1 / std of the latents, measured by the VAE training model) is saved with
+the weights.
 
 A training step, for a KL arch (`utils/losses/vae.py` has the loss pieces):
 

@@ -1,24 +1,10 @@
 """`type: ConditionProjector`: turns a condition into the context tokens the UNet cross-attends to.
 
-Three kinds of condition (`mode`), each giving tokens of width `cross_attention_dim`:
-
-- `image`: a condition latent (B, C, *spatial) from the frozen VAE -> one token per latent position,
-  projected by a linear layer. Cross-attention does not know where a token came from, so a fixed
-  sinusoidal embedding of its position is added (`position_embedding`); without it the UNet cannot
-  tell which part of the condition was where.
-- `vector`: a few numbers (B, V), such as PSF coordinates -> one token per number: Fourier features of
-  the normalised number through a small MLP, plus a learned embedding of which number it is.
-  With `features` (formulas of the raw entries, `models/archs/vector_features.py`) the numbers are those
-  formulas' values, e.g. a defocus `1/v2 - 1/v3` from two depths; `in_channels` is then their count.
-  Normalisation (`vector_shift`, `vector_scale`, optional log of `log_features`) is stored in the config,
-  so generation normalises exactly as training did. With `global_token` one more token comes last: all
-  the numbers' features together through their own MLP, the summary a UNet with
-  `condition_injection: time_embedding` adds to its time embedding (a shared per-number MLP, summed, could
-  not tell x from y).
-- `class`: an integer label (B,) -> one learned token.
-
-`forward(condition, drop=None)`: where the boolean mask `drop` is true the sample's tokens are replaced
-by a learned null token, the "no condition" of classifier-free guidance.
+Three kinds of condition (`mode`), each giving tokens of width `cross_attention_dim` (details in
+`ConditionProjector_config`): `image` (a VAE latent, one token per position), `vector` (a few numbers,
+one token each) and `class` (an integer label, one token). `forward(condition, drop=None)` replaces the
+tokens of the samples where `drop` is true by a learned null token, the "no condition" of
+classifier-free guidance.
 """
 
 import math
@@ -35,6 +21,24 @@ MODES = ("image", "vector", "class")
 
 
 class ConditionProjector_config(PretrainedConfig):
+    """The keys of the three modes:
+
+    - `image`: a condition latent (B, C, *spatial) from the frozen VAE -> one token per latent position,
+      projected by a linear layer. Cross-attention does not know where a token came from, so a fixed
+      sinusoidal embedding of its position is added (`position_embedding`); without it the UNet cannot
+      tell which part of the condition was where.
+    - `vector`: a few numbers (B, V), such as PSF coordinates -> one token per number: Fourier features
+      of the normalised number through a small MLP, plus a learned embedding of which number it is.
+      With `features` (formulas of the raw entries, `models/archs/vector_features.py`) the numbers are
+      those formulas' values, e.g. a defocus `1/v2 - 1/v3` from two depths; `in_channels` is then their
+      count. Normalisation (`vector_shift`, `vector_scale`, optional log of `log_features`) is stored in
+      the config, so generation normalises exactly as training did. With `global_token` one more token
+      comes last: all the numbers' features together through their own MLP, the summary a UNet with
+      `condition_injection: time_embedding` adds to its time embedding (a shared per-number MLP, summed,
+      cannot tell x from y).
+    - `class`: an integer label (B,) -> one learned token.
+    """
+
     model_type = "ConditionProjector"
 
     @keys_from_signature

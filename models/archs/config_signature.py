@@ -1,16 +1,5 @@
 """One signature is the whole arch config: `@keys_from_signature` on a `PretrainedConfig.__init__`.
-
-Without it every key is written three times (the parameter, `self.k = k`, and any list of the keys
-passed on to a library network), and a key added to one place but not another is silently dropped
-from `config.json`. Like diffusers' `register_to_config`, the decorator stores each named parameter
-as an attribute of the same name once the body has run, unless the body set it itself (to normalise
-it, e.g. a default that depends on another key); tuples are stored as lists so that the JSON round
-trip gives back the same config. `signature_keys(config_cls)` lists the keys.
-
-This signature is the arch's key declaration, the counterpart of the `Key`s that models and datasets
-declare: `utils/config/arch_signature.py` is the one adapter that reads it, so the run's one config check
-(`utils/config/check.py`) refuses an arch key the config does not take, and checks types and counts,
-before any network is built.
+It is the arch's key declaration (models and datasets declare `Key`s), read by the config check:
 
     class TinyDenoiser_config(PretrainedConfig):
         model_type = "TinyDenoiser"
@@ -27,6 +16,13 @@ _NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONL
 
 
 def keys_from_signature(init):
+    """Like diffusers' `register_to_config`: stores each named parameter as an attribute of the same name
+    once the body has run, unless the body set it itself (to normalise it, e.g. a default that depends on
+    another key); tuples are stored as lists so that the JSON round trip gives back the same config.
+
+    Without it every key is written three times (the parameter, `self.k = k`, and any list of the keys
+    passed on to a library network), and a key added to one place but not another is silently dropped
+    from `config.json`."""
     signature = inspect.signature(init)
     names = [n for n, p in signature.parameters.items() if n != "self" and p.kind in _NAMED]
 

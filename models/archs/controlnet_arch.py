@@ -1,22 +1,9 @@
 """`type: ControlNet`: diffusers' `ControlNetModel` (2D), shaped after a trained stage-2 UNet.
 
-    network:
-      type: ControlNet
-      conditioning_channels: 1                    # channels of the control image (a mask, an edge map)
-      conditioning_embedding_out_channels: [16, 32, 64]   # one stride-2 conv between entries: the control
-                                                  # image is 2**(len - 1) times larger than the latent
-
-`unet` (the diffusers config of the stage-2 UNet) is filled in by `ControlNet_model` from the frozen
-LDM run, so the saved config rebuilds the same ControlNet. `copy_encoder(unet)` starts the ControlNet's
-encoder as a copy of the trained UNet's (diffusers' `ControlNetModel.from_unet`); its zero convolutions
-start at zero, so before training the controlled UNet predicts exactly what the UNet alone does.
-
-`forward(sample, timesteps, control, conditioning_scale, encoder_hidden_states, class_labels)` (the
-last two as the UNet takes them: `DiffusionUNet_arch.diffusers_inputs`) returns (down residuals, mid
-residual), already multiplied by `conditioning_scale`, for the UNet's
-`down_block_additional_residuals` / `mid_block_additional_residual` (residual addition). A UNet whose
-condition enters through its time embedding (`condition.inject: time_embedding`) passes its ControlNet
-the same class embedding input, which `from_unet` copies with the rest of the encoder.
+`copy_encoder(unet)` starts it as a copy of the trained UNet's encoder, with zero convolutions, so
+before training the controlled UNet predicts exactly what the UNet alone does. `forward` returns
+(down residuals, mid residual), already scaled, for the UNet's `down_block_additional_residuals` /
+`mid_block_additional_residual`.
 """
 
 import torch
@@ -27,6 +14,17 @@ from utils.errors import ConfigError
 
 
 class ControlNet_config(PretrainedConfig):
+    """The keys a YAML gives:
+
+        network:
+          type: ControlNet
+          conditioning_channels: 1                    # channels of the control image (a mask, an edge map)
+          conditioning_embedding_out_channels: [16, 32, 64]   # one stride-2 conv between entries:
+                                                      # the control image is 2**(len - 1) times the latent
+
+    `unet` (the diffusers config of the stage-2 UNet) is filled in by `ControlNet_model` from the frozen
+    LDM run, so the saved config rebuilds the same ControlNet."""
+
     model_type = "ControlNet"
 
     def __init__(
@@ -78,7 +76,9 @@ class ControlNet_arch(PreTrainedModel):
         pass
 
     def copy_encoder(self, unet: UNet2DConditionModel) -> None:
-        """Start from the trained UNet: its input conv, time embedding, down and mid blocks are copied."""
+        """Start from the trained UNet: its input conv, time embedding, down and mid blocks are copied
+        (diffusers' `ControlNetModel.from_unet`); the zero convolutions start at zero. The class embedding
+        is copied too, for a UNet whose condition enters through its time embedding."""
         copied = ControlNetModel.from_unet(
             unet,
             conditioning_channels=self.config.conditioning_channels,
@@ -96,6 +96,12 @@ class ControlNet_arch(PreTrainedModel):
         encoder_hidden_states: torch.Tensor | None = None,
         class_labels: torch.Tensor | None = None,
     ):
+        """(down residuals, mid residual), already multiplied by `conditioning_scale`, for the UNet's
+        `down_block_additional_residuals` / `mid_block_additional_residual` (residual addition).
+        `encoder_hidden_states` and `class_labels` are given as the UNet takes them
+        (`DiffusionUNet_arch.diffusers_inputs`): a UNet whose condition enters through its time
+        embedding (`condition.inject: time_embedding`) passes its ControlNet the same class embedding
+        input."""
         down, mid = self.controlnet(
             sample,
             timesteps,

@@ -1,38 +1,10 @@
 """`type: DiffusionUNet`: the noise-prediction UNet of stage 2.
 
-The keys are those of MONAI's `DiffusionModelUNet`, so its JSON configs carry over:
-
-    network:
-      type: DiffusionUNet
-      spatial_dims: 2
-      in_channels: 4                 # the VAE's latent channels
-      out_channels: 4
-      channels: [32, 64, 128, 256]
-      attention_levels: [false, true, true, true]
-      num_head_channels: [0, 32, 32, 32]   # channels per attention head, per level (0: no attention)
-      num_res_blocks: 2
-      with_conditioning: true        # conditioned on the condition tokens ...
-      condition_injection: cross_attention   # ... by cross-attention, time_embedding or both
-      cross_attention_dim: 512
-      norm_num_groups: 32
-
+The keys are those of MONAI's `DiffusionModelUNet` (its JSON configs carry over), plus `backend`,
+`condition_injection`, `resnet_time_scale_shift` and `coordinate_channels` (see `DiffusionUNet_config`).
 2D runs on diffusers' `UNet2DConditionModel` (fused attention, well kept); 3D on MONAI's
 `DiffusionModelUNet`. `backend: monai` forces MONAI in 2D too (to reuse weights trained with
 MONAI). `forward(sample, timesteps, context=None)` returns the prediction, a tensor.
-
-`condition_injection` says where the context tokens enter. `cross_attention`: the attention levels attend
-to them. `time_embedding`: the last token (the condition's global summary, see the condition projector's
-`global_token`) is projected and added to the timestep embedding (diffusers' `class_embed_type:
-projection`), which every ResNet block adds to its features as a per-channel shift, or, with
-`resnet_time_scale_shift: scale_shift`, uses to scale and shift them (FiLM). A global condition such as a
-PSF's coordinates reached through cross-attention alone was ignored in training: samples scored the same
-with the conditions shuffled across the batch. `both` does the two.
-
-`coordinate_channels: true` stacks the position of every latent pixel (one channel per axis, -1 to 1)
-on the input, as CoordConv does. Convolutions are blind to where they are, and the input at high noise
-carries no structure, so a UNet told only a global vector (a PSF's field point and defocus) must build
-where things go from its padding; with the coordinates it reads it. The channels are added inside, so
-the UNet still takes and returns latents of `in_channels`.
 """
 
 import torch
@@ -44,13 +16,30 @@ from models.archs.config_signature import keys_from_signature
 from utils.errors import ConfigError
 
 BACKENDS = ("auto", "diffusers", "monai")
+# A global condition such as a PSF's coordinates reached through cross-attention alone is ignored in
+# training (samples score the same with the conditions shuffled across the batch): time_embedding and
+# both give it a direct path.
 INJECTIONS = ("cross_attention", "time_embedding", "both")
 # How a ResNet block uses the time embedding: add it (default), or scale and shift by it (FiLM).
 TIME_SCALE_SHIFTS = ("default", "scale_shift")
 
 
 class DiffusionUNet_config(PretrainedConfig):
-    """Defaults: 4 levels, attention below the first, 512-wide context."""
+    """Defaults: 4 levels, attention below the first, 512-wide context.
+
+    `condition_injection` says where the context tokens enter. `cross_attention`: the attention levels
+    attend to them. `time_embedding`: the last token (the condition's global summary, see the condition
+    projector's `global_token`) is projected and added to the timestep embedding (diffusers'
+    `class_embed_type: projection`), which every ResNet block adds to its features as a per-channel
+    shift, or, with `resnet_time_scale_shift: scale_shift`, uses to scale and shift them (FiLM).
+    `both` does the two.
+
+    `coordinate_channels: true` stacks the position of every latent pixel (one channel per axis, -1 to 1)
+    on the input, as CoordConv does. Convolutions are blind to where they are, and the input at high
+    noise carries no structure, so a UNet told only a global vector (a PSF's field point and defocus)
+    must build where things go from its padding; with the coordinates it reads it. The channels are
+    added inside, so the UNet still takes and returns latents of `in_channels`.
+    """
 
     model_type = "DiffusionUNet"
 

@@ -3,15 +3,7 @@ Diffusion: Tokenizer is Key to Visual Generation"), as the `quantizer: lfq` opti
 
 Each of the `codebook_dim` latent channels is quantised on its own to -1 or +1, so the codebook is the
 implicit set of all 2^codebook_dim sign vectors and no nearest-neighbour search or learned codebook is
-needed. A code's index reads the signs as bits (channel 0 the most significant, + being 1).
-
-The loss is
-    commitment_beta * mean((z - sg[q])^2)
-  + entropy_weight * (mean per-position entropy - diversity_gamma * entropy of the batch-average code use)
-where a position's soft code assignment is softmax(-||z - c||^2 / temperature) over all codes c: low
-per-position entropy makes each latent commit to a code, high average entropy spreads the batch over the
-codebook. The entropy is computed exactly over all 2^codebook_dim codes, so memory grows as
-positions x 2^codebook_dim: keep codebook_dim at 14 or below.
+needed. Keep codebook_dim at 14 or below (`LookupFreeQuantizer` says why).
 """
 
 import torch
@@ -20,6 +12,16 @@ from torch import nn
 
 
 class LookupFreeQuantizer(nn.Module):
+    """A code's index reads the signs as bits (channel 0 the most significant, + being 1). The loss is
+
+        commitment_beta * mean((z - sg[q])^2)
+      + entropy_weight * (mean per-position entropy - diversity_gamma * entropy of the batch-average code use)
+
+    where a position's soft code assignment is softmax(-||z - c||^2 / temperature) over all codes c: low
+    per-position entropy makes each latent commit to a code, high average entropy spreads the batch over
+    the codebook. The entropy is computed exactly over all 2^codebook_dim codes, so memory grows as
+    positions x 2^codebook_dim."""
+
     def __init__(
         self,
         codebook_dim: int,

@@ -1,19 +1,9 @@
 """`type: MonaiAutoencoderKL`: MONAI's KL autoencoder (2D or 3D).
 
 The config keys are those of MONAI's generative `AutoencoderKL` configs plus MONAI's own extras, so
-existing JSON configs carry over. `MonaiAutoencoderKL_arch.from_monai_checkpoint(path, **config)` (or, on a model already
-built from a YAML `network` block, `load_monai_checkpoint(path)`) loads an existing MONAI training checkpoint:
-the plain MONAI state dict of `autoencoder_epochN.pth` or the full `checkpoint_epochN.pth` dict, through
-its `autoencoder_state_dict` key. Files are read with `torch.load(weights_only=True)`: no arbitrary pickle.
-
-MONAI's `encode` returns the mean and the standard deviation sigma (not a log-variance); the posterior is
-built from sigma, so its KL is 0.5 * sum(mu^2 + sigma^2 - 1 - log sigma^2); putting sigma where the
-log-variance goes would train against a wrong KL term.
-
-MONAI's attention blocks (`attention_levels`, the non-local attention of encoder and decoder) need the
-`einops` package.
-
-The methods are the shared autoencoder interface of `models/archs/autoencoder_outputs.py`.
+existing JSON configs carry over, and `from_monai_checkpoint` / `load_monai_checkpoint` load existing
+MONAI training checkpoints. The methods are the shared autoencoder interface of
+`models/archs/autoencoder_outputs.py`. MONAI's attention blocks need the `einops` package.
 """
 
 import os
@@ -111,6 +101,9 @@ class MonaiAutoencoderKL_arch(PreTrainedModel):
         return self.config.latent_channels
 
     def encode(self, x: torch.Tensor) -> EncoderOutput:
+        # MONAI's encode returns the mean and the standard deviation sigma (not a log-variance): the KL is
+        # 0.5 * sum(mu^2 + sigma^2 - 1 - log sigma^2), and sigma where the log-variance goes would train
+        # against a wrong KL term.
         mean, sigma = self.monai_autoencoder.encode(x)
         return EncoderOutput(latent_dist=DiagonalGaussianPosterior.from_sigma(mean, sigma))
 
@@ -144,7 +137,10 @@ class MonaiAutoencoderKL_arch(PreTrainedModel):
         return model.eval()  # as `from_pretrained` returns it
 
     def load_monai_checkpoint(self, path: str | os.PathLike) -> None:
-        """Load a MONAI AutoencoderKL state dict, or a PTI-LDM-VAE `checkpoint_epochN.pth`, into this arch."""
+        """Load a MONAI AutoencoderKL state dict (`autoencoder_epochN.pth`), or a PTI-LDM-VAE
+        `checkpoint_epochN.pth` (through its `autoencoder_state_dict` key), into this arch, e.g. one built
+        from a YAML `network` block. Files are read with `torch.load(weights_only=True)`: no arbitrary
+        pickle."""
         state_dict = _read_monai_state_dict(path)
         expected = self.monai_autoencoder.state_dict()
         missing = [key for key in expected if key not in state_dict]

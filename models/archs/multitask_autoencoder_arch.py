@@ -1,26 +1,9 @@
 """`type: MultiTaskAutoencoder`: one 2D encoder, one decoder trunk, several output heads at once.
 
-    network:
-      type: MultiTaskAutoencoder
-      in_channels: 1
-      latent_channels: 4
-      base_channels: 32          # widths base * (1, 2, 4, 4, ...), one level per downsampling step
-      downsampling_steps: 2      # the latent is 2**steps times smaller than the image
-      variational: false         # true: encode gives a posterior (mu, logvar) and forward samples it
-      heads:
-        - {type: RGBHead, name: rgb, out_channels: 1}                # an image (reconstruction)
-        - {type: SegmentationHead, name: segmentation, num_classes: 3}   # per-pixel class logits
-        - {type: ClassificationHead, name: class, num_classes: 2}        # a label, from the latent
-
-The encoder and decoder are diffusers' `Encoder` / `Decoder` (the blocks of the Stable Diffusion VAE):
-well-kept ResNet and attention blocks with group norm, rather than hand-written ones. The decoder's last
-conv gives a `base_channels`-wide feature map that every pixel head reads; the classification head reads
-the latent itself, so the label is carried by the code stage 2 diffuses.
-
-The methods are the shared autoencoder interface of `models/archs/autoencoder_outputs.py`, so the arch is
-a stage 1 for `LDM_model` as it is: `encode(x).latent` (deterministic) or `.latent_dist.mean`
-(variational) is the diffusion latent, `decode(z)` is the image head. `decode_heads(z)` gives every
-head; `forward` returns them all in `.heads`.
+The heads are an image (`RGBHead`), per-pixel class logits (`SegmentationHead`) and a label read from
+the latent (`ClassificationHead`). The methods are the shared autoencoder interface of
+`models/archs/autoencoder_outputs.py`, so the arch is a stage 1 for `LDM_model` as it is;
+`decode_heads(z)` gives every head and `forward` returns them all in `.heads`.
 """
 
 from dataclasses import dataclass
@@ -43,7 +26,22 @@ HEAD_KEYS = {
 
 
 class MultiTaskAutoencoder_config(PretrainedConfig):
-    """The encoder/decoder keys, in one block (the decoder mirrors the encoder)."""
+    """The encoder/decoder keys, in one block:
+
+        network:
+          type: MultiTaskAutoencoder
+          in_channels: 1
+          latent_channels: 4
+          base_channels: 32          # widths base * (1, 2, 4, 4, ...), one level per downsampling step
+          downsampling_steps: 2      # the latent is 2**steps times smaller than the image
+          variational: false         # true: encode gives a posterior (mu, logvar) and forward samples it
+          heads:
+            - {type: RGBHead, name: rgb, out_channels: 1}                # an image (reconstruction)
+            - {type: SegmentationHead, name: segmentation, num_classes: 3}   # per-pixel class logits
+            - {type: ClassificationHead, name: class, num_classes: 2}        # a label, from the latent
+
+    The decoder mirrors the encoder.
+    """
 
     model_type = "MultiTaskAutoencoder"
 
@@ -106,6 +104,13 @@ class MultiTaskOutput(AutoencoderOutput):
 
 
 class MultiTaskAutoencoder_arch(PreTrainedModel):
+    """The encoder and decoder are diffusers' `Encoder` / `Decoder` (the blocks of the Stable Diffusion
+    VAE): well-kept ResNet and attention blocks with group norm, rather than hand-written ones. The
+    decoder's last conv gives a `base_channels`-wide feature map that every pixel head reads; the
+    classification head reads the latent itself, so the label is carried by the code stage 2 diffuses.
+    `encode(x).latent` (deterministic) or `.latent_dist.mean` (variational) is the diffusion latent,
+    `decode(z)` is the image head."""
+
     config_class = MultiTaskAutoencoder_config
     main_input_name = "x"
 

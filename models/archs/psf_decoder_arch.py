@@ -3,16 +3,8 @@
     coordinates (N, D) -> Fourier features -> MLP -> (base_channels, g, g) grid
                        -> num_upsamples x [2x nearest upsampling, two 3x3 convs] -> centre crop to K
 
-The grid side g is ceil(K / 2**num_upsamples), so the decoded map covers K and at most
-2**num_upsamples - 1 extra pixels are cropped: any kernel size works, odd ones included. Unlike
-`PSF_MLP`, whose last layer has a weight per output pixel, the convolutions share weights across the
-kernel, which suits large kernels.
-
-Plain conv blocks rather than diffusers' `Decoder`: that one needs channel counts divisible by its 32
-normalisation groups and adds ResNet and attention blocks at every level, an order of magnitude more
-compute for 16 to 64 pixel kernels, where a few convolutions already fit the smooth blur shapes.
-`num_upsamples` defaults to 1: with deeper stacks of these plain convs the output started near zero
-and training stalled at the empty kernel (measured at kernel 32).
+Unlike `PSF_MLP`, whose last layer has a weight per output pixel, the convolutions share weights across
+the kernel, which suits large kernels; any kernel size works, odd ones included.
 """
 
 import math
@@ -25,14 +17,18 @@ from models.archs.config_signature import keys_from_signature
 from models.archs.psf_mlp_arch import FourierFeatures, check_output, coordinate_mlp, kernel_activation
 
 
+# Plain conv blocks rather than diffusers' `Decoder`: that one needs channel counts divisible by its 32
+# normalisation groups and adds ResNet and attention blocks at every level, an order of magnitude more
+# compute for 16 to 64 pixel kernels, where a few convolutions already fit the smooth blur shapes.
 class ConvKernelDecoder(nn.Module):
-    """(N, in_features) -> (N, out_channels, K, K) logits, for any K (see the module docstring)."""
+    """(N, in_features) -> (N, out_channels, K, K) logits, for any K (centre-cropped to K)."""
 
     def __init__(
         self, in_features: int, out_channels: int, kernel_size: int, base_channels: int, num_upsamples: int
     ):
         super().__init__()
         self.kernel_size = kernel_size
+        # The decoded map covers K, with at most 2**num_upsamples - 1 extra pixels cropped: any K works.
         self.grid_size = math.ceil(kernel_size / 2**num_upsamples)
         self.base_channels = base_channels
         self.to_grid = nn.Linear(in_features, base_channels * self.grid_size**2)
@@ -75,6 +71,8 @@ class PSFDecoder_config(PretrainedConfig):
         hidden_dim: int = 256,
         num_layers: int = 2,
         base_channels: int = 64,
+        # With deeper stacks of these plain convs the output starts near zero and training stalls at the
+        # empty kernel (measured at kernel 32).
         num_upsamples: int = 1,
         output: str = "peak",
         **kwargs,

@@ -4,13 +4,8 @@
     decode(z, coords)   -> kernel (N, C, K, K)
     forward(psf, coords, sample_posterior=True) -> AutoencoderOutput(reconstruction, latents, latent_dist)
 
-Encoder: strided 3x3 convs over the kernel, pooled to a 4 x 4 map (so any K works), concatenated
-with the coordinate embedding, then an MLP to the mean and log-variance. Decoder: the latent
-concatenated with the coordinate embedding, an MLP, and a linear layer to every pixel, as in
-`PSF_MLP`: on these mostly-dark kernels it learns within a few hundred steps where the
-convolutional decoder of `PSFDecoder` stalled near the empty kernel (measured, kernel 9 and 32).
-The embedding (Fourier features and a linear layer) is shared by both. `PSF_Emb_model` trains it with
-a KL term and the interpolation loss that makes latents of neighbouring field points interpolate.
+`PSF_Emb_model` trains it with a KL term and the interpolation loss that makes latents of neighbouring
+field points interpolate.
 """
 
 import torch
@@ -63,6 +58,13 @@ class PSF_Emb_config(PretrainedConfig):
 
 
 class PSF_Emb_arch(PreTrainedModel):
+    """Encoder: strided 3x3 convs over the kernel, pooled to a 4 x 4 map (so any K works), concatenated
+    with the coordinate embedding, then an MLP to the mean and log-variance. Decoder: the latent
+    concatenated with the coordinate embedding, an MLP, and a linear layer to every pixel, as in
+    `PSF_MLP`: on these mostly-dark kernels it learns within a few hundred steps where the
+    convolutional decoder of `PSFDecoder` stalls near the empty kernel (measured, kernel 9 and 32).
+    The embedding (Fourier features and a linear layer) is shared by both."""
+
     config_class = PSF_Emb_config
     main_input_name = "psf"
 

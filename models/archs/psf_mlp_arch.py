@@ -2,16 +2,9 @@
 
     coordinates (N, D) -> Fourier features -> MLP -> (N, C, K, K)
 
-The coordinates are those `PSF_model` draws (field x, y and inverse depth, each in [-1, 1]). The
-last layer predicts every pixel of every channel at once; `output` picks how the logits become a
-kernel (the same choice in every PSF arch):
-
-    softplus  non-negative, unconstrained (default of PSF_MLP and PSF_Emb).
-    peak      exp(logits - their max over all channels): the brightest pixel is exactly 1, like a PSF
-              with `train.psf_normalize: peak` (default of PSFDecoder: trained with MSE on these
-              mostly-dark kernels, its softplus outputs sank below zero everywhere and stayed there,
-              which this form cannot do).
-    sum       a softmax over each channel's pixels: every channel sums to 1 (`psf_normalize: sum`).
+The coordinates are those `PSF_model` draws (field x, y and inverse depth, each in [-1, 1]). The last
+layer predicts every pixel of every channel at once; `output` picks how the logits become a kernel (the
+same choice in every PSF arch: `kernel_activation`).
 """
 
 import math
@@ -48,7 +41,15 @@ class FourierFeatures(nn.Module):
 
 
 def kernel_activation(logits: torch.Tensor, output: str) -> torch.Tensor:
-    """(N, C, K, K) logits -> kernels, by `output` (see the module docstring)."""
+    """(N, C, K, K) logits -> kernels, by `output`:
+
+    softplus  non-negative, unconstrained (default of PSF_MLP and PSF_Emb).
+    peak      exp(logits - their max over all channels): the brightest pixel is exactly 1, like a PSF
+              with `train.psf_normalize: peak` (default of PSFDecoder: trained with MSE on these
+              mostly-dark kernels, its softplus outputs sink below zero everywhere and stay there,
+              which this form cannot do).
+    sum       a softmax over each channel's pixels: every channel sums to 1 (`psf_normalize: sum`).
+    """
     n, c, h, w = logits.shape
     if output == "sum":
         return logits.reshape(n, c, h * w).softmax(-1).reshape(n, c, h, w)
@@ -74,7 +75,7 @@ def check_output(output: str) -> None:
 
 class PSF_MLP_config(PretrainedConfig):
     """in_dim: coordinates per point (3: x, y, inverse depth); out_channels: one per wavelength;
-    kernel_size: K of the (K, K) kernels; output: softplus | peak | sum (see the module docstring)."""
+    kernel_size: K of the (K, K) kernels; output: softplus | peak | sum (see `kernel_activation`)."""
 
     model_type = "PSF_MLP"
 

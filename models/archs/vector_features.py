@@ -1,17 +1,10 @@
 """Derived numbers of a vector condition, written as formulas of its entries (`condition.features`).
 
-A network conditioned on a few numbers learns fastest when they are the quantities the output really
-depends on. A lens's point spread function, for instance, changes with the defocus
-`1/depth - 1/focus`: given the two depths (v2, v3) the network must learn that small difference of two
-large numbers, given the defocus it only reads it. So a run may list formulas of the raw entries
-`v0, v1, ...`:
-
     condition:
       features: [v0, v1, "1/v2 - 1/v3", "1/v3"]
 
-SymPy (already installed with torch) parses each formula and compiles it to torch operations, so the
-features are computed on the condition's device in training and in generation alike; the formulas are
-stored in the projector's config and travel with the saved run.
+`compile_features` turns the formulas into torch operations; they are stored in the projector's config
+and travel with the saved run.
 """
 
 import difflib
@@ -39,7 +32,14 @@ def entries_used(expressions: list[str]) -> int:
 
 def compile_features(expressions: list[str]):
     """A function (B, N) -> (B, len(expressions)) evaluating the formulas on each row; with
-    `check_finite=True` a formula that is not finite on a row is one sentence naming both."""
+    `check_finite=True` a formula that is not finite on a row is one sentence naming both.
+
+    A network conditioned on a few numbers learns fastest when they are the quantities the output really
+    depends on. A lens's point spread function, for instance, changes with the defocus
+    `1/depth - 1/focus`: given the two depths (v2, v3) the network must learn that small difference of
+    two large numbers, given the defocus it only reads it. SymPy (already installed with torch) parses
+    each formula and compiles it to torch operations, so the features are computed on the condition's
+    device in training and in generation alike."""
     parsed = [_parse(expression) for expression in expressions]
     size = max(entries_used(expressions), 1)
     symbols = sympy.symbols(f"v0:{size}")

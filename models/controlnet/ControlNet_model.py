@@ -4,17 +4,9 @@
     control: {key: mask, conditioning_scale: 1.0}
     network: {type: ControlNet, conditioning_channels: 1, conditioning_embedding_out_channels: [16, 32, 64]}
 
-    z0 = scale(VAE.encode(target))          the LDM's frozen VAE and stored scale factor
-    residuals = ControlNet(zt, t, tokens(condition), control)
-    loss = || UNet(zt, t, tokens(condition), + residuals) - target(epsilon | v | z0) ||^2
+    loss = || UNet(zt, t, tokens(condition), + ControlNet(zt, t, tokens(condition), control)) - target ||^2
 
-Only the ControlNet trains: the LDM's UNet, projector and VAE are loaded from its `final/` frozen and in
-eval mode, and the ControlNet's encoder starts as a copy of that UNet's. The LDM's condition (if any) is
-read from the batch key it was trained on. Validation logs the loss at fixed noise, then samples the
-first `val.num_samples` controls (each with its own seed) and logs control | target | sample grids and
-`val.metrics` of the samples against their targets. Every weights folder (`checkpoint-N/`, `best/`,
-`final/`) holds the ControlNet, what generation reads of the LDM's weights folder (`ldm/`) and
-`controlnet.json` (control key, conditioning scale): what `scripts/generate.py --control` needs.
+zt, the tokens and the target (epsilon | v | z0) are those of the frozen LDM; only the ControlNet trains.
 """
 
 import json
@@ -67,6 +59,11 @@ VAL_KEYS = {
 
 
 class ControlNet_model(BaseModel):
+    """Only the ControlNet trains: the LDM's UNet, projector and VAE (with its stored scale factor) are
+    loaded from its `final/` frozen and in eval mode, and the ControlNet's encoder starts as a copy of
+    that UNet's. The LDM's condition (if any) is read from the batch key it was trained on, and the
+    target is the LDM's (epsilon, v or z0)."""
+
     config_keys = {
         "": {
             "ldm": Key(None, "block", "The frozen, trained LDM that the ControlNet steers.", nullable=True),
@@ -173,6 +170,9 @@ class ControlNet_model(BaseModel):
         return self.val_opt[key] if self.val_opt[key] is not None else self.description[key]
 
     def validate_step(self, batch):
+        """Logs the loss at fixed noise, then samples the first `val.num_samples` controls (each with its
+        own seed) and logs control | target | sample grids and `val.metrics` of the samples against
+        their targets."""
         self.feed_data(batch, is_train=False)
         latents = self.sample["latent"]
         n = len(latents)
@@ -223,7 +223,8 @@ class ControlNet_model(BaseModel):
 
     def save_archs(self, folder: str):
         """The ControlNet, then `ldm/` (what generation reads of the LDM's folder) and `controlnet.json`,
-        in every weights folder (checkpoint-N, best/, final/): `generate.py --control` takes any."""
+        in every weights folder (checkpoint-N, best/, final/): `generate.py --control` takes any.
+        `controlnet.json` holds the control key and conditioning scale."""
         super().save_archs(folder)
         if not self.accelerator.is_main_process:
             return

@@ -4,21 +4,8 @@
     zt = sqrt(a_t) z0 + sqrt(1 - a_t) noise       diffusers' DDPMScheduler (linear, scaled_linear, quadratic, cosine)
     loss = w(t) * || UNet(zt, t, tokens(condition or null)) - target(epsilon | v | z0) ||^2
 
-`tokens` come from the condition projector (`models/archs/condition_projector_arch.py`), trained with the
-UNet: an image condition encoded by the same VAE, a vector of numbers (PSF coordinates), or a class
-label; `condition.type: none` trains an unconditional model. With probability `train.cond_drop_prob` a
-sample's tokens are replaced by the learned null token, so classifier-free guidance works at sampling.
-`w(t)` is min-SNR-gamma when `train.snr_gamma` is set, else 1.
-
-Validation logs the loss at fixed noise, then samples a fixed set of validation conditions (each with its
-own condition and seed), decodes them and logs a grid (condition | target | sample) and the metrics of
-`val.metrics` against the targets, beside two baselines on the same targets (`models/ldm/baselines.py`):
-the mean training target and the same model with the conditions shuffled across the batch.
-
-Every weights folder (`checkpoint-N/`, `best/`, `final/`) receives, besides the trained UNet and
-projector, `scheduler/` (the noise schedule) and `ldm.json` (VAE reference, scale factor, latent shape,
-condition and sampling settings): all that `scripts/generate.py` needs; and `mean_target.safetensors`,
-the mean-target baseline that a `-test` run (no training data) scores.
+`tokens` come from the condition projector (`models/archs/condition_projector_arch.py`), trained with
+the UNet; `w(t)` is min-SNR-gamma when `train.snr_gamma` is set, else 1.
 """
 
 import torch
@@ -51,6 +38,11 @@ from utils.losses.vae import decoded_image
 
 
 class LDM_model(BaseModel):
+    """The condition is an image encoded by the same VAE, a vector of numbers (PSF coordinates), or a
+    class label; `condition.type: none` trains an unconditional model. With probability
+    `train.cond_drop_prob` a sample's tokens are replaced by the learned null token, so classifier-free
+    guidance works at sampling."""
+
     config_keys = {
         "": {
             "vae": Key(None, "block", "The frozen stage-1 VAE.", nullable=True),
@@ -234,6 +226,11 @@ class LDM_model(BaseModel):
         return latents, self.decode(latents)
 
     def validate_step(self, batch):
+        """Logs the loss at fixed noise, then samples a fixed set of validation conditions (each with its
+        own condition and seed), decodes them and logs a grid (condition | target | sample) and the
+        metrics of `val.metrics` against the targets, beside two baselines on the same targets
+        (`models/ldm/baselines.py`): the mean training target and the same model with the conditions
+        shuffled across the batch."""
         self.feed_data(batch, is_train=False)
         latents = self.sample["latent"]
         n = len(latents)
@@ -282,6 +279,8 @@ class LDM_model(BaseModel):
 
     def save_archs(self, folder: str):
         """The UNet and projector, then `scheduler/`, `ldm.json` and `mean_target.safetensors` beside them,
-        in every weights folder (checkpoint-N, best/, final/): `-test` and `scripts/generate.py` take any."""
+        in every weights folder (checkpoint-N, best/, final/): `-test` and `scripts/generate.py` take any.
+        `ldm.json` holds the VAE reference, scale factor, latent shape, condition and sampling settings;
+        `mean_target.safetensors` is the mean-target baseline that a `-test` run (no training data) scores."""
         super().save_archs(folder)
         write_generation_files(self, folder)

@@ -1,20 +1,10 @@
 """Two baselines that say whether a conditional LDM follows its condition, scored beside its samples.
 
 A conditional generator that ignores its condition still makes plausible images, so a PSNR alone hides
-the failure users fear most. Each validation therefore scores, on the same targets and with the same
-`val.metrics`:
+that failure. Each validation scores, on the same targets and with the same `val.metrics`:
 
-- `val_mean_target_<metric>`: the mean training target, the best a model that ignores its input can do
-  in PSNR (it is the MSE-optimal constant);
+- `val_mean_target_<metric>`: the mean training target (the MSE-optimal constant);
 - `val_shuffled_<metric>`: the same model and seeds, with the conditions rolled by one across the batch.
-  A model that ignores its condition scores the same with and without the shuffle.
-
-Measured on the shipped experiments (README, "Stage 2"): an `epsilon`-prediction model can sit at the
-mean target's PSNR for long after its samples look plausible.
-
-The mean target is saved with the run's generation files (`mean_target.safetensors` in every weights
-folder: `checkpoint-N/`, `best/`, `final/`), so a `-test` run, which loads no training data, scores the
-same baseline.
 """
 
 import os
@@ -62,7 +52,9 @@ def load_mean_target(folder: str | None) -> torch.Tensor | None:
 
 def baseline_mean_target(model) -> torch.Tensor | None:
     """The mean target of `model` (an LDM_model whose loaders are set up): measured on its training loader,
-    or, in `-test` (no training data), the one saved with the weights of `path.pretrained`."""
+    or, in `-test` (no training data), the one saved with the weights of `path.pretrained`
+    (`mean_target.safetensors` in every weights folder). It is the best a model that ignores its input
+    can do in PSNR."""
     if model.train_loader is not None:
         return mean_training_target(model.train_loader, model.gt_key, model.val_opt["baseline_batches"])
     pretrained = model.opt["path"].get("pretrained")
@@ -85,9 +77,12 @@ def like(mean: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def log_baselines(model, condition, shape, seeds, target) -> None:
     """Score both baselines on `target` (the validation batch's first len(seeds) targets)."""
+    # Measured on the shipped experiments (README, "Stage 2"): an `epsilon`-prediction model can sit at
+    # the mean target's PSNR for long after its samples look plausible.
     if model.mean_target is not None:
         mean = like(model.mean_target, target)
         model.log(pred=mean.cpu().numpy(), target=target.cpu().numpy(), prefix="mean_target_")
+    # A model that ignores its condition scores the same with and without the shuffle.
     if condition is not None and len(seeds) > 1:
         _, shuffled = model.sample_images(condition.roll(1, 0), shape, seeds)
         model.log(pred=shuffled.float().cpu().numpy(), target=target.cpu().numpy(), prefix="shuffled_")

@@ -1,18 +1,9 @@
 """Load a PTI-LDM-VAE stage-2 checkpoint into `DiffusionUNet` (MONAI backend) and the condition projector.
 
-PTI-LDM-VAE saves its stage 2 in two forms:
-
-- `checkpoint_epochN.pth`: a dict with `unet_state_dict` (MONAI `DiffusionModelUNet` keys) and
-  `condition_projector_state_dict` (a plain `nn.Linear(latent_channels, cross_attention_dim)`: `weight`,
-  `bias`), beside the epoch, optimizer state and best validation loss;
-- `diffusion_unet.pt`: the UNet's state dict alone.
-
-Its projector adds no position embedding to the condition tokens, so it loads only into an image-mode
-projector with `position_embedding: false`; the learned null token of classifier-free guidance has no
-counterpart there and keeps its initial value. Files are read with `torch.load(weights_only=True)`.
-
     train:
       monai_checkpoint: runs/ldm/trained_weights/checkpoint_epoch50.pth
+
+`read_pti_ldm_checkpoint` says which files load; files are read with `torch.load(weights_only=True)`.
 """
 
 import torch
@@ -28,7 +19,12 @@ def _strip_prefix(state: dict, prefix: str) -> dict:
 
 
 def read_pti_ldm_checkpoint(path: str) -> tuple[dict, dict | None]:
-    """(UNet state dict, projector state dict or None) from either kind of file."""
+    """(UNet state dict, projector state dict or None) from either kind of file PTI-LDM-VAE saves:
+
+    - `checkpoint_epochN.pth`: a dict with `unet_state_dict` (MONAI `DiffusionModelUNet` keys) and
+      `condition_projector_state_dict` (a plain `nn.Linear(latent_channels, cross_attention_dim)`:
+      `weight`, `bias`), beside the epoch, optimizer state and best validation loss;
+    - `diffusion_unet.pt`: the UNet's state dict alone."""
     content = load_tensors_only(path, "PTI-LDM-VAE checkpoint (train.monai_checkpoint)")
     if not isinstance(content, dict):
         raise DataError(
@@ -71,7 +67,10 @@ def _load(module, state: dict, what: str, path: str, hint: str) -> None:
 
 
 def load_pti_ldm_checkpoint(path: str, unet_arch, projector_arch=None) -> None:
-    """Load `path` into a DiffusionUNet_arch (MONAI backend) and, when the file has one, its projector."""
+    """Load `path` into a DiffusionUNet_arch (MONAI backend) and, when the file has one, its projector.
+    PTI-LDM-VAE's projector adds no position embedding to the condition tokens, so it loads only into an
+    image-mode projector with `position_embedding: false`; the learned null token of classifier-free
+    guidance has no counterpart there and keeps its initial value."""
     if unet_arch.uses_diffusers:
         raise ConfigError(
             "'train.monai_checkpoint' holds MONAI DiffusionModelUNet weights: set 'network.backend: monai'."

@@ -8,9 +8,6 @@
 | `scaled_linear` | linear in sqrt(beta) (Stable Diffusion) | 0.00085, 0.012 |
 | `quadratic` | linear in sqrt(beta), squared, over DDPM's range | 1e-4, 0.02 |
 | `cosine` | Nichol & Dhariwal's cosine alpha-bar (diffusers' `squaredcos_cap_v2`) | - |
-
-The quadratic curve is the one diffusers calls `scaled_linear`; it is stored under that name, so the saved
-scheduler config is a plain diffusers one that any diffusers scheduler loads.
 """
 
 import torch
@@ -22,6 +19,8 @@ from utils.errors import ConfigError
 BETA_SCHEDULES = {
     "linear": ("linear", 1e-4, 0.02),
     "scaled_linear": ("scaled_linear", 0.00085, 0.012),
+    # The quadratic curve is the one diffusers calls `scaled_linear`; stored under that name, the saved
+    # scheduler config is a plain diffusers one that any diffusers scheduler loads.
     "quadratic": ("scaled_linear", 1e-4, 0.02),
     "cosine": ("squaredcos_cap_v2", 1e-4, 0.02),
 }

@@ -2,13 +2,8 @@
 
     loss = sum over train.losses of weight * term(output[key], batch[target])
 
-(`utils/losses/keyed.py`: MSE / L1 on an image head, CrossEntropy on a segmentation or classification
-head, KLD for a variational encoder, LatentStandardization.) Every term is logged under its label.
-The encoder reads the batch key `val.gt_key` (the image). Validation reports, for each term's head:
-PSNR/SSIM (`val.metrics`) for an RGBHead against its target, Dice and IoU per class for a
-SegmentationHead, accuracy for a ClassificationHead; and logs image | reconstruction | mask |
-predicted mask grids. At the end 1 / std of the validation latents is stored as the arch's
-`scaling_factor`, so an `LDM_model` on this run's `final/net_g` diffuses unit-variance latents.
+(`utils/losses/keyed.py`.) Every term is logged under its label; the encoder reads the batch key
+`val.gt_key` (the image).
 """
 
 import torch
@@ -99,6 +94,9 @@ class MultiTask_model(BaseModel):
         return losses
 
     def validate_step(self, batch):
+        """Reports, for each term's head: PSNR/SSIM (`val.metrics`) for an RGBHead against its target,
+        Dice and IoU per class for a SegmentationHead, accuracy for a ClassificationHead; and logs image |
+        reconstruction | mask | predicted mask grids."""
         self.feed_data(batch, is_train=False)
         outputs = self._outputs(sample_posterior=False)
         losses = self.loss(outputs, self.sample)
@@ -138,7 +136,8 @@ class MultiTask_model(BaseModel):
     # ------------------------------------------------------------------ the latent scale factor
 
     def on_train_end(self):
-        """Store 1 / std of the validation latents (posterior means) as the arch's `scaling_factor`."""
+        """Store 1 / std of the validation latents (posterior means) as the arch's `scaling_factor`, so an
+        `LDM_model` on this run's `final/net_g` diffuses unit-variance latents."""
         if not self.hp["compute_scale_factor"] or self.val_loader is None:
             return
         total, total_sq, count = 0.0, 0.0, 0

@@ -5,10 +5,6 @@
     loss_D = discriminator_loss(D(x), D(x_hat))       (from step `disc_start` on, its own optimizer)
 
 `w` is the adaptive weight of the latent-diffusion recipe when `adaptive_disc_weight` is true, else 1.
-The discriminator is the arch of the top-level `network_d` block (a `PatchDiscriminator`); without that
-block, or with `disc_weight: 0`, training is GAN-free. Whenever the weights are saved (checkpoints,
-best/, final/) the latent scale factor (1 / std of the latents over the validation set) is stored in
-the arch's config, so stage 2 and every export, from any saved folder, use the same value.
 """
 
 from types import SimpleNamespace
@@ -94,6 +90,9 @@ VAL_KEYS = {
 
 
 class VAE_model(BaseModel):
+    """The discriminator is the arch of the top-level `network_d` block (a `PatchDiscriminator`); without
+    that block, or with `disc_weight: 0`, training is GAN-free."""
+
     config_keys = {
         "": {
             "network_d": Key(
@@ -276,7 +275,8 @@ class VAE_model(BaseModel):
 
     def save_archs(self, folder: str):
         """Store the latent scale factor of these weights first, so that every saved net_g (checkpoint-N,
-        best/, final/) carries a measured one: stage 2 may start from any of them."""
+        best/, final/) carries a measured one (1 / std of the latents over the validation set): stage 2
+        and every export, from any saved folder, use the same value."""
         self.update_scale_factor()
         super().save_archs(folder)
 

@@ -1,15 +1,11 @@
 """Command-line arguments of the scripts, checked where they are parsed: one line, exit 2.
 
-argparse's own `type=int` lets `--steps 0`, `--batch-size 0` or `--guidance nan` through, and they fail
-later as `range() arg 3 must not be zero` or as silent garbage; `--device cuda` on a CPU-only machine
-fails inside torch with an AssertionError. The types here refuse such values with the reason, and
-`OneLineParser` prints any argument error as the single `error: ...` line the trainer prints (argparse
-prints the usage block first).
-
     parser = OneLineParser(description=__doc__)
     parser.add_argument("--steps", type=count(1))
     parser.add_argument("--guidance", type=finite(0.0))
     parser.add_argument("--device", type=device, default=default_device())
+
+Each type refuses a bad value with the reason.
 """
 
 import argparse
@@ -17,7 +13,13 @@ import math
 import sys
 
 
+# argparse's own `type=int` lets `--steps 0`, `--batch-size 0` or `--guidance nan` through, and they fail
+# later as `range() arg 3 must not be zero` or as silent garbage; `--device cuda` on a CPU-only machine
+# fails inside torch with an AssertionError. The types below refuse such values with the reason.
 class OneLineParser(argparse.ArgumentParser):
+    """Prints any argument error as the single `error: ...` line the trainer prints (argparse prints the
+    usage block first)."""
+
     def error(self, message):
         print(f"error: {message} (see {self.prog} --help).", file=sys.stderr)
         sys.exit(2)

@@ -1,16 +1,9 @@
 """The one check of a run's config: every key a run is given is declared by a part of the run, or refused.
 
-The parts of a run are the trainer's blocks (`utils/config/schema.py`), the model class's `config_keys`
-(by block, `''` for the top-level blocks it owns), each dataset class's `config_keys`, and each arch
-block's config signature (`utils/config/values.py`). Every declared key is checked against its `Key`
-(`utils/config/key_value.py`) and defaulted here, once, before anything is built; later code reads the
-values without checking them again. A key no part of the run declares is a ConfigError naming it, the
-model or dataset that would read it (`who_declares`, a search of every registered plugin) and the nearest
-valid name. Top-level keys starting with `_` hold YAML anchors: they are dropped unread.
-
-A model class that does not declare `config_keys` in its own body (a seed-style subclass of `PSF_model`
-that reads `opt.train.get('kl_weight')`) may read keys of `train` and `val` that it never declared, so
-those two blocks accept its undeclared keys; every other block stays closed.
+The parts of a run are the trainer's blocks (`utils/config/schema.py`), the model class's `config_keys`,
+each dataset class's `config_keys`, and each arch block's config signature. `validate_options` checks and
+defaults every declared key once, before anything is built; later code reads the values without checking
+them again. Top-level keys starting with `_` hold YAML anchors: they are dropped unread.
 """
 
 from collections.abc import Callable, Mapping
@@ -39,10 +32,19 @@ def validate_options(
 ) -> Opt:
     """Validate `opt` in place against the declarations of its run, fill in the defaults, return it.
 
+    Each declared key is checked against its `Key` (`utils/config/key_value.py`); model keys are declared
+    by block (`''` for the top-level blocks the model owns), arch keys by signature
+    (`utils/config/values.py`). A key no part of the run declares is a ConfigError naming it, the model or
+    dataset that would read it (`who_declares`, a search of every registered plugin) and the nearest
+    valid name.
+
     model_config_keys: `{'train': {'kl_weight': Key(...)}, 'vae': {...}, '': {'vae': Key(...)}}`.
     dataset_classes: `{'train': TIFFolderDataset, ...}`; each class's `config_keys` are its block's keys.
     find_arch: the arch registry's lookup, so that each arch block is checked against its config class.
-    model_name: how messages name the model. declares_every_key: False for a seed-style model (above).
+    model_name: how messages name the model. declares_every_key: False for a seed-style model, one that
+    does not declare `config_keys` in its own body (a subclass of `PSF_model` that reads
+    `opt.train.get('kl_weight')`): it may read keys of `train` and `val` that it never declared, so those
+    two blocks accept its undeclared keys; every other block stays closed.
     who_declares: `'train.kl_weight' -> ['VAE_model']`, the registered plugins that declare a dotted key.
     """
     data = opt._data

@@ -1,16 +1,8 @@
 """Checks of values that the per-key schema cannot express, run at start before anything is built.
 
-- every number finite (`.nan` / `.inf` in YAML are floats that pass a `minimum` check);
-- `seed` within what `numpy` and `torch` accept (0 .. 2**32-1);
-- counts (`num_*`, `*_steps`, `datasets.*.size`) whole numbers, and sizes (`*_size`) at least 1; neither
-  quoted text, which a reader would split into characters;
-- each arch block (`network`, a GAN's `network_d`, ...) against its config class's `__init__` signature
-  (`utils/config/arch_signature.py`): no key it does not take, types from the annotations or defaults,
-  and channel/layer counts at least 1, before any network is built;
-(The files a config names are checked by engine/preflight.py.)
-
-Each failure is one ConfigError sentence naming the key. Secrets are checked by `utils/config/secrets.py`,
-first, so that no message here can echo one.
+Every number finite, `seed` in range, counts and sizes whole and positive (never quoted text), and each
+arch block against its config class's signature (`check_values` lists them). Each failure is one
+ConfigError sentence naming the key. The files a config names are checked by engine/preflight.py.
 """
 
 import inspect
@@ -27,7 +19,17 @@ from utils.errors import ConfigError, PluginError
 
 def check_values(data: Mapping, find_arch=None) -> None:
     """Every check of this module, on a config the schema has validated. `find_arch` (the arch registry's
-    lookup, handed down by the caller) resolves each arch block's config class for its signature check."""
+    lookup, handed down by the caller) resolves each arch block's config class for its signature check.
+
+    - every number finite (`.nan` / `.inf` in YAML are floats that pass a `minimum` check);
+    - `seed` within what `numpy` and `torch` accept (0 .. 2**32-1);
+    - counts (`num_*`, `*_steps`, `datasets.*.size`) whole numbers, and sizes (`*_size`) at least 1;
+      neither quoted text, which a reader would split into characters;
+    - each arch block (`network`, a GAN's `network_d`, ...) against its config class's `__init__`
+      signature (`utils/config/arch_signature.py`): no key it does not take, types from the annotations
+      or defaults, and channel/layer counts at least 1, before any network is built.
+
+    Secrets are checked by `utils/config/secrets.py` first, so that no message here can echo one."""
     _check_finite(data)
     _check_seed(data.get("seed"))
     _check_counts(data)

@@ -1,16 +1,11 @@
 """A batch that does not fit the model, explained in one sentence naming the dataset.
 
-A model's `feed_data` that reads a key the dataset does not give fails with a bare `KeyError: 'cond'`,
-and a network whose `in_channels` differs from the data's channels fails deep in a convolution with
-"expected input[8, 3, 16, 16] to have 1 channels". Both happen in the first step, before any optimizer
-step has changed a weight; `batch_errors` turns them into a `DataError` naming the dataset block, its
-type, the key and the keys the batch has, or both channel counts. `check_metric_crop`, called by the
-loop on the first training batch, checks that every metric's `crop` leaves something of the images, so
-that mistake is caught at the first step rather than at the first validation.
-
     with self.accelerator.accumulate(*nets), batch_errors(self.opt, "train", batch):
         self.feed_data(batch)
         losses = self.optimize_parameters()
+
+`check_metric_crop`, called by the loop on the first training batch, catches a metric `crop` that leaves
+nothing of the images at the first step rather than at the first validation.
 """
 
 import re
@@ -56,7 +51,13 @@ def check_metric_crop(opt, batch) -> None:
 
 @contextmanager
 def batch_errors(opt, phase: str, batch=None):
-    """Inside, a missing batch key or a channel mismatch becomes one DataError naming the dataset."""
+    """Inside, a missing batch key or a channel mismatch becomes one DataError naming the dataset.
+
+    A `feed_data` that reads a key the dataset does not give fails with a bare `KeyError: 'cond'`, and a
+    network whose `in_channels` differs from the data's channels fails deep in a convolution with
+    "expected input[8, 3, 16, 16] to have 1 channels". Both happen in the first step, before any
+    optimizer step has changed a weight; the DataError names the dataset block, its type, the key and
+    the keys the batch has, or both channel counts."""
     try:
         yield
     except UserError:

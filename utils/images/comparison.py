@@ -1,14 +1,7 @@
 """A validation picture a person can read: input | reconstruction | |difference|, one row per sample.
 
-Three things make the plain tiled grid unreadable for small images such as 32-px PSFs, and each is
-fixed here:
-- size: a 32-px image is a few millimetres on screen; panels are upscaled by nearest neighbour (no
-  smoothing that would invent detail) to at least `MIN_PANEL` pixels;
-- the difference: scaled like the images, a good reconstruction's difference is black; here it has its
-  own colour map, scaled to the largest difference in the picture, with a colour bar giving the values;
-- dynamic range: a PSF's halo is 1e-3 of its peak and invisible on a linear scale; `log_scale=True`
-  shows log10 of the images over `LOG_DECADES` decades below each row's peak.
-Input and reconstruction of a row share one scale (the input's range), so a wrong brightness shows.
+Readable for small images such as 32-px PSFs too: panels upscaled, the difference in its own colour map
+with a colour bar, and an optional log scale (`comparison_grid` says how).
 """
 
 import io
@@ -37,7 +30,16 @@ def _scaled(x: np.ndarray, lo: float, hi: float, log_scale: bool) -> np.ndarray:
 
 def comparison_grid(inputs, reconstructions, log_scale: bool = False, columns=COLUMNS) -> np.ndarray:
     """(N, C, H, W) inputs and reconstructions (a volume's middle slice is shown) -> an (H', W', 3) float
-    RGB image in [0, 1] with column labels and a colour bar for the difference column."""
+    RGB image in [0, 1] with column labels and a colour bar for the difference column.
+
+    Three things make a plain tiled grid unreadable for small images, and each is fixed here:
+    - size: a 32-px image is a few millimetres on screen; panels are upscaled by nearest neighbour (no
+      smoothing that would invent detail) to at least `MIN_PANEL` pixels;
+    - the difference: scaled like the images, a good reconstruction's difference is black; here it has
+      its own colour map, scaled to the largest difference in the picture, with a colour bar;
+    - dynamic range: a PSF's halo is 1e-3 of its peak and invisible on a linear scale; `log_scale=True`
+      shows log10 of the images over `LOG_DECADES` decades below each row's peak.
+    Input and reconstruction of a row share one scale (the input's range), so a wrong brightness shows."""
     import matplotlib
 
     matplotlib.use("Agg")

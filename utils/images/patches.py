@@ -1,17 +1,12 @@
 """`train.patched`: train on random patches, infer on whole images window by window.
 
-Large images (a whole slide, a 2048^2 sensor) do not fit a network in one piece. With
-
     train:
       patched: true
       patch_size: 64          # an int, or one size per spatial axis
       patch_overlap: 0.5      # fraction of a window shared with its neighbour at inference
 
-a model trains on one random window per sample (`random_windows`, the same window across the tensors of
-a sample, e.g. a target and its condition), and validates, tests and reconstructs whole images with
-MONAI's `sliding_window_inference` (`sliding_window`), whose Gaussian weighting blends overlapping
-windows: a plain average (or no overlap) leaves seams where a window's border, the part it predicts
-worst (zero padding, missing context), meets its neighbour.
+A model trains on one random window per sample (`random_windows`) and validates, tests and reconstructs
+whole images window by window (`sliding_window`), for images too large for a network in one piece.
 """
 
 import torch
@@ -65,7 +60,9 @@ def random_windows(tensors: list[torch.Tensor], size) -> list[torch.Tensor]:
 
 def sliding_window(predictor, x: torch.Tensor, size, overlap: float, batch: int = 4) -> torch.Tensor:
     """`predictor` over windows of `x`, blended with Gaussian weights (MONAI); the output may have other
-    channels than `x`. Images smaller than a window are padded by MONAI and cropped back."""
+    channels than `x`. Images smaller than a window are padded by MONAI and cropped back. The Gaussian
+    weighting matters: a plain average (or no overlap) leaves seams where a window's border, the part it
+    predicts worst (zero padding, missing context), meets its neighbour."""
     # Imported here: importing MONAI also imports matplotlib and scikit-learn when they are installed,
     # which a run that never slides a window should not pay for.
     from monai.inferers import sliding_window_inference

@@ -5,10 +5,7 @@
     scores    = separation_scores(features, groups)              # silhouette, kNN accuracy
     trust     = trustworthiness_score(features, coords)
 
-`scripts/analyze_latents.py` runs all of it on folders, manifests or a run's validation set;
-`training_map.py` draws the map of the validation latents during training (`val.latent_map`).
-scikit-learn, umap-learn, matplotlib and plotly are imported inside the functions that need them, so a
-training run that draws no map never imports them.
+scikit-learn, umap-learn, matplotlib and plotly are imported only inside the functions that need them.
 """
 
 from utils.latent_maps.embedding import METHODS, embed_2d

@@ -4,12 +4,7 @@ TensorBoard's embedding projector.
     val:
       latent_map: {method: pca, every: 200}   # pca | umap | tsne; a multiple of train.validation_steps
 
-A model collects the posterior means of a validation pass with `add()` between `begin(step)` and
-`finish(...)`; at the steps chosen by `every` the map is drawn (coloured by `label_regex` on the item
-names, e.g. the patient, when given) and logged as the image `val_latent_map_<method>`. With
-`projector: true` and a TensorBoard tracker, the latents, a sprite of thumbnails and a metadata table
-(name, group) are written beside the event files, so `tensorboard --logdir <run>/logs` shows them in its
-Projector tab. Nothing here imports scikit-learn, umap-learn or matplotlib until a map is drawn.
+Nothing here imports scikit-learn, umap-learn or matplotlib until a map is drawn.
 """
 
 import re
@@ -77,7 +72,14 @@ def read_latent_map_options(value, validation_steps) -> dict | None:
 
 
 class ValidationLatentMap:
-    """Collects one validation pass's latents and draws their map at the chosen steps."""
+    """Collects one validation pass's latents and draws their map at the chosen steps.
+
+    A model collects the posterior means of a validation pass with `add()` between `begin(step)` and
+    `finish(...)`; at the steps chosen by `every` the map is drawn (coloured by `label_regex` on the item
+    names, e.g. the patient, when given) and logged as the image `val_latent_map_<method>`. With
+    `projector: true` and a TensorBoard tracker, the latents, a sprite of thumbnails and a metadata table
+    (name, group) are written beside the event files, so `tensorboard --logdir <run>/logs` shows them in
+    its Projector tab."""
 
     def __init__(self, options: dict):
         self.options = options

@@ -4,14 +4,10 @@
       losses:
         - {type: MSE, key: rgb, target: image, weight: 1.0}
         - {type: CrossEntropy, key: segmentation, target: mask, weight: 0.05}
-        - {type: CrossEntropy, key: class, target: label, weight: 0.1}
         - {type: KLD, weight: 1.0e-6}                       # variational encoders
         - {type: LatentStandardization, weight: 0.01}       # batch mean of the latents -> 0, std -> 1
 
-`key` names an output (a head's name, or `latent` / `latent_dist`), `target` a batch key. `KLD` reads the
-posterior (`latent_dist`) and `LatentStandardization` the latents (`latent`) unless told otherwise; both
-need no target. `KeyedLoss(terms)(outputs, batch)` returns every term unweighted under its label
-(`MSE_rgb`, `CrossEntropy_segmentation`, `KLD`, ...) and `'all'`, the weighted sum.
+`KeyedLoss` and `parse_terms` say what each field reads.
 """
 
 import torch
@@ -54,6 +50,11 @@ TERM_KEYS = ("type", "key", "target", "weight")
 
 
 class KeyedLoss(nn.Module):
+    """`key` names an output (a head's name, or `latent` / `latent_dist`), `target` a batch key. `KLD`
+    reads the posterior (`latent_dist`) and `LatentStandardization` the latents (`latent`) unless told
+    otherwise; both need no target. `KeyedLoss(terms)(outputs, batch)` returns every term unweighted
+    under its label (`MSE_rgb`, `CrossEntropy_segmentation`, `KLD`, ...) and `'all'`, the weighted sum."""
+
     def __init__(self, terms, where: str = "train.losses"):
         super().__init__()
         self.terms = parse_terms(terms, where)

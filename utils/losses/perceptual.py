@@ -1,20 +1,10 @@
 """A perceptual (LPIPS-style) loss on VGG16 features whose weights come from a local file, never a download.
 
-LPIPS and MONAI's perceptual loss fetch their networks at run time, which fails offline, and torchvision
-is not a dependency here; so the VGG16 feature stack is written out below, layer for layer in
-torchvision's order, and a torchvision VGG16 state dict (`vgg16-397923af.pth`) loads into it unchanged.
-
-The loss compares unit-normalised feature maps at relu1_2, relu2_2, relu3_3, relu4_3 and relu5_3: for
-each layer the squared difference summed over channels and averaged over positions, then summed over
-layers (LPIPS without its learned per-channel weights). Inputs are images in `data_range`, 1 or 3
-channels; 3D volumes ([B, C, D, H, W]) are compared on slices along each of the three axes (2.5D).
-
     perceptual = PerceptualLoss("weights/vgg16.safetensors", data_range=(0.0, 1.0)).to(device)
     loss = perceptual(reconstruction, target)
 
 Keep it out of the trained and saved models: its weights are frozen and already on disk.
-`save_vgg16_weights(path, state_dict=None)` writes a weights file (random weights, or a given state dict
-such as torchvision's, converted to safetensors).
+`save_vgg16_weights(path, state_dict=None)` writes a weights file.
 """
 
 import os
@@ -34,7 +24,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class VGG16Features(nn.Module):
-    """torchvision's `vgg16().features`, by hand (see the module docstring for why)."""
+    """torchvision's `vgg16().features`, by hand, layer for layer in torchvision's order, so a torchvision
+    VGG16 state dict (`vgg16-397923af.pth`) loads into it unchanged. LPIPS and MONAI's perceptual loss
+    fetch their networks at run time, which fails offline, and torchvision is not a dependency here."""
 
     def __init__(self):
         super().__init__()
@@ -62,6 +54,11 @@ class VGG16Features(nn.Module):
 
 
 class PerceptualLoss(nn.Module):
+    """Compares unit-normalised feature maps at relu1_2, relu2_2, relu3_3, relu4_3 and relu5_3: for each
+    layer the squared difference summed over channels and averaged over positions, then summed over
+    layers (LPIPS without its learned per-channel weights). Inputs are images in `data_range`, 1 or 3
+    channels; 3D volumes ([B, C, D, H, W]) are compared on slices along each of the three axes (2.5D)."""
+
     def __init__(
         self,
         weights_path: str | os.PathLike,

@@ -1,7 +1,5 @@
 """The loss pieces of VAE training: reconstruction, KL, adversarial (PatchGAN) and the adaptive GAN weight.
-
-Pure functions of tensors; the VAE training model combines them (the perceptual loss is in
-`utils/losses/perceptual.py`). With the latent-diffusion recipe one generator step reads:
+Pure functions of tensors, combined by the VAE training model (the perceptual loss: `perceptual.py`):
 
     out = net(x)
     image = decoded_image(out.reconstruction, recon_type)
@@ -10,8 +8,7 @@ Pure functions of tensors; the VAE training model combines them (the perceptual 
     g = generator_loss(disc(image), gan_type)
     w = adaptive_gan_weight(rec, g, net.last_decoder_layer()) if adaptive else 1.0
     loss = rec + kl_weight * reg + disc_weight * w * g   # the adversarial term only from step disc_start on
-
-and the discriminator step: `discriminator_loss(disc(x), disc(image.detach()), gan_type)`.
+    d_loss = discriminator_loss(disc(x), disc(image.detach()), gan_type)   # the discriminator step
 """
 
 import torch

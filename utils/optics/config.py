@@ -1,17 +1,7 @@
-"""The `deeplens:` block of an experiment, turned into a ready PSF simulator.
+"""The `deeplens:` block of an experiment, turned into a ready PSF simulator (`lens_from_config`).
 
-The block is in metres; the simulator converts it once to the lens's
-units (millimetres for lengths, micrometres for wavelengths):
-
-    deeplens:
-      lens_file: cooke_triplet_f50.json   # a path (relative: to the project root) or a shipped lens name
-      spp: 16384                          # rays per point and wavelength
-      kernel_size: 64                     # PSF kernel side, pixels of the lens's sensor
-      wavelength_set_m: [450e-9, 550e-9, 650e-9]   # one PSF channel per wavelength
-      fov: 0.015                          # largest image height sampled, metres from the axis (<= r_sensor)
-      depth_min: 0.4                      # nearest object distance, metres
-      depth_max: 20.0                     # farthest object distance, metres
-      backend: builtin                    # or deeplens (needs the deeplens package)
+The block is in metres (its keys: `parse_block`); the `PSFSimulator` converts it once to the lens's
+units (millimetres for lengths, micrometres for wavelengths).
 """
 
 import math
@@ -174,7 +164,20 @@ class PSFSimulator:
 
 
 def parse_block(block, where: str = "deeplens") -> dict:
-    """Checked block values with defaults filled in (still in metres)."""
+    """Checked block values with defaults filled in (still in metres):
+
+        deeplens:
+          lens_file: cooke_triplet_f50.json   # a path (relative: to the project root) or a shipped lens name
+          spp: 16384                          # rays per point and wavelength
+          kernel_size: 64                     # PSF kernel side, pixels of the lens's sensor
+          wavelength_set_m: [450e-9, 550e-9, 650e-9]   # one PSF channel per wavelength
+          fov: 0.015                          # largest image height sampled, metres (<= r_sensor)
+          depth_min: 0.4                      # nearest object distance, metres
+          depth_max: 20.0                     # farthest object distance, metres
+          backend: builtin                    # or deeplens (needs the deeplens package)
+
+    `lens_from_config` builds the simulator from these values.
+    """
     block = as_plain_dict(block)
     check_keys(block, BLOCK_KEYS, where)
     values = {**DEFAULTS, **{k: v for k, v in block.items() if v is not None or k == "fov"}}
@@ -220,7 +223,7 @@ def load_lens(lens_file, backend: str = "builtin", device=None, where: str = "de
 
 
 def lens_from_config(block, device=None, where: str = "deeplens") -> PSFSimulator:
-    """Build the simulator that a `deeplens:` block describes (see the module docstring)."""
+    """Build the simulator that a `deeplens:` block describes (its keys: `parse_block`)."""
     values = parse_block(block, where)
     lens = load_lens(values["lens_file"], values["backend"], device, where)
     r_sensor_mm = float(lens.r_sensor)

@@ -2,13 +2,7 @@
 
 Shaped like DeepLens's `GeoLens` so that code written for it runs here: lengths in millimetres,
 wavelengths in micrometres, `points` as (N, 3) tensors of normalised field x, y in [-1, 1] and depth
-in mm (negative: in front of the first surface). Field x = 1 images at the sensor's right edge:
-the object sits at x * (sensor half-width) * |depth| / EFL, as in DeepLens.
-
-Kernels are in the orientation of the upright scene (the sensor image turned by 180 degrees, rows
-from top to bottom, +y up), centred on the green chief ray: its image falls on the kernel's centre
-((ks - 1) / 2, (ks - 1) / 2), a pixel centre for odd ks and the corner of the four central pixels
-for even ks. Each kernel sums to 1.
+in mm (negative: in front of the first surface). Each kernel sums to 1.
 """
 
 import math
@@ -57,6 +51,12 @@ def shipped_lenses() -> list[Path]:
 
 class GeoLens:
     """A sequential lens of refractive surfaces, simulated by geometric ray tracing.
+
+    Field x = 1 images at the sensor's right edge: the object sits at x * (sensor half-width) * |depth|
+    / EFL, as in DeepLens. Kernels are in the orientation of the upright scene (the sensor image turned
+    by 180 degrees, rows from top to bottom, +y up), centred on the green chief ray: its image falls on
+    the kernel's centre ((ks - 1) / 2, (ks - 1) / 2), a pixel centre for odd ks and the corner of the
+    four central pixels for even ks.
 
     Args:
         filename: a lens JSON file (see `utils.optics.lens_file`); a relative path resolves against

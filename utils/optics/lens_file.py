@@ -1,23 +1,7 @@
 """Reading lens files in DeepLens's JSON format (all lengths in millimetres).
 
-    {
-      "info": "free text",                        optional
-      "r_sensor": 5.657,                          sensor half-diagonal
-      "sensor_res": [2000, 2000],                 [W, H] pixels, optional (DeepLens's default)
-      "enpd": 12.5,                               entrance pupil diameter, optional (else from the stop)
-      "surfaces": [
-        {"type": "Stop", "r": 6.25, "d_next": 2.0},
-        {"type": "Spheric", "r": 12.7, "roc": 51.5, "d_next": 5.0, "mat2": "n-bk7"},
-        {"type": "Aspheric", "r": 6.35, "c": 0.21, "k": -1.2, "ai": [5e-4, 1e-5],
-         "d_next": 7.5, "mat2": "air"},
-        ...
-      ]
-    }
-
-`roc` (radius of curvature, 0 is flat) or `c` (curvature) gives the vertex curvature; `d_next` is
-the axial gap to the next surface, for the last surface the gap to the sensor; `mat2` is the medium
-after the surface. Aspheric sags are `c r^2 / (1 + sqrt(1 - (1 + k) c^2 r^2)) + sum_i ai[i] r^(2i+2)`.
-Keys in parentheses, and DeepLens's bookkeeping keys, are ignored, so DeepLens's files load unchanged.
+`read_lens_file(path)` gives a checked `LensPrescription` (its surfaces, sensor and entrance pupil);
+`parse_lens` says the format. DeepLens's own files load unchanged.
 """
 
 import json
@@ -146,7 +130,25 @@ def _number(where: str, block: dict, key: str, default=None) -> float:
 
 
 def parse_lens(data: dict, source: str = "<dict>") -> LensPrescription:
-    """Check and convert the parsed JSON of a lens file; `source` names the file in error messages."""
+    """Check and convert the parsed JSON of a lens file; `source` names the file in error messages.
+
+        {
+          "info": "free text",                        optional
+          "r_sensor": 5.657,                          sensor half-diagonal
+          "sensor_res": [2000, 2000],                 [W, H] pixels, optional (DeepLens's default)
+          "enpd": 12.5,                               entrance pupil diameter, optional (else from the stop)
+          "surfaces": [
+            {"type": "Stop", "r": 6.25, "d_next": 2.0},
+            {"type": "Spheric", "r": 12.7, "roc": 51.5, "d_next": 5.0, "mat2": "n-bk7"},
+            {"type": "Aspheric", "r": 6.35, "c": 0.21, "k": -1.2, "ai": [5e-4, 1e-5],
+             "d_next": 7.5, "mat2": "air"},
+            ...
+          ]
+        }
+
+    `roc` (radius of curvature, 0 is flat) or `c` (curvature) gives the vertex curvature; `d_next` is
+    the axial gap to the next surface, for the last surface the gap to the sensor; `mat2` is the medium
+    after the surface. Keys in parentheses, and DeepLens's bookkeeping keys, are ignored."""
     if not isinstance(data, dict):
         raise LensError(f"lens file {source} must hold a JSON object with a 'surfaces' list")
     for key in data:
@@ -282,7 +284,8 @@ def _check_gaps(surfaces: list[Surface], source: str):
 
 
 def sag(surface: Surface, rho2: float) -> float:
-    """Surface height (mm) at squared radial distance `rho2` (scalar version, for checks)."""
+    """Surface height (mm) at squared radial distance `rho2` (scalar version, for checks):
+    `c r^2 / (1 + sqrt(1 - (1 + k) c^2 r^2)) + sum_i ai[i] r^(2i+2)`."""
     c, k = surface.c, surface.k
     value = c * rho2 / (1.0 + math.sqrt(max(1.0 - (1.0 + k) * c * c * rho2, 0.0)))
     for i, a in enumerate(surface.ai):
