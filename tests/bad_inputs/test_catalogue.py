@@ -380,6 +380,12 @@ CASES = [
         "Unknown key 'vae' (did you mean 'val'?): it is read by LDM_model, not by VAE_model",
     ),
     (
+        "LDM's vae.pretrained with truncated weights",
+        ldm(vae={"pretrained": "@TRUNCATED@"}),
+        [],
+        "'vae.pretrained': '",
+    ),
+    (
         "empty MONAI checkpoint",
         vae(network={"type": "MonaiAutoencoderKL"}, train__monai_checkpoint="@EMPTYPTH@"),
         [],
