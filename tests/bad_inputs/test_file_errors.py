@@ -145,6 +145,8 @@ def test_a_full_disk_while_writing_a_validation_image_names_it(tmp_path, monkeyp
         ("num_tokens", False),
         ("author", False),
         ("tokenizer", False),
+        ("tokens_per_patch", False),
+        ("experiment_key", False),
     ],
 )
 def test_secret_looking_key_names(key, secret):
@@ -157,7 +159,12 @@ def test_secret_looking_key_names(key, secret):
     "text, token",
     [
         ("hf_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7", True),
-        ("my project hf_abcdefghij12", True),
+        ("my project hf_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7", True),
+        ("api_org_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7", True),
+        ("hf_baseline_run2026", False),  # a name that starts like a token, without a token's 34 characters
+        ("PSFLatentDiffusionRun2026December06FinalBaseline", False),  # long CamelCase: a name, not a token
+        ("MyExperimentRun2026Dec06X", False),  # 25 characters, but words: not a Comet key's shape
+        ("ResNet50Run3Dec2026Final1", False),
         ("Ab3dEf6hIj9lMn2pQr5tUv8xY", True),  # 25 letters and digits: a Comet API key's shape
         ("SyntheticShapesDataset", False),
         ("checkpoints/VAE/exp.yml", False),

@@ -12,11 +12,15 @@ from collections.abc import Mapping
 from utils.errors import ConfigError
 
 SECRET_KEY_WORDS = ("token", "apikey", "secret", "password", "passwd", "auth", "credential", "credentials")
-# Hugging Face user tokens (`hf_` + 34 letters/digits; `api_org_` is the older organisation form).
-_HF_TOKEN = re.compile(r"(?<![A-Za-z0-9])(hf|api_org)_[A-Za-z0-9]{8,}")
-# Comet API keys: 25 letters and digits; longer mixed-case random strings are treated alike.
+# Refused by shape, never by length alone: a long CamelCase `experiment_key` is an ordinary name.
+# Hugging Face user tokens: `hf_` (or the older organisation form `api_org_`) and 34 letters/digits.
+_HF_TOKEN = re.compile(r"(?<![A-Za-z0-9])(hf|api_org)_[A-Za-z0-9]{34}(?![A-Za-z0-9])")
+# Comet API keys: 25 letters and digits drawn at random, so they split into many short runs
+# (`Ab3dEf6h...`: Ab, 3, d, Ef, 6, h, ...) where a name of 25 characters splits into a few words.
 _COMET_KEY = re.compile(r"^(?=.*[0-9])(?=.*[A-Za-z])[A-Za-z0-9]{25}$")
-_RANDOM_TOKEN = re.compile(r"^(?=.*[0-9])(?=.*[a-z])(?=.*[A-Z])[A-Za-z0-9]{30,}$")
+_WORDS_AND_NUMBERS = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|[0-9]+")
+_RANDOM_RUNS = 10  # a random 25-character key has fewer than 10 runs 3 % of the time; names have 4 to 9
+_NUMBER_WORDS = ("id", "ids", "class", "type", "dim", "length", "size", "count")
 _SECRET_ADVICE = (
     "put tokens in the environment (HF_TOKEN, COMET_API_KEY) or log in with `huggingface-cli login`, never "
     "in the config or an override, which are saved with the run"
@@ -38,21 +42,22 @@ def walk(value, where: str = ""):
 
 
 def looks_like_secret_key(key: str) -> bool:
-    """`hf_token`, `comet.auth`, `api_key`, `db_password`; not `pad_token_id` or `num_tokens` (a model's numbers)."""
+    """`hf_token`, `comet.auth`, `api_key`, `db_password`, `mytoken`; not `pad_token_id`, `num_tokens` or
+    `tokens_per_patch` (a model's numbers about tokens), `author` or `tokenizer`."""
     last = key.rsplit(".", 1)[-1].lower()
-    words = re.split(r"[^a-z0-9]+", last)
-    if words[-1] in ("id", "ids", "class", "type", "dim", "length", "size", "count"):
+    words = [word for word in re.split(r"[^a-z0-9]+", last) if word]
+    if not words or words[-1] in _NUMBER_WORDS:
         return False
-    if last.startswith(("author", "tokenizer")):
-        return False
-    glued = last.endswith(("token", "secret", "password", "apikey")) or last.startswith(
-        ("token", "secret", "auth")
-    )
-    return glued or "api_key" in last or any(word in SECRET_KEY_WORDS for word in words)
+    if any(word in SECRET_KEY_WORDS for word in words):
+        return True
+    return last.endswith(("token", "secret", "password", "apikey")) or "api_key" in last
 
 
 def looks_like_token(text: str) -> bool:
-    return bool(_HF_TOKEN.search(text) or _COMET_KEY.match(text) or _RANDOM_TOKEN.match(text))
+    """A Hugging Face token anywhere in `text`, or `text` shaped like a Comet API key."""
+    if _HF_TOKEN.search(text):
+        return True
+    return bool(_COMET_KEY.match(text)) and len(_WORDS_AND_NUMBERS.findall(text)) >= _RANDOM_RUNS
 
 
 def check_secrets(data: Mapping) -> None:
