@@ -7,7 +7,6 @@ hover shows name, group and thumbnail), metrics.json (silhouette and kNN accurac
 the same for shuffled groups; trustworthiness of each map) and coords.csv.
 """
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -16,43 +15,70 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from utils.cli.args import OneLineParser, count, default_device, device  # noqa: E402
+from utils.cli.args import (  # noqa: E402
+    MAX_BATCH,
+    MAX_IMAGE_SIZE,
+    count,
+    default_device,
+    device,
+    existing_file,
+    existing_folder,
+    output_folder,
+    seed,
+)
+from utils.cli.script import ScriptParser  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 from utils.errors.files import as_user_error  # noqa: E402
 from utils.latent_maps.embedding import METHODS  # noqa: E402
 from utils.latent_maps.features import FEATURE_MODES  # noqa: E402
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    weights = parser.add_mutually_exclusive_group(required=True)
-    weights.add_argument("--run", type=Path, help="a VAE run's final/ (or checkpoint-N/) folder")
+def build_parser() -> ScriptParser:
+    parser = ScriptParser(description=__doc__)
+    weights = parser.add_reading_group(required=True)
     weights.add_argument(
-        "--pth", type=Path, help="a PTI-LDM-VAE autoencoder_epochN.pth / checkpoint_epochN.pth"
+        "--run", type=existing_folder, reads=True, help="a VAE run's final/ (or checkpoint-N/) folder"
     )
-    parser.add_argument("--network", type=Path, help="with --pth: YAML of its MonaiAutoencoderKL keys")
+    weights.add_argument(
+        "--pth",
+        type=existing_file,
+        reads=True,
+        help="a PTI-LDM-VAE autoencoder_epochN.pth / checkpoint_epochN.pth",
+    )
+    parser.add_argument(
+        "--network", type=existing_file, reads=True, help="with --pth: YAML of its MonaiAutoencoderKL keys"
+    )
     parser.add_argument(
         "--normalize", help="with --pth: the normalisation its images need (e.g. zscore_foreground)"
     )
-    parser.add_argument("--patch-size", type=count(1), help="with --pth: the image size it was trained on")
-    parser.add_argument("--group", action="append", default=[], metavar="NAME=FOLDER", help="a group of TIFs")
-    parser.add_argument("--manifest", help="a CSV with one row per image")
+    parser.add_argument(
+        "--patch-size", type=count(1, MAX_IMAGE_SIZE), help="with --pth: the image size it was trained on"
+    )
+    parser.add_argument(
+        "--group",
+        action="append",
+        default=[],
+        metavar="NAME=FOLDER",
+        reads=lambda groups: [text.partition("=")[2] for text in groups],
+        help="a group of TIFs",
+    )
+    parser.add_argument("--manifest", type=existing_file, reads=True, help="a CSV with one row per image")
     parser.add_argument("--path-column", default="path", help="the manifest's image column (default: path)")
     parser.add_argument("--group-column", help="the manifest's group column")
     parser.add_argument("--val-set", action="store_true", help="encode the run's own validation set")
     parser.add_argument("--label-regex", help="label each image by this regex on its name (first group)")
     parser.add_argument("--method", nargs="+", default=["umap"], choices=METHODS, help="one or more maps")
     parser.add_argument("--features", default="flatten", choices=FEATURE_MODES)
-    parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument("--seed", type=count(0), default=0)
+    parser.add_argument("--out", type=output_folder, writes=True, required=True, help="output folder")
+    parser.add_argument("--seed", type=seed, default=0)
     parser.add_argument(
-        "--neighbors", type=count(1), default=5, help="k of the kNN accuracy and trustworthiness"
+        "--neighbors", type=count(1, 1000), default=5, help="k of the kNN accuracy and trustworthiness"
     )
     parser.add_argument(
-        "--thumbnails", type=count(0), default=8, help="thumbnail panel size on the PNG (0: none)"
+        "--thumbnails", type=count(0, 64), default=8, help="thumbnail panel size on the PNG (0: none)"
     )
-    parser.add_argument("--dpi", type=count(1), default=300)
-    parser.add_argument("--batch-size", type=count(1), default=16)
+    parser.add_argument("--dpi", type=count(1, 2400), default=300)
+    parser.add_argument("--batch-size", type=count(1, MAX_BATCH), default=16)
     parser.add_argument("--device", type=device, default=default_device())
     parser.add_argument("--no-progress", action="store_true")
     return parser
@@ -97,58 +123,54 @@ def collect_sources(args, run_opt: dict) -> list:
     return sources
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+def run(args) -> int:
     from scripts.latent_analysis.encoding import encode_sources, load_encoder
     from scripts.latent_analysis.sources import label_by_regex
     from utils.latent_maps.report import write_report
 
-    try:
-        network = None
-        if args.pth is not None:
-            if args.network is None:
-                raise UserError(
-                    "--pth needs --network, a YAML file of the MonaiAutoencoderKL keys it was trained with."
-                )
-            try:
-                network = yaml.safe_load(args.network.read_text()) or {}
-            except Exception as error:  # missing, not UTF-8, not YAML: one sentence naming the file
-                raise as_user_error(error, str(args.network)) or error from None
-        if args.out.exists() and not args.out.is_dir():
-            raise UserError(f"--out '{args.out}' is a file; give a folder for the maps.")
-        names = [text.partition("=")[0] for text in args.group]
-        twice = sorted({name for name in names if names.count(name) > 1})
-        if twice:
-            raise UserError(f"--group {twice[0]!r} is given twice; give each group its own name.")
-        vae, run_opt = load_encoder(args.run, args.pth, network)
-        sources = collect_sources(args, run_opt)
-        encoded = encode_sources(vae, sources, args.batch_size, args.device, progress=not args.no_progress)
-        if args.label_regex:
-            encoded.groups = label_by_regex(encoded.names, args.label_regex)
-        if len(encoded.names) < 3:
+    network = None
+    if args.pth is not None:
+        if args.network is None:
             raise UserError(
-                f"Only {len(encoded.names)} image{'s' * (len(encoded.names) != 1)} found ({', '.join(encoded.names)}); "
-                "a 2-D map needs "
-                "at least 3: add images or groups."
+                "--pth needs --network, a YAML file of the MonaiAutoencoderKL keys it was trained with."
             )
-        metrics = write_report(
-            encoded,
-            str(args.out),
-            methods=list(dict.fromkeys(args.method)),
-            features=args.features,
-            seed=args.seed,
-            k=args.neighbors,
-            thumbnail_count=args.thumbnails,
-            dpi=args.dpi,
-            title=str(args.run or args.pth),
+        try:
+            network = yaml.safe_load(args.network.read_text()) or {}
+        except Exception as error:  # not UTF-8, not YAML: one sentence naming the file
+            raise as_user_error(error, str(args.network)) or error from None
+    names = [text.partition("=")[0] for text in args.group]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise UserError(f"--group {twice[0]!r} is given twice; give each group its own name.")
+    vae, run_opt = load_encoder(args.run, args.pth, network)
+    sources = collect_sources(args, run_opt)
+    encoded = encode_sources(vae, sources, args.batch_size, args.device, progress=not args.no_progress)
+    if args.label_regex:
+        encoded.groups = label_by_regex(encoded.names, args.label_regex)
+    if len(encoded.names) < 3:
+        raise UserError(
+            f"Only {len(encoded.names)} image{'s' * (len(encoded.names) != 1)} found ({', '.join(encoded.names)}); "
+            "a 2-D map needs at least 3: add images or groups."
         )
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    metrics = write_report(
+        encoded,
+        str(args.out),
+        methods=list(dict.fromkeys(args.method)),
+        features=args.features,
+        seed=args.seed,
+        k=args.neighbors,
+        thumbnail_count=args.thumbnails,
+        dpi=args.dpi,
+        title=str(args.run or args.pth),
+    )
     summary = {k: metrics[k] for k in ("items", "silhouette", "knn_accuracy")}
     summary["trustworthiness"] = {m: e["trustworthiness"] for m, e in metrics["embeddings"].items()}
     print(f"Wrote maps, metrics.json and coords.csv to {args.out}: {json.dumps(summary)}")
     return 0
+
+
+def main(argv=None) -> int:
+    return build_parser().run(run, argv)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ on its own), the grids as PNGs and `report.json`.
 Reads `<root>/VAE_PSF/<key>/` (stage 1) and `<root>/LDM_PSF/<key>/` (stage 2), as `make demo` writes them.
 """
 
-import argparse
 import base64
 import glob
 import html
@@ -20,6 +19,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine.run.curves import SUMMARY_NAME, write_training_summary  # noqa: E402
+from utils.cli.args import existing_folder, output_folder  # noqa: E402
+from utils.cli.script import ScriptParser  # noqa: E402
+from utils.errors import UserError  # noqa: E402
+from utils.outputs import check_output  # noqa: E402
 
 STAGES = {"stage1_vae": "VAE_PSF", "stage2_ldm": "LDM_PSF"}
 
@@ -62,27 +65,29 @@ def write_html(report: dict, path: str) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--root", default="experiments")
+    parser = ScriptParser(description=__doc__)
+    parser.add_argument("--root", type=existing_folder, default="experiments")
     parser.add_argument("--key", default="demo")
-    parser.add_argument("--out", default=os.path.join("experiments", "demo_report"))
+    parser.add_argument("--out", type=output_folder, default=os.path.join("experiments", "demo_report"))
     parser.add_argument("--stage1", default=STAGES["stage1_vae"], help="the stage-1 experiment's name")
     parser.add_argument("--stage2", default=STAGES["stage2_ldm"], help="the stage-2 experiment's name")
-    args = parser.parse_args(argv)
-    names = {"stage1_vae": args.stage1, "stage2_ldm": args.stage2}
-    os.makedirs(args.out, exist_ok=True)
-    report = {}
-    for stage, name in names.items():
-        run = os.path.join(args.root, name, args.key)
+    return parser.run(write_report, argv)
+
+
+def write_report(args) -> int:
+    runs = {
+        stage: os.path.join(args.root, name, args.key)
+        for stage, name in {"stage1_vae": args.stage1, "stage2_ldm": args.stage2}.items()
+    }
+    for run in runs.values():
         metrics_path = os.path.join(run, "final", "metrics.json")
         if not os.path.isfile(metrics_path):
-            print(
-                f"error: no finished run in '{run}' (expected {metrics_path}); run `make demo` first.",
-                file=sys.stderr,
-            )
-            return 2
+            raise UserError(f"No finished run in '{run}' (expected {metrics_path}); run `make demo` first.")
+    check_output("--out", args.out, {f"the {stage} run": run for stage, run in runs.items()})
+    os.makedirs(args.out, exist_ok=True)
+    report = {}
+    for stage, run in runs.items():
+        metrics_path = os.path.join(run, "final", "metrics.json")
         with open(metrics_path) as f:
             report[stage] = {"run": run, "metrics": json.load(f), "images": []}
         for path in latest_images(run):

@@ -11,7 +11,6 @@ Outputs are in the data's intensity range (`--normalized` keeps the network's), 
 conditions; `--seed` makes them reproducible.
 """
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -25,8 +24,20 @@ quiet_libraries()  # before diffusers and transformers load: bitsandbytes warns 
 
 from models.ldm.generation_inputs import network_inputs, parse_labels, read_vectors  # noqa: E402
 from models.ldm.sample_files import write_samples  # noqa: E402
-from utils.cli.args import OneLineParser, count, default_device, device, finite  # noqa: E402
-from utils.errors import UserError  # noqa: E402
+from utils.cli.args import (  # noqa: E402
+    MAX_BATCH,
+    MAX_SAMPLES,
+    MAX_STEPS,
+    count,
+    default_device,
+    device,
+    existing_file,
+    existing_folder,
+    finite,
+    output_folder,
+    seed,
+)
+from utils.cli.script import ScriptParser  # noqa: E402
 
 
 def generate(
@@ -73,25 +84,35 @@ def generate(
     return write_samples(out, names, sample, pipe.description, seed, batch_size, stats, normalized, tile)
 
 
-def main(argv=None) -> int:
-    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> ScriptParser:
+    parser = ScriptParser(description=__doc__)
     parser.add_argument(
         "--run",
         required=True,
-        type=Path,
+        type=existing_folder,
+        reads=True,
         help="a trained LDM (or ControlNet) run's final/, best/ or checkpoint-N/ folder",
     )
-    parser.add_argument("--out", required=True, type=Path, help="output folder")
-    parser.add_argument("--conditions", type=Path, help="folder of condition TIFs (image-conditioned runs)")
+    parser.add_argument("--out", required=True, type=output_folder, writes=True, help="output folder")
     parser.add_argument(
-        "--vectors", type=Path, help="JSON list of vectors, or CSV rows (vector-conditioned runs)"
+        "--conditions",
+        type=existing_folder,
+        reads=True,
+        help="folder of condition TIFs (image-conditioned runs)",
+    )
+    parser.add_argument(
+        "--vectors",
+        type=existing_file,
+        reads=True,
+        help="JSON list of vectors, or CSV rows (vector-conditioned runs)",
     )
     parser.add_argument(
         "--vector", action="append", default=[], help="one vector, comma-separated (repeatable)"
     )
     parser.add_argument(
         "--control",
-        type=Path,
+        type=existing_folder,
+        reads=True,
         help="folder of control TIFs (--run: a ControlNet run's folder); the LDM's condition as without",
     )
     parser.add_argument(
@@ -104,7 +125,7 @@ def main(argv=None) -> int:
         "--num-samples",
         "--count",
         dest="num_samples",
-        type=count(1),
+        type=count(1, MAX_SAMPLES),
         help="samples of an unconditional run (4)",
     )
     parser.add_argument(
@@ -113,40 +134,43 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--sampler", choices=("ddpm", "ddim", "dpm_solver"), help="default: the run's val.sampler"
     )
-    parser.add_argument("--steps", type=count(1), help="inference steps; default: the run's")
+    parser.add_argument("--steps", type=count(1, MAX_STEPS), help="inference steps; default: the run's")
     parser.add_argument(
         "--guidance", type=finite(0.0), help="classifier-free guidance scale; default: the run's"
     )
-    parser.add_argument("--seed", type=count(0), default=0)
-    parser.add_argument("--batch-size", type=count(1), default=8)
+    parser.add_argument("--seed", type=seed, default=0)
+    parser.add_argument("--batch-size", type=count(1, MAX_BATCH), default=8)
     parser.add_argument("--device", type=device, default=default_device())
-    args = parser.parse_args(argv)
+    return parser
+
+
+def run(args) -> int:
     if args.control is not None:  # a ControlNet run: its sampling lives in models/controlnet/
         from models.controlnet.generation import main_with_control
 
         return main_with_control(args)
-    try:
-        vectors = read_vectors(args.vectors, args.vector) if (args.vectors or args.vector) else None
-        written = generate(
-            args.run,
-            args.out,
-            args.conditions,
-            vectors,
-            args.num_samples,
-            args.seed,
-            args.batch_size,
-            args.sampler,
-            args.steps,
-            args.guidance,
-            args.device,
-            labels=parse_labels(args.labels),
-            normalized=args.normalized,
-        )
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    vectors = read_vectors(args.vectors, args.vector) if (args.vectors or args.vector) else None
+    written = generate(
+        args.run,
+        args.out,
+        args.conditions,
+        vectors,
+        args.num_samples,
+        args.seed,
+        args.batch_size,
+        args.sampler,
+        args.steps,
+        args.guidance,
+        args.device,
+        labels=parse_labels(args.labels),
+        normalized=args.normalized,
+    )
     print(f"Wrote {len(written)} TIFs and grid.png into {args.out}.")
     return 0
+
+
+def main(argv=None) -> int:
+    return build_parser().run(run, argv)
 
 
 if __name__ == "__main__":

@@ -8,12 +8,12 @@ or dataset's `config_keys` for its own keys), the same declaration the config ch
 page cannot drift from what the trainer accepts (`tests/test_model_keys.py` checks it).
 """
 
-import argparse
 import os
 import sys
 from collections.abc import Mapping
 
 from models import MODEL_REGISTRY
+from utils.cli.script import ScriptParser
 from utils.config.schema import Key, key_rows, reference_markdown
 
 
@@ -100,9 +100,12 @@ def keys_page() -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="Write (or check) docs/keys.md from the key declarations.")
+    parser = ScriptParser(description="Write (or check) docs/keys.md from the key declarations.")
     parser.add_argument("--check", action="store_true", help="exit 1 when docs/keys.md is out of date")
-    args = parser.parse_args(argv)
+    return parser.run(write_page, argv)
+
+
+def write_page(args) -> int:
     from utils.cli.console import quiet_libraries
 
     quiet_libraries()  # loading the model plugins imports bitsandbytes, which warns on import

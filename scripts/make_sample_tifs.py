@@ -5,13 +5,18 @@
 The output depends only on the arguments: the same files every time (`main` lists the layout).
 """
 
-import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
 import tifffile
 from skimage import data
 from skimage.transform import resize
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from utils.cli.args import count, output_folder, seed  # noqa: E402
+from utils.cli.script import ScriptParser  # noqa: E402
 
 # Grayscale pictures that ship inside scikit-image (no download).
 SOURCES = (
@@ -64,7 +69,7 @@ def write(path: Path, image: np.ndarray) -> None:
     tifffile.imwrite(path, image, photometric="minisblack")
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
     """Writes float32, one-channel images with a zero background outside a round field:
 
         <out>/tif/p01_slice00.tif ...        one folder, for a VAE (TIFFolderDataset)
@@ -74,16 +79,27 @@ def main(argv=None) -> None:
 
     Each "patient" is one scikit-image picture; its slices are shifted, zoomed views of it, so slices of
     one patient resemble each other and a split by patient (`split_by: '^(p\\d+)_'`) matters."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="data/sample", help="folder to write into (default: data/sample)")
-    parser.add_argument("--patients", type=int, default=4, help=f"at most {len(SOURCES)} (default: 4)")
-    parser.add_argument("--slices", type=int, default=6, help="slices per patient (default: 6)")
-    parser.add_argument("--size", type=int, default=256, help="height and width in pixels (default: 256)")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    if not 1 <= args.patients <= len(SOURCES):
-        parser.error(f"--patients must be between 1 and {len(SOURCES)}")
-    out = Path(args.out)
+    parser = ScriptParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--out",
+        type=output_folder,
+        writes=True,
+        default=Path("data/sample"),
+        help="folder to write into (default: data/sample)",
+    )
+    parser.add_argument(
+        "--patients", type=count(1, len(SOURCES)), default=4, help=f"at most {len(SOURCES)} (default: 4)"
+    )
+    parser.add_argument("--slices", type=count(1, 1000), default=6, help="slices per patient (default: 6)")
+    parser.add_argument(
+        "--size", type=count(16, 4096), default=256, help="height and width in pixels (default: 256)"
+    )
+    parser.add_argument("--seed", type=seed, default=0)
+    return parser.run(write_samples, argv)
+
+
+def write_samples(args) -> int:
+    out = args.out
     rng = np.random.default_rng(args.seed)
     for p, source in enumerate(SOURCES[: args.patients], start=1):
         image = picture(source)
@@ -99,7 +115,8 @@ def main(argv=None) -> None:
         f"Wrote {total} slices in {out / 'tif'}, {total} pairs in {out / 'dente'} -> {out / 'edente'}, "
         f"{args.patients} volumes in {out / 'volumes'}."
     )
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

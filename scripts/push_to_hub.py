@@ -17,6 +17,8 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine.hub import push_failure_sentence, push_final_folder, write_model_card  # noqa: E402
+from utils.cli.args import existing_folder  # noqa: E402
+from utils.cli.script import ScriptParser  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 
 
@@ -45,37 +47,50 @@ def prepare_card(run: Path, repo_id: str) -> None:
     write_model_card(str(run), opt, archs or ["."], metrics, repo_id)
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+def hub_repository(text: str) -> str:
+    """A Hub repository id, `user/name`."""
+    if text.count("/") != 1 or not all(text.split("/")):
+        raise argparse.ArgumentTypeError(f"{text!r} is not of the form user/name")
+    return text
+
+
+hub_repository.__name__ = "repository"
+
+
+def build_parser() -> ScriptParser:
+    parser = ScriptParser(description=__doc__)
+    parser.add_argument(
+        "--run", required=True, type=existing_folder, reads=True, help="a run's final/ folder"
     )
-    parser.add_argument("--run", required=True, type=Path, help="a run's final/ folder")
-    parser.add_argument("--repo", required=True, help="Hub repository, user/name")
+    parser.add_argument("--repo", required=True, type=hub_repository, help="Hub repository, user/name")
     parser.add_argument(
         "--public", action="store_true", help="create the repository as public (default: private)"
     )
     parser.add_argument("--message", default=None, help="commit message")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def run(args) -> int:
+    if not any(args.run.glob("*/model.safetensors")):
+        raise UserError(
+            f"--run '{args.run}' is not a run's final/ folder (it needs one subfolder per network with a "
+            "model.safetensors)."
+        )
+    prepare_card(args.run, args.repo)
+    message = args.message or f"Upload {args.run}"
     try:
-        if not args.run.is_dir() or not any(args.run.glob("*/model.safetensors")):
-            raise UserError(
-                f"--run '{args.run}' is not a run's final/ folder (it needs one subfolder per network with a "
-                "model.safetensors)."
-            )
-        if args.repo.count("/") != 1 or not all(args.repo.split("/")):
-            raise UserError(f"--repo is '{args.repo}'; it must have the form user/name.")
-        prepare_card(args.run, args.repo)
-        message = args.message or f"Upload {args.run}"
         push_final_folder(
             str(args.run), args.repo, private=not args.public, commit_message=message, logger=_Say()
         )
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except UserError:
+        raise
     except Exception as error:  # no network, a refused token: the folder is untouched, try again later
-        print(f"error: {push_failure_sentence(error, str(args.run), args.repo)}", file=sys.stderr)
-        return 2
+        raise UserError(push_failure_sentence(error, str(args.run), args.repo)) from error
     return 0
+
+
+def main(argv=None) -> int:
+    return build_parser().run(run, argv)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ Reconstructions are written back in the input's original intensity range, with t
 Metrics (PSNR, SSIM, MAE; data range of each input image) are computed in that original range.
 """
 
-import argparse
 import csv
 import sys
 from pathlib import Path
@@ -25,6 +24,8 @@ from utils.cli.console import quiet_libraries  # noqa: E402
 quiet_libraries()  # before diffusers and transformers load: bitsandbytes warns on import
 
 from dataset.common.image_keys import NETWORK_INPUT_KEYS  # noqa: E402
+from utils.cli.args import MAX_BATCH, count, default_device, device, existing_folder, output_folder  # noqa: E402
+from utils.cli.script import ScriptParser  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 from utils.images.comparison import comparison_grid  # noqa: E402
 from utils.images.grid import save_png  # noqa: E402
@@ -104,28 +105,36 @@ def reconstruct(
     return rows
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+def build_parser() -> ScriptParser:
+    parser = ScriptParser(description=__doc__)
+    parser.add_argument(
+        "--run",
+        required=True,
+        type=existing_folder,
+        reads=True,
+        help="a VAE run's final/ (or checkpoint-N/) folder",
     )
     parser.add_argument(
-        "--run", required=True, type=Path, help="a VAE run's final/ (or checkpoint-N/) folder"
+        "--input", required=True, type=existing_folder, reads=True, help="folder of .tif/.tiff images"
     )
-    parser.add_argument("--input", required=True, type=Path, help="folder of .tif/.tiff images")
-    parser.add_argument("--out", required=True, type=Path, help="output folder")
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args(argv)
-    try:
-        rows = reconstruct(args.run, args.input, args.out, args.batch_size, args.device)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    parser.add_argument("--out", required=True, type=output_folder, writes=True, help="output folder")
+    parser.add_argument("--batch-size", type=count(1, MAX_BATCH), default=4)
+    parser.add_argument("--device", type=device, default=default_device())
+    return parser
+
+
+def run(args) -> int:
+    rows = reconstruct(args.run, args.input, args.out, args.batch_size, args.device)
     mean_psnr = float(np.mean([r["psnr"] for r in rows]))
     print(
-        f"Reconstructed {len(rows)} images into {args.out} (mean PSNR {mean_psnr:.2f} dB); metrics.csv and grid PNG written."
+        f"Reconstructed {len(rows)} images into {args.out} (mean PSNR {mean_psnr:.2f} dB); metrics.csv and "
+        "grid PNG written."
     )
     return 0
+
+
+def main(argv=None) -> int:
+    return build_parser().run(run, argv)
 
 
 if __name__ == "__main__":

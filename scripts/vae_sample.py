@@ -10,7 +10,6 @@ validation data). Outputs are in the training data's normalised range, like `vae
 denormalisation; sample i is drawn from seed `--seed` + i.
 """
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -21,7 +20,17 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from scripts.vae_reconstruct import load_vae  # noqa: E402
-from utils.cli.args import OneLineParser, count, default_device, device  # noqa: E402
+from utils.cli.args import (  # noqa: E402
+    MAX_IMAGE_SIZE,
+    MAX_SAMPLES,
+    count,
+    default_device,
+    device,
+    existing_folder,
+    output_folder,
+    seed,
+)
+from utils.cli.script import ScriptParser  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 from utils.images.grid import make_grid, save_png  # noqa: E402
 from utils.losses.vae import decoded_image  # noqa: E402
@@ -73,8 +82,6 @@ def sample(
             f"--image-size {size} comes back from this VAE as {images.shape[-1]}; give a multiple of {factor} "
             f"(e.g. {max(factor, size - size % factor)})."
         )
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out '{out}' is a file; give a folder for the samples.")
     out.mkdir(parents=True, exist_ok=True)
     for i, image in enumerate(images.numpy()):
         tifffile.imwrite(out / f"sample_{i:04d}.tif", image.astype(np.float32).squeeze())
@@ -83,30 +90,39 @@ def sample(
     return images
 
 
-def main(argv=None) -> int:
-    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> ScriptParser:
+    parser = ScriptParser(description=__doc__)
     parser.add_argument(
-        "--run", required=True, type=Path, help="an autoencoder run's final/ (or checkpoint-N/) folder"
+        "--run",
+        required=True,
+        type=existing_folder,
+        reads=True,
+        help="an autoencoder run's final/ (or checkpoint-N/) folder",
     )
-    parser.add_argument("--num-samples", type=count(1), default=16)
-    parser.add_argument("--out", type=Path, default=Path("vae_samples"), help="output folder")
-    parser.add_argument("--seed", type=count(0), default=0)
+    parser.add_argument("--num-samples", type=count(1, MAX_SAMPLES), default=16)
     parser.add_argument(
-        "--image-size", type=count(1), help="default: the arch's sample_size or the run's data size"
+        "--out", type=output_folder, writes=True, default=Path("vae_samples"), help="output folder"
+    )
+    parser.add_argument("--seed", type=seed, default=0)
+    parser.add_argument(
+        "--image-size",
+        type=count(1, MAX_IMAGE_SIZE),
+        help="default: the arch's sample_size or the run's data size",
     )
     parser.add_argument("--device", type=device, default=default_device())
-    args = parser.parse_args(argv)
-    try:
-        if args.num_samples < 1:
-            raise UserError(f"--num-samples is {args.num_samples}; give 1 or more.")
-        images = sample(args.run, args.out, args.num_samples, args.seed, args.image_size, args.device)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return parser
+
+
+def run(args) -> int:
+    images = sample(args.run, args.out, args.num_samples, args.seed, args.image_size, args.device)
     print(
         f"Decoded {len(images)} random latents into {args.out} (values {images.min():.3g} to {images.max():.3g})."
     )
     return 0
+
+
+def main(argv=None) -> int:
+    return build_parser().run(run, argv)
 
 
 if __name__ == "__main__":

@@ -114,5 +114,5 @@ def test_labels_and_one_sentence_errors(stage1, tmp_path, capsys):
         assert run_generate("--run", final, "--out", tmp_path / "e", *args) == 2
         err = capsys.readouterr().err
         assert expected in err and err.count("\n") == 1 and "Traceback" not in err, err
-    assert run_generate("--run", tmp_path, "--out", tmp_path / "e") == 2
+    assert run_generate("--run", tmp_path / "c", "--out", tmp_path / "e") == 2
     assert "ldm.json" in capsys.readouterr().err

@@ -277,7 +277,7 @@ def test_bad_input_is_one_clear_sentence(data, tmp_path, capsys, args, message):
         (["--dpi", "0"], "argument --dpi: '0' must be at least 1"),
         (["--device", "nodevice"], "argument --device: 'nodevice' is not a device"),
         (["--method", "pcaa"], "argument --method: invalid choice: 'pcaa'"),
-        (["--out", "@FILE@"], "is a file; give a folder for the maps"),
+        (["--out", "@FILE@"], "is a file; give a folder to write into"),
         (["--pth", "@FILE@", "--network", "@NOTYAML@"], "notyaml.yml' is not valid YAML"),
     ],
     ids=["group twice", "too few images", "neighbors", "batch", "dpi", "device", "method", "out", "network"],

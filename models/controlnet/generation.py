@@ -8,7 +8,6 @@ starts from the noise of seed + i; outputs are written in the data's intensity r
 `--normalized`.
 """
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -133,27 +132,23 @@ def generate_with_control(
 
 def main_with_control(args) -> int:
     """`scripts/generate.py --control`: its parsed arguments in, the exit status out."""
-    try:
-        if args.num_samples is not None:
-            raise UserError("--num-samples does not apply with --control: each control TIF gives one sample.")
-        written = generate_with_control(
-            args.run,
-            args.out,
-            args.control,
-            args.seed,
-            args.batch_size,
-            args.sampler,
-            args.steps,
-            args.guidance,
-            args.conditioning_scale,
-            args.device,
-            conditions=args.conditions,
-            vectors=read_vectors(args.vectors, args.vector) if (args.vectors or args.vector) else None,
-            labels=parse_labels(args.labels),
-            normalized=args.normalized,
-        )
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    if args.num_samples is not None:
+        raise UserError("--num-samples does not apply with --control: each control TIF gives one sample.")
+    written = generate_with_control(
+        args.run,
+        args.out,
+        args.control,
+        args.seed,
+        args.batch_size,
+        args.sampler,
+        args.steps,
+        args.guidance,
+        args.conditioning_scale,
+        args.device,
+        conditions=args.conditions,
+        vectors=read_vectors(args.vectors, args.vector) if (args.vectors or args.vector) else None,
+        labels=parse_labels(args.labels),
+        normalized=args.normalized,
+    )
     print(f"Wrote {len(written)} TIFs and grid.png into {args.out}.")
     return 0

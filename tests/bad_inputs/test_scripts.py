@@ -22,7 +22,7 @@ from tests.helpers.scripts import fake_hub, run_generate, tiny_ldm_run
         (["--seed", "-5"], "argument --seed: '-5' must be at least 0"),
         (["--num-samples", "0"], "argument --num-samples: '0' must be at least 1"),
         (["--device", "cuda:7"], "argument --device: 'cuda:7'"),
-        (["--out", "@FILE@"], "is a file; give a folder for the samples"),
+        (["--out", "@FILE@"], "is a file; give a folder to write into"),
     ],
     ids=["size not a multiple", "size 0", "seed", "count", "device", "out a file"],
 )
@@ -57,7 +57,7 @@ def test_bad_arguments_vectors_and_conditions_are_one_sentence(stage1, tmp_path,
         ([*vec, "--vector", "nan"], "--vector 'nan' has 'nan'; every number must be finite"),
         ([*vec, "--vectors", tmp_path / "bad.json"], "bad.json' is not valid JSON (line 1, column 6"),
         ([*vec, "--vectors", tmp_path / "words.json"], "words.json' (row 1) has 'a', which is not a number"),
-        ([*vec, "--vectors", tmp_path / "none.json"], "none.json' is not a file"),
+        ([*vec, "--vectors", tmp_path / "none.json"], "none.json' does not exist"),
         ([*vec, "--vector", "1", "--steps", "0"], "argument --steps: '0' must be at least 1"),
         ([*vec, "--vector", "1", "--guidance", "nan"], "argument --guidance: 'nan' must be a finite number"),
         ([*vec, "--vector", "1", "--batch-size", "0"], "argument --batch-size: '0' must be at least 1"),
@@ -69,7 +69,7 @@ def test_bad_arguments_vectors_and_conditions_are_one_sentence(stage1, tmp_path,
         err = capsys.readouterr().err
         assert expected in err and err.count("\n") == 1 and "Traceback" not in err, err
     assert run_generate(*vec, "--vector", "1", "--out", tmp_path / "out_file") == 2
-    assert "--out '" + str(tmp_path / "out_file") + "' is a file" in capsys.readouterr().err
+    assert "argument --out: '" + str(tmp_path / "out_file") + "' is a file" in capsys.readouterr().err
     assert not (tmp_path / "e").exists()
     assert all(p.read_bytes() == content for p, content in hashes.items())
 
@@ -82,7 +82,7 @@ def test_push_script_failures_are_one_sentence(tmp_path, monkeypatch, capsys):
     (tmp_path / "net_g").mkdir()
     (tmp_path / "net_g" / "model.safetensors").write_bytes(b"x")
     assert push_to_hub.main(["--run", str(tmp_path), "--repo", "no-slash"]) == 2
-    assert "must have the form user/name" in capsys.readouterr().err
+    assert "is not of the form user/name" in capsys.readouterr().err
     refused = PermissionError("401 Client Error: Unauthorized (token hf_abcdefghijkl)")
     fake_hub(monkeypatch, tmp_path, fail_with=refused)
     assert push_to_hub.main(["--run", str(tmp_path), "--repo", "someone/x"]) == 2

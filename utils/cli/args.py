@@ -11,6 +11,7 @@ Each type refuses a bad value with the reason.
 import argparse
 import math
 import sys
+from pathlib import Path
 
 
 # argparse's own `type=int` lets `--steps 0`, `--batch-size 0` or `--guidance nan` through, and they fail
@@ -25,8 +26,17 @@ class OneLineParser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def count(minimum: int = 0):
-    """A whole number of at least `minimum`."""
+SEED_MAX = 2**32 - 1  # numpy's legacy seeding, which Accelerate's set_seed calls, takes no larger seed
+# Upper bounds of the scripts' counts: far above any real use, and below the sizes at which a typo
+# (an extra digit, 2**70) would allocate until the machine runs out of memory instead of failing at once.
+MAX_BATCH = 4096
+MAX_SAMPLES = 100_000
+MAX_IMAGE_SIZE = 16_384
+MAX_STEPS = 100_000
+
+
+def count(minimum: int = 0, maximum: int | None = None):
+    """A whole number of at least `minimum` (and at most `maximum` when given)."""
 
     def parse(text: str) -> int:
         try:
@@ -35,6 +45,8 @@ def count(minimum: int = 0):
             raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"{text!r} must be at least {minimum}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"{text!r} must be at most {maximum}")
         return value
 
     parse.__name__ = "whole number"
@@ -57,6 +69,53 @@ def finite(minimum: float | None = None):
 
     parse.__name__ = "number"
     return parse
+
+
+def seed(text: str) -> int:
+    """A random seed: a whole number from 0 to 2**32 - 1."""
+    return count(0, SEED_MAX)(text)
+
+
+seed.__name__ = "seed"
+
+
+def existing_folder(text: str) -> Path:
+    """A folder that exists."""
+    path = Path(text)
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"'{text}' does not exist")
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"'{text}' is a file; give a folder")
+    return path
+
+
+existing_folder.__name__ = "folder"
+
+
+def existing_file(text: str) -> Path:
+    """A file that exists."""
+    path = Path(text)
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"'{text}' does not exist")
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"'{text}' is a folder; give a file")
+    return path
+
+
+existing_file.__name__ = "file"
+
+
+def output_folder(text: str) -> Path:
+    """Where a script writes: a folder, or a path that does not exist yet (never an existing file)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path; give a folder")
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"'{text}' is a file; give a folder to write into")
+    return path
+
+
+output_folder.__name__ = "folder"
 
 
 def default_device() -> str:

@@ -1,0 +1,132 @@
+"""Where a command may write: never over what it reads, never into weights or another run's files.
+
+Every command that writes (the trainer's run folder, a `-test` folder, each script's `--out`) resolves
+its output location first and calls `check_output` before it writes anything:
+
+    check_output("--out", args.out, {"--input": args.input, "--run": args.run})
+
+An output that is, contains or lies inside one of the inputs would overwrite or mix with them (the next
+run of a dataset that scans its folder would read the outputs as data); one inside or around a weights
+folder or a run folder would overwrite networks, `config.yml` or `train.log`. Each is refused in one
+sentence naming both paths. Symbolic links are followed, so a link cannot smuggle an input in.
+"""
+
+import os
+from collections.abc import Iterable, Mapping
+
+from utils.errors import UserError
+
+# Files that mark a folder as someone's results: a run folder has its log, a weights folder the
+# networks `save_pretrained` wrote (directly, or one folder per network in a run's final/).
+RUN_MARKERS = ("train.log",)
+WEIGHT_MARKERS = ("model.safetensors", "diffusion_pytorch_model.safetensors")
+_SCAN_DEPTH = 3  # how deep an existing output folder is searched for runs and weights
+_SCAN_ENTRIES = 20_000  # a folder this large is searched no further (a data set, not a results folder)
+
+
+class OutputError(UserError, ValueError):
+    """An output location that would overwrite an input, weights or a run's files."""
+
+
+def check_output(
+    name: str,
+    output: str | os.PathLike,
+    inputs: Mapping[str, str | os.PathLike | None] | Iterable[tuple[str, str | os.PathLike | None]],
+    *,
+    allow_results_around: bool = False,
+) -> None:
+    """Refuse `output` (given as `name`, e.g. `--out` or `the run folder`) that is, contains or lies
+    inside one of `inputs` (their names to paths; missing paths are skipped), or that is, contains or lies
+    inside a run folder or a weights folder. `allow_results_around`: the output is itself a results
+    folder (a run folder being resumed), so runs and weights around it are its own."""
+    out = _real(output)
+    pairs = inputs.items() if isinstance(inputs, Mapping) else inputs
+    for input_name, path in pairs:
+        if path is None or str(path) == "" or not os.path.exists(path):
+            continue
+        source = _real(path)
+        relation = _relation(out, source)
+        if relation is not None:
+            raise OutputError(
+                f"{name} '{output}' {relation} {input_name} '{path}', so writing there would overwrite or mix "
+                f"with what it reads; choose a new folder outside it{_suggestion(source)}."
+            )
+    if allow_results_around:
+        return
+    for folder in _self_and_ancestors(out):
+        kind = results_kind(folder)
+        if kind is not None:
+            where = "is" if folder == out else "is inside"
+            raise OutputError(
+                f"{name} '{output}' {where} {kind} '{folder}', whose files it could overwrite; choose a new "
+                f"folder outside it{_suggestion(folder)}."
+            )
+    found = _results_below(out)
+    if found is not None:
+        folder, kind = found
+        raise OutputError(
+            f"{name} '{output}' contains {kind} '{folder}', whose files it could overwrite; choose a new or "
+            "empty folder."
+        )
+
+
+def results_kind(folder: str) -> str | None:
+    """'a run folder' or 'a weights folder' when `folder` holds one's marker files, else None."""
+    if not os.path.isdir(folder):
+        return None
+    if any(os.path.isfile(os.path.join(folder, marker)) for marker in RUN_MARKERS):
+        return "a run folder"
+    if any(os.path.isfile(os.path.join(folder, marker)) for marker in WEIGHT_MARKERS):
+        return "a weights folder"
+    return None
+
+
+def _relation(out: str, source: str) -> str | None:
+    if out == source:
+        return "is"
+    if _inside(out, source):
+        return "is inside"
+    if _inside(source, out):
+        return "contains"
+    return None
+
+
+def _inside(path: str, folder: str) -> bool:
+    return os.path.commonpath([path, folder]) == folder and path != folder
+
+
+def _real(path) -> str:
+    return os.path.realpath(os.path.abspath(os.fspath(path)))
+
+
+def _self_and_ancestors(path: str):
+    while True:
+        yield path
+        parent = os.path.dirname(path)
+        if parent == path:
+            return
+        path = parent
+
+
+def _results_below(out: str) -> tuple[str, str] | None:
+    """The first run or weights folder under an existing `out`, searched a few levels deep."""
+    if not os.path.isdir(out):
+        return None
+    seen = 0
+    for dirpath, dirnames, filenames in os.walk(out):
+        seen += len(dirnames) + len(filenames)
+        kind = results_kind(dirpath) if dirpath != out else None
+        if kind is not None:
+            return dirpath, kind
+        if seen > _SCAN_ENTRIES or dirpath.count(os.sep) - out.count(os.sep) >= _SCAN_DEPTH:
+            dirnames[:] = []
+    return None
+
+
+def _suggestion(folder: str) -> str:
+    """`, e.g. '<folder>-out'`: a new sibling of the folder that must not be written into."""
+    beside = f"{folder}-out"
+    if not os.path.isdir(folder) or os.path.exists(beside):
+        return ""
+    shown = os.path.relpath(beside)
+    return f", e.g. '{beside if shown.startswith('..') else shown}'"
