@@ -23,7 +23,9 @@ from utils.cli.args import (  # noqa: E402
     device,
     existing_file,
     existing_folder,
+    named_folder,
     output_folder,
+    regex,
     seed,
 )
 from utils.cli.script import ScriptParser  # noqa: E402
@@ -59,6 +61,7 @@ def build_parser() -> ScriptParser:
         action="append",
         default=[],
         metavar="NAME=FOLDER",
+        type=named_folder,
         reads=lambda groups: [text.partition("=")[2] for text in groups],
         help="a group of TIFs",
     )
@@ -66,7 +69,9 @@ def build_parser() -> ScriptParser:
     parser.add_argument("--path-column", default="path", help="the manifest's image column (default: path)")
     parser.add_argument("--group-column", help="the manifest's group column")
     parser.add_argument("--val-set", action="store_true", help="encode the run's own validation set")
-    parser.add_argument("--label-regex", help="label each image by this regex on its name (first group)")
+    parser.add_argument(
+        "--label-regex", type=regex, help="label each image by this regex on its name (first group)"
+    )
     parser.add_argument("--method", nargs="+", default=["umap"], choices=METHODS, help="one or more maps")
     parser.add_argument("--features", default="flatten", choices=FEATURE_MODES)
     parser.add_argument("--out", type=output_folder, writes=True, required=True, help="output folder")

@@ -64,14 +64,20 @@ def write_html(report: dict, path: str) -> None:
     Path(path).write_text("\n".join(parts))
 
 
-def main(argv=None) -> int:
+def build_parser() -> ScriptParser:
     parser = ScriptParser(description=__doc__)
     parser.add_argument("--root", type=existing_folder, default="experiments")
     parser.add_argument("--key", default="demo")
-    parser.add_argument("--out", type=output_folder, default=os.path.join("experiments", "demo_report"))
+    parser.add_argument(
+        "--out", type=output_folder, writes=True, default=os.path.join("experiments", "demo_report")
+    )
     parser.add_argument("--stage1", default=STAGES["stage1_vae"], help="the stage-1 experiment's name")
     parser.add_argument("--stage2", default=STAGES["stage2_ldm"], help="the stage-2 experiment's name")
-    return parser.run(write_report, argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    return build_parser().run(write_report, argv)
 
 
 def write_report(args) -> int:

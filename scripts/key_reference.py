@@ -99,10 +99,14 @@ def keys_page() -> str:
     return "\n".join(part.rstrip("\n") + "\n" for part in parts)
 
 
-def main(argv=None) -> int:
+def build_parser() -> ScriptParser:
     parser = ScriptParser(description="Write (or check) docs/keys.md from the key declarations.")
     parser.add_argument("--check", action="store_true", help="exit 1 when docs/keys.md is out of date")
-    return parser.run(write_page, argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    return build_parser().run(write_page, argv)
 
 
 def write_page(args) -> int:

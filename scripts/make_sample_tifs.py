@@ -2,7 +2,7 @@
 
     python scripts/make_sample_tifs.py [--out data/sample] [--patients 4] [--slices 6] [--size 256]
 
-The output depends only on the arguments: the same files every time (`main` lists the layout).
+The output depends only on the arguments: the same files every time (`write_samples` lists the layout).
 """
 
 import sys
@@ -69,16 +69,7 @@ def write(path: Path, image: np.ndarray) -> None:
     tifffile.imwrite(path, image, photometric="minisblack")
 
 
-def main(argv=None) -> int:
-    """Writes float32, one-channel images with a zero background outside a round field:
-
-        <out>/tif/p01_slice00.tif ...        one folder, for a VAE (TIFFolderDataset)
-        <out>/edente/p01_slice00.tif ...     targets      } paired by file name (TIFPairDataset):
-        <out>/dente/p01_slice00.tif ...      conditions   } the target plus bright "teeth" along an arc
-        <out>/volumes/p01.tif ...            one (slices, size, size) volume per patient (spatial_dims: 3)
-
-    Each "patient" is one scikit-image picture; its slices are shifted, zoomed views of it, so slices of
-    one patient resemble each other and a split by patient (`split_by: '^(p\\d+)_'`) matters."""
+def build_parser() -> ScriptParser:
     parser = ScriptParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--out",
@@ -95,10 +86,23 @@ def main(argv=None) -> int:
         "--size", type=count(16, 4096), default=256, help="height and width in pixels (default: 256)"
     )
     parser.add_argument("--seed", type=seed, default=0)
-    return parser.run(write_samples, argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    return build_parser().run(write_samples, argv)
 
 
 def write_samples(args) -> int:
+    """Writes float32, one-channel images with a zero background outside a round field:
+
+        <out>/tif/p01_slice00.tif ...        one folder, for a VAE (TIFFolderDataset)
+        <out>/edente/p01_slice00.tif ...     targets      } paired by file name (TIFPairDataset):
+        <out>/dente/p01_slice00.tif ...      conditions   } the target plus bright "teeth" along an arc
+        <out>/volumes/p01.tif ...            one (slices, size, size) volume per patient (spatial_dims: 3)
+
+    Each "patient" is one scikit-image picture; its slices are shifted, zoomed views of it, so slices of
+    one patient resemble each other and a split by patient (`split_by: '^(p\\d+)_'`) matters."""
     out = args.out
     rng = np.random.default_rng(args.seed)
     for p, source in enumerate(SOURCES[: args.patients], start=1):

@@ -33,12 +33,19 @@ def check_output(
     output: str | os.PathLike,
     inputs: Mapping[str, str | os.PathLike | None] | Iterable[tuple[str, str | os.PathLike | None]],
     *,
-    allow_results_around: bool = False,
+    own_results: bool = False,
+    inside_a_run: bool = False,
+    advice: str = "",
 ) -> None:
     """Refuse `output` (given as `name`, e.g. `--out` or `the run folder`) that is, contains or lies
     inside one of `inputs` (their names to paths; missing paths are skipped), or that is, contains or lies
-    inside a run folder or a weights folder. `allow_results_around`: the output is itself a results
-    folder (a run folder being resumed), so runs and weights around it are its own."""
+    inside a run folder or a weights folder.
+
+    own_results: the output is a run folder, so the run and weights files in and below it are its own
+    (a resumed run); it is still refused inside another run or weights folder. inside_a_run: the output
+    is a new folder that a run keeps for results about it (`<run>/test/<stamp>`)."""
+    suggest = not advice
+    advice = advice or "choose a new folder outside it"
     out = _real(output)
     pairs = inputs.items() if isinstance(inputs, Mapping) else inputs
     for input_name, path in pairs:
@@ -49,24 +56,25 @@ def check_output(
         if relation is not None:
             raise OutputError(
                 f"{name} '{output}' {relation} {input_name} '{path}', so writing there would overwrite or mix "
-                f"with what it reads; choose a new folder outside it{_suggestion(source)}."
+                f"with what it reads; {advice}{_suggestion(source) if suggest else ''}."
             )
-    if allow_results_around:
+    if inside_a_run:
         return
     for folder in _self_and_ancestors(out):
+        if own_results and folder == out:
+            continue
         kind = results_kind(folder)
         if kind is not None:
             where = "is" if folder == out else "is inside"
             raise OutputError(
-                f"{name} '{output}' {where} {kind} '{folder}', whose files it could overwrite; choose a new "
-                f"folder outside it{_suggestion(folder)}."
+                f"{name} '{output}' {where} {kind} '{folder}', whose files it could overwrite; {advice}"
+                f"{_suggestion(folder) if suggest else ''}."
             )
-    found = _results_below(out)
+    found = None if own_results else _results_below(out)
     if found is not None:
         folder, kind = found
         raise OutputError(
-            f"{name} '{output}' contains {kind} '{folder}', whose files it could overwrite; choose a new or "
-            "empty folder."
+            f"{name} '{output}' contains {kind} '{folder}', whose files it could overwrite; {advice}."
         )
 
 

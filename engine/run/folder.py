@@ -24,9 +24,11 @@ from accelerate.utils import broadcast_object_list
 
 from engine.checkpoints.store import list_checkpoints
 from engine.run import lock as run_lock
+from engine.run.inputs import read_paths
 from engine.run.paths import run_dir, safe_name
 from engine.run.test_folder import place_test_run
 from utils.errors import ConfigError
+from utils.outputs import check_output
 
 ABANDONED = "abandoned"
 
@@ -77,6 +79,19 @@ class RunFolder:
         return getattr(self.logger, "logger", self.logger)
 
     def _refuse_unless_startable(self):
+        check_output(
+            "The run folder",
+            self.path,
+            [(f"'{where}'", path) for where, path in read_paths(self.opt)],
+            own_results=self.existed and self.is_train,
+            inside_a_run=not self.is_train,  # <run>/test/<stamp>, a new folder of its own
+            advice="set 'path.root' (or 'name', 'experiment_key') so that the run folder lies elsewhere",
+        )
+        if not self.is_train and self.existed:
+            raise ConfigError(
+                f"The test folder '{self.path}' exists already; a -test run writes only into a new folder of its "
+                "own: leave 'path.run_dir' empty."
+            )
         if self.existed and os.listdir(self.path):
             run_lock.refuse_if_locked(self.path)
             if self.is_train and not self.opt["path"].get("resume_from_checkpoint"):
@@ -91,7 +106,8 @@ class RunFolder:
         try:
             if self.state.is_main_process:
                 self._created = _missing_ancestors(self.path)
-                os.makedirs(self.path, exist_ok=True)
+                # A test folder is never shared: a second -test that picked the same name fails here.
+                os.makedirs(self.path, exist_ok=self.is_train)
                 self.lock_path = run_lock.acquire(self.path)
                 self._start_file_log()
                 if abandon_after_step is not None:

@@ -10,6 +10,7 @@ Each type refuses a bad value with the reason.
 
 import argparse
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -50,6 +51,7 @@ def count(minimum: int = 0, maximum: int | None = None):
         return value
 
     parse.__name__ = "whole number"
+    parse.minimum, parse.maximum = minimum, maximum  # read by the tests that try wrong values
     return parse
 
 
@@ -68,15 +70,11 @@ def finite(minimum: float | None = None):
         return value
 
     parse.__name__ = "number"
+    parse.minimum = minimum
     return parse
 
 
-def seed(text: str) -> int:
-    """A random seed: a whole number from 0 to 2**32 - 1."""
-    return count(0, SEED_MAX)(text)
-
-
-seed.__name__ = "seed"
+seed = count(0, SEED_MAX)  # a random seed
 
 
 def existing_folder(text: str) -> Path:
@@ -116,6 +114,30 @@ def output_folder(text: str) -> Path:
 
 
 output_folder.__name__ = "folder"
+
+
+def named_folder(text: str) -> str:
+    """`NAME=FOLDER`, the folder existing (kept as the text)."""
+    name, sep, folder = text.partition("=")
+    if not sep or not name or not folder:
+        raise argparse.ArgumentTypeError(f"{text!r} should be NAME=FOLDER, e.g. edente=data/edente")
+    existing_folder(folder)
+    return text
+
+
+named_folder.__name__ = "NAME=FOLDER"
+
+
+def regex(text: str) -> str:
+    """A regular expression that compiles (kept as the text)."""
+    try:
+        re.compile(text)
+    except re.error as error:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a valid regular expression ({error})") from None
+    return text
+
+
+regex.__name__ = "regular expression"
 
 
 def default_device() -> str:
