@@ -102,7 +102,9 @@ def _tif_vae(tmp_path, data: str) -> dict:
     ],
     ids=["root in data", "run folder is data", "inside a run", "inside final", "inside weights"],
 )
-def test_the_run_folder_never_overlaps_inputs_runs_or_weights(tree, tmp_path_factory, capsys, place, expected):
+def test_the_run_folder_never_overlaps_inputs_runs_or_weights(
+    tree, tmp_path_factory, capsys, place, expected
+):
     data = str(tree / "data" / "sub") if place.get("experiment_key") else str(tree / "data")
     config = _tif_vae(tree, data)
     config["path"]["root"] = place.pop("root").format(t=tree)
