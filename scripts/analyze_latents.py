@@ -143,6 +143,11 @@ def run(args) -> int:
             network = yaml.safe_load(args.network.read_text()) or {}
         except Exception as error:  # not UTF-8, not YAML: one sentence naming the file
             raise as_user_error(error, str(args.network)) or error from None
+        if not isinstance(network, dict):
+            raise UserError(
+                f"--network '{args.network}' holds {type(network).__name__}, not a mapping of "
+                "MonaiAutoencoderKL keys (e.g. spatial_dims: 2, latent_channels: 4)."
+            )
     names = [text.partition("=")[0] for text in args.group]
     twice = sorted({name for name in names if names.count(name) > 1})
     if twice:

@@ -23,6 +23,7 @@ from utils.cli.console import quiet_libraries  # noqa: E402
 quiet_libraries()  # before diffusers and transformers load: bitsandbytes warns on import
 
 from models.ldm.generation_inputs import network_inputs, parse_labels, read_vectors  # noqa: E402
+from models.ldm.keys import check_sampling_steps  # noqa: E402
 from models.ldm.sample_files import write_samples  # noqa: E402
 from utils.cli.args import (  # noqa: E402
     MAX_BATCH,
@@ -69,6 +70,8 @@ def generate(
     from models.ldm.pipeline import LDMPipeline  # here, not at the top: `--help` answers at once
 
     pipe = LDMPipeline.from_final(str(run), device)
+    if steps is not None:
+        check_sampling_steps(steps, pipe.noise_scheduler_config["num_train_timesteps"], "--steps")
     kind = pipe.condition_type
     names, inputs, stats = network_inputs(pipe, run, conditions, vectors, labels, num_samples)
 

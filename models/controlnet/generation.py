@@ -15,6 +15,7 @@ import torch
 
 from models.controlnet.pipeline import ControlNetPipeline
 from models.ldm.generation_inputs import network_inputs, parse_labels, read_vectors
+from models.ldm.keys import check_sampling_steps
 from models.ldm.sample_files import write_samples
 from utils.errors import DataError, UserError
 
@@ -105,6 +106,8 @@ def generate_with_control(
     normalized: bool = False,
 ) -> list[Path]:
     pipe = ControlNetPipeline.from_final(str(run), device)
+    if steps is not None:
+        check_sampling_steps(steps, pipe.noise_scheduler_config["num_train_timesteps"], "--steps")
     names, inputs = read_controls(controls)
     check_control_shape(pipe, controls, inputs)
     condition_inputs, stats = control_conditions(

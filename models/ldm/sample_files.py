@@ -32,7 +32,6 @@ def write_samples(
     sample i's grid tile (the sample alone by default)."""
     if out.exists() and not out.is_dir():
         raise UserError(f"--out '{out}' is a file; give a folder for the generated TIFs.")
-    out.mkdir(parents=True, exist_ok=True)
     intensity = description.get("intensity") or {"shift": 0.0, "scale": 1.0}
     written, tiles = [], []
     for start in range(0, len(names), batch_size):

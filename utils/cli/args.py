@@ -32,7 +32,7 @@ SEED_MAX = 2**32 - 1  # numpy's legacy seeding, which Accelerate's set_seed call
 # (an extra digit, 2**70) would allocate until the machine runs out of memory instead of failing at once.
 MAX_BATCH = 4096
 MAX_SAMPLES = 100_000
-MAX_IMAGE_SIZE = 16_384
+MAX_IMAGE_SIZE = 4096
 MAX_STEPS = 100_000
 
 

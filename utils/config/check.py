@@ -79,6 +79,8 @@ def validate_options(
         raise ConfigError("Set 'train.max_train_steps' or 'train.num_train_epochs'; both are empty.")
     if data.get("push_to_hub") and not data.get("hub_model_id"):
         raise ConfigError("'push_to_hub' is true but 'hub_model_id' is empty; set it to 'user/repo-name'.")
+    if data.get("hub_model_id"):
+        _check_hub_model_id(data["hub_model_id"])
     check_values(data, find_arch)
     return opt
 
@@ -194,6 +196,19 @@ def _check_scheduler_reads_its_keys(scheduler: dict) -> None:
                 f"'train.scheduler.{name}' is {scheduler[name]!r}, but 'type: {kind}' does not read it; "
                 f"it is read by {', '.join(readers)}."
             )
+
+
+def _check_hub_model_id(repo_id: str) -> None:
+    """The push at the end of training would fail on a malformed id, after hours of training."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        raise ConfigError(
+            f"'hub_model_id' is {repo_id!r}, which is not a Hub repository id; write it as user/name with "
+            "letters, digits, '-', '_' and '.' (no '--' or '..', at most 96 characters)."
+        ) from None
 
 
 def _check_report_to(data: dict) -> None:
