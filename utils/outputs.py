@@ -20,6 +20,22 @@ from utils.errors import UserError
 # networks `save_pretrained` wrote (directly, or one folder per network in a run's final/).
 RUN_MARKERS = ("train.log",)
 WEIGHT_MARKERS = ("model.safetensors", "diffusion_pytorch_model.safetensors")
+# What the trainer writes into a run folder (engine/run, engine/checkpoints): a results folder of a
+# script may sit beside them inside the run (`<run>/latent_maps`), never in one of them.
+RUN_ENTRIES = (
+    "final",
+    "best",
+    "images",
+    "logs",
+    "test",
+    "abandoned",
+    "comet_ml",
+    "train.log",
+    "config.yml",
+    "training_summary.png",
+    "test_metrics.json",
+)
+RUN_ENTRY_PREFIXES = ("checkpoint-", "best.", "final.", "split_", "latent_cache", "events.out.tfevents")
 _SCAN_DEPTH = 3  # how deep an existing output folder is searched for runs and weights
 _SCAN_ENTRIES = 20_000  # a folder this large is searched no further (a data set, not a results folder)
 
@@ -35,6 +51,7 @@ def check_output(
     *,
     own_results: bool = False,
     inside_a_run: bool = False,
+    beside_a_run: bool = True,
     advice: str = "",
 ) -> None:
     """Refuse `output` (given as `name`, e.g. `--out` or `the run folder`) that is, contains or lies
@@ -43,7 +60,9 @@ def check_output(
 
     own_results: the output is a run folder, so the run and weights files in and below it are its own
     (a resumed run); it is still refused inside another run or weights folder. inside_a_run: the output
-    is a new folder that a run keeps for results about it (`<run>/test/<stamp>`)."""
+    is a new folder that a run keeps for results about it (`<run>/test/<stamp>`). beside_a_run: a new
+    results folder inside a run folder, beside what the trainer writes there (`<run>/latent_maps`),
+    is allowed (never a run's own entry such as `final/` or `checkpoint-N/`)."""
     suggest = not advice
     advice = advice or "choose a new folder outside it"
     out = _real(output)
@@ -64,6 +83,8 @@ def check_output(
         if own_results and folder == out:
             continue
         kind = results_kind(folder)
+        if kind == "a run folder" and folder != out and beside_a_run and not _run_entry(out, folder):
+            continue
         if kind is not None:
             where = "is" if folder == out else "is inside"
             raise OutputError(
@@ -87,6 +108,12 @@ def results_kind(folder: str) -> str | None:
     if any(os.path.isfile(os.path.join(folder, marker)) for marker in WEIGHT_MARKERS):
         return "a weights folder"
     return None
+
+
+def _run_entry(path: str, run: str) -> bool:
+    """Whether `path` lies in what the trainer writes into the run folder `run`."""
+    first = os.path.relpath(path, run).split(os.sep)[0]
+    return first in RUN_ENTRIES or first.startswith(RUN_ENTRY_PREFIXES)
 
 
 def _relation(out: str, source: str) -> str | None:

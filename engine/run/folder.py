@@ -85,6 +85,7 @@ class RunFolder:
             [(f"'{where}'", path) for where, path in read_paths(self.opt)],
             own_results=self.existed and self.is_train,
             inside_a_run=not self.is_train,  # <run>/test/<stamp>, a new folder of its own
+            beside_a_run=False,  # a run inside another would confuse `latest` and checkpoint rotation
             advice="set 'path.root' (or 'name', 'experiment_key') so that the run folder lies elsewhere",
         )
         if not self.is_train and self.existed:

@@ -14,7 +14,7 @@ import tifffile
 from tests.helpers import TINY_DENOISE, TINY_VAE
 from tests.helpers.bad_inputs import assert_one_sentence, fingerprints
 from tests.helpers.runs import ROOT, run_folder, run_trainer, write_config
-from utils.outputs import OutputError, check_output
+from utils.outputs import OutputError, _run_entry, check_output
 
 
 @pytest.fixture
@@ -40,7 +40,8 @@ def tree(tmp_path):
         (".", "--out '{t}' contains --input"),
         ("link_to_data", "is --input"),  # a symbolic link to the input is the input
         ("runs/exp/run", "is a run folder"),
-        ("runs/exp/run/samples", "is inside a run folder"),
+        ("runs/exp/run/final/samples", "is inside a run folder"),
+        ("runs/exp/run/checkpoint-2", "is inside a run folder"),
         ("runs/exp/run/final/net_g", "is a weights folder"),
         ("runs", "contains a run folder"),
         ("loose/out", "is inside a weights folder"),
@@ -56,15 +57,17 @@ def test_an_output_over_an_input_a_run_or_weights_is_refused(tree, out, expected
 
 def test_outputs_beside_the_inputs_pass(tree):
     check_output("--out", tree / "recon", {"--input": tree / "data", "--run": tree / "runs/exp/run/final"})
+    # a new results folder inside the run, beside what the trainer wrote there
+    check_output("--out", tree / "runs/exp/run/latent_maps", {"--run": tree / "runs/exp/run/final"})
     check_output("--out", tree / "data-out", {"--input": tree / "data"})  # a prefix is not a parent
     # a resumed run's own folder, and a test folder kept inside the run it scores
     check_output("The run folder", tree / "runs/exp/run", {}, own_results=True)
     check_output("The run folder", tree / "runs/exp/run/test/1", {}, inside_a_run=True)
     with pytest.raises(OutputError, match="is inside a run folder"):
-        check_output("The run folder", tree / "runs/exp/run/other", {}, own_results=True)
+        check_output("The run folder", tree / "runs/exp/run/other", {}, own_results=True, beside_a_run=False)
 
 
-@pytest.mark.parametrize("script", ["vae_reconstruct", "analyze_latents", "generate"])
+@pytest.mark.parametrize("script", ["vae_reconstruct", "analyze_latents", "generate", "vae_sample"])
 def test_a_script_never_writes_over_its_input(tree, script, capsys):
     import importlib
 
@@ -73,6 +76,7 @@ def test_a_script_never_writes_over_its_input(tree, script, capsys):
         "vae_reconstruct": ["--run", final, "--input", data, "--out", data],
         "analyze_latents": ["--run", final, "--group", f"a={data}", "--out", f"{data}/maps"],
         "generate": ["--run", final, "--conditions", data, "--out", f"{final}/samples"],
+        "vae_sample": ["--run", final, "--out", str(tree / "runs/exp/run/images")],
     }[script]
     before = fingerprints(tree)
     assert importlib.import_module(f"scripts.{script}").main(argv) == 2
@@ -123,6 +127,8 @@ def test_a_test_of_bare_weights_never_touches_a_training_run_of_the_same_name(tm
     config["path"]["root"] = str(tmp_path / "experiments")
     assert run_trainer(config, tmp_path) == 0
     run = run_folder(config)
+    unknown = [e for e in os.listdir(run) if not _run_entry(os.path.join(run, e), run)]
+    assert not unknown, f"utils/outputs.py RUN_ENTRIES lacks what a run writes: {unknown}"
     bare = tmp_path / "exported"
     os.rename(os.path.join(run, "final"), bare)  # weights that belong to no run folder
     kept = fingerprints(tmp_path / "experiments")

@@ -31,7 +31,15 @@ def check_value(where: str, value, key: Key):
     if not isinstance(value, expected) or (key.kind in ("int", "float") and isinstance(value, bool)):
         article = "an" if key.kind[0] in "aeiou" else "a"
         kind = "mapping of keys" if key.kind == "block" else key.kind
-        raise ConfigError(f"'{where}' must be {article} {kind}, got {value!r} ({type(value).__name__}).")
+        # `experiment_key: 2e5` or `name: 1234` is read by YAML as a number, not as the text it looks like.
+        quote = (
+            "; YAML reads it as a number, so write it in quotes"
+            if key.kind == "str" and isinstance(value, (int, float))
+            else ""
+        )
+        raise ConfigError(
+            f"'{where}' must be {article} {kind}, got {value!r} ({type(value).__name__}){quote}."
+        )
     if key.kind == "float":
         value = float(value)  # finiteness: utils/config/values.py checks every number of the config
     if key.choices and value not in key.choices:
