@@ -67,6 +67,7 @@ def test_unconditional_num_samples_and_mean_intensity(stage1, tif_data, tmp_path
     assert intensity["varies"] and intensity["shift"] == pytest.approx(np.mean(lows), rel=1e-6)
     assert run_generate("--run", final, "--out", tmp_path / "u", "--num-samples", 3, "--steps", 2) == 0
     assert sorted(os.listdir(tmp_path / "u")) == [
+        ".written-by",  # the folder is generate.py's: a rerun may write into it again
         "grid.png",
         "sample_0000.tif",
         "sample_0001.tif",
@@ -100,7 +101,7 @@ def test_labels_and_one_sentence_errors(stage1, tmp_path, capsys):
         == 0
     )
     names = sorted(os.listdir(tmp_path / "c"))
-    assert names == ["class3_0000.tif", "class3_0002.tif", "class7_0001.tif", "grid.png"]
+    assert names == [".written-by", "class3_0000.tif", "class3_0002.tif", "class7_0001.tif", "grid.png"]
     # the same label and seed give the same sample; another seed another one
     first, third = (tifffile.imread(tmp_path / "c" / n) for n in ("class3_0000.tif", "class3_0002.tif"))
     assert not np.array_equal(first, third)

@@ -253,7 +253,7 @@ def test_a_pti_ldm_vae_pth_is_read_with_its_network_keys(data, tmp_path, capsys)
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--group", "smooth"], "--group 'smooth' should be NAME=FOLDER"),
+        (["--group", "smooth"], "argument --group: 'smooth' should be NAME=FOLDER"),
         (["--group", "a=/nonexistent/folder"], "/nonexistent/folder"),
         (["--val-set", "--label-regex", "^(q\\d+)_"], "does not match the file name"),
     ],

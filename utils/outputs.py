@@ -165,3 +165,44 @@ def _suggestion(folder: str) -> str:
         return ""
     shown = os.path.relpath(beside)
     return f", e.g. '{beside if shown.startswith('..') else shown}'"
+
+
+OWNER_FILE = ".written-by"  # in a script's output folder: which script writes there
+
+
+def claim_output_folder(name: str, folder: str | os.PathLike, owner: str) -> bool:
+    """Make `folder` the output folder of the script `owner`, or refuse it: a folder that holds files
+    no earlier run of `owner` wrote (a data folder, another script's results) could lose them to a file
+    of the same name. Returns whether the folder was created here (see `release_output_folder`)."""
+    folder = os.fspath(folder)
+    marker = os.path.join(folder, OWNER_FILE)
+    created = not os.path.exists(folder)
+    if not created:
+        entries = sorted(e for e in os.listdir(folder) if e != OWNER_FILE)
+        writer = _read_owner(marker)
+        if entries and writer != owner:
+            by = f"written by {writer}" if writer else "that no earlier run of it wrote"
+            raise OutputError(
+                f"{name} '{folder}' holds files {by} (e.g. '{entries[0]}'), which a file of the same name "
+                f"would replace; choose a new or empty folder."
+            )
+    os.makedirs(folder, exist_ok=True)
+    with open(marker, "w") as f:
+        f.write(owner + "\n")
+    return created
+
+
+def release_output_folder(folder: str | os.PathLike) -> None:
+    """Remove an output folder that a failed script created and left empty (but for its marker)."""
+    folder = os.fspath(folder)
+    if os.path.isdir(folder) and os.listdir(folder) == [OWNER_FILE]:
+        os.remove(os.path.join(folder, OWNER_FILE))
+        os.rmdir(folder)
+
+
+def _read_owner(marker: str) -> str | None:
+    try:
+        with open(marker) as f:
+            return f.read().strip() or None
+    except OSError:
+        return None

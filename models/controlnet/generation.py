@@ -107,7 +107,7 @@ def generate_with_control(
 ) -> list[Path]:
     pipe = ControlNetPipeline.from_final(str(run), device)
     if steps is not None:
-        check_sampling_steps(steps, pipe.noise_scheduler_config["num_train_timesteps"], "--steps")
+        check_sampling_steps(steps, pipe.ldm.noise_scheduler_config["num_train_timesteps"], "--steps")
     names, inputs = read_controls(controls)
     check_control_shape(pipe, controls, inputs)
     condition_inputs, stats = control_conditions(

@@ -156,3 +156,27 @@ def test_two_tests_started_together_keep_both_results(tmp_path):
     assert len(folders) == 2
     for folder in folders:
         assert os.path.isfile(os.path.join(run_folder(config), "test", folder, "test_metrics.json"))
+
+
+def test_a_folder_of_other_files_is_never_an_output(tree, capsys):
+    """`--out` a folder that holds files no earlier run of the script wrote (another data set with the
+    same file names): refused before anything is loaded; a script's own folder can be written again;
+    a folder a failed script created goes again."""
+    import scripts.vae_reconstruct as vae_reconstruct
+    from utils.outputs import claim_output_folder
+
+    other = tree / "other_data"
+    other.mkdir()
+    tifffile.imwrite(other / "a.tif", np.zeros((8, 8), np.float32))  # the name an output would take
+    before = fingerprints(tree)
+    argv = ["--run", str(tree / "runs/exp/run/final"), "--input", str(tree / "data")]
+    assert vae_reconstruct.main([*argv, "--out", str(other)]) == 2
+    assert_one_sentence(capsys.readouterr().err, 2, f"--out '{other}' holds files that no earlier run")
+    assert vae_reconstruct.main([*argv, "--out", str(tree / "new")]) == 2  # fails: the run has no config
+    assert "config.yml" in capsys.readouterr().err
+    assert fingerprints(tree) == before and not (tree / "new").exists()
+    assert claim_output_folder("--out", tree / "mine", "generate.py") is True
+    (tree / "mine" / "x.tif").write_bytes(b"")
+    assert claim_output_folder("--out", tree / "mine", "generate.py") is False  # its own: again
+    with pytest.raises(OutputError, match="written by generate.py"):
+        claim_output_folder("--out", tree / "mine", "vae_sample.py")

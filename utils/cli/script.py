@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable, Iterable
 
 from utils.cli.args import OneLineParser
-from utils.outputs import OutputError, check_output
+from utils.outputs import OutputError, check_output, claim_output_folder, release_output_folder
 
 
 class ScriptParser(OneLineParser):
@@ -73,8 +73,14 @@ class ScriptParser(OneLineParser):
             args = self.parse_args(argv)
         except SystemExit as stop:  # `--help`, or an argument error already printed in one line
             return stop.code if isinstance(stop.code, int) else 0
+        created = []
         try:
-            return main(args) or 0
+            for action in self._writes:
+                value = getattr(args, action.dest)
+                if value is not None and claim_output_folder(action.option_strings[0], value, self.prog):
+                    created.append(value)
+            status = main(args) or 0
+            return status
         except KeyboardInterrupt:
             if args.debug:
                 raise
@@ -85,6 +91,9 @@ class ScriptParser(OneLineParser):
                 raise
             _say(describe_failure(error))
             return 2
+        finally:
+            for folder in created:  # a folder made for a run that wrote nothing goes again
+                release_output_folder(folder)
 
 
 class _ReadingGroup:
