@@ -3,15 +3,16 @@
     parser = ScriptParser(description=__doc__)
     parser.add_argument("--run", type=existing_folder, required=True, reads=True)
     parser.add_argument("--input", type=existing_folder, required=True, reads=True)
-    parser.add_argument("--out", type=Path, required=True, writes=True)
-    parser.add_argument("--batch-size", type=count(1), default=4)
+    parser.add_argument("--out", type=output_folder, required=True, writes=True)
+    parser.add_argument("--batch-size", type=count(1, MAX_BATCH), default=4)
     return parser.run(main, argv)     # main(args) -> exit status
 
-Every value is checked by its type where it is parsed (`utils/cli/args.py`). Each `writes` argument is
-then checked against every `reads` argument (`utils/outputs.py`): an output that is, contains or lies
-inside an input, a weights folder or a run folder is refused before the script writes anything. `run`
-prints any failure as the one `error: ...` line the trainer prints and returns 2 (`--debug` shows the
-traceback instead).
+Every value is checked by its type where it is parsed (`utils/cli/args.py`: bounded counts, finite
+numbers, existing folders, devices). Each `writes` argument is then checked against every `reads`
+argument (`utils/outputs.py`): an output that is, contains or lies inside an input, a weights folder or
+a run's own entries is refused, and so is a folder of files the script did not write; all before the
+script writes anything. `run` prints any failure as the one `error: ...` line the trainer prints and
+returns 2 (`--debug` shows the traceback instead).
 """
 
 import argparse
@@ -25,6 +26,8 @@ from utils.outputs import OutputError, check_output, claim_output_folder, releas
 
 
 class ScriptParser(OneLineParser):
+    """argparse's parser with `reads=` and `writes=` arguments, a `--debug` flag and `run`."""
+
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
         # The script's own file name in messages, also when its `main` is called from another program.
