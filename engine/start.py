@@ -11,6 +11,7 @@ commit        the run folder is created and locked; `train.log`, `config.yml`, t
 
 import os
 
+from engine.checkpoints.best_metric import check_best_metric
 from engine.checkpoints.checkpointing import branch_point, find_resume_checkpoint, load_checkpoint
 from engine.checkpoints.resume_check import check_resume_before_setup
 from engine.checkpoints.weights import load_pretrained
@@ -30,6 +31,8 @@ def start_run(model, training: bool) -> None:
         if training:  # a checkpoint that cannot be resumed is refused before anything is built
             check_resume_before_setup(model.opt, model.run_dir, model.accelerator.num_processes)
         _set_up(model, training)
+        if training:  # from what the model and data declare, before anything is written
+            check_best_metric(model)
         checkpoint = find_resume_checkpoint(model) if training else None
         if checkpoint is not None:
             load_checkpoint(model, checkpoint)

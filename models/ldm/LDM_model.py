@@ -12,7 +12,7 @@ import torch
 
 from engine import BaseModel
 from models.archs import define_network
-from models.ldm.baselines import baseline_mean_target, log_baselines
+from models.ldm.baselines import baseline_mean_target, baseline_metric_names, log_baselines
 from models.ldm.concat import ConcatConditionUNet, stacked
 from models.ldm.conditioning import (
     CONDITION_KEYS,
@@ -273,6 +273,9 @@ class LDM_model(BaseModel):
                 self.log_images(name, grid.cpu().numpy())
 
     # ------------------------------------------------------------------ what generation needs
+
+    def validation_metric_names(self):
+        return self.metric_names() | {"val_loss"} | baseline_metric_names(self)
 
     def on_train_end(self):
         self.log({"latent_scale_factor": self.scale_factor})

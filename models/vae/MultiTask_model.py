@@ -115,6 +115,22 @@ class MultiTask_model(BaseModel):
         if self.validated_samples == 0:
             self._log_grid(outputs)
 
+    def validation_metric_names(self):
+        """What validate_step reports: the loss terms, the latent statistics, each scored head's scores."""
+        names = {
+            f"val_{n}" for n in ("loss", "latent_mean", "latent_std", *(t["label"] for t in self.loss.terms))
+        }
+        classes = {h["name"]: h.get("num_classes", 2) for h in self.net_g.head_specs}
+        for head, kind, _ in self.scored:
+            if kind == "RGBHead":
+                names |= self.metric_names(f"{head}_")
+            elif kind == "SegmentationHead":
+                per_class = [f"_c{k}" for k in range(1, classes[head])]
+                names |= {f"val_{head}_{s}{c}" for s in ("dice", "iou") for c in ["", *per_class]}
+            else:
+                names.add(f"val_{head}_accuracy")
+        return names
+
     def _log_grid(self, outputs):
         count = min(len(self.sample[self.gt_key]), int(self.val_opt["num_images"]))
         x = self.sample[self.gt_key][:count].float()

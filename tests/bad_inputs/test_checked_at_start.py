@@ -1,0 +1,92 @@
+"""What can be checked before the first step is: the metric `train.best_metric` names (against the
+model's declared validation metrics), scheduler arguments against the learning rate, patch and image
+sizes against the network's downsampling, and head sizes against the data's classes. Each is one
+sentence, exit 2, and no run folder."""
+
+import functools
+import os
+
+import pytest
+
+from engine.base_model import BaseModel
+from models.example.Denoise_model import Denoise_model
+from tests.conftest import run_folder, run_trainer
+from tests.helpers.bad_inputs import assert_one_sentence, denoise, multitask, vae
+
+pytestmark = pytest.mark.e2e  # every test here runs the trainer
+
+# A checkpoint is due before the first validation: the refusal must come before it is written.
+EARLY_CHECKPOINT = {"max_train_steps": 4, "validation_steps": 4, "checkpointing_steps": 1}
+
+CASES = [
+    (
+        "best metric of a denoiser",
+        denoise(train__best_metric="val_psrn"),
+        "'train.best_metric' is 'val_psrn' (did you mean 'val_psnr'?), which Denoise_model does not report",
+    ),
+    (
+        "best metric a VAE logs only without patches",
+        vae(train__best_metric="val_loss", train__patched=True, train__patch_size=8),
+        "'train.best_metric' is 'val_loss'",
+    ),
+    (
+        "best metric of a class the head does not have",
+        multitask(train__best_metric="val_segmentation_dice_c3"),
+        "'train.best_metric' is 'val_segmentation_dice_c3' (did you mean 'val_segmentation_dice_c2'?)",
+    ),
+    (
+        "best metric of a head without a loss term",
+        multitask(train__best_metric="val_class_acuracy"),
+        "(did you mean 'val_class_accuracy'?)",
+    ),
+]
+
+
+@pytest.mark.parametrize("config, expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_refused_at_start_without_a_run_folder(config, expected, tmp_path, capsys):
+    config["path"]["root"] = str(tmp_path / "experiments")
+    config["train"].update(EARLY_CHECKPOINT)
+    for block in config["datasets"].values():
+        block["size"] = min(block.get("size", 16), 16)
+    status = run_trainer(config, tmp_path)
+    assert_one_sentence(capsys.readouterr().err, status, expected)
+    assert not os.path.exists(run_folder(config))
+
+
+def test_a_non_finite_best_metric_is_one_warning_and_training_goes_on(tmp_path, monkeypatch, caplog):
+    import utils.metrics.image as image
+
+    psnr, calls = image.psnr, []
+
+    @functools.wraps(psnr)  # the same options, which the config check reads off its signature
+    def nan_once(pred, target, **options):  # not finite at the first validation only
+        calls.append(1)
+        return float("nan") if len(calls) == 1 else psnr(pred, target, **options)
+
+    monkeypatch.setattr(image, "psnr", nan_once)
+    config = denoise(train__best_metric="val_psnr")
+    config["path"]["root"] = str(tmp_path / "experiments")
+    config["train"].update(max_train_steps=4, validation_steps=2, checkpointing_steps=100)
+    config["val"].update(max_batches=1)
+    assert run_trainer(config, tmp_path) == 0
+    warnings = [r.getMessage() for r in caplog.records if "'train.best_metric'" in r.getMessage()]
+    assert warnings == [
+        "step 2: 'train.best_metric' val_psnr is not finite at this validation; best/ is not written yet and "
+        "training goes on."
+    ]
+    with open(os.path.join(run_folder(config), "best", "best.json")) as f:
+        assert '"step": 4' in f.read()
+
+
+def test_an_undeclared_model_checks_best_metric_at_its_first_validation(tmp_path, monkeypatch, capsys):
+    """A model that cannot say its names is not refused at start; the first validation names the
+    mistake and, with no checkpoint written yet, leaves no run folder to refuse the corrected rerun."""
+    monkeypatch.setattr(Denoise_model, "validation_metric_names", BaseModel.validation_metric_names)
+    config = denoise(train__best_metric="val_psrn")
+    config["path"]["root"] = str(tmp_path / "experiments")
+    config["train"].update(max_train_steps=2, validation_steps=2, checkpointing_steps=100)
+    status = run_trainer(config, tmp_path)
+    assert_one_sentence(capsys.readouterr().err, status, "'train.best_metric' is 'val_psrn' (did you mean")
+    assert not os.path.exists(run_folder(config))
+    config["train"]["best_metric"] = "val_psnr"
+    assert run_trainer(config, tmp_path) == 0
