@@ -22,6 +22,7 @@ from engine.run.report import describe_setup
 from engine.run.trackers import comet_init_kwargs, requested_trackers, store_run_config
 from engine.seed_style import adopt_appended_networks
 from utils.config.load import flatten, redact_secrets, save_options
+from utils.config.scheduler import warmup_note
 from utils.errors import ConfigError, PluginError
 
 
@@ -66,6 +67,9 @@ def _set_up(model, training: bool) -> None:
         for optimizer in optimizers:
             model.gradient_guard.attach(optimizer)
         model.schedulers = [make_scheduler(opt, o, model.max_train_steps) for o in optimizers]
+        note = warmup_note(opt["train"]["scheduler"], model.max_train_steps)
+        if note:
+            model.logger.warning(note)
 
     handles = [handle for _, handle in model.named_networks]
     prepared = accelerator.prepare(*[handle.prepared for handle in handles])

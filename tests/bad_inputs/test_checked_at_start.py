@@ -39,6 +39,21 @@ CASES = [
         multitask(train__best_metric="val_class_acuracy"),
         "(did you mean 'val_class_accuracy'?)",
     ),
+    (
+        "polynomial decay below its end rate",
+        denoise(train__scheduler={"type": "polynomial"}, train__optim__learning_rate=1e-8),
+        "'train.optim.learning_rate' is 1e-08, but 'train.scheduler.type: polynomial' decays to 1e-07",
+    ),
+    (
+        "polynomial decay of a GAN's own rate",
+        vae(train__scheduler={"type": "polynomial"}, train__disc_learning_rate=1e-7),
+        "'train.disc_learning_rate' is 1e-07, but 'train.scheduler.type: polynomial'",
+    ),
+    (
+        "polynomial decay of power 0",
+        denoise(train__scheduler={"type": "polynomial", "lr_power": 0.0}),
+        "'train.scheduler.lr_power' is 0, which makes 'train.scheduler.type: polynomial' a constant",
+    ),
 ]
 
 
@@ -90,3 +105,16 @@ def test_an_undeclared_model_checks_best_metric_at_its_first_validation(tmp_path
     assert not os.path.exists(run_folder(config))
     config["train"]["best_metric"] = "val_psnr"
     assert run_trainer(config, tmp_path) == 0
+
+
+def test_a_warm_up_as_long_as_the_run_is_one_warning(tmp_path, caplog):
+    config = denoise(train__scheduler={"type": "cosine", "lr_warmup_steps": 50})
+    config["path"]["root"] = str(tmp_path / "experiments")
+    config["train"].update(max_train_steps=2, validation_steps=100, checkpointing_steps=100)
+    del config["datasets"]["val"]
+    assert run_trainer(config, tmp_path) == 0
+    notes = [r.getMessage() for r in caplog.records if "lr_warmup_steps" in r.getMessage()]
+    assert notes == [
+        "'train.scheduler.lr_warmup_steps' is 50, not fewer than the run's 2 steps: the learning rate "
+        "rises for the whole run and never reaches 'train.optim.learning_rate'."
+    ]

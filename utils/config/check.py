@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 
 from utils.config.key_value import check_value
 from utils.config.load import Opt
+from utils.config.scheduler import check_schedule
 from utils.config.schema import BLOCKS, DATASET, DATASET_NAMES, Key
 from utils.config.secrets import check_secrets
 from utils.config.values import check_values
@@ -80,6 +81,7 @@ def validate_options(
     if data.get("push_to_hub") and not data.get("hub_model_id"):
         raise ConfigError("'push_to_hub' is true but 'hub_model_id' is empty; set it to 'user/repo-name'.")
     check_values(data, find_arch)
+    check_schedule(data["train"])  # after check_values: the rate is a finite number
     return opt
 
 
