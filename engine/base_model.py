@@ -122,6 +122,11 @@ class BaseModel:
         name is checked at the first validation. `self.metric_names(prefix)` gives `val.metrics`' part."""
         return None
 
+    def input_size_divisor(self) -> int | None:
+        """What every side of the images (and of `train.patch_size`) must be a multiple of, checked at
+        start (engine/sizes.py); by default the least common multiple of the networks' `size_divisor`s."""
+        return math.lcm(*(getattr(h.arch, "size_divisor", 1) for _, h in self.named_networks))
+
     def build_optimizers(self) -> list:
         """One AdamW over every trainable parameter of the networks. Override for several optimizers,
         each made with `self.make_optimizer(params, lr=...)`."""

@@ -21,6 +21,7 @@ from engine.run.paths import safe_name
 from engine.run.report import describe_setup
 from engine.run.trackers import comet_init_kwargs, requested_trackers, store_run_config
 from engine.seed_style import adopt_appended_networks
+from engine.sizes import check_sizes
 from utils.config.load import flatten, redact_secrets, save_options
 from utils.config.scheduler import warmup_note
 from utils.errors import ConfigError, PluginError
@@ -32,7 +33,8 @@ def start_run(model, training: bool) -> None:
         if training:  # a checkpoint that cannot be resumed is refused before anything is built
             check_resume_before_setup(model.opt, model.run_dir, model.accelerator.num_processes)
         _set_up(model, training)
-        if training:  # from what the model and data declare, before anything is written
+        check_sizes(model)  # from what the model and data declare, before anything is written
+        if training:
             check_best_metric(model)
         checkpoint = find_resume_checkpoint(model) if training else None
         if checkpoint is not None:

@@ -274,6 +274,10 @@ class LDM_model(BaseModel):
 
     # ------------------------------------------------------------------ what generation needs
 
+    def input_size_divisor(self):
+        """The UNet's latent divisor times the VAE's downsampling."""
+        return getattr(self.vae, "size_divisor", 1) * getattr(self.unet.arch, "size_divisor", 1)
+
     def validation_metric_names(self):
         return self.metric_names() | {"val_loss"} | baseline_metric_names(self)
 

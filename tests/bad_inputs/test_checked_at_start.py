@@ -11,7 +11,7 @@ import pytest
 from engine.base_model import BaseModel
 from models.example.Denoise_model import Denoise_model
 from tests.conftest import run_folder, run_trainer
-from tests.helpers.bad_inputs import assert_one_sentence, denoise, multitask, vae
+from tests.helpers.bad_inputs import assert_one_sentence, denoise, ldm, multitask, vae
 
 pytestmark = pytest.mark.e2e  # every test here runs the trainer
 
@@ -53,6 +53,22 @@ CASES = [
         "polynomial decay of power 0",
         denoise(train__scheduler={"type": "polynomial", "lr_power": 0.0}),
         "'train.scheduler.lr_power' is 0, which makes 'train.scheduler.type: polynomial' a constant",
+    ),
+    (
+        "patch size the VAE cannot halve twice",
+        vae(network__block_out_channels=[8, 16, 16], train__patched=True, train__patch_size=6),
+        "'train.patch_size' is 6, but VAE_model's networks need every side a multiple of 4; use e.g. 8",
+    ),
+    (
+        "image size the VAE cannot halve twice",
+        vae(network__block_out_channels=[8, 16, 16], datasets__train__image_size=18),
+        "'datasets.train.image_size' is 18, so the images of 'datasets.train' (SyntheticShapesDataset) are "
+        "18x18, but VAE_model's networks need every side a multiple of 4",
+    ),
+    (
+        "validation image size the multi-task autoencoder cannot halve",
+        multitask(datasets__val__image_size=15),
+        "'datasets.val.image_size' is 15, so the images of 'datasets.val'",
     ),
 ]
 
@@ -118,3 +134,16 @@ def test_a_warm_up_as_long_as_the_run_is_one_warning(tmp_path, caplog):
         "'train.scheduler.lr_warmup_steps' is 50, not fewer than the run's 2 steps: the learning rate "
         "rises for the whole run and never reaches 'train.optim.learning_rate'."
     ]
+
+
+def test_an_ldm_checks_its_images_against_the_vae_and_unet_together(stage1, tmp_path, capsys):
+    config = ldm(datasets__train__image_size=18, datasets__val__image_size=18)
+    config["vae"]["pretrained"] = stage1
+    config["network"]["backend"] = "monai"  # halves the latents once more: 18 -> 9 latents do not fit
+    config["network"]["num_head_channels"] = [0, 16]
+    config["path"]["root"] = str(tmp_path / "experiments")
+    status = run_trainer(config, tmp_path)
+    assert_one_sentence(
+        capsys.readouterr().err, status, "LDM_model's networks need every side a multiple of 4"
+    )
+    assert not os.path.exists(run_folder(config))
