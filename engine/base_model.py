@@ -122,6 +122,11 @@ class BaseModel:
         name is checked at the first validation. `self.metric_names(prefix)` gives `val.metrics`' part."""
         return None
 
+    def class_targets(self) -> list[tuple[str, int, str]]:
+        """`(key, classes, batch key)` for each head scored on class indices, checked at start against
+        the data's `class_counts()` (engine/class_counts.py); none by default."""
+        return []
+
     def input_size_divisor(self) -> int | None:
         """What every side of the images (and of `train.patch_size`) must be a multiple of, checked at
         start (engine/sizes.py); by default the least common multiple of the networks' `size_divisor`s."""

@@ -15,6 +15,7 @@ from engine.checkpoints.best_metric import check_best_metric
 from engine.checkpoints.checkpointing import branch_point, find_resume_checkpoint, load_checkpoint
 from engine.checkpoints.resume_check import check_resume_before_setup
 from engine.checkpoints.weights import load_pretrained
+from engine.class_counts import check_class_counts
 from engine.optimization import GradientGuard, make_emas, make_scheduler, prepare_optimizer
 from engine.prepared_network import use_prepared
 from engine.run.paths import safe_name
@@ -34,6 +35,7 @@ def start_run(model, training: bool) -> None:
             check_resume_before_setup(model.opt, model.run_dir, model.accelerator.num_processes)
         _set_up(model, training)
         check_sizes(model)  # from what the model and data declare, before anything is written
+        check_class_counts(model)
         if training:
             check_best_metric(model)
         checkpoint = find_resume_checkpoint(model) if training else None

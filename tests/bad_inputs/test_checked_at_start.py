@@ -70,6 +70,32 @@ CASES = [
         multitask(datasets__val__image_size=15),
         "'datasets.val.image_size' is 15, so the images of 'datasets.val'",
     ),
+    (
+        "segmentation head with fewer classes than the masks",
+        multitask(
+            network__heads=[
+                {"type": "RGBHead", "name": "rgb", "out_channels": 1},
+                {"type": "SegmentationHead", "name": "segmentation", "num_classes": 2},
+                {"type": "ClassificationHead", "name": "class", "num_classes": 2, "hidden_channels": 16},
+            ]
+        ),
+        "'network.heads[1].num_classes' (head 'segmentation') is 2, but 'datasets.train' "
+        "(SyntheticMasksDataset) holds 3 classes in 'mask' (values 0 to 2); set it to at least 3.",
+    ),
+    (
+        "classification head with fewer classes than the labels",
+        multitask(
+            datasets__train__num_kinds=3,
+            datasets__val__num_kinds=3,
+            network__heads=[
+                {"type": "RGBHead", "name": "rgb", "out_channels": 1},
+                {"type": "SegmentationHead", "name": "segmentation", "num_classes": 4},
+                {"type": "ClassificationHead", "name": "class", "num_classes": 2, "hidden_channels": 16},
+            ],
+        ),
+        "'network.heads[2].num_classes' (head 'class') is 2, but 'datasets.train' (SyntheticMasksDataset) "
+        "holds 3 classes in 'label'",
+    ),
 ]
 
 
