@@ -24,7 +24,7 @@ def check_sizes(model) -> None:
         return
     needs = f"{type(model).__name__}'s networks need every side a multiple of {divisor}"
     train = model.opt["train"]
-    if model.is_train and train.get("patched") and train.get("patch_size") is not None:
+    if train.get("patched") and train.get("patch_size") is not None:  # -test slides windows too
         size = train["patch_size"]
         sides = [size] if isinstance(size, int) else list(size)
         if any(int(s) % divisor for s in sides):

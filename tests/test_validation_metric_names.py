@@ -5,7 +5,6 @@ import copy
 
 import pytest
 
-from engine.base_model import BaseModel
 from tests.helpers import (
     TINY_DENOISE,
     TINY_LDM,
@@ -14,6 +13,7 @@ from tests.helpers import (
     TINY_VAE,
     emb_config,
     in_folder,
+    record_validations,
     run_trainer,
 )
 
@@ -22,17 +22,7 @@ ONE_STEP = {"max_train_steps": 1, "validation_steps": 1, "checkpointing_steps": 
 
 @pytest.fixture
 def reported(monkeypatch):
-    """(declared, reported) for every validation of the runs the test starts."""
-    seen = []
-    validation = BaseModel.validation
-
-    def recording(self, max_batches=-1):
-        metrics = validation(self, max_batches)
-        seen.append((self.validation_metric_names(), set(metrics)))
-        return metrics
-
-    monkeypatch.setattr(BaseModel, "validation", recording)
-    return seen
+    return record_validations(monkeypatch)
 
 
 def tiny(base, tmp_path, **train):

@@ -18,7 +18,15 @@ from tests.helpers.configs import (
     multitask_config,
     opt_with,
 )
-from tests.helpers.runs import ROOT, read_scalars, reset_accelerate, run_folder, run_trainer, write_config
+from tests.helpers.runs import (
+    ROOT,
+    read_scalars,
+    record_validations,
+    reset_accelerate,
+    run_folder,
+    run_trainer,
+    write_config,
+)
 
 __all__ = [
     "MASK_DATA",
@@ -38,6 +46,7 @@ __all__ = [
     "multitask_config",
     "opt_with",
     "read_scalars",
+    "record_validations",
     "reset_accelerate",
     "run_folder",
     "run_trainer",
