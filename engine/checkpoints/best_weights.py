@@ -3,7 +3,9 @@
 With `train.best_metric: val_psnr` (and `train.best_mode: max`, or `min` for a loss), every validation
 that improves on the best score so far writes `<run>/best/` as `final/` is written, plus `best.json`
 (the step, the metric, its value, every metric of that validation). So `-test`
-(`path.pretrained: <run>/best`) and the scripts take it like `final/`.
+(`path.pretrained: <run>/best`) and the scripts take it like `final/`. A validation at which the metric
+is not finite (or not reported) is one warning, and best/ stays as it was; the name itself is checked at
+start (engine/checkpoints/best_metric.py).
 """
 
 import json
