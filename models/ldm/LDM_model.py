@@ -274,6 +274,12 @@ class LDM_model(BaseModel):
 
     # ------------------------------------------------------------------ what generation needs
 
+    def class_targets(self):
+        """A `class` condition's embedding table against the data's labels."""
+        if self.cond_opt["type"] != "class":
+            return []
+        return [("'condition.num_classes'", int(self.cond_opt["num_classes"]), self.cond_key)]
+
     def input_size_divisor(self):
         """The UNet's latent divisor times the VAE's downsampling."""
         return getattr(self.vae, "size_divisor", 1) * getattr(self.unet.arch, "size_divisor", 1)

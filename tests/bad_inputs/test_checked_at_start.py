@@ -173,3 +173,15 @@ def test_an_ldm_checks_its_images_against_the_vae_and_unet_together(stage1, tmp_
         capsys.readouterr().err, status, "LDM_model's networks need every side a multiple of 4"
     )
     assert not os.path.exists(run_folder(config))
+
+
+def test_an_ldm_class_condition_is_checked_against_the_labels(stage1, tmp_path, capsys):
+    data = {"type": "SyntheticMasksDataset", "size": 16, "image_size": 16, "num_kinds": 3}
+    config = ldm(datasets={"train": dict(data), "val": dict(data)})
+    config.update(vae={"pretrained": stage1}, condition={"type": "class", "key": "label", "num_classes": 2})
+    config["val"]["gt_key"] = "image"
+    config["path"]["root"] = str(tmp_path / "experiments")
+    status = run_trainer(config, tmp_path)
+    expected = "'condition.num_classes' is 2, but 'datasets.train' (SyntheticMasksDataset) holds 3 classes in 'label'"
+    assert_one_sentence(capsys.readouterr().err, status, expected)
+    assert not os.path.exists(run_folder(config))
