@@ -137,6 +137,16 @@ class ManifestDataset(ImageItemsDataset):
                 extras[key] = _read_mask(value.path)
         return extras
 
+    def class_counts(self) -> dict[str, int]:
+        """Classes of each integer label column, from the labels read with the CSV; masks are read per
+        item, so a head is checked against them at each batch."""
+        counts = {}
+        for record in self.records:
+            for key, value in record.extras.items():
+                if torch.is_tensor(value) and not value.is_floating_point():
+                    counts[key] = max(counts.get(key, 0), int(value.max()) + 1)
+        return counts
+
     def sample_weights(self) -> list[float] | None:
         """1 / (items of its `balance_by` class) per item, so classes are drawn equally often; else None."""
         if not self._balance_value:

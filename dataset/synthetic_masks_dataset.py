@@ -64,6 +64,10 @@ class SyntheticMasksDataset(data.Dataset):
         """Classes of the mask: the background and one per kind."""
         return self.num_kinds + 1
 
+    def class_counts(self) -> dict[str, int]:
+        """Classes of each class-index key (values 0 .. n-1), for the heads trained on them."""
+        return {"mask": self.num_classes, "label": self.num_kinds}
+
     def __len__(self):
         return self.size
 

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader
 from engine import evaluation, loop
 from engine.accelerator import make_accelerator, multi_process_cpu
 from engine.checkpoints import weights
+from engine.checkpoints.best_metric import compare_with_declared
 from engine.checkpoints.best_weights import update_best_weights
 from engine.checkpoints.checkpointing import save_checkpoint
 from engine.checkpoints.store import resolve_checkpoint
@@ -115,6 +116,22 @@ class BaseModel:
         """Called once after the last step and validation, before the final save: a model can store
         values measured on the trained weights in its arch's config (the VAE's latent scale factor)."""
 
+    def validation_metric_names(self) -> set[str] | None:
+        """The names validation reports (`val_...`), known before the first step, so that
+        `train.best_metric` is checked at start; None (this default) when the model cannot say, and the
+        name is checked at the first validation. `self.metric_names(prefix)` gives `val.metrics`' part."""
+        return None
+
+    def class_targets(self) -> list[tuple[str, int, str]]:
+        """`(key, classes, batch key)` for each head scored on class indices, checked at start against
+        the data's `class_counts()` (engine/class_counts.py); none by default."""
+        return []
+
+    def input_size_divisor(self) -> int | None:
+        """What every side of the images (and of `train.patch_size`) must be a multiple of, checked at
+        start (engine/sizes.py); by default the least common multiple of the networks' `size_divisor`s."""
+        return math.lcm(*(getattr(h.arch, "size_divisor", 1) for _, h in self.named_networks))
+
     def build_optimizers(self) -> list:
         """One AdamW over every trainable parameter of the networks. Override for several optimizers,
         each made with `self.make_optimizer(params, lr=...)`."""
@@ -172,6 +189,11 @@ class BaseModel:
     def validated_samples(self) -> int:
         """In `validate_step`: the samples of the pass's earlier batches (0 on its first batch)."""
         return self.run_log.validation.samples_seen if self.run_log.validation is not None else 0
+
+    def metric_names(self, prefix: str = "") -> set[str]:
+        """What `self.log(pred=..., target=..., prefix=prefix)` reports in validation: `val_<prefix><name>`
+        for every metric of `val.metrics`."""
+        return {f"val_{prefix}{name}" for name in (self.opt.get("val") or {}).get("metrics") or {}}
 
     def config_values(self, block: str) -> dict:
         """The keys this model declares for `block` in `config_keys`, with their values (or defaults)."""
@@ -231,11 +253,12 @@ class BaseModel:
             end_processes(self.accelerator, clean=True)
             summarize_run(self.accelerator, self.run_dir, self.opt["path"]["logging_dir"], self.logger)
             return metrics
-        except BaseException:
+        except BaseException as error:
             end_processes(self.accelerator, clean=False)
-            if self.state.global_step == first_step:
-                # Nothing was trained (the first batch did not fit the model, a loss was NaN at once):
-                # undone like a failed start, so the corrected rerun is not refused as a second run.
+            if self.state.global_step == first_step or getattr(error, "undo_run", False):
+                # Nothing was trained (the first batch did not fit the model, a loss was NaN at once), or
+                # nothing was kept (a best_metric found wrong before any checkpoint): undone like a failed
+                # start, so the corrected rerun is not refused as a second run.
                 self.run_folder.rollback()
             raise
         finally:
@@ -277,6 +300,7 @@ class BaseModel:
         if max_batches == -1:
             max_batches = self.opt["val"].get("max_batches")
         self.last_metrics = evaluation.validate(self, max_batches)
+        compare_with_declared(self, self.last_metrics)  # a plugin's declaration against what it logs
         update_best_weights(self, self.last_metrics)  # `train.best_metric`: <run>/best/
         return self.last_metrics
 

@@ -38,6 +38,7 @@ def validate(model, max_batches: int | None) -> dict[str, float]:
     for module, was_training in modes.items():
         module.training = was_training
     metrics = reduce_summary(accelerator, validation_pass.summary)
+    model.run_log.non_finite = validation_pass.summary.non_finite - set(metrics)  # no finite batch at all
     if metrics:
         log_metric(accelerator, metrics, model.global_step)
         model.logger.info(

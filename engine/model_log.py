@@ -48,6 +48,7 @@ class ModelLog:
     def __init__(self, opt, accelerator, state):
         self.opt, self.accelerator, self.state = opt, accelerator, state
         self.validation: ValidationPass | None = None  # the pass in progress
+        self.non_finite: set[str] = set()  # names the last pass had no finite value of
 
     @contextmanager
     def validation_pass(self):

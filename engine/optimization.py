@@ -16,6 +16,7 @@ import torch
 from diffusers.optimization import get_scheduler
 
 from engine.seed_style import AccumulationSafeOptimizer
+from utils.config.scheduler import check_polynomial_rate
 from utils.errors import ConfigError
 
 
@@ -68,6 +69,8 @@ def make_scheduler(opt, optimizer, total_steps: int):
     """The `train.scheduler` LR schedule. We step it once per optimizer update ourselves: Accelerate's
     prepared scheduler steps once per process, which changes the schedule with the process count."""
     sched = opt["train"]["scheduler"]
+    if sched["type"] == "polynomial":  # a model may give an optimizer its own rate (a GAN's train.lr_d)
+        check_polynomial_rate(optimizer.defaults["lr"], "An optimizer's learning rate")
     return get_scheduler(
         sched["type"],
         optimizer=optimizer,

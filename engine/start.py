@@ -11,16 +11,20 @@ commit        the run folder is created and locked; `train.log`, `config.yml`, t
 
 import os
 
+from engine.checkpoints.best_metric import check_best_metric
 from engine.checkpoints.checkpointing import branch_point, find_resume_checkpoint, load_checkpoint
 from engine.checkpoints.resume_check import check_resume_before_setup
 from engine.checkpoints.weights import load_pretrained
+from engine.class_counts import check_class_counts
 from engine.optimization import GradientGuard, make_emas, make_scheduler, prepare_optimizer
 from engine.prepared_network import use_prepared
 from engine.run.paths import safe_name
 from engine.run.report import describe_setup
 from engine.run.trackers import comet_init_kwargs, requested_trackers, store_run_config
 from engine.seed_style import adopt_appended_networks
+from engine.sizes import check_sizes
 from utils.config.load import flatten, redact_secrets, save_options
+from utils.config.scheduler import warmup_note
 from utils.errors import ConfigError, PluginError
 
 
@@ -30,6 +34,10 @@ def start_run(model, training: bool) -> None:
         if training:  # a checkpoint that cannot be resumed is refused before anything is built
             check_resume_before_setup(model.opt, model.run_dir, model.accelerator.num_processes)
         _set_up(model, training)
+        check_sizes(model)  # from what the model and data declare, before anything is written
+        check_class_counts(model)
+        if training:
+            check_best_metric(model)
         checkpoint = find_resume_checkpoint(model) if training else None
         if checkpoint is not None:
             load_checkpoint(model, checkpoint)
@@ -63,6 +71,9 @@ def _set_up(model, training: bool) -> None:
         for optimizer in optimizers:
             model.gradient_guard.attach(optimizer)
         model.schedulers = [make_scheduler(opt, o, model.max_train_steps) for o in optimizers]
+        note = warmup_note(opt["train"]["scheduler"], model.max_train_steps)
+        if note:
+            model.logger.warning(note)
 
     handles = [handle for _, handle in model.named_networks]
     prepared = accelerator.prepare(*[handle.prepared for handle in handles])

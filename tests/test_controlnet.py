@@ -10,7 +10,7 @@ import tifffile
 import torch
 
 from tests.conftest import read_scalars, run_folder, run_trainer
-from tests.helpers import MASK_DATA, TINY_CONTROLNET, TINY_MASK_LDM, TINY_MULTITASK
+from tests.helpers import MASK_DATA, TINY_CONTROLNET, TINY_MASK_LDM, TINY_MULTITASK, record_validations
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +77,18 @@ def test_a_controlnet_sample_follows_its_control(chain):
     shuffled = foreground_dice(images, masks.roll(1, dims=0))
     assert matched > shuffled + 0.1 and matched > 0.4, (matched, shuffled)
     assert "val_dice" in read_scalars(os.path.dirname(final))
+
+
+@pytest.mark.e2e
+def test_a_controlnet_declares_the_metrics_its_validation_reports(chain, tmp_path, monkeypatch):
+    seen = record_validations(monkeypatch)
+    control = copy.deepcopy(TINY_CONTROLNET)
+    control["path"]["root"] = str(tmp_path / "experiments")
+    control["ldm"]["pretrained"] = chain[1]
+    control["train"].update(max_train_steps=1, validation_steps=1, checkpointing_steps=1000)
+    control["val"].update(num_samples=2, num_inference_steps=2, max_batches=1)
+    assert run_trainer(control, tmp_path) == 0
+    assert seen and all(declared == reported for declared, reported in seen)
 
 
 @pytest.mark.e2e

@@ -58,3 +58,15 @@ def test_a_non_integer_mask_is_one_sentence(manifest, tmp_path):
 def test_masks_with_augmentation_are_refused(manifest):
     with pytest.raises(ConfigError, match="mask_columns with augment or patch_size"):
         ManifestDataset(block(manifest, patch_size=4))
+
+
+def test_label_classes_are_known_at_start_and_mask_classes_at_each_batch(manifest):
+    from utils.errors.classes import check_batch_classes
+
+    dataset = ManifestDataset(block(manifest))
+    assert dataset.class_counts() == {"type": 2}  # the labels of the CSV; masks are read per item
+    batch = next(iter(DataLoader(dataset, batch_size=4)))
+    head = "'network.heads[1].num_classes' (head 'seg')"
+    with pytest.raises(ConfigError, match=r"is 2, but a batch of 'datasets.train' holds 3 classes in 'mask'"):
+        check_batch_classes([(head, 2, "mask")], batch, "'datasets.train'")
+    check_batch_classes([(head, 3, "mask"), (head, 2, "type")], batch, "'datasets.train'")

@@ -8,49 +8,7 @@ import pytest
 import torch
 
 from tests.conftest import read_scalars, reset_accelerate, run_folder, run_trainer, write_config
-
-# Two wavelengths, 9-pixel kernels, a small field and a narrow depth range, so the defocus blur
-# fits the kernel and a tiny network learns it in a few dozen steps.
-TINY_PSF = {
-    "name": "psf",
-    "model_type": "PSF_model",
-    "report_to": "tensorboard",
-    "seed": 3,
-    "mixed_precision": "no",
-    "experiment_key": "run",
-    "deeplens": {
-        "lens_file": "cooke_triplet_f50.json",
-        "spp": 256,
-        "kernel_size": 9,
-        "wavelength_set_m": [500e-9, 600e-9],
-        "fov": 0.005,
-        "depth_min": 2.0,
-        "depth_max": 2.5,
-        "backend": "builtin",
-    },
-    "datasets": {"train": {"type": "DummyDataset", "size": 256}, "val": {"type": "DummyDataset", "size": 16}},
-    "network": {"type": "PSF_MLP", "out_channels": 2, "kernel_size": 9, "hidden_dim": 64, "num_layers": 3},
-    "path": {"root": None},
-    "train": {
-        "optim": {"learning_rate": 3e-3, "adam_weight_decay": 0.0},
-        "scheduler": {"type": "constant"},
-        "loss": "1*MSE",
-        "batch_size": 16,
-        "max_train_steps": 60,
-        "validation_steps": 30,
-        "checkpointing_steps": 30,
-    },
-    "val": {"batch_size": 8, "num_images": 4, "metrics": {"psnr": {"crop": 0}}},
-}
-TINY_EMB_NETWORK = {
-    "type": "PSF_Emb",
-    "in_channels": 2,
-    "kernel_size": 9,
-    "latent_dim": 4,
-    "embed_dim": 16,
-    "encoder_channels": [16],
-    "hidden_dim": 64,
-}
+from tests.helpers import TINY_EMB_NETWORK, TINY_PSF, emb_config
 
 
 @pytest.fixture(autouse=True)
@@ -66,13 +24,6 @@ def one_thread():
 def psf_config(tmp_path):
     config = copy.deepcopy(TINY_PSF)
     config["path"]["root"] = str(tmp_path / "experiments")
-    return config
-
-
-def emb_config(config):
-    config["model_type"] = "PSF_Emb_model"
-    config["network"] = dict(TINY_EMB_NETWORK)
-    config["train"].update(kl_weight=1e-4, interp_weight=1.0, interp_distance=0.3)
     return config
 
 

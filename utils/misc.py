@@ -34,12 +34,14 @@ class MetricSummary:
     def __init__(self):
         self.sums = defaultdict(float)
         self.counts = defaultdict(float)
+        self.non_finite: set[str] = set()  # names with a batch left out of the mean
 
     def add(self, values: dict, n: int) -> None:
         for k, v in values.items():
             # A NaN or infinite batch value would poison the mean, and metrics.json must stay valid
             # JSON (it has no NaN or Infinity): such batches are left out of that metric's mean.
             if not math.isfinite(float(v)):
+                self.non_finite.add(k)
                 continue
             self.sums[k] += float(v) * n
             self.counts[k] += n

@@ -3,15 +3,20 @@
 With `train.best_metric: val_psnr` (and `train.best_mode: max`, or `min` for a loss), every validation
 that improves on the best score so far writes `<run>/best/` as `final/` is written, plus `best.json`
 (the step, the metric, its value, every metric of that validation). So `-test`
-(`path.pretrained: <run>/best`) and the scripts take it like `final/`.
+(`path.pretrained: <run>/best`) and the scripts take it like `final/`. A validation at which the metric
+is not finite (or not reported) is one warning, and best/ stays as it was; the name itself is checked at
+start (engine/checkpoints/best_metric.py).
 """
 
 import json
+import math
 import os
 import shutil
 
 from accelerate.utils import broadcast_object_list
 
+from engine.checkpoints.best_metric import declared_names
+from engine.checkpoints.store import list_checkpoints
 from utils.errors import ConfigError, did_you_mean
 
 MODES = ("max", "min")
@@ -32,12 +37,18 @@ def recover(run_dir: str) -> None:
             shutil.rmtree(stale, ignore_errors=True)
 
 
-def best_score(run_dir: str) -> float | None:
+def best_record(run_dir: str) -> dict | None:
+    """`best.json` of `<run>/best/`: the step, the metric, its value; None before the first best."""
     path = os.path.join(_paths(run_dir)[0], "best.json")
     if not os.path.isfile(path):
         return None
     with open(path) as f:
-        return float(json.load(f)["value"])
+        return json.load(f)
+
+
+def best_score(run_dir: str) -> float | None:
+    record = best_record(run_dir)
+    return None if record is None else float(record["value"])
 
 
 def is_better(value: float, best: float | None, mode: str) -> bool:
@@ -60,11 +71,9 @@ def update_best_weights(model, metrics: dict[str, float]) -> bool:
     mode = train.get("best_mode", "max")
     if mode not in MODES:
         raise ConfigError(f"'train.best_mode' is {mode!r}; use max (a score such as PSNR) or min (a loss).")
-    if name not in metrics:
-        raise ConfigError(
-            f"'train.best_metric' is '{name}'{did_you_mean(name, metrics)}, which this validation does not "
-            f"report; it reports: {', '.join(sorted(metrics))}."
-        )
+    if name not in metrics or not math.isfinite(float(metrics[name])):
+        _report_unusable(model, name, metrics)
+        return False
     accelerator = model.accelerator
     value = float(metrics[name])
     # Decided on the main process alone, which owns best/: another process reading best.json while
@@ -92,3 +101,34 @@ def update_best_weights(model, metrics: dict[str, float]) -> bool:
         model.logger.info(f"New best {name} {value:.4f} at step {model.global_step}: saved {best}.")
     accelerator.wait_for_everyone()
     return True
+
+
+def _report_unusable(model, name: str, metrics: dict[str, float]) -> None:
+    """A validation without a finite `best_metric`: one warning line and training goes on, best/ as it
+    was. A name the model never declared (it could not say at start) is a config mistake instead."""
+    declared = declared_names(model)
+    if name in metrics or (declared is not None and name in declared):
+        if not model.accelerator.is_main_process:
+            return
+        value = "not finite" if name in model.run_log.non_finite else metrics.get(name, "not reported")
+        record = best_record(model.run_dir)
+        kept = "best/ is not written yet"
+        if record is not None:
+            kept = f"best/ keeps step {record['step']} ({name} {float(record['value']):.4f})"
+        model.logger.warning(
+            f"step {model.global_step}: 'train.best_metric' {name} is {value} at this validation; "
+            f"{kept} and training goes on."
+        )
+        return
+    error = ConfigError(
+        f"'train.best_metric' is '{name}'{did_you_mean(name, metrics)}, which this validation does not "
+        f"report; it reports: {', '.join(sorted(metrics))}{_how_to_continue(model)}."
+    )
+    error.undo_run = not list_checkpoints(model.run_dir)  # nothing worth keeping: undone like a failed start
+    raise error
+
+
+def _how_to_continue(model) -> str:
+    if not list_checkpoints(model.run_dir):
+        return ""
+    return " (correct it and continue this run with 'path.resume_from_checkpoint: latest')"

@@ -64,6 +64,10 @@ class PSF_Emb_model(PSF_model):
         self.step(losses["all"])
         return losses
 
+    def validation_metric_names(self):
+        losses = [*(n for n, _ in self.criterion.terms), "recon", "kl", "interp", "all"]
+        return self.metric_names() | self.metric_names("interp_") | {f"val_loss_{k}" for k in losses}
+
     def validate_step(self, batch):
         """Scores the midpoint decoded from its endpoints' latents against the ray-traced truth on the
         validation points (never sampled in training), `val_interp_psnr`, next to `val_psnr` for the

@@ -209,6 +209,9 @@ class PSF_model(BaseModel):
         if self.validated_samples == 0:
             self.log_psf_grid(target, pred, "val_psf_truth_pred_diff")
 
+    def validation_metric_names(self):
+        return self.metric_names() | {f"val_loss_{k}" for k in [*(n for n, _ in self.criterion.terms), "all"]}
+
     def log_psf_metrics(self, pred, target, prefix: str = ""):
         self.log(pred=pred.float().cpu().numpy(), target=target.float().cpu().numpy(), prefix=prefix)
 

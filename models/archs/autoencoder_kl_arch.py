@@ -77,6 +77,11 @@ class AutoencoderKL_arch(PreTrainedModel):
     # --- the shared autoencoder interface -------------------------------------------------------------
 
     @property
+    def size_divisor(self) -> int:
+        """What every spatial size of an input must be a multiple of: the encoder halves it at every level but the last."""
+        return 2 ** (len(self.config.block_out_channels) - 1)
+
+    @property
     def latent_channels(self) -> int:
         return self.config.latent_channels
 

@@ -111,6 +111,12 @@ class DiffusionUNet_arch(PreTrainedModel):
         return backend == "diffusers" or (backend == "auto" and self.config.spatial_dims == 2)
 
     @property
+    def size_divisor(self) -> int:
+        """What every spatial size of a latent must be a multiple of: MONAI's UNet halves it at every
+        level but the last and cannot join odd sizes back; diffusers' upsamples to the skip's size."""
+        return 1 if self.uses_diffusers else 2 ** (len(self.config.channels) - 1)
+
+    @property
     def cross_attends(self) -> bool:
         return self.config.with_conditioning and self.config.condition_injection != "time_embedding"
 

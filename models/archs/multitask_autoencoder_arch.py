@@ -169,6 +169,11 @@ class MultiTaskAutoencoder_arch(PreTrainedModel):
     # --- the shared autoencoder interface ---------------------------------------------------------------
 
     @property
+    def size_divisor(self) -> int:
+        """What every spatial size of an input must be a multiple of: the encoder halves it once per `downsampling_steps`."""
+        return 2**self.config.downsampling_steps
+
+    @property
     def latent_channels(self) -> int:
         return self.config.latent_channels
 

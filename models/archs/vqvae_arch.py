@@ -106,6 +106,11 @@ class VQVAE_arch(PreTrainedModel):
     # --- the shared autoencoder interface -------------------------------------------------------------
 
     @property
+    def size_divisor(self) -> int:
+        """What every spatial size of an input must be a multiple of: the encoder halves it at every level but the last."""
+        return 2 ** (len(self.config.block_out_channels) - 1)
+
+    @property
     def latent_channels(self) -> int:
         """Channels of the quantised latent (the code width), which a stage-2 model would diffuse."""
         return self.code_dim

@@ -169,6 +169,9 @@ class ControlNet_model(BaseModel):
     def _setting(self, key):
         return self.val_opt[key] if self.val_opt[key] is not None else self.description[key]
 
+    def validation_metric_names(self):
+        return self.metric_names() | {"val_loss"}
+
     def validate_step(self, batch):
         """Logs the loss at fixed noise, then samples the first `val.num_samples` controls (each with its
         own seed) and logs control | target | sample grids and `val.metrics` of the samples against

@@ -21,6 +21,9 @@ class Denoise_model(BaseModel):
         self.net_g = self.add_network("net_g", define_network(opt.network))
         self.criterion = Loss(self.opt["train"].loss).to(self.accelerator.device)
 
+    def validation_metric_names(self):
+        return self.metric_names()  # validate_step logs the run's val.metrics alone
+
     def feed_data(self, data, is_train=True):
         self.sample = {"inp": data["cond"], "gt": data["gt"]}
 

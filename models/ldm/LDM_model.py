@@ -12,7 +12,7 @@ import torch
 
 from engine import BaseModel
 from models.archs import define_network
-from models.ldm.baselines import baseline_mean_target, log_baselines
+from models.ldm.baselines import baseline_mean_target, baseline_metric_names, log_baselines
 from models.ldm.concat import ConcatConditionUNet, stacked
 from models.ldm.conditioning import (
     CONDITION_KEYS,
@@ -274,6 +274,19 @@ class LDM_model(BaseModel):
                 self.log_images(name, grid.cpu().numpy())
 
     # ------------------------------------------------------------------ what generation needs
+
+    def class_targets(self):
+        """A `class` condition's embedding table against the data's labels."""
+        if self.cond_opt["type"] != "class":
+            return []
+        return [("'condition.num_classes'", int(self.cond_opt["num_classes"]), self.cond_key)]
+
+    def input_size_divisor(self):
+        """The UNet's latent divisor times the VAE's downsampling."""
+        return getattr(self.vae, "size_divisor", 1) * getattr(self.unet.arch, "size_divisor", 1)
+
+    def validation_metric_names(self):
+        return self.metric_names() | {"val_loss"} | baseline_metric_names(self)
 
     def on_train_end(self):
         self.log({"latent_scale_factor": self.scale_factor})

@@ -75,6 +75,18 @@ def like(mean: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return mean.to(target.device, target.dtype).expand_as(target)
 
 
+def baseline_metric_names(model) -> set[str]:
+    """What `log_baselines` reports: the mean target's metrics when there is one, the shuffled
+    conditions' when a condition exists and the first validation batch samples more than one image."""
+    if not model.val_opt["baselines"]:
+        return set()
+    names = model.metric_names("mean_target_") if model.mean_target is not None else set()
+    sampled = min(int(model.opt["val"]["batch_size"]), int(model.val_opt["num_samples"]))
+    if model.cond_opt["type"] != "none" and sampled > 1:
+        names |= model.metric_names("shuffled_")
+    return names
+
+
 def log_baselines(model, condition, shape, seeds, target) -> None:
     """Score both baselines on `target` (the validation batch's first len(seeds) targets)."""
     # Measured on the shipped experiments (README, "Stage 2"): an `epsilon`-prediction model can sit at

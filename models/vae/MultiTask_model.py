@@ -13,6 +13,7 @@ from models.archs import define_network
 from models.vae.posterior_noise import global_batch_noise
 from utils.config.schema import Key
 from utils.errors import ConfigError, did_you_mean
+from utils.errors.classes import check_batch_classes
 from utils.losses.keyed import KeyedLoss
 from utils.metrics.segmentation import accuracy, class_map, segmentation_scores
 
@@ -63,6 +64,19 @@ class MultiTask_model(BaseModel):
         self.scored = [(t["key"], heads[t["key"]], t["target"]) for t in self.loss.terms if t["key"] in heads]
         self.scored = list(dict.fromkeys(self.scored))
 
+    def class_targets(self):
+        """Each segmentation or classification head's `num_classes` and the batch key it is scored on."""
+        index = {h["name"]: i for i, h in enumerate(self.net_g.head_specs)}
+        return [
+            (
+                f"'network.heads[{index[head]}].num_classes' (head '{head}')",
+                self.net_g.head_specs[index[head]].get("num_classes", 2),
+                key,
+            )
+            for head, kind, key in self.scored
+            if kind in ("SegmentationHead", "ClassificationHead")
+        ]
+
     # ------------------------------------------------------------------ hooks
 
     def feed_data(self, data, is_train=True):
@@ -73,6 +87,10 @@ class MultiTask_model(BaseModel):
                 f"The batch has no key {missing[0]!r} (read by val.gt_key or a train.losses target); its keys "
                 f"are {sorted(data)}."
             )
+        # Mask files are read per item: a class the head cannot hold is named here, not by cross-entropy.
+        check_batch_classes(
+            self.class_targets(), data, f"'datasets.{'train' if is_train else self.evaluated_set}'"
+        )
         device = self.accelerator.device
         self.sample = {k: data[k].to(device) for k in needed}
 
@@ -114,6 +132,22 @@ class MultiTask_model(BaseModel):
         self.log(scalars)
         if self.validated_samples == 0:
             self._log_grid(outputs)
+
+    def validation_metric_names(self):
+        """What validate_step reports: the loss terms, the latent statistics, each scored head's scores."""
+        names = {
+            f"val_{n}" for n in ("loss", "latent_mean", "latent_std", *(t["label"] for t in self.loss.terms))
+        }
+        classes = {h["name"]: h.get("num_classes", 2) for h in self.net_g.head_specs}
+        for head, kind, _ in self.scored:
+            if kind == "RGBHead":
+                names |= self.metric_names(f"{head}_")
+            elif kind == "SegmentationHead":
+                per_class = [f"_c{k}" for k in range(1, classes[head])]
+                names |= {f"val_{head}_{s}{c}" for s in ("dice", "iou") for c in ["", *per_class]}
+            else:
+                names.add(f"val_{head}_accuracy")
+        return names
 
     def _log_grid(self, outputs):
         count = min(len(self.sample[self.gt_key]), int(self.val_opt["num_images"]))

@@ -245,6 +245,11 @@ class VAE_model(BaseModel):
         )
         self._log_comparison(x, image)
 
+    def validation_metric_names(self):
+        if self.opt["train"].get("patched"):  # whole images, window by window
+            return self.metric_names() | {"val_recon"}
+        return self.metric_names() | {f"val_{k}" for k in ("loss", "recon", "latent_mean", "latent_std")}
+
     def _log_comparison(self, x, image):
         if self.validated_samples == 0:  # one labelled, upscaled grid per validation
             val = self.config_values("val")

@@ -619,7 +619,7 @@ def test_bad_stage2_input_gets_one_clear_sentence(config, expected, stage1, tmp_
         ),
         (
             multitask(network__downsampling_steps=6),
-            "(16x16) are too small for the network: after its downsampling a layer sees 2 x 2 pixels",
+            "are 16x16, but MultiTask_model's networks need every side a multiple of 64",
         ),
     ],
     ids=["head not a block", "head channels as text", "downsampling past the image size"],

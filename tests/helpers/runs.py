@@ -58,3 +58,19 @@ def read_scalars(run_dir: str) -> dict[str, dict[int, float]]:
             for event in acc.Scalars(tag):
                 scalars.setdefault(tag, {})[event.step] = event.value
     return scalars
+
+
+def record_validations(monkeypatch) -> list[tuple[set | None, set]]:
+    """(declared, reported) names of every validation of the runs started afterwards in this test."""
+    from engine.base_model import BaseModel
+
+    seen = []
+    validation = BaseModel.validation
+
+    def recording(self, max_batches=-1):
+        metrics = validation(self, max_batches)
+        seen.append((self.validation_metric_names(), set(metrics)))
+        return metrics
+
+    monkeypatch.setattr(BaseModel, "validation", recording)
+    return seen

@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 
 from utils.config.key_value import check_value
 from utils.config.load import Opt
+from utils.config.scheduler import check_schedule
 from utils.config.schema import BLOCKS, DATASET, DATASET_NAMES, Key
 from utils.config.secrets import check_secrets
 from utils.config.values import check_values
@@ -82,6 +83,7 @@ def validate_options(
     if data.get("hub_model_id"):
         _check_hub_model_id(data["hub_model_id"])
     check_values(data, find_arch)
+    check_schedule(data["train"])  # after check_values: the rate is a finite number
     return opt
 
 
