@@ -15,7 +15,7 @@ from torch.utils import data
 
 from dataset.common.options import COMMON_KEYS
 from utils.cli.console import preparation_bar
-from utils.config.schema import Key
+from utils.config.schema import SEED_MAX, Key
 from utils.errors import ConfigError
 from utils.optics.config import BLOCK_KEYS, LENS_KEYS, as_plain_dict, check_keys, lens_from_config
 
@@ -27,7 +27,12 @@ class PSFDataset(data.Dataset):
     config_keys = {
         "size": Key(1000, "int", "Items per epoch.", minimum=1),
         "seed": Key(
-            None, "int", "Seed of the items (default: 0 for train, 1 otherwise).", minimum=0, nullable=True
+            None,
+            "int",
+            "Seed of the items (default: 0 for train, 1 otherwise).",
+            minimum=0,
+            maximum=SEED_MAX,
+            nullable=True,
         ),
         "normalize": Key(
             "peak",

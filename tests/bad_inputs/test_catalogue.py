@@ -54,7 +54,7 @@ CASES = [
         "beta above 1",
         denoise(train__optim__adam_beta1=1.5),
         [],
-        "'train.optim.adam_beta1' is 1.5; it must be at most 1.0",
+        "'train.optim.adam_beta1' is 1.5; it must be below 1.0",
     ),
     (
         "checkpoint limit 0",
@@ -215,7 +215,7 @@ CASES = [
         "lr_power' is -inf",
     ),
     ("seed negative", denoise(seed=-1), [], "'seed' is -1"),
-    ("seed too large", denoise(seed=2**32), [], "'seed' is 4294967296; it must be between 0 and 2**32-1"),
+    ("seed too large", denoise(seed=2**32), [], "'seed' is 4294967296; it must be at most 4294967295"),
     (
         "network channels as text",
         denoise(network__hidden_channels="8"),
@@ -537,7 +537,7 @@ LDM_CASES = [
     (
         "beta_start above beta_end",
         ldm(diffusion__beta_schedule="linear", diffusion__beta_start=0.5, diffusion__beta_end=0.1),
-        "'diffusion.beta_start' / 'beta_end' are 0.5 / 0.1; they must satisfy 0 < beta_start < beta_end < 1",
+        "'diffusion.beta_start' / 'diffusion.beta_end' are 0.5 / 0.1; they must satisfy 0 < beta_start < beta_end < 1",
     ),
     (
         "beta_end above 1",
