@@ -130,7 +130,7 @@ def check_unet_fits_condition(model, unet) -> None:
     expected = model.vae.latent_channels * (2 if model.concat else 1)
     if unet.config.in_channels != expected or unet.config.out_channels != model.vae.latent_channels:
         raise ConfigError(
-            f"'network.in_channels' / 'out_channels' are {unet.config.in_channels} / "
+            f"'network.in_channels' / 'network.out_channels' are {unet.config.in_channels} / "
             f"{unet.config.out_channels} but the VAE's latents have {model.vae.latent_channels} channels"
             + (" and condition.concat stacks the condition latent on them" if model.concat else "")
             + f"; set in_channels: {expected} and out_channels: {model.vae.latent_channels}."
