@@ -10,7 +10,6 @@ says whether its tokens are attended to, added to the time embedding, or both. T
 `LDM_model` whose condition they set up (its `cond_opt`, `cond_key`, `vae`, `unet`).
 """
 
-import json
 import os
 
 import torch
@@ -19,6 +18,7 @@ from models.archs import define_network
 from models.archs.diffusion_unet_arch import INJECTIONS
 from utils.config.schema import Key
 from utils.errors import ConfigError
+from utils.errors.files import read_json
 
 CONDITION_TYPES = ("image", "vector", "class", "none")
 DEFAULT_CONDITION_KEY = {"vector": "coords", "class": "label"}
@@ -172,8 +172,7 @@ def build_projector(model, loader):
     if cond["type"] == "vector":
         saved = os.path.join(model.opt["path"].get("pretrained") or "", "projector", "config.json")
         if os.path.isfile(saved):  # trained weights come with the normalisation they were trained with
-            with open(saved) as f:
-                config = json.load(f)
+            config = read_json(saved)
             projector.set_vector_normalization(config["vector_shift"], config["vector_scale"])
         else:
             fit_vector_normalization(model, projector, loader)

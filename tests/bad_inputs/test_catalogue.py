@@ -386,6 +386,18 @@ CASES = [
         "'vae.pretrained': '",
     ),
     (
+        "LDM's path.pretrained with a half-written ldm.json",
+        ldm(path__pretrained="@HALFLDM@"),
+        [],
+        "'path.pretrained': '@HALFLDM@/ldm.json' is not valid JSON (line 1",
+    ),
+    (
+        "ControlNet's ldm.pretrained with a half-written ldm.json",
+        changed(TINY_CONTROLNET, {"ldm__pretrained": "@HALFLDM@"}),
+        [],
+        "'ldm.pretrained': '@HALFLDM@/ldm.json' is not valid JSON (line 1",
+    ),
+    (
         "empty MONAI checkpoint",
         vae(network={"type": "MonaiAutoencoderKL"}, train__monai_checkpoint="@EMPTYPTH@"),
         [],
@@ -443,6 +455,9 @@ def _make_fixtures(tmp_path) -> dict[str, str]:
         save_file(weights, folder / "model.safetensors")
         (folder / "model.safetensors").write_bytes(damage((folder / "model.safetensors").read_bytes()))
     (tmp_path / "empty.pth").write_bytes(b"")
+    half_ldm = tmp_path / "ldm_run" / "final"
+    half_ldm.mkdir(parents=True)
+    (half_ldm / "ldm.json").write_text('{"unet": "unet", "vae": {"pretra')  # a write cut short
     regular_file = tmp_path / "not_a_folder"
     regular_file.write_text("a file where a folder should be")
     huge = tmp_path / "huge_tifs"
@@ -458,6 +473,7 @@ def _make_fixtures(tmp_path) -> dict[str, str]:
         "@FILE@": str(regular_file),
         "@HUGETIF@": str(huge),
         "@EMPTYPTH@": str(tmp_path / "empty.pth"),
+        "@HALFLDM@": str(half_ldm),
     }
 
 
