@@ -398,6 +398,12 @@ CASES = [
         "'ldm.pretrained': '@HALFLDM@/ldm.json' is not valid JSON (line 1",
     ),
     (
+        "an arch value the library refuses",
+        vae(network__act_fn="zzz"),
+        [],
+        "AutoencoderKL_arch cannot be built from 'network' (ValueError: activation function zzz not found",
+    ),
+    (
         "empty MONAI checkpoint",
         vae(network={"type": "MonaiAutoencoderKL"}, train__monai_checkpoint="@EMPTYPTH@"),
         [],
