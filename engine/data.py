@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader, default_collate
 from dataset import create_dataset, find_dataset_class
 from engine.run.paths import safe_name
 from utils.errors import DataError
+from utils.errors.in_use import block_in_use
 
 _UNEQUAL = re.compile(
     r"stack expects each tensor to be equal size, but got (\[[\d, ]*\]) at entry \d+ and (\[[\d, ]*\])"
@@ -45,7 +46,8 @@ def build_dataloader(opt, phase: str, run_dir: str) -> DataLoader:
         "split_file"
     ):
         block["split_file"] = os.path.join(run_dir, f"split_{safe_name(block['type'])}.json")
-    dataset = create_dataset(block)
+    with block_in_use(f"datasets.{phase}", block["type"]):
+        dataset = create_dataset(block)
     is_train = phase == "train"
     batch_size = block.get("batch_size") or (
         opt["train"]["batch_size"] if is_train else opt["val"]["batch_size"]
