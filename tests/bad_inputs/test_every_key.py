@@ -11,7 +11,7 @@ import os
 import pytest
 
 from tests.helpers import run_trainer
-from tests.helpers.wrong_values import RUNNABLE, base_config, by_key, cases, config_check, with_value
+from tests.helpers.wrong_values import TRAINED, base_config, by_key, cases, config_check, with_value
 
 CASES = cases()
 GROUPS = by_key(CASES)
@@ -61,7 +61,8 @@ def tiny(base: str, tmp_path, stage1) -> dict:
     config["path"]["root"] = str(tmp_path / "experiments")
     config["train"].update(max_train_steps=1, validation_steps=1, checkpointing_steps=1000)
     config["train"].pop("num_train_epochs", None)
-    config["val"]["max_batches"] = 1
+    config["train"]["batch_size"] = 2
+    config["val"].update(max_batches=1, batch_size=2)
     for block in config["datasets"].values():
         block["size"] = 8
     if "vae" in config:
@@ -125,7 +126,7 @@ def refusal_of(case, status: int, err: str, root: str) -> str | None:
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("base", list(RUNNABLE))
+@pytest.mark.parametrize("base", list(TRAINED))
 def test_a_value_the_check_accepts_trains(base, tmp_path, capsys, request):
     stage1 = request.getfixturevalue("stage1") if "vae" in base_config(base) else None
     config = tiny(base, tmp_path, stage1)

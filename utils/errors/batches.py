@@ -98,8 +98,8 @@ def batch_errors(opt, phase: str, batch=None):
             rows, given, expected, _ = features.groups()
             raise DataError(
                 f"A network layer expects {expected} input features but the batch from {_dataset(opt, phase)} "
-                f"gives {given} (a {rows}x{given} input); set the network's input size to {given} or make the "
-                f"dataset give {expected}."
+                f"gives {given} (a {rows}x{given} input); {_input_size_key(opt)} so that it takes {given}, or "
+                f"make the dataset give {expected}."
             ) from error
         if not match:
             raise
@@ -134,3 +134,15 @@ def _size_keys(opt, phase: str) -> str:
         if isinstance(block, Mapping) and block.get(name) is not None
     ]
     return ", ".join(given) if given else "image_size / patch_size"
+
+
+_INPUT_SIZE_KEYS = ("in_dim", "in_features", "input_dim")
+
+
+def _input_size_key(opt) -> str:
+    """'set 'network.in_dim' (now 1)' when the network block has an input-size key, else a general hint."""
+    network = opt.get("network") or {}
+    for name in _INPUT_SIZE_KEYS:
+        if isinstance(network, Mapping) and name in network:
+            return f"set 'network.{name}' (now {network[name]})"
+    return "set the network's input size"
