@@ -73,12 +73,13 @@ def tiny(base: str, tmp_path, stage1) -> dict:
 
 
 def run_with(config: dict, batch: list, tmp_path, capsys, n: int) -> tuple[int, str, str]:
-    for case in batch:
-        config = with_value(config, case.key, case.value)
+    """Run `config` with the values of `batch` (after its own run root, so a wrong `path` stays wrong)."""
     folder = tmp_path / f"try{n}"
     folder.mkdir()
     config = copy.deepcopy(config)
     config["path"]["root"] = str(folder / "experiments")
+    for case in batch:
+        config = with_value(config, case.key, case.value)
     capsys.readouterr()
     status = run_trainer(config, folder)
     return status, capsys.readouterr().err, str(folder / "experiments")
@@ -149,3 +150,25 @@ def test_a_value_the_check_accepts_trains(base, tmp_path, capsys, request):
 def test_a_value_checked_at_start_elsewhere(case, tmp_path, capsys, request):
     stage1 = request.getfixturevalue("stage1") if "vae" in base_config(case.base) else None
     assert not failing_cases(tiny(case.base, tmp_path, stage1), [case], tmp_path, capsys, [0])
+
+
+def refused_sample() -> list:
+    """One case of each kind of wrong value (label) that the config check refuses, per tiny base (not the
+    LDM's, which needs a trained VAE)."""
+    sample = {}
+    for case in CASES:
+        kind = (case.base, case.label.split(" ")[0])
+        if case.base in TRAINED and case.base != "ldm" and kind not in sample and case.id not in KNOWN:
+            if config_check(with_value(base_config(case.base), case.key, case.value)) is not None:
+                sample[kind] = case
+    return list(sample.values())
+
+
+@pytest.mark.e2e
+def test_a_sample_of_refusals_is_one_sentence_through_the_trainer(tmp_path, capsys):
+    """The in-process check above is what `trainer.main` runs: a sample of its refusals end to end."""
+    problems, sample = [], refused_sample()
+    for n, case in enumerate(sample):
+        status, err, root = run_with(tiny(case.base, tmp_path, None), [case], tmp_path, capsys, n)
+        problems.append(refusal_of(case, status, err, root))
+    assert len(sample) >= 40 and not [p for p in problems if p], "\n".join(filter(None, problems))
