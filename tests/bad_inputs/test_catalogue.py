@@ -217,6 +217,46 @@ CASES = [
     ("seed negative", denoise(seed=-1), [], "'seed' is -1"),
     ("seed too large", denoise(seed=2**32), [], "'seed' is 4294967296; it must be at most 4294967295"),
     (
+        "dataset seed too large",
+        denoise(datasets__train__seed=2**64),
+        [],
+        "'datasets.train.seed' is 18446744073709551616; it must be at most 4294967295",
+    ),
+    (
+        "a whole number past 64 bits",
+        denoise(train__max_train_steps=2**70),
+        [],
+        "'train.max_train_steps' is 1180591620717411303424; every whole number in the config must fit in 64 bits",
+    ),
+    (
+        "null for a key with a default",
+        denoise(train__batch_size=None),
+        [],
+        "'train.batch_size' is null; it must be an int (leave it out for its default, 16)",
+    ),
+    ("empty text", denoise(name=""), [], "'name' is empty text; give text, or leave it out"),
+    ("model_type not text", denoise(model_type=5), [], "'model_type' must be a str, got 5 (int)"),
+    ("empty size list", vae(train__patch_size=[]), [], "'train.patch_size' is an empty list"),
+    (
+        "arch list of text",
+        vae(network__block_out_channels=["8", 16]),
+        [],
+        "'network.block_out_channels' is ['8', 16]; AutoencoderKL_config needs a list of whole numbers here",
+    ),
+    (
+        "norm epsilon not positive",
+        ldm(network__norm_eps=0.0),
+        [],
+        "'network.norm_eps' is 0.0; DiffusionUNet_config adds it to a variance under a square root",
+    ),
+    (
+        "3-D data into a 2-D network",
+        denoise(datasets__train__spatial_dims=3, datasets__val__spatial_dims=3),
+        [],
+        "are 3-D (shape [8, 1, 16, 16, 16]) but the network is 2-D (conv2d); "
+        "'datasets.train.spatial_dims' is 3; set it to 2",
+    ),
+    (
         "network channels as text",
         denoise(network__hidden_channels="8"),
         [],
@@ -551,6 +591,11 @@ def test_debug_shows_the_traceback(tmp_path):
 VECTOR = {"type": "vector", "key": "x"}
 
 LDM_CASES = [
+    (
+        "more sampling steps than timesteps",
+        ldm(diffusion__num_train_timesteps=2),
+        "'val.num_inference_steps' is 4, more than the 2 of 'diffusion.num_train_timesteps'",
+    ),
     (
         "guidance negative",
         ldm(val__guidance_scale=-3.0),
