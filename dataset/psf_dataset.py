@@ -41,10 +41,20 @@ class PSFDataset(data.Dataset):
             NORMALIZATIONS,
         ),
         "focus_depth_min": Key(
-            None, "float", "Nearest focus distance (m); default: `depth_min`.", minimum=0.0, nullable=True
+            None,
+            "float",
+            "Nearest focus distance (m); default: `depth_min`.",
+            minimum=0.0,
+            above_minimum=True,
+            nullable=True,
         ),
         "focus_depth_max": Key(
-            None, "float", "Farthest focus distance (m); default: `depth_max`.", minimum=0.0, nullable=True
+            None,
+            "float",
+            "Farthest focus distance (m); default: `depth_max`.",
+            minimum=0.0,
+            above_minimum=True,
+            nullable=True,
         ),
         "wavelength_jitter_m": Key(
             0.0, "float", "Each channel's wavelength is drawn within +- this (m).", minimum=0.0

@@ -79,6 +79,8 @@ def _describe(key: Key) -> str:
 
 
 def _check_range(where: str, shown, value, key: Key) -> None:
+    if key.minimum is not None and key.above_minimum and value <= key.minimum:
+        raise ConfigError(f"'{where}' is {shown!r}; it must be above {key.minimum}.")
     if key.minimum is not None and value < key.minimum:
         raise ConfigError(f"'{where}' is {shown!r}; it must be at least {key.minimum}.")
     if key.maximum is not None and key.below_maximum and value >= key.maximum:

@@ -20,6 +20,7 @@ class Key:
     choices: tuple | None = None
     minimum: float | None = None
     maximum: float | None = None
+    above_minimum: bool = False  # True: `minimum` itself is refused (a distance of 0 m images nothing)
     below_maximum: bool = False  # True: `maximum` itself is refused (AdamW's betas must stay below 1)
     nullable: bool = False
     required: bool = False
