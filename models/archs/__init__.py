@@ -53,10 +53,15 @@ def define_network(opt_network: Mapping) -> PreTrainedModel:
     check_arch_keys(where, config_cls, kwargs)
     try:
         config = config_cls(**kwargs)
+        with block_in_use(where, f"{opt_network['type']}_arch"):
+            return arch_cls(config)
     except TypeError as error:
         raise ConfigError(f"The '{where}' block does not fit {config_cls.__name__}: {error}.") from error
-    with block_in_use(where, f"{opt_network['type']}_arch"):
-        return arch_cls(config)
+    except ConfigError as error:
+        if where == "network" or "'network." not in str(error):
+            raise
+        # An arch names its keys 'network.*'; built from another block (network_d), the keys are that block's.
+        raise type(error)(str(error).replace("'network.", f"'{where}.")) from error
 
 
 def _plain(value):

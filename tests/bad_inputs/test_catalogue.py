@@ -244,6 +244,18 @@ CASES = [
         "'network.block_out_channels' is ['8', 16]; AutoencoderKL_config needs a list of whole numbers here",
     ),
     (
+        "dropout outside 0..1",
+        vae(network_d={"type": "PatchDiscriminator", "dropout": -0.5}),
+        [],
+        "'network_d.dropout' is -0.5; PatchDiscriminator_config reads it as a probability, from 0 to 1",
+    ),
+    (
+        "discriminator arch check names its block",
+        vae(network_d={"type": "PatchDiscriminator", "spatial_dims": 1}),
+        [],
+        "'network_d.spatial_dims' is 1; PatchDiscriminator takes 2 or 3",
+    ),
+    (
         "norm epsilon not positive",
         ldm(network__norm_eps=0.0),
         [],

@@ -95,6 +95,7 @@ def _is_positive_ints(value) -> bool:
 # ----------------------------------------------------------------------------- arch blocks
 
 _EPSILON = re.compile(r"(^|_)eps$")
+_PROBABILITY = re.compile(r"(^|_)(dropout|prob|probability)$")
 _POSITIVE = re.compile(r"(channels|layers|blocks|heads|groups|depth|width|features|_dim|^dim|num_)")
 
 
@@ -176,6 +177,10 @@ def _check_arch_blocks(data: Mapping, find_arch) -> None:
                     f"({type(value).__name__}){unquote}."
                 )
             _check_arch_value(f"{where}.{key}", value, param.default, config_cls.__name__)
+            if _PROBABILITY.search(key) and _is_number(value) and not 0 <= value <= 1:
+                raise ConfigError(
+                    f"'{where}.{key}' is {value!r}; {config_cls.__name__} reads it as a probability, from 0 to 1."
+                )
             if _EPSILON.search(key) and _is_number(value) and value <= 0:
                 raise ConfigError(
                     f"'{where}.{key}' is {value!r}; {config_cls.__name__} adds it to a variance under a square "
