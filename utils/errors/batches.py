@@ -106,8 +106,7 @@ def batch_errors(opt, phase: str, batch=None):
         shape, expected, got = match.groups()
         raise DataError(
             f"A network expects {expected} input channels but the batch from {_dataset(opt, phase)} has {got} "
-            f"(shape [{shape}]); set the network's 'in_channels' to {got} or make the dataset give {expected} "
-            "channels."
+            f"(shape [{shape}]); {_in_channels(opt)} to {got} or make the dataset give {expected} channels."
         ) from error
 
 
@@ -129,9 +128,9 @@ def _size_keys(opt, phase: str) -> str:
     """The dataset's size keys with their values (`'datasets.train.image_size' is 1`), or their names."""
     block = (opt.get("datasets") or {}).get(phase) or {}
     given = [
-        f"'datasets.{phase}.{name}' is {block[name]}"
-        for name in ("image_size", "patch_size")
-        if isinstance(block, Mapping) and block.get(name) is not None
+        f"'datasets.{phase}.{name}' is {value}"
+        for name, value in (block.items() if isinstance(block, Mapping) else ())
+        if name.endswith("_size") and name != "batch_size" and value is not None
     ]
     return ", ".join(given) if given else "image_size / patch_size"
 
@@ -146,3 +145,10 @@ def _input_size_key(opt) -> str:
         if isinstance(network, Mapping) and name in network:
             return f"set 'network.{name}' (now {network[name]})"
     return "set the network's input size"
+
+
+def _in_channels(opt) -> str:
+    network = opt.get("network") or {}
+    if isinstance(network, Mapping) and "in_channels" in network:
+        return f"set 'network.in_channels' (now {network['in_channels']})"
+    return "set the network's 'in_channels'"
