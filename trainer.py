@@ -30,27 +30,34 @@ def parse_args(argv=None):
 def load_config(path: str, overrides=(), test: bool = False):
     """Load and check the config once against the declarations of the run's parts (trainer blocks, the
     model class, each dataset class, each arch block); returns it with the model class it names."""
+    from utils.config.load import load_options
+
+    return check_config(load_options(path, list(overrides)), test)
+
+
+def check_config(opt, test: bool = False):
+    """`load_config` for options already loaded (an `Opt`): checked in place, with the model class."""
     from dataset import find_dataset_class
     from engine.preflight import check_files
     from models import find_model_class
     from models.archs import find_arch
     from utils.config.check import validate_options
-    from utils.config.load import load_options
-    from utils.config.schema import TOP_LEVEL
+    from utils.config.key_value import check_value
+    from utils.config.schema import DATASET, TOP_LEVEL
     from utils.errors import ConfigError
 
-    opt = load_options(path, list(overrides))
     for required in ("name", "model_type", "datasets"):
         if required not in opt:
             key = TOP_LEVEL[required]
             raise ConfigError(f"The key '{required}' is missing; it is required: {key.help}")
     if not isinstance(opt.get("datasets"), Mapping):
         raise ConfigError("'datasets' must be a mapping with at least a 'train' or 'val' block.")
-    model_cls = find_model_class(opt["model_type"])
+    # The plugin names are checked as text before the registries look them up.
+    model_cls = find_model_class(check_value("model_type", opt["model_type"], TOP_LEVEL["model_type"]))
     dataset_classes = {
-        name: find_dataset_class(block["type"])
+        name: find_dataset_class(check_value(f"datasets.{name}.type", block["type"], DATASET["type"]))
         for name, block in opt["datasets"].items()
-        if isinstance(block, Mapping) and block.get("type")
+        if isinstance(block, Mapping) and "type" in block
     }
     validate_options(
         opt,

@@ -15,7 +15,7 @@ from torch.utils import data
 
 from dataset.common.options import COMMON_KEYS
 from utils.cli.console import preparation_bar
-from utils.config.schema import Key
+from utils.config.schema import SEED_MAX, Key
 from utils.errors import ConfigError
 from utils.optics.config import BLOCK_KEYS, LENS_KEYS, as_plain_dict, check_keys, lens_from_config
 
@@ -27,7 +27,12 @@ class PSFDataset(data.Dataset):
     config_keys = {
         "size": Key(1000, "int", "Items per epoch.", minimum=1),
         "seed": Key(
-            None, "int", "Seed of the items (default: 0 for train, 1 otherwise).", minimum=0, nullable=True
+            None,
+            "int",
+            "Seed of the items (default: 0 for train, 1 otherwise).",
+            minimum=0,
+            maximum=SEED_MAX,
+            nullable=True,
         ),
         "normalize": Key(
             "peak",
@@ -36,10 +41,20 @@ class PSFDataset(data.Dataset):
             NORMALIZATIONS,
         ),
         "focus_depth_min": Key(
-            None, "float", "Nearest focus distance (m); default: `depth_min`.", minimum=0.0, nullable=True
+            None,
+            "float",
+            "Nearest focus distance (m); default: `depth_min`.",
+            minimum=0.0,
+            above_minimum=True,
+            nullable=True,
         ),
         "focus_depth_max": Key(
-            None, "float", "Farthest focus distance (m); default: `depth_max`.", minimum=0.0, nullable=True
+            None,
+            "float",
+            "Farthest focus distance (m); default: `depth_max`.",
+            minimum=0.0,
+            above_minimum=True,
+            nullable=True,
         ),
         "wavelength_jitter_m": Key(
             0.0, "float", "Each channel's wavelength is drawn within +- this (m).", minimum=0.0

@@ -4,7 +4,7 @@ import torch
 from torch.utils import data
 
 from dataset.common.options import read_key, where_of
-from utils.config.schema import Key
+from utils.config.schema import SEED_MAX, Key
 from utils.errors import ConfigError
 
 SHAPE_KINDS = ("ellipse", "rectangle", "triangle")
@@ -38,7 +38,12 @@ class SyntheticMasksDataset(data.Dataset):
         "max_shapes": Key(2, "int", "Most shapes per image (1 to this many).", minimum=1),
         "noise_std": Key(0.0, "float", "Standard deviation of the noise added to `image`.", minimum=0.0),
         "seed": Key(
-            None, "int", "Seed of the items (default: 0 for train, 1 otherwise).", minimum=0, nullable=True
+            None,
+            "int",
+            "Seed of the items (default: 0 for train, 1 otherwise).",
+            minimum=0,
+            maximum=SEED_MAX,
+            nullable=True,
         ),
     }
 

@@ -3,7 +3,7 @@ import math
 import torch
 from torch.utils import data
 
-from utils.config.schema import Key, declared_values
+from utils.config.schema import SEED_MAX, Key, declared_values
 
 
 class SyntheticShapesDataset(data.Dataset):
@@ -21,7 +21,12 @@ class SyntheticShapesDataset(data.Dataset):
         "num_shapes": Key(3, "int", "Ellipses per image.", minimum=0),
         "noise_std": Key(0.1, "float", "Standard deviation of the noise added to `cond`.", minimum=0.0),
         "seed": Key(
-            None, "int", "Seed of the items (default: 0 for train, 1 otherwise).", minimum=0, nullable=True
+            None,
+            "int",
+            "Seed of the items (default: 0 for train, 1 otherwise).",
+            minimum=0,
+            maximum=SEED_MAX,
+            nullable=True,
         ),
         "spatial_dims": Key(2, "int", "2 for images, 3 for volumes.", minimum=2, maximum=3),
     }

@@ -1,12 +1,40 @@
 """A DataLoader from a `datasets.<phase>` block."""
 
 import os
+import re
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, default_collate
 
 from dataset import create_dataset, find_dataset_class
 from engine.run.paths import safe_name
+from utils.errors import DataError
+from utils.errors.in_use import block_in_use
+
+_UNEQUAL = re.compile(
+    r"stack expects each tensor to be equal size, but got (\[[\d, ]*\]) at entry \d+ and (\[[\d, ]*\])"
+)
+
+
+class NamedCollate:
+    """torch's collate, whose failure on items of different sizes names the dataset block and the sizes
+    (torch says only "stack expects each tensor to be equal size"). A class, so that workers can pickle it."""
+
+    def __init__(self, phase: str, kind: str):
+        self.phase, self.kind = phase, kind
+
+    def __call__(self, items):
+        try:
+            return default_collate(items)
+        except RuntimeError as error:
+            sizes = _UNEQUAL.search(str(error))
+            if sizes is None:
+                raise
+            raise DataError(
+                f"The items of 'datasets.{self.phase}' ({self.kind}) differ in size ({sizes.group(1)} and "
+                f"{sizes.group(2)}), so one batch cannot hold them; give items of one size (image_size / "
+                f"patch_size), or set 'datasets.{self.phase}.batch_size: 1'."
+            ) from None
 
 
 def build_dataloader(opt, phase: str, run_dir: str) -> DataLoader:
@@ -18,7 +46,8 @@ def build_dataloader(opt, phase: str, run_dir: str) -> DataLoader:
         "split_file"
     ):
         block["split_file"] = os.path.join(run_dir, f"split_{safe_name(block['type'])}.json")
-    dataset = create_dataset(block)
+    with block_in_use(f"datasets.{phase}", block["type"]):
+        dataset = create_dataset(block)
     is_train = phase == "train"
     batch_size = block.get("batch_size") or (
         opt["train"]["batch_size"] if is_train else opt["val"]["batch_size"]
@@ -41,6 +70,7 @@ def build_dataloader(opt, phase: str, run_dir: str) -> DataLoader:
         sampler=sampler,
         drop_last=(is_train and len(dataset) >= batch_size) if drop_last is None else drop_last,
         num_workers=workers,
+        collate_fn=NamedCollate(phase, block["type"]),
         pin_memory=block.get("pin_memory", False),
         persistent_workers=bool(block.get("persistent_workers")) and workers > 0,
         prefetch_factor=block.get("prefetch_factor") if workers > 0 else None,

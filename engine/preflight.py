@@ -1,7 +1,7 @@
 """The files a config names, checked before anything is built: `path.root` a writable folder,
 `path.logging_dir` inside the run folder, `path.resume_from_path` an existing folder, `path.pretrained` a
 complete folder, and weights named anywhere (a VAE's `pretrained`, a `.safetensors` or `.pth` file)
-readable, each failure one ConfigError sentence naming the key."""
+readable, with the JSON files beside them, each failure one ConfigError sentence naming the key."""
 
 import os
 from collections.abc import Mapping
@@ -81,12 +81,24 @@ def _check_writable_root(root: str) -> None:
 
 
 def _check_safetensors_under(folder: str, where: str = "path.pretrained") -> None:
-    """Open the header of every safetensors file (it fails on a truncated or garbage file) and name it."""
+    """Open the header of every safetensors file (it fails on a truncated or garbage file) and parse every
+    JSON file beside them (`config.json`, an LDM's `ldm.json`), naming the key and the file that fails."""
     for dirpath, _, files in os.walk(folder):
         if dirpath.count(os.sep) - folder.rstrip(os.sep).count(os.sep) > 1:
             continue
         for name in sorted(f for f in files if f.endswith(".safetensors")):
             _check_safetensors_file(os.path.join(dirpath, name), where)
+        for name in sorted(f for f in files if f.endswith(".json")):
+            _check_json_file(os.path.join(dirpath, name), where)
+
+
+def _check_json_file(path: str, where: str) -> None:
+    from utils.errors.files import FileError, read_json
+
+    try:
+        read_json(path)
+    except FileError as error:
+        raise ConfigError(f"'{where}': {error}") from None
 
 
 def _check_safetensors_file(path: str, where: str) -> None:

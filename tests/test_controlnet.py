@@ -246,3 +246,16 @@ def test_control_conditions_pair_by_name_count_and_size(monkeypatch):
     given.update(inputs=torch.zeros(3, 2))
     with pytest.raises(UserError, match="There are 2 controls but 3 conditions"):
         generation.control_conditions(pipe, None, ["a", "b"], (8, 8), None, [[0, 0]] * 3, None)
+
+
+@pytest.mark.e2e
+def test_more_sampling_steps_than_the_ldms_timesteps_are_refused_at_start(chain, tmp_path, capsys):
+    _, ldm_final, _ = chain
+    control = copy.deepcopy(TINY_CONTROLNET)
+    control["path"]["root"] = str(tmp_path / "experiments")
+    control["ldm"]["pretrained"] = ldm_final
+    control["val"]["num_inference_steps"] = 101
+    assert run_trainer(control, tmp_path) == 2
+    error = capsys.readouterr().err
+    assert "'val.num_inference_steps' is 101, more than the 100 of the LDM of 'ldm.pretrained'" in error
+    assert not os.path.exists(run_folder(control))

@@ -3,7 +3,7 @@ datasets that read one folder) the folder."""
 
 from dataset.common.geometry import PATCH_MODES
 from dataset.common.normalization import MODES
-from utils.config.schema import Key
+from utils.config.schema import SEED_MAX, Key
 
 IMAGE_KEYS = {
     "patch_size": Key(
@@ -59,7 +59,7 @@ SPLIT_KEYS = {
         maximum=1.0,
         nullable=True,
     ),
-    "seed": Key(0, "int", "Seed of the train/validation split."),
+    "seed": Key(0, "int", "Seed of the train/validation split.", minimum=0, maximum=SEED_MAX),
     "split_by": Key(
         None,
         "str",

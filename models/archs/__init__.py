@@ -12,6 +12,7 @@ from transformers.initialization import no_init_weights
 
 from utils.config.arch_signature import check_arch_keys
 from utils.errors import ConfigError, PluginError
+from utils.errors.in_use import block_in_use
 from utils.registry import Registry
 
 ARCH_REGISTRY = Registry("models/archs", "_arch.py", kind="arch")
@@ -45,14 +46,22 @@ def define_network(opt_network: Mapping) -> PreTrainedModel:
     """Build the arch a `network` block describes. The block itself is left unchanged."""
     if opt_network is None or "type" not in opt_network:
         raise ConfigError("The 'network' block needs a 'type' naming an arch (the X of X_config / X_arch).")
+    # An `Opt` view knows its dotted path (`network_d`, `vae.network`); a plain dict is the `network` block.
+    where = getattr(opt_network, "_where", "") or "network"
     kwargs = {k: _plain(v) for k, v in dict(opt_network).items() if k != "type"}
     config_cls, arch_cls = find_arch(opt_network["type"])
-    check_arch_keys("network", config_cls, kwargs)
+    check_arch_keys(where, config_cls, kwargs)
     try:
         config = config_cls(**kwargs)
+        with block_in_use(where, f"{opt_network['type']}_arch"):
+            return arch_cls(config)
     except TypeError as error:
-        raise ConfigError(f"The 'network' block does not fit {config_cls.__name__}: {error}.") from error
-    return arch_cls(config)
+        raise ConfigError(f"The '{where}' block does not fit {config_cls.__name__}: {error}.") from error
+    except ConfigError as error:
+        if where == "network" or "'network." not in str(error):
+            raise
+        # An arch names its keys 'network.*'; built from another block (network_d), the keys are that block's.
+        raise type(error)(str(error).replace("'network.", f"'{where}.")) from error
 
 
 def _plain(value):

@@ -22,7 +22,7 @@ from models.ldm.frozen_vae import encode_latents
 from models.ldm.generation_files import copy_generation_folder
 from models.ldm.pipeline import LDMPipeline
 from models.ldm.sampling import SAMPLERS, make_sampler, sample_latents
-from models.ldm.schedules import training_target
+from models.ldm.schedules import check_sampling_steps, training_target
 from utils.config.schema import Key
 from utils.errors import ConfigError
 from utils.losses.vae import decoded_image
@@ -96,6 +96,11 @@ class ControlNet_model(BaseModel):
                 frozen.eval().requires_grad_(False)
         self.noise_scheduler = DDPMScheduler.from_config(self.ldm.noise_scheduler_config)
         self.description = self.ldm.description
+        check_sampling_steps(
+            int(self._setting("num_inference_steps")),
+            self.noise_scheduler,
+            timesteps_key="the LDM of 'ldm.pretrained' (its diffusion.num_train_timesteps)",
+        )
         self.cond_key = self.description["condition"]["key"]
 
         block = {**dict(opt.network), "unet": dict(self.ldm.unet.unet.config)}

@@ -9,7 +9,6 @@ It goes through the LDM's own `sample_latents`, so seeds, samplers and classifie
 exactly as for the LDM alone; with `conditioning_scale: 0` a sample is the LDM's sample bit for bit.
 """
 
-import json
 import os
 
 import torch
@@ -17,6 +16,7 @@ import torch
 from models.archs.controlnet_arch import ControlNet_arch
 from models.ldm.pipeline import LDMPipeline
 from utils.errors import ConfigError
+from utils.errors.files import read_json
 
 
 class ControlledUNet:
@@ -72,8 +72,7 @@ class ControlNetPipeline:
             raise ConfigError(
                 f"No controlnet.json in '{folder}': point at a trained ControlNet run's final/, best/ or checkpoint-N/ folder."
             )
-        with open(path) as f:
-            description = json.load(f)
+        description = read_json(path)
         ldm = LDMPipeline.from_final(os.path.join(folder, description["ldm"]), device)
         controlnet = ControlNet_arch.from_pretrained(os.path.join(folder, description["controlnet"]))
         return cls(ldm, controlnet.to(device).eval(), description)

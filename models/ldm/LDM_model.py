@@ -30,7 +30,12 @@ from models.ldm.intensity import measure_target_intensity
 from models.ldm.keys import DIFFUSION_KEYS, TRAIN_KEYS, VAE_KEYS, VAL_KEYS, check_sampling_steps
 from models.ldm.patched import SlidingWindowDenoiser, latent_size_of_window
 from models.ldm.sampling import make_sampler, sample_latents
-from models.ldm.schedules import make_noise_scheduler, min_snr_weights, training_target
+from models.ldm.schedules import (
+    check_sampling_steps,
+    make_noise_scheduler,
+    min_snr_weights,
+    training_target,
+)
 from utils.config.schema import Key
 from utils.errors import ConfigError
 from utils.images.patches import patch_settings, random_windows
@@ -77,6 +82,7 @@ class LDM_model(BaseModel):
         self.recon_type = vae_recon_type(self.vae_opt["pretrained"])
 
         self.noise_scheduler = make_noise_scheduler(**self.diffusion_opt)
+        check_sampling_steps(self.val_opt["num_inference_steps"], self.noise_scheduler)
         unet = define_network(unet_network_block(self, opt.network))
         self.concat = bool(self.cond_opt["concat"])
         check_unet_fits_condition(self, unet)

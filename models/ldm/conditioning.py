@@ -10,7 +10,6 @@ says whether its tokens are attended to, added to the time embedding, or both. T
 `LDM_model` whose condition they set up (its `cond_opt`, `cond_key`, `vae`, `unet`).
 """
 
-import json
 import os
 
 import torch
@@ -19,6 +18,7 @@ from models.archs import define_network
 from models.archs.diffusion_unet_arch import INJECTIONS
 from utils.config.schema import Key
 from utils.errors import ConfigError
+from utils.errors.files import read_json
 
 CONDITION_TYPES = ("image", "vector", "class", "none")
 DEFAULT_CONDITION_KEY = {"vector": "coords", "class": "label"}
@@ -130,7 +130,7 @@ def check_unet_fits_condition(model, unet) -> None:
     expected = model.vae.latent_channels * (2 if model.concat else 1)
     if unet.config.in_channels != expected or unet.config.out_channels != model.vae.latent_channels:
         raise ConfigError(
-            f"'network.in_channels' / 'out_channels' are {unet.config.in_channels} / "
+            f"'network.in_channels' / 'network.out_channels' are {unet.config.in_channels} / "
             f"{unet.config.out_channels} but the VAE's latents have {model.vae.latent_channels} channels"
             + (" and condition.concat stacks the condition latent on them" if model.concat else "")
             + f"; set in_channels: {expected} and out_channels: {model.vae.latent_channels}."
@@ -172,8 +172,7 @@ def build_projector(model, loader):
     if cond["type"] == "vector":
         saved = os.path.join(model.opt["path"].get("pretrained") or "", "projector", "config.json")
         if os.path.isfile(saved):  # trained weights come with the normalisation they were trained with
-            with open(saved) as f:
-                config = json.load(f)
+            config = read_json(saved)
             projector.set_vector_normalization(config["vector_shift"], config["vector_scale"])
         else:
             fit_vector_normalization(model, projector, loader)

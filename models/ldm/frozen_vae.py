@@ -9,7 +9,6 @@ Two sources:
   the MonaiAutoencoderKL keys it was trained with. Such files carry no scale factor.
 """
 
-import json
 import logging
 import os
 
@@ -19,6 +18,7 @@ import yaml
 from models.archs import find_arch
 from models.vae.scale_factor import is_placeholder_scale
 from utils.errors import ConfigError
+from utils.errors.files import read_json
 
 LATEST = "latest"
 FINISHED_MARK = os.path.join("final", "metrics.json")  # written last by a run's final save
@@ -76,8 +76,7 @@ def load_frozen_vae(pretrained: str | None = None, monai_checkpoint: str | None 
         if os.path.normpath(folder) != os.path.normpath(str(pretrained)):
             # One line saying which run `latest` chose, so the chain is never a guess.
             logging.getLogger("trainer").info(f"vae.pretrained: {pretrained} -> {folder}")
-        with open(os.path.join(folder, "config.json")) as f:
-            model_type = json.load(f).get("model_type")
+        model_type = read_json(os.path.join(folder, "config.json")).get("model_type")
         _, arch_cls = find_arch(model_type)
         vae = arch_cls.from_pretrained(folder)
         reference = {"pretrained": os.path.abspath(folder)}

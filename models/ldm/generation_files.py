@@ -11,6 +11,7 @@ import torch
 
 from models.ldm.baselines import save_mean_target
 from utils.errors.batches import batch_errors
+from utils.errors.files import read_json
 from utils.images.patches import patch_settings
 
 
@@ -70,8 +71,7 @@ def write_generation_files(model, folder: str) -> None:
 def copy_generation_folder(source: str, target: str) -> None:
     """Copy what generation reads from an LDM weights folder (`ldm.json`, `scheduler/` and the files it
     names) into `target`; a checkpoint-N source's training state (optimizers, RNG) is left out."""
-    with open(os.path.join(source, "ldm.json")) as f:
-        description = json.load(f)
+    description = read_json(os.path.join(source, "ldm.json"))
     names = [
         "ldm.json",
         "scheduler",

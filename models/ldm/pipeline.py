@@ -8,7 +8,6 @@ normalisation, vectors in the dataset's layout (`condition.indices` is applied h
 None for an unconditional model. The VAE's scale factor is the one the run trained with (`ldm.json`).
 """
 
-import json
 import os
 
 import torch
@@ -21,6 +20,7 @@ from models.ldm.frozen_vae import encode_latents, load_frozen_vae
 from models.ldm.patched import SlidingWindowDenoiser
 from models.ldm.sampling import make_sampler, sample_latents
 from utils.errors import ConfigError
+from utils.errors.files import read_json
 from utils.losses.vae import decoded_image
 
 
@@ -37,8 +37,7 @@ class LDMPipeline:
             raise ConfigError(
                 f"No ldm.json in '{folder}': point at a trained LDM run's final/, best/ or checkpoint-N/ folder."
             )
-        with open(path) as f:
-            description = json.load(f)
+        description = read_json(path)
         unet = DiffusionUNet_arch.from_pretrained(os.path.join(folder, description["unet"])).to(device).eval()
         inject = description["condition"].get("inject", "cross_attention")
         if unet.config.with_conditioning and unet.config.condition_injection != inject:

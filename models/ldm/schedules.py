@@ -55,14 +55,14 @@ def make_noise_scheduler(
     if name == "squaredcos_cap_v2" and (beta_start, beta_end) != (None, None):
         # diffusers' cosine schedule ignores them: a run would silently train on another schedule.
         raise ConfigError(
-            "'diffusion.beta_start' / 'beta_end' are set but 'diffusion.beta_schedule: cosine' has no beta "
+            "'diffusion.beta_start' / 'diffusion.beta_end' are set but 'diffusion.beta_schedule: cosine' has no beta "
             "range; remove them, or choose linear, scaled_linear or quadratic."
         )
     if name != "squaredcos_cap_v2" and not 0.0 < start < end < 1.0:
         # A beta of 1 or more leaves no signal (the loss turns NaN), a falling schedule adds less noise at
         # the end than at the start, and the sampler's last step then starts from a half-clean latent.
         raise ConfigError(
-            f"'diffusion.beta_start' / 'beta_end' are {start:g} / {end:g}; they must satisfy "
+            f"'diffusion.beta_start' / 'diffusion.beta_end' are {start:g} / {end:g}; they must satisfy "
             f"0 < beta_start < beta_end < 1 (the {beta_schedule} defaults: {BETA_SCHEDULES[beta_schedule][1]:g}, "
             f"{BETA_SCHEDULES[beta_schedule][2]:g})."
         )
@@ -77,6 +77,21 @@ def make_noise_scheduler(
         # Few-step samplers then start at the last training timestep (pure noise), not below it.
         timestep_spacing="trailing",
     )
+
+
+def check_sampling_steps(
+    steps: int,
+    scheduler: DDPMScheduler,
+    where: str = "val.num_inference_steps",
+    timesteps_key: str = "'diffusion.num_train_timesteps'",
+) -> None:
+    """A sampler cannot take more steps than the schedule has timesteps (diffusers refuses at sampling)."""
+    timesteps = scheduler.config.num_train_timesteps
+    if steps > timesteps:
+        raise ConfigError(
+            f"'{where}' is {steps}, more than the {timesteps} of {timesteps_key}; sample with "
+            f"at most {timesteps} steps, or train with more timesteps."
+        )
 
 
 def signal_to_noise(scheduler: DDPMScheduler, timesteps: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,8 @@ from utils.latent_maps.features import thumbnails
 
 @dataclass
 class Encoded:
-    latents: np.ndarray  # (N, C, *spatial) posterior means (VQ: quantised codes)
+    latents: np.ndarray | list  # (N, C, *spatial) posterior means (VQ: quantised codes); a list of
+    # (C, *spatial) when the images differ in size
     names: list[str]
     groups: list[str]
     thumbs: np.ndarray  # (N, size, size) uint8
@@ -58,15 +59,18 @@ def encode_sources(
     total = sum(len(s.dataset) for s in sources)
     with torch.no_grad(), tqdm(total=total, desc="encoding", unit="img", disable=not progress) as bar:
         for source in sources:
-            loader = torch.utils.data.DataLoader(source.dataset, batch_size=batch_size, shuffle=False)
+            # Items are collated here, in runs of one size: a folder may hold images of several sizes.
+            loader = torch.utils.data.DataLoader(
+                source.dataset, batch_size=batch_size, shuffle=False, collate_fn=list
+            )
             start = len(names)
-            for batch in loader:
+            for batch in (b for items in loader for b in _same_size_batches(items, source.image_key)):
                 if source.image_key not in batch:
                     raise UserError(
                         f"The dataset's items have no key '{source.image_key}'; their keys are {sorted(batch)}."
                     )
                 x = batch[source.image_key].to(device)
-                latents.append(posterior_means(vae, x).float().cpu().numpy())
+                latents += list(posterior_means(vae, x).float().cpu().numpy())
                 thumbs.append(thumbnails(batch[source.image_key].float().numpy(), thumb_size))
                 count = len(x)
                 first = len(names)
@@ -76,4 +80,25 @@ def encode_sources(
             groups += source.group_of_item if source.group_of_item is not None else [source.group] * items
     if not names:
         raise UserError("Nothing to encode: every given folder, manifest or validation set is empty.")
-    return Encoded(np.concatenate(latents), names, groups, np.concatenate(thumbs))
+    if len({z.shape for z in latents}) == 1:
+        latents = np.stack(latents)
+    return Encoded(latents, names, groups, np.concatenate(thumbs))
+
+
+def _same_size_batches(items: list, key: str):
+    """torch's collate of each run of consecutive items whose `key` tensors have one shape."""
+    from torch.utils.data import default_collate
+
+    run: list = []
+    for item in items:
+        if run and _shape(run[-1], key) != _shape(item, key):
+            yield default_collate(run)
+            run = []
+        run.append(item)
+    if run:
+        yield default_collate(run)
+
+
+def _shape(item, key: str):
+    value = item.get(key) if isinstance(item, dict) else None
+    return tuple(getattr(value, "shape", ()))

@@ -54,7 +54,7 @@ CASES = [
         "beta above 1",
         denoise(train__optim__adam_beta1=1.5),
         [],
-        "'train.optim.adam_beta1' is 1.5; it must be at most 1.0",
+        "'train.optim.adam_beta1' is 1.5; it must be below 1.0",
     ),
     (
         "checkpoint limit 0",
@@ -215,7 +215,59 @@ CASES = [
         "lr_power' is -inf",
     ),
     ("seed negative", denoise(seed=-1), [], "'seed' is -1"),
-    ("seed too large", denoise(seed=2**32), [], "'seed' is 4294967296; it must be between 0 and 2**32-1"),
+    ("seed too large", denoise(seed=2**32), [], "'seed' is 4294967296; it must be at most 4294967295"),
+    (
+        "dataset seed too large",
+        denoise(datasets__train__seed=2**64),
+        [],
+        "'datasets.train.seed' is 18446744073709551616; it must be at most 4294967295",
+    ),
+    (
+        "a whole number past 64 bits",
+        denoise(train__max_train_steps=2**70),
+        [],
+        "'train.max_train_steps' is 1180591620717411303424; every whole number in the config must fit in 64 bits",
+    ),
+    (
+        "null for a key with a default",
+        denoise(train__batch_size=None),
+        [],
+        "'train.batch_size' is null; it must be an int (leave it out for its default, 16)",
+    ),
+    ("empty text", denoise(name=""), [], "'name' is empty text; give text, or leave it out"),
+    ("model_type not text", denoise(model_type=5), [], "'model_type' must be a str, got 5 (int)"),
+    ("empty size list", vae(train__patch_size=[]), [], "'train.patch_size' is an empty list"),
+    (
+        "arch list of text",
+        vae(network__block_out_channels=["8", 16]),
+        [],
+        "'network.block_out_channels' is ['8', 16]; AutoencoderKL_config needs a list of whole numbers here",
+    ),
+    (
+        "dropout outside 0..1",
+        vae(network_d={"type": "PatchDiscriminator", "dropout": -0.5}),
+        [],
+        "'network_d.dropout' is -0.5; PatchDiscriminator_config reads it as a probability, from 0 to 1",
+    ),
+    (
+        "discriminator arch check names its block",
+        vae(network_d={"type": "PatchDiscriminator", "spatial_dims": 1}),
+        [],
+        "'network_d.spatial_dims' is 1; PatchDiscriminator takes 2 or 3",
+    ),
+    (
+        "norm epsilon not positive",
+        ldm(network__norm_eps=0.0),
+        [],
+        "'network.norm_eps' is 0.0; DiffusionUNet_config adds it to a variance under a square root",
+    ),
+    (
+        "3-D data into a 2-D network",
+        denoise(datasets__train__spatial_dims=3, datasets__val__spatial_dims=3),
+        [],
+        "are 3-D (shape [8, 1, 16, 16, 16]) but the network is 2-D (conv2d); "
+        "'datasets.train.spatial_dims' is 3; set it to 2",
+    ),
     (
         "network channels as text",
         denoise(network__hidden_channels="8"),
@@ -386,6 +438,24 @@ CASES = [
         "'vae.pretrained': '",
     ),
     (
+        "LDM's path.pretrained with a half-written ldm.json",
+        ldm(path__pretrained="@HALFLDM@"),
+        [],
+        "'path.pretrained': '@HALFLDM@/ldm.json' is not valid JSON (line 1",
+    ),
+    (
+        "ControlNet's ldm.pretrained with a half-written ldm.json",
+        changed(TINY_CONTROLNET, {"ldm__pretrained": "@HALFLDM@"}),
+        [],
+        "'ldm.pretrained': '@HALFLDM@/ldm.json' is not valid JSON (line 1",
+    ),
+    (
+        "an arch value the library refuses",
+        vae(network__act_fn="zzz"),
+        [],
+        "AutoencoderKL_arch cannot be built from 'network' (ValueError: activation function zzz not found",
+    ),
+    (
         "empty MONAI checkpoint",
         vae(network={"type": "MonaiAutoencoderKL"}, train__monai_checkpoint="@EMPTYPTH@"),
         [],
@@ -443,6 +513,9 @@ def _make_fixtures(tmp_path) -> dict[str, str]:
         save_file(weights, folder / "model.safetensors")
         (folder / "model.safetensors").write_bytes(damage((folder / "model.safetensors").read_bytes()))
     (tmp_path / "empty.pth").write_bytes(b"")
+    half_ldm = tmp_path / "ldm_run" / "final"
+    half_ldm.mkdir(parents=True)
+    (half_ldm / "ldm.json").write_text('{"unet": "unet", "vae": {"pretra')  # a write cut short
     regular_file = tmp_path / "not_a_folder"
     regular_file.write_text("a file where a folder should be")
     huge = tmp_path / "huge_tifs"
@@ -458,6 +531,7 @@ def _make_fixtures(tmp_path) -> dict[str, str]:
         "@FILE@": str(regular_file),
         "@HUGETIF@": str(huge),
         "@EMPTYPTH@": str(tmp_path / "empty.pth"),
+        "@HALFLDM@": str(half_ldm),
     }
 
 
@@ -530,6 +604,11 @@ VECTOR = {"type": "vector", "key": "x"}
 
 LDM_CASES = [
     (
+        "more sampling steps than timesteps",
+        ldm(diffusion__num_train_timesteps=2),
+        "'val.num_inference_steps' is 4, more than the 2 of 'diffusion.num_train_timesteps'",
+    ),
+    (
         "guidance negative",
         ldm(val__guidance_scale=-3.0),
         "'val.guidance_scale' is -3.0; it must be at least 0.0",
@@ -537,7 +616,7 @@ LDM_CASES = [
     (
         "beta_start above beta_end",
         ldm(diffusion__beta_schedule="linear", diffusion__beta_start=0.5, diffusion__beta_end=0.1),
-        "'diffusion.beta_start' / 'beta_end' are 0.5 / 0.1; they must satisfy 0 < beta_start < beta_end < 1",
+        "'diffusion.beta_start' / 'diffusion.beta_end' are 0.5 / 0.1; they must satisfy 0 < beta_start < beta_end < 1",
     ),
     (
         "beta_end above 1",

@@ -43,6 +43,22 @@ def test_format_errors_name_the_file(tmp_path):
             b"caf\xe9".decode("utf-8")
 
 
+def test_a_half_written_ldm_json_is_named_by_generation_and_at_start(tmp_path):
+    from engine.preflight import check_files
+    from models.ldm.pipeline import LDMPipeline
+    from utils.errors import ConfigError
+
+    final = tmp_path / "ldm" / "final"
+    final.mkdir(parents=True)
+    (final / "ldm.json").write_text('{"unet": "unet", "vae": {"pretra')
+    with pytest.raises(OSError, match=r"ldm.json' is not valid JSON \(line 1.*truncated or corrupt"):
+        LDMPipeline.from_final(str(final))
+    for key in ("path.pretrained", "ldm.pretrained", "vae.pretrained"):
+        block, name = key.split(".")
+        with pytest.raises(ConfigError, match=rf"^'{key}': '.*ldm.json' is not valid JSON"):
+            check_files({block: {name: str(final)}})
+
+
 def test_torch_write_failure_reads_as_a_full_disk_and_cleans_the_staging_folder(tmp_path):
     staging = tmp_path / "checkpoint-6.tmp"
     staging.mkdir()

@@ -10,9 +10,15 @@ _NUMERIC = ("int", "float", "int|list", "float|list")
 def check_value(where: str, value, key: Key):
     """Return the value (normalised) or raise a ConfigError naming `where`."""
     if value is None:
-        if key.nullable or key.kind == "block" or not key.required:
+        if key.required and not key.nullable:
+            raise ConfigError(f"The key '{where}' is required ({key.help})")
+        if key.nullable or key.kind == "block" or key.default is None:
             return None
-        raise ConfigError(f"The key '{where}' is required ({key.help})")
+        # Null would reach code that reads a number or a name; leaving the key out gives its default.
+        raise ConfigError(
+            f"'{where}' is null; it must be {_describe_kind(key)} (leave it out for its default, "
+            f"{key.default!r})."
+        )
     if key.kind in _NUMERIC and isinstance(value, str):
         # A quoted number is text: read as a size it would be split into characters, so it is refused.
         unquote = "; write it without quotes" if _looks_numeric(value) else ""
@@ -42,12 +48,26 @@ def check_value(where: str, value, key: Key):
         )
     if key.kind == "float":
         value = float(value)  # finiteness: utils/config/values.py checks every number of the config
+    if key.kind == "str" and not value.strip():
+        # No key reads empty text as a name or a path; null (where allowed) or no key says "none" or "default".
+        instead = "null or leave it out" if key.nullable else "leave it out for its default"
+        raise ConfigError(f"'{where}' is empty text; give {_describe_kind(key)}, or {instead}.")
     if key.choices and value not in key.choices:
         raise ConfigError(
             f"'{where}' is {value!r}; allowed: {', '.join(key.choices)}{did_you_mean(str(value), key.choices)}."
         )
     _check_range(where, value, value, key)
     return value
+
+
+def _describe_kind(key: Key) -> str:
+    if key.kind in _NUMERIC:
+        return _describe(key)
+    if key.choices:
+        return f"one of {', '.join(map(str, key.choices))}"
+    return {"str": "text", "bool": "true or false", "str|list": "text or a list of it"}.get(
+        key.kind, "a value"
+    )
 
 
 def _looks_numeric(text: str) -> bool:
@@ -67,14 +87,22 @@ def _describe(key: Key) -> str:
 
 
 def _check_range(where: str, shown, value, key: Key) -> None:
+    if key.minimum is not None and key.above_minimum and value <= key.minimum:
+        raise ConfigError(f"'{where}' is {shown!r}; it must be above {key.minimum}.")
     if key.minimum is not None and value < key.minimum:
         raise ConfigError(f"'{where}' is {shown!r}; it must be at least {key.minimum}.")
+    if key.maximum is not None and key.below_maximum and value >= key.maximum:
+        raise ConfigError(f"'{where}' is {shown!r}; it must be below {key.maximum}.")
     if key.maximum is not None and value > key.maximum:
         raise ConfigError(f"'{where}' is {shown!r}; it must be at most {key.maximum}.")
 
 
 def _check_str_list(where: str, value, key: Key):
     values = value if isinstance(value, list) else [value]
+    if not values:
+        raise ConfigError(
+            f"'{where}' is an empty list; give one of {', '.join(key.choices)}, or a list of them."
+        )
     for v in values:
         if not isinstance(v, str) or (key.choices and v not in key.choices):
             raise ConfigError(
@@ -87,6 +115,8 @@ def _check_str_list(where: str, value, key: Key):
 def _check_number_list(where: str, value, key: Key):
     integer = key.kind == "int|list"
     values = value if isinstance(value, list) else [value]
+    if not values:
+        raise ConfigError(f"'{where}' is an empty list; it must be {_describe(key)}.")
     for v in values:
         if isinstance(v, str):
             raise ConfigError(f"'{where}' is {value!r}; write its numbers without quotes.")

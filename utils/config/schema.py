@@ -20,11 +20,14 @@ class Key:
     choices: tuple | None = None
     minimum: float | None = None
     maximum: float | None = None
+    above_minimum: bool = False  # True: `minimum` itself is refused (a distance of 0 m images nothing)
+    below_maximum: bool = False  # True: `maximum` itself is refused (AdamW's betas must stay below 1)
     nullable: bool = False
     required: bool = False
     fill_default: bool = True  # False: the key stays absent unless given (the trainer sets it itself)
 
 
+SEED_MAX = 2**32 - 1  # numpy's legacy generators take seeds up to this
 REPORT_TO_CHOICES = ("tensorboard", "comet_ml", "none", "all")
 SCHEDULER_CHOICES = (
     "linear",
@@ -49,7 +52,11 @@ TOP_LEVEL = {
     "hub_private": Key(True, "bool", "Create the Hub repository as private."),
     "num_gpu": Key(None, "int", "Informational: `accelerate launch` sets the process count.", nullable=True),
     "seed": Key(
-        42, "int", "Seed of every random generator (weights, data order, validation noise).", minimum=0
+        42,
+        "int",
+        "Seed of every random generator (weights, data order, validation noise).",
+        minimum=0,
+        maximum=SEED_MAX,
     ),
     "mixed_precision": Key(
         "no", "str", "Autocast precision; fp16 runs with a grad scaler.", ("no", "fp16", "bf16")
@@ -101,8 +108,8 @@ OPTIM = {
     "learning_rate": Key(1e-4, "float", "Peak learning rate of AdamW.", minimum=0.0),
     "scale_lr": Key(False, "bool", "Multiply the rate by batch size x accumulation x processes."),
     "use_8bit_adam": Key(False, "bool", "bitsandbytes' 8-bit AdamW (saves optimizer memory)."),
-    "adam_beta1": Key(0.9, "float", "AdamW beta1.", minimum=0.0, maximum=1.0),
-    "adam_beta2": Key(0.999, "float", "AdamW beta2.", minimum=0.0, maximum=1.0),
+    "adam_beta1": Key(0.9, "float", "AdamW beta1.", minimum=0.0, maximum=1.0, below_maximum=True),
+    "adam_beta2": Key(0.999, "float", "AdamW beta2.", minimum=0.0, maximum=1.0, below_maximum=True),
     "adam_weight_decay": Key(1e-2, "float", "AdamW decoupled weight decay.", minimum=0.0),
     "adam_epsilon": Key(1e-8, "float", "AdamW epsilon.", minimum=0.0),
     "max_grad_norm": Key(

@@ -1,6 +1,6 @@
 """Checks of values that the per-key schema cannot express, run at start before anything is built.
 
-Every number finite, `seed` in range, counts and sizes whole and positive (never quoted text), and each
+Every number finite and within 64 bits, counts and sizes whole and positive (never quoted text), and each
 arch block against its config class's signature (`check_values` lists them). Each failure is one
 ConfigError sentence naming the key. The files a config names are checked by engine/preflight.py.
 """
@@ -21,8 +21,8 @@ def check_values(data: Mapping, find_arch=None) -> None:
     """Every check of this module, on a config the schema has validated. `find_arch` (the arch registry's
     lookup, handed down by the caller) resolves each arch block's config class for its signature check.
 
-    - every number finite (`.nan` / `.inf` in YAML are floats that pass a `minimum` check);
-    - `seed` within what `numpy` and `torch` accept (0 .. 2**32-1);
+    - every number finite (`.nan` / `.inf` in YAML are floats that pass a `minimum` check), and every
+      integer within 64 bits (numpy and torch overflow past it);
     - counts (`num_*`, `*_steps`, `datasets.*.size`) whole numbers, and sizes (`*_size`) at least 1;
       neither quoted text, which a reader would split into characters;
     - each arch block (`network`, a GAN's `network_d`, ...) against its config class's `__init__`
@@ -30,22 +30,24 @@ def check_values(data: Mapping, find_arch=None) -> None:
       or defaults, and channel/layer counts at least 1, before any network is built.
 
     Secrets are checked by `utils/config/secrets.py` first, so that no message here can echo one."""
-    _check_finite(data)
-    _check_seed(data.get("seed"))
+    _check_numbers(data)
     _check_counts(data)
     if find_arch is not None:
         _check_arch_blocks(data, find_arch)
 
 
-def _check_finite(data: Mapping) -> None:
+_INT64 = 2**63 - 1
+
+
+def _check_numbers(data: Mapping) -> None:
     for where, value in _walk(data):
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"'{where}' is {value}; every number in the config must be finite.")
-
-
-def _check_seed(seed) -> None:
-    if isinstance(seed, int) and not isinstance(seed, bool) and not 0 <= seed <= 2**32 - 1:
-        raise ConfigError(f"'seed' is {seed}; it must be between 0 and 2**32-1 = {2**32 - 1}.")
+        if isinstance(value, int) and not -_INT64 - 1 <= value <= _INT64:
+            raise ConfigError(
+                f"'{where}' is {value}; every whole number in the config must fit in 64 bits "
+                f"(between -2**63 and 2**63-1)."
+            )
 
 
 def _is_count_key(name: str) -> bool:
@@ -92,6 +94,8 @@ def _is_positive_ints(value) -> bool:
 
 # ----------------------------------------------------------------------------- arch blocks
 
+_EPSILON = re.compile(r"(^|_)eps$")
+_PROBABILITY = re.compile(r"(^|_)(dropout|prob|probability)$")
 _POSITIVE = re.compile(r"(channels|layers|blocks|heads|groups|depth|width|features|_dim|^dim|num_)")
 
 
@@ -172,6 +176,16 @@ def _check_arch_blocks(data: Mapping, find_arch) -> None:
                     f"'{where}.{key}' must be {names} for {config_cls.__name__}, got {value!r} "
                     f"({type(value).__name__}){unquote}."
                 )
+            _check_arch_value(f"{where}.{key}", value, param.default, config_cls.__name__)
+            if _PROBABILITY.search(key) and _is_number(value) and not 0 <= value <= 1:
+                raise ConfigError(
+                    f"'{where}.{key}' is {value!r}; {config_cls.__name__} reads it as a probability, from 0 to 1."
+                )
+            if _EPSILON.search(key) and _is_number(value) and value <= 0:
+                raise ConfigError(
+                    f"'{where}.{key}' is {value!r}; {config_cls.__name__} adds it to a variance under a square "
+                    "root, so it must be above 0."
+                )
             if _POSITIVE.search(key):
                 # A count is never negative; it must be at least 1 where the config's own default is
                 # (0 can mean "none" for some, e.g. diffusers' num_head_channels).
@@ -192,3 +206,30 @@ def _check_arch_blocks(data: Mapping, find_arch) -> None:
                     raise ConfigError(
                         f"'{where}.{key}' is {value!r}; {config_cls.__name__} needs counts of at least {least} here."
                     )
+
+
+def _check_arch_value(where: str, value, default, owner: str) -> None:
+    """Empty text, and a list unlike its default (empty, or holding another type), build nothing useful:
+    a network with no blocks, or a library error about a name or a channel count far from the config."""
+    if isinstance(value, str) and not value.strip():
+        raise ConfigError(
+            f"'{where}' is empty text; {owner} needs a value here (its default is {default!r})."
+        )
+    if not isinstance(value, (list, tuple)) or not isinstance(default, (list, tuple)) or not default:
+        return
+    if not value:
+        raise ConfigError(
+            f"'{where}' is an empty list; {owner} needs a list like its default {list(default)}."
+        )
+    kinds = {type(v) for v in default}
+    if kinds <= {int, float} and kinds:
+        bad = [v for v in value if isinstance(v, bool) or not isinstance(v, tuple(kinds | {int}))]
+        if bad:
+            number = "whole numbers" if kinds == {int} else "numbers"
+            raise ConfigError(
+                f"'{where}' is {list(value)!r}; {owner} needs a list of {number} here, like {list(default)}."
+            )
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

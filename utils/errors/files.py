@@ -141,6 +141,12 @@ def as_user_error(
     return None
 
 
+def read_json(path: str):
+    """The JSON in `path`; a missing, unreadable, truncated or non-UTF-8 file is a FileError naming it."""
+    with file_errors(path), open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
 @contextmanager
 def file_errors(path: str, needed_bytes=None, cleanup: str | None = None):
     """Inside, a file-level failure about `path` becomes a FileError naming it.

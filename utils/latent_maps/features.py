@@ -2,28 +2,39 @@
 
 import numpy as np
 
+from utils.errors import DataError
+
 FEATURE_MODES = ("flatten", "mean", "meanstd")
 
 
-def latent_features(latents: np.ndarray, mode: str = "flatten") -> np.ndarray:
+def latent_features(latents, mode: str = "flatten", where: str = "'features'") -> np.ndarray:
     """(N, C, *spatial) posterior means -> (N, F) features, each column scaled to zero mean, unit variance.
 
     flatten: every latent value (keeps where things are); mean: each channel's spatial mean (position-free);
     meanstd: each channel's spatial mean and standard deviation. Standardising stops a few high-variance
     channels from deciding every distance; a constant column stays 0 instead of becoming NaN.
+    `latents` may also be a list of (C, *spatial) latents of images of different sizes: mean and meanstd
+    map them; flatten cannot, and the DataError names `where`, the option that chose it.
     """
     if mode not in FEATURE_MODES:
         raise ValueError(f"features is '{mode}'; use one of {', '.join(FEATURE_MODES)}.")
-    z = np.asarray(latents, dtype=np.float64)
-    if z.ndim < 2:
-        raise ValueError(f"latents must be (N, C, ...), got shape {z.shape}.")
-    per_channel = z.reshape(len(z), z.shape[1], -1)
+    items = [np.asarray(z, dtype=np.float64) for z in latents]
+    shapes = list(dict.fromkeys(z.shape for z in items))
+    if len(shapes) > 1 and (mode == "flatten" or len({s[:1] for s in shapes}) > 1):
+        shown = " and ".join("x".join(map(str, s)) for s in shapes[:2])
+        raise DataError(
+            f"The latents to map differ in shape ({shown}: the images differ in size), which {where} "
+            f"'{mode}' cannot compare; use 'mean' or 'meanstd' (position-free), or images of one size."
+        )
+    if items and items[0].ndim < 1:
+        raise ValueError(f"latents must be (N, C, ...), got shape {np.shape(latents)}.")
+    per_channel = [z.reshape(z.shape[0], -1) for z in items]
     if mode == "flatten":
-        features = per_channel.reshape(len(z), -1)
+        features = np.stack([z.reshape(-1) for z in per_channel])
     elif mode == "mean":
-        features = per_channel.mean(axis=2)
+        features = np.stack([z.mean(axis=1) for z in per_channel])
     else:
-        features = np.concatenate([per_channel.mean(axis=2), per_channel.std(axis=2)], axis=1)
+        features = np.stack([np.concatenate([z.mean(axis=1), z.std(axis=1)]) for z in per_channel])
     from sklearn.preprocessing import StandardScaler
 
     return StandardScaler().fit_transform(features).astype(np.float32)

@@ -25,7 +25,7 @@ def write_report(
 ) -> dict:
     """Embed `encoded` (an `Encoded`) with each method and write every output; returns metrics.json's dict."""
     os.makedirs(out_dir, exist_ok=True)
-    x = latent_features(encoded.latents, features)
+    x = latent_features(encoded.latents, features, "'--features'")
     metrics = {
         "items": len(encoded.names),
         "features": features,

@@ -131,11 +131,13 @@ class ValidationLatentMap:
         from utils.latent_maps.static_figure import map_image
         from utils.misc import log_image
 
-        latents = np.stack([item[0] for item in items])
         thumbs = np.stack([item[1] for item in items])
         names = [item[2] for item in items]
         groups = self._groups(names)
-        features = latent_features(latents, self.options["features"])
+        # Latents of images of different sizes differ in shape: the features mode decides if they compare.
+        features = latent_features(
+            [item[0] for item in items], self.options["features"], "'val.latent_map.features'"
+        )
         method = self.options["method"]
         coords = embed_2d(features, method, seed=int(opt.get("seed", 0) or 0))
         image = map_image(coords, groups, f"validation latents, step {step}: {method.upper()}")

@@ -27,10 +27,11 @@ LENS_KEYS = {
         "float",
         "Largest image height sampled, metres from the axis (default: the whole sensor).",
         minimum=0.0,
+        above_minimum=True,
         nullable=True,
     ),
-    "depth_min": Key(0.4, "float", "Nearest object distance (m).", minimum=0.0),
-    "depth_max": Key(20.0, "float", "Farthest object distance (m).", minimum=0.0),
+    "depth_min": Key(0.4, "float", "Nearest object distance (m).", minimum=0.0, above_minimum=True),
+    "depth_max": Key(20.0, "float", "Farthest object distance (m).", minimum=0.0, above_minimum=True),
     "backend": Key("builtin", "str", "`deeplens` needs the deeplens package.", BACKENDS),
 }
 DEFAULTS = {name: key.default for name, key in LENS_KEYS.items()}
