@@ -23,8 +23,8 @@ from utils.cli.console import quiet_libraries  # noqa: E402
 quiet_libraries()  # before diffusers and transformers load: bitsandbytes warns on import
 
 from models.ldm.generation_inputs import network_inputs, parse_labels, read_vectors  # noqa: E402
-from models.ldm.keys import check_sampling_steps  # noqa: E402
 from models.ldm.sample_files import write_samples  # noqa: E402
+from models.ldm.schedules import check_sampling_steps  # noqa: E402
 from utils.cli.args import (  # noqa: E402
     MAX_BATCH,
     MAX_SAMPLES,
@@ -71,7 +71,12 @@ def generate(
 
     pipe = LDMPipeline.from_final(str(run), device)
     if steps is not None:
-        check_sampling_steps(steps, pipe.noise_scheduler_config["num_train_timesteps"], "--steps")
+        check_sampling_steps(
+            steps,
+            pipe.noise_scheduler_config["num_train_timesteps"],
+            "--steps",
+            "the run's diffusion.num_train_timesteps",
+        )
     kind = pipe.condition_type
     names, inputs, stats = network_inputs(pipe, run, conditions, vectors, labels, num_samples)
 

@@ -98,7 +98,7 @@ class ControlNet_model(BaseModel):
         self.description = self.ldm.description
         check_sampling_steps(
             int(self._setting("num_inference_steps")),
-            self.noise_scheduler,
+            self.noise_scheduler.config.num_train_timesteps,
             timesteps_key="the LDM of 'ldm.pretrained' (its diffusion.num_train_timesteps)",
         )
         self.cond_key = self.description["condition"]["key"]

@@ -15,8 +15,8 @@ import torch
 
 from models.controlnet.pipeline import ControlNetPipeline
 from models.ldm.generation_inputs import network_inputs, parse_labels, read_vectors
-from models.ldm.keys import check_sampling_steps
 from models.ldm.sample_files import write_samples
+from models.ldm.schedules import check_sampling_steps
 from utils.errors import DataError, UserError
 
 
@@ -107,7 +107,12 @@ def generate_with_control(
 ) -> list[Path]:
     pipe = ControlNetPipeline.from_final(str(run), device)
     if steps is not None:
-        check_sampling_steps(steps, pipe.ldm.noise_scheduler_config["num_train_timesteps"], "--steps")
+        check_sampling_steps(
+            steps,
+            pipe.ldm.noise_scheduler_config["num_train_timesteps"],
+            "--steps",
+            "the run's diffusion.num_train_timesteps",
+        )
     names, inputs = read_controls(controls)
     check_control_shape(pipe, controls, inputs)
     condition_inputs, stats = control_conditions(

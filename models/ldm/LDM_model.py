@@ -27,7 +27,7 @@ from models.ldm.conditioning import (
 from models.ldm.frozen_vae import encode_latents, load_frozen_vae, set_scale_factor, vae_recon_type
 from models.ldm.generation_files import sampled_latent_shape, write_generation_files
 from models.ldm.intensity import measure_target_intensity
-from models.ldm.keys import DIFFUSION_KEYS, TRAIN_KEYS, VAE_KEYS, VAL_KEYS, check_sampling_steps
+from models.ldm.keys import DIFFUSION_KEYS, TRAIN_KEYS, VAE_KEYS, VAL_KEYS
 from models.ldm.patched import SlidingWindowDenoiser, latent_size_of_window
 from models.ldm.sampling import make_sampler, sample_latents
 from models.ldm.schedules import (
@@ -71,7 +71,6 @@ class LDM_model(BaseModel):
         self.val_opt = self.config_values("val")
         self.gt_key, self.lq_key = opt["val"]["gt_key"], opt["val"]["lq_key"]
         check_condition_lists(self.cond_opt)
-        check_sampling_steps(self.val_opt["num_inference_steps"], self.diffusion_opt["num_train_timesteps"])
         self.cond_key = condition_key(self.cond_opt, self.lq_key)
 
         # Not in self.models: the VAE is neither trained, nor checkpointed, nor saved with this run.
@@ -82,7 +81,9 @@ class LDM_model(BaseModel):
         self.recon_type = vae_recon_type(self.vae_opt["pretrained"])
 
         self.noise_scheduler = make_noise_scheduler(**self.diffusion_opt)
-        check_sampling_steps(self.val_opt["num_inference_steps"], self.noise_scheduler)
+        check_sampling_steps(
+            self.val_opt["num_inference_steps"], self.noise_scheduler.config.num_train_timesteps
+        )
         unet = define_network(unet_network_block(self, opt.network))
         self.concat = bool(self.cond_opt["concat"])
         check_unet_fits_condition(self, unet)

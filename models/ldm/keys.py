@@ -6,7 +6,6 @@ from models.ldm.sampling import SAMPLERS
 from models.ldm.schedules import BETA_SCHEDULES, PREDICTION_TYPES
 from models.shared_keys import PATCH_KEYS
 from utils.config.schema import Key
-from utils.errors import ConfigError
 
 VAE_KEYS = {
     "pretrained": Key(
@@ -85,12 +84,3 @@ VAL_KEYS = {
     ),
     "baseline_batches": Key(16, "int", "Training batches averaged into the mean-target baseline.", minimum=1),
 }
-
-
-def check_sampling_steps(steps: int, timesteps: int, key: str = "'val.num_inference_steps'") -> None:
-    """Sampling takes at most one step per training timestep (diffusers' schedulers refuse more)."""
-    if steps > timesteps:
-        raise ConfigError(
-            f"{key} is {steps}, more than the {timesteps} timesteps the LDM trains with "
-            f"('diffusion.num_train_timesteps'); give at most {timesteps}."
-        )

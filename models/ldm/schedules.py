@@ -81,12 +81,11 @@ def make_noise_scheduler(
 
 def check_sampling_steps(
     steps: int,
-    scheduler: DDPMScheduler,
+    timesteps: int,
     where: str = "val.num_inference_steps",
     timesteps_key: str = "'diffusion.num_train_timesteps'",
 ) -> None:
     """A sampler cannot take more steps than the schedule has timesteps (diffusers refuses at sampling)."""
-    timesteps = scheduler.config.num_train_timesteps
     if steps > timesteps:
         raise ConfigError(
             f"'{where}' is {steps}, more than the {timesteps} of {timesteps_key}; sample with "
