@@ -13,8 +13,9 @@ from utils.errors import ConfigError
 
 SECRET_KEY_WORDS = ("token", "apikey", "secret", "password", "passwd", "auth", "credential", "credentials")
 # Refused by shape, never by length alone: a long CamelCase `experiment_key` is an ordinary name.
-# Hugging Face user tokens: `hf_` (or the older organisation form `api_org_`) and 34 letters/digits.
-_HF_TOKEN = re.compile(r"(?<![A-Za-z0-9])(hf|api_org)_[A-Za-z0-9]{34}(?![A-Za-z0-9])")
+# Hugging Face user tokens: `hf_` (or the older organisation form `api_org_`) and 34 random letters and
+# digits (30 to 40 accepted, for tokens of other vintages).
+_HF_TOKEN = re.compile(r"(?<![A-Za-z0-9])(hf|api_org)_[A-Za-z0-9]{30,40}(?![A-Za-z0-9])")
 # Comet API keys: 25 letters and digits drawn at random, so they split into many short runs
 # (`Ab3dEf6h...`: Ab, 3, d, Ef, 6, h, ...) where a name of 25 characters splits into a few words.
 _COMET_KEY = re.compile(r"^(?=.*[0-9])(?=.*[A-Za-z])[A-Za-z0-9]{25}$")
