@@ -69,6 +69,8 @@ class SyntheticMasksDataset(data.Dataset):
         """Classes of the mask: the background and one per kind."""
         return self.num_kinds + 1
 
+    class_count_keys = {"mask": "num_kinds", "label": "num_kinds"}  # the setting that fixes each count
+
     def class_counts(self) -> dict[str, int]:
         """Classes of each class-index key (values 0 .. n-1), for the heads trained on them."""
         return {"mask": self.num_classes, "label": self.num_kinds}

@@ -16,7 +16,13 @@ def check_class_counts(model) -> None:
         if counts is None:
             continue
         counts = counts()
+        # A dataset whose settings fix its classes names them (`{'mask': 'num_kinds'}`), so the message
+        # points at both ends of the mismatch.
+        settings = getattr(loader.dataset, "class_count_keys", {})
         for where, classes, key in targets:
             if counts.get(key, 0) > classes:
                 kind = model.opt["datasets"][phase].get("type")
-                raise class_count_error(where, classes, key, f"'datasets.{phase}' ({kind})", counts[key])
+                source = f"'datasets.{phase}' ({kind})"
+                if key in settings:
+                    source += f" with 'datasets.{phase}.{settings[key]}'"
+                raise class_count_error(where, classes, key, source, counts[key])

@@ -15,7 +15,7 @@ from tests.helpers.wrong_values import TRAINED, base_config, by_key, cases, conf
 
 CASES = cases()
 GROUPS = by_key(CASES)
-# Cases checked when the run starts by another part of issue 20 (the config check passes them on).
+# Cases the config check passes on and the run's start refuses once the data is loaded: each runs alone.
 KNOWN = {
     "multitask:datasets.train.num_kinds=boundary 3": "segmentation head classes vs the masks' kinds",
 }
@@ -140,11 +140,7 @@ def test_a_value_the_check_accepts_trains(base, tmp_path, capsys, request):
 @pytest.mark.e2e
 @pytest.mark.parametrize(
     "case",
-    [
-        pytest.param(c, marks=pytest.mark.xfail(strict=False, reason="checked at start: issue 20 part 2"))
-        for c in CASES
-        if c.id in KNOWN
-    ],
+    [c for c in CASES if c.id in KNOWN],
     ids=lambda c: c.id,
 )
 def test_a_value_checked_at_start_elsewhere(case, tmp_path, capsys, request):

@@ -177,7 +177,10 @@ def test_secret_looking_key_names(key, secret):
         ("hf_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7", True),
         ("my project hf_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7", True),
         ("api_org_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7", True),
-        ("hf_baseline_run2026", False),  # a name that starts like a token, without a token's 30 to 40 characters
+        (
+            "hf_baseline_run2026",
+            False,
+        ),  # a name that starts like a token, without a token's 30 to 40 characters
         ("PSFLatentDiffusionRun2026December06FinalBaseline", False),  # long CamelCase: a name, not a token
         ("MyExperimentRun2026Dec06X", False),  # 25 characters, but words: not a Comet key's shape
         ("ResNet50Run3Dec2026Final1", False),
