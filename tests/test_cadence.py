@@ -50,3 +50,11 @@ def test_epoch_cadence_lands_on_epoch_ends_across_a_mid_epoch_resume(tiny_config
     assert sorted(read_scalars(run)["val_psnr"]) == [3, 4, 6, 9]
     checkpoints = sorted(int(n.split("-")[1]) for n in os.listdir(run) if n.startswith("checkpoint-"))
     assert checkpoints == [4, 6]  # 6: the end of epoch 1, the second of every 2
+
+
+def test_a_latent_map_every_n_steps_is_refused_under_an_epoch_cadence():
+    from utils.latent_maps.training_map import read_latent_map_options
+
+    with pytest.raises(ConfigError, match="'val.latent_map.every' is 4 steps, but 'train.validation_epochs'"):
+        read_latent_map_options({"every": 4}, None, validation_epochs=1)
+    assert read_latent_map_options({"method": "pca"}, None, validation_epochs=1)["every"] is None

@@ -110,7 +110,9 @@ class VAE_model(BaseModel):
         self.hp = train
         self.gt_key = opt["val"]["gt_key"]
         map_options = read_latent_map_options(
-            opt["val"].get("latent_map"), opt["train"].get("validation_steps")
+            opt["val"].get("latent_map"),
+            opt["train"].get("validation_steps"),
+            opt["train"].get("validation_epochs"),
         )
         self.latent_map = ValidationLatentMap(map_options) if map_options else None
 
