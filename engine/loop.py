@@ -3,7 +3,8 @@
 for each micro-batch (resuming mid-epoch with `skip_first_batches`):
     with accelerator.accumulate(networks):  feed_data -> optimize_parameters
     clear gradients after an update; check the losses (train.nan_policy)
-    on each update: LR schedules and EMA, log, checkpoint, stop on a signal, validate
+    on each update: LR schedules and EMA, log, checkpoint, stop on a signal, validate (every N steps, or
+    at the end of every N-th epoch: utils/config/cadence.py)
 validate once more if the last step did not; on_train_end; final save
 """
 
@@ -21,6 +22,7 @@ from engine.loader_rng import seed_loader_for_epoch
 from engine.optimization import advance_schedules, clear_gradients
 from engine.run.signals import StopSignals
 from utils.cli.console import TrainingProgress
+from utils.config.cadence import due
 from utils.errors import NumericalError, PluginError
 from utils.errors.batches import batch_errors, check_metric_crop
 
@@ -69,12 +71,14 @@ def train(model) -> dict:
 
                 advance_schedules(model.schedulers, model.emas, archs)
                 state.global_step += 1
+                # The epoch's last batch always ends an accumulation window (Accelerate syncs there).
+                at = (state.global_step, state.epoch, accelerator.gradient_state.end_of_dataloader)
                 logs = log_step(model, window, speed.update())
                 window = []
                 progress.update(state.global_step, logs["train/all"], logs["train/lr"], speed.rate)
 
                 stop = stop_signals.requested(accelerator)
-                if state.global_step % train_opt["checkpointing_steps"] == 0 or stop:
+                if due(train_opt, "checkpointing", *at) or stop:
                     with saving(staging_path(model.run_dir, state.global_step), model.run_dir, archs):
                         model.save_checkpoint()  # a model may extend it
                 if stop:
@@ -84,7 +88,7 @@ def train(model) -> dict:
                         f"path.resume_from_checkpoint: latest (experiment_key: {model.opt['experiment_key']})."
                     )
                     return model.last_metrics
-                if state.global_step % train_opt["validation_steps"] == 0 and model.val_loader is not None:
+                if due(train_opt, "validation", *at) and model.val_loader is not None:
                     model.validation()
                     last_validated = state.global_step
                 if state.global_step >= total_steps:

@@ -135,3 +135,32 @@ def test_a_failed_push_leaves_the_work_in_final_and_prints_the_command_to_push_l
     assert [c[0] for c in calls] == ["create", "upload"] and calls[0][2] is True
     assert (tmp_path / "uploaded" / "net_g" / "model.safetensors").is_file()
     assert "val_psnr" in (tmp_path / "uploaded" / "README.md").read_text()
+
+
+def test_a_resumed_run_continues_its_comet_experiment_offline(tiny_config, tmp_path, monkeypatch):
+    """Two launches of one run folder write two archives under the one experiment key, steps 1-2 and 3-4."""
+    pytest.importorskip("comet_ml")
+    monkeypatch.delenv("COMET_API_KEY", raising=False)
+    monkeypatch.setenv("COMET_CONFIG", str(tmp_path / "no.comet.config"))
+    tiny_config["report_to"] = "comet_ml"
+    tiny_config["train"].update(max_train_steps=2, checkpointing_steps=2, validation_steps=2)
+    assert run_trainer(tiny_config, tmp_path) == 0
+    resumed = {**tiny_config, "path": {**tiny_config["path"], "resume_from_checkpoint": "latest"}}
+    resumed["train"] = {**tiny_config["train"], "max_train_steps": 4}
+    assert run_trainer(resumed, tmp_path, name="resume.yml") == 0
+
+    comet_dir = os.path.join(run_folder(tiny_config), "comet_ml")
+    with open(os.path.join(comet_dir, "experiment_key")) as f:
+        key = f.read().strip()
+    launches = {}  # resume strategy -> (experiment key, steps of train/all)
+    for path in glob.glob(os.path.join(comet_dir, "*.zip")):
+        with zipfile.ZipFile(path) as archive:
+            experiment = json.loads(archive.read("experiment.json"))
+            messages = [json.loads(line) for line in archive.read("messages.json").splitlines() if line]
+        steps = sorted(
+            m["payload"]["metric"]["step"]
+            for m in messages
+            if m["type"] == "metric_msg" and m["payload"]["metric"]["metricName"] == "train/all"
+        )
+        launches[experiment["resume_strategy"]] = (experiment["offline_id"], steps)
+    assert launches == {"create": (key, [1, 2]), "get_or_create": (key, [3, 4])}

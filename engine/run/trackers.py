@@ -2,7 +2,9 @@
 
 comet_ml with no API key, or with a key but no route to its server, would fail the run; instead it
 writes an offline archive into the run folder (uploadable later with `comet upload`) and says so in
-one line.
+one line. A run is one Comet experiment however often it is resumed: its key is chosen at the run's
+first start and kept in `<run>/comet_ml/experiment_key`, and every later start of that run folder
+continues the experiment under it, online or offline.
 """
 
 import os
@@ -49,11 +51,33 @@ def _comet_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
+def _experiment_key(comet_dir: str) -> tuple[str, str]:
+    """(experiment key, comet_ml.start mode): the run's stored key, continued, or a new one, kept.
+
+    A resume continues with `get_or_create`, not `get`: an earlier start that logged offline has
+    created nothing on the server until its archive is uploaded, so an online resume may be the first
+    to reach it."""
+    from comet_ml.utils import generate_guid
+
+    path = os.path.join(comet_dir, "experiment_key")
+    if os.path.isfile(path):
+        with open(path) as f:
+            return f.read().strip(), "get_or_create"
+    key = generate_guid()  # 32 hex characters, a key Comet accepts
+    os.makedirs(comet_dir, exist_ok=True)
+    with open(path, "w") as f:
+        f.write(key + "\n")
+    return key, "create"
+
+
 def comet_init_kwargs(run_dir: str, experiment_name: str, logger) -> dict:
-    """comet_ml.start keyword arguments: online when a key and the network are there, else offline."""
+    """comet_ml.start keyword arguments: online when a key and the network are there, else offline;
+    the run's own experiment key either way (`_experiment_key`)."""
     import comet_ml
 
     offline_dir = os.path.join(run_dir, "comet_ml")
+    experiment_key, mode = _experiment_key(offline_dir)
+    continued = {"experiment_key": experiment_key, "mode": mode}
     has_key = bool(
         os.environ.get("COMET_API_KEY") or comet_ml.config.get_config().get_string(None, "comet.api_key")
     )
@@ -68,7 +92,7 @@ def comet_init_kwargs(run_dir: str, experiment_name: str, logger) -> dict:
         auto_output_logging="simple",
     )
     if online:
-        return {"experiment_config": comet_ml.ExperimentConfig(**config)}
+        return {**continued, "experiment_config": comet_ml.ExperimentConfig(**config)}
     _stop_error_reporting()
     os.makedirs(offline_dir, exist_ok=True)
     reason = "cannot reach the Comet server" if has_key else "no COMET_API_KEY is set"
@@ -79,6 +103,7 @@ def comet_init_kwargs(run_dir: str, experiment_name: str, logger) -> dict:
     # means no network attempt at all.
     config["log_env_details"] = False
     return {
+        **continued,
         "online": False,
         "experiment_config": comet_ml.ExperimentConfig(offline_directory=offline_dir, **config),
     }

@@ -11,7 +11,13 @@ import diffusers
 import torch
 from transformers import PretrainedConfig, PreTrainedModel
 
-from models.archs.autoencoder_outputs import AutoencoderOutput, DiagonalGaussianPosterior, EncoderOutput
+from models.archs.autoencoder_outputs import (
+    AutoencoderOutput,
+    DiagonalGaussianPosterior,
+    EncoderOutput,
+    activate_output,
+    check_output_activation,
+)
 from models.archs.config_signature import keys_from_signature, signature_keys
 from utils.errors import ConfigError, DataError
 
@@ -26,6 +32,8 @@ class AutoencoderKL_config(PretrainedConfig):
     level, name that level's blocks `AttnDownEncoderBlock2D` / `AttnUpDecoderBlock2D` in
     `down_block_types` / `up_block_types` (the up list runs from the deepest level back to full
     resolution).
+    `output_activation` (tanh, sigmoid or null) bounds the decoded image; diffusers has no such key, so
+    it stays ours and a VAE with one is not exported to the diffusers format.
     """
 
     model_type = "AutoencoderKL"
@@ -51,6 +59,7 @@ class AutoencoderKL_config(PretrainedConfig):
         force_upcast: bool = True,
         use_quant_conv: bool = True,
         use_post_quant_conv: bool = True,
+        output_activation: str | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -92,7 +101,7 @@ class AutoencoderKL_arch(PreTrainedModel):
         )
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.diffusers_vae.decode(z).sample
+        return activate_output(self.diffusers_vae.decode(z).sample, self.config.output_activation)
 
     def forward(
         self, x: torch.Tensor, sample_posterior: bool = True, generator: torch.Generator | None = None
@@ -125,9 +134,7 @@ class AutoencoderKL_arch(PreTrainedModel):
                 f"folder, pass subfolder='vae')."
             )
         pretrained = diffusers.AutoencoderKL.from_pretrained(vae_folder, local_files_only=True)
-        config = AutoencoderKL_config(
-            **{key: pretrained.config[key] for key in signature_keys(AutoencoderKL_config)}
-        )
+        config = AutoencoderKL_config(**{key: pretrained.config[key] for key in _diffusers_keys()})
         model = cls(config)
         model.diffusers_vae.load_state_dict(pretrained.state_dict())
         return model.eval()  # as `from_pretrained` returns it
@@ -135,18 +142,33 @@ class AutoencoderKL_arch(PreTrainedModel):
     def export_diffusers(self, folder: str | os.PathLike) -> str:
         """Write a folder `diffusers.AutoencoderKL.from_pretrained` loads with identical outputs, carrying
         the trained scaling_factor."""
+        if self.config.output_activation is not None:
+            raise ConfigError(
+                f"This AutoencoderKL decodes through 'output_activation: {self.config.output_activation}', "
+                "which diffusers' AutoencoderKL has no key for, so its export would decode differently; "
+                "load it with AutoencoderKL_arch.from_pretrained instead."
+            )
         # The scaling factor (and shift) may have been set on our config after training: copy it over.
         self.diffusers_vae.register_to_config(**_diffusers_kwargs(self.config))
         self.diffusers_vae.save_pretrained(folder, safe_serialization=True)
         return os.fspath(folder)
 
 
+# The keys of the config's signature that diffusers.AutoencoderKL does not take.
+_OURS = ("output_activation",)
+
+
+def _diffusers_keys() -> list[str]:
+    return [key for key in signature_keys(AutoencoderKL_config) if key not in _OURS]
+
+
 def _diffusers_kwargs(config: AutoencoderKL_config) -> dict:
-    # Every key of the config's signature is an argument of diffusers.AutoencoderKL.
-    return {key: getattr(config, key) for key in signature_keys(AutoencoderKL_config)}
+    # Every other key of the config's signature is an argument of diffusers.AutoencoderKL.
+    return {key: getattr(config, key) for key in _diffusers_keys()}
 
 
 def _check_config(config: AutoencoderKL_config) -> None:
+    check_output_activation(config.output_activation)
     levels = len(config.block_out_channels)
     for key in ("down_block_types", "up_block_types"):
         if len(getattr(config, key)) != levels:

@@ -10,7 +10,8 @@ library network it wraps:
         .quant_loss                VQ arches: codebook + beta * commitment (+ LFQ entropy) loss, a scalar
         .perplexity                VQ arches: exp(entropy of the codebook usage in this batch), a scalar
         .codebook_indices          VQ arches: the chosen code of every latent position
-    decode(z)                      -> reconstruction tensor (for `bce`/`bce_focal` training: logits)
+    decode(z)                      -> reconstruction tensor (for `bce`/`bce_focal` training: logits),
+                                      through `config.output_activation` (`activate_output`)
     forward(x, sample_posterior=True, generator=None) -> AutoencoderOutput
         .reconstruction            the decoded tensor, same shape as x
         .latent_dist / .latents    the posterior (KL) and the latent that was decoded
@@ -35,6 +36,26 @@ from dataclasses import dataclass
 
 import torch
 from transformers.utils import ModelOutput
+
+from utils.errors import ConfigError
+
+# `output_activation` of the autoencoder configs: what bounds the decoded image. None leaves the last
+# conv's output as it is; tanh suits images in [-1, 1], sigmoid images in [0, 1].
+OUTPUT_ACTIVATIONS = ("tanh", "sigmoid")
+
+
+def check_output_activation(name) -> None:
+    if name is not None and name not in OUTPUT_ACTIVATIONS:
+        raise ConfigError(
+            f"'network.output_activation' is {name!r}; use tanh, sigmoid or null (no activation)."
+        )
+
+
+def activate_output(x: torch.Tensor, name: str | None) -> torch.Tensor:
+    """The decoded image through the config's `output_activation` (itself, untouched, for None)."""
+    if name is None:
+        return x
+    return torch.tanh(x) if name == "tanh" else torch.sigmoid(x)
 
 
 class DiagonalGaussianPosterior:

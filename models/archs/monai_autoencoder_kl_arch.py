@@ -14,7 +14,13 @@ import torch
 from monai.networks.nets import AutoencoderKL as MonaiAutoencoderKL
 from transformers import PretrainedConfig, PreTrainedModel
 
-from models.archs.autoencoder_outputs import AutoencoderOutput, DiagonalGaussianPosterior, EncoderOutput
+from models.archs.autoencoder_outputs import (
+    AutoencoderOutput,
+    DiagonalGaussianPosterior,
+    EncoderOutput,
+    activate_output,
+    check_output_activation,
+)
 from models.archs.config_signature import keys_from_signature, signature_keys
 from utils.errors import ConfigError, DataError
 
@@ -47,7 +53,8 @@ class MonaiAutoencoderKL_config(PretrainedConfig):
 
     `attention_levels` defaults to no attention at every level. `num_res_blocks` is one number for every
     level or one per level. `scaling_factor` defaults to 1.0 (no scaling); VAE_model stores 1 / std of the
-    trained latents here, so inference never re-measures it on a different batch.
+    trained latents here, so inference never re-measures it on a different batch. `output_activation`
+    (tanh, sigmoid or null) bounds the decoded image.
     """
 
     model_type = "MonaiAutoencoderKL"
@@ -72,6 +79,7 @@ class MonaiAutoencoderKL_config(PretrainedConfig):
         use_combined_linear: bool = False,
         use_flash_attention: bool = False,
         scaling_factor: float = 1.0,
+        output_activation: str | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -113,7 +121,7 @@ class MonaiAutoencoderKL_arch(PreTrainedModel):
         return EncoderOutput(latent_dist=DiagonalGaussianPosterior.from_sigma(mean, sigma))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.monai_autoencoder.decode(z)
+        return activate_output(self.monai_autoencoder.decode(z), self.config.output_activation)
 
     def forward(
         self, x: torch.Tensor, sample_posterior: bool = True, generator: torch.Generator | None = None
@@ -184,6 +192,7 @@ def _read_monai_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 def _check_config(config: MonaiAutoencoderKL_config) -> None:
+    check_output_activation(config.output_activation)
     if config.spatial_dims not in (2, 3):
         raise ConfigError(
             f"'network.spatial_dims' is {config.spatial_dims}; MonaiAutoencoderKL takes 2 or 3."
@@ -202,9 +211,10 @@ def _check_config(config: MonaiAutoencoderKL_config) -> None:
 
 
 def _monai_kwargs(config: MonaiAutoencoderKL_config) -> dict:
-    """Every key of the config's signature but `scaling_factor` (ours) is an argument of MONAI's AutoencoderKL."""
+    """Every key of the config's signature but `scaling_factor` and `output_activation` (ours) is an
+    argument of MONAI's AutoencoderKL."""
     return {
         key: getattr(config, key)
         for key in signature_keys(MonaiAutoencoderKL_config)
-        if key != "scaling_factor"
+        if key not in ("scaling_factor", "output_activation")
     }

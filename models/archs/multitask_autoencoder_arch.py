@@ -13,7 +13,13 @@ from diffusers.models.autoencoders.vae import Decoder, Encoder
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
-from models.archs.autoencoder_outputs import AutoencoderOutput, DiagonalGaussianPosterior, EncoderOutput
+from models.archs.autoencoder_outputs import (
+    AutoencoderOutput,
+    DiagonalGaussianPosterior,
+    EncoderOutput,
+    activate_output,
+    check_output_activation,
+)
 from utils.errors import ConfigError, did_you_mean
 
 HEAD_TYPES = ("RGBHead", "SegmentationHead", "ClassificationHead")
@@ -40,7 +46,8 @@ class MultiTaskAutoencoder_config(PretrainedConfig):
             - {type: SegmentationHead, name: segmentation, num_classes: 3}   # per-pixel class logits
             - {type: ClassificationHead, name: class, num_classes: 2}        # a label, from the latent
 
-    The decoder mirrors the encoder.
+    The decoder mirrors the encoder. `output_activation` (tanh, sigmoid or null) bounds every RGBHead's
+    image; the other heads give logits, untouched.
     """
 
     model_type = "MultiTaskAutoencoder"
@@ -59,6 +66,7 @@ class MultiTaskAutoencoder_config(PretrainedConfig):
         sample_size: int = 32,
         scaling_factor: float = 1.0,
         shift_factor: float | None = None,
+        output_activation: str | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -76,6 +84,7 @@ class MultiTaskAutoencoder_config(PretrainedConfig):
         self.sample_size = sample_size
         self.scaling_factor = scaling_factor
         self.shift_factor = shift_factor
+        self.output_activation = output_activation
 
     @property
     def widths(self) -> list[int]:
@@ -187,9 +196,13 @@ class MultiTaskAutoencoder_arch(PreTrainedModel):
     def decode_heads(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
         features = self.decoder(z)
         return {
-            h["name"]: self.heads[h["name"]](z if h["type"] == "ClassificationHead" else features)
+            h["name"]: self._head(h, z if h["type"] == "ClassificationHead" else features)
             for h in self.head_specs
         }
+
+    def _head(self, spec: dict, features: torch.Tensor) -> torch.Tensor:
+        out = self.heads[spec["name"]](features)
+        return activate_output(out, self.config.output_activation) if spec["type"] == "RGBHead" else out
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         if self.image_head is None:
@@ -197,7 +210,8 @@ class MultiTaskAutoencoder_arch(PreTrainedModel):
                 "This MultiTaskAutoencoder has no RGBHead, so it cannot decode images (as stage 1 of a "
                 "diffusion model must); add one to 'network.heads'."
             )
-        return self.heads[self.image_head](self.decoder(z))
+        image = self.heads[self.image_head](self.decoder(z))  # the image head is an RGBHead
+        return activate_output(image, self.config.output_activation)
 
     def forward(
         self, x: torch.Tensor, sample_posterior: bool = True, generator: torch.Generator | None = None
@@ -224,6 +238,7 @@ class MultiTaskAutoencoder_arch(PreTrainedModel):
 
 def _check_config(config: MultiTaskAutoencoder_config) -> list[dict]:
     """The heads with their defaults filled in, or a ConfigError naming the bad key."""
+    check_output_activation(config.output_activation)
     if config.downsampling_steps < 0:
         raise ConfigError(f"'network.downsampling_steps' is {config.downsampling_steps}; give 0 or more.")
     for width in config.widths:

@@ -13,7 +13,12 @@ import torch
 import torch.nn.functional as F
 from transformers import PretrainedConfig, PreTrainedModel
 
-from models.archs.autoencoder_outputs import AutoencoderOutput, EncoderOutput
+from models.archs.autoencoder_outputs import (
+    AutoencoderOutput,
+    EncoderOutput,
+    activate_output,
+    check_output_activation,
+)
 from models.archs.config_signature import keys_from_signature
 from models.archs.lookup_free_quantizer import LookupFreeQuantizer, codebook_perplexity
 from utils.errors import ConfigError, did_you_mean
@@ -26,7 +31,8 @@ class VQVAE_config(PretrainedConfig):
 
     `vq_embed_dim` is the code width (default: `latent_channels`); with `quantizer: lfq` it is
     log2(num_vq_embeddings) and may be left out. `scaling_factor` defaults to 1.0 (no scaling): the VAE
-    training model stores 1 / std of the trained latents here.
+    training model stores 1 / std of the trained latents here. `output_activation` (tanh, sigmoid or
+    null) bounds the decoded image.
     """
 
     model_type = "VQVAE"
@@ -54,6 +60,7 @@ class VQVAE_config(PretrainedConfig):
         lfq_diversity_gamma: float = 1.0,
         lfq_temperature: float = 0.01,
         scaling_factor: float = 1.0,
+        output_activation: str | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -69,6 +76,7 @@ class VQVAE_arch(PreTrainedModel):
 
     def __init__(self, config: VQVAE_config):
         super().__init__(config)
+        check_output_activation(config.output_activation)
         self.code_dim = _code_dim(config)
         self.vq_model = diffusers.VQModel(
             in_channels=config.in_channels,
@@ -125,7 +133,8 @@ class VQVAE_arch(PreTrainedModel):
     def decode(self, z: torch.Tensor, quantize: bool = False) -> torch.Tensor:
         if quantize:
             z = self._quantize(z)[0]
-        return self.vq_model.decode(z, force_not_quantize=True).sample
+        image = self.vq_model.decode(z, force_not_quantize=True).sample
+        return activate_output(image, self.config.output_activation)
 
     def forward(self, x: torch.Tensor, sample_posterior: bool = True, generator=None) -> AutoencoderOutput:
         """`sample_posterior` and `generator` are accepted for the shared interface; quantisation is exact."""

@@ -15,6 +15,7 @@ from utils.config.schema import Key
 from utils.errors import ConfigError, did_you_mean
 from utils.errors.classes import check_batch_classes
 from utils.losses.keyed import KeyedLoss
+from utils.losses.vae import check_recon_activation
 from utils.metrics.segmentation import accuracy, class_map, segmentation_scores
 
 TRAIN_KEYS = {
@@ -55,6 +56,10 @@ class MultiTask_model(BaseModel):
                     f"'train.losses[{i}].key' is {term['key']!r}{did_you_mean(term['key'], outputs)}, which is no "
                     "output of this network; its outputs "
                     f"are: {', '.join(outputs)}."
+                )
+            if term["type"] == "BCEWithLogits" and heads.get(term["key"]) == "RGBHead":
+                check_recon_activation(
+                    f"train.losses[{i}].type", term["type"], self.net_g.config.output_activation
                 )
             if term["key"] == "latent_dist" and not self.net_g.config.variational:
                 raise ConfigError(

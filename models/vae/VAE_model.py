@@ -26,6 +26,7 @@ from utils.losses.vae import (
     KL_REDUCTIONS,
     RECON_TYPES,
     adaptive_gan_weight,
+    check_recon_activation,
     decoded_image,
     discriminator_loss,
     generator_loss,
@@ -109,11 +110,17 @@ class VAE_model(BaseModel):
         self.hp = train
         self.gt_key = opt["val"]["gt_key"]
         map_options = read_latent_map_options(
-            opt["val"].get("latent_map"), opt["train"].get("validation_steps")
+            opt["val"].get("latent_map"),
+            opt["train"].get("validation_steps"),
+            opt["train"].get("validation_epochs"),
         )
         self.latent_map = ValidationLatentMap(map_options) if map_options else None
 
         generator = define_network(opt.network)
+        if train["recon_type"] in ("bce", "bce_focal"):  # logits: no output activation before them
+            check_recon_activation(
+                "train.recon_type", train["recon_type"], getattr(generator.config, "output_activation", None)
+            )
         if train["monai_checkpoint"]:
             # Continue from a MONAI autoencoder run: its autoencoder_epochN.pth or checkpoint_epochN.pth.
             if not hasattr(generator, "load_monai_checkpoint"):

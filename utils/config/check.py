@@ -8,6 +8,7 @@ them again. Top-level keys starting with `_` hold YAML anchors: they are dropped
 
 from collections.abc import Callable, Mapping
 
+from utils.config.cadence import resolve_cadences
 from utils.config.key_value import check_value
 from utils.config.load import Opt
 from utils.config.scheduler import check_schedule
@@ -76,6 +77,7 @@ def validate_options(
     _check_report_to(data)
     _check_loss_and_metrics(data)
     train = data["train"]
+    resolve_cadences(train)
     if train.get("max_train_steps") is None and train.get("num_train_epochs") is None:
         raise ConfigError("Set 'train.max_train_steps' or 'train.num_train_epochs'; both are empty.")
     if data.get("push_to_hub") and not data.get("hub_model_id"):

@@ -160,9 +160,34 @@ TRAIN = {
         1, "int", "Epochs to train when `max_train_steps` is not set.", minimum=1, nullable=True
     ),
     "validation_steps": Key(
-        500, "int", "Validate every N optimizer steps (and always at the end).", minimum=1
+        None,
+        "int",
+        "Validate every N optimizer steps (and always at the end); 500 when neither this nor "
+        "`validation_epochs` is set.",
+        minimum=1,
+        nullable=True,
     ),
-    "checkpointing_steps": Key(1000, "int", "Write `checkpoint-N` every N optimizer steps.", minimum=1),
+    "validation_epochs": Key(
+        None,
+        "int",
+        "Validate at the end of every N-th epoch instead (and always at the end); not with `validation_steps`.",
+        minimum=1,
+        nullable=True,
+    ),
+    "checkpointing_steps": Key(
+        None,
+        "int",
+        "Write `checkpoint-N` every N optimizer steps; 1000 when neither this nor `checkpointing_epochs` is set.",
+        minimum=1,
+        nullable=True,
+    ),
+    "checkpointing_epochs": Key(
+        None,
+        "int",
+        "Write `checkpoint-N` at the end of every N-th epoch instead; not with `checkpointing_steps`.",
+        minimum=1,
+        nullable=True,
+    ),
     "checkpoints_total_limit": Key(
         None, "int", "Keep at most this many checkpoints (oldest removed).", minimum=1, nullable=True
     ),

@@ -24,7 +24,7 @@ LATENT_MAP_KEYS = {
 WHERE = "'val.latent_map'"
 
 
-def read_latent_map_options(value, validation_steps) -> dict | None:
+def read_latent_map_options(value, validation_steps, validation_epochs=None) -> dict | None:
     """The `val.latent_map` block with defaults filled in, or None when it is absent or false."""
     from utils.latent_maps.embedding import METHODS
     from utils.latent_maps.features import FEATURE_MODES
@@ -51,6 +51,11 @@ def read_latent_map_options(value, validation_steps) -> dict | None:
         if not isinstance(every, int) or isinstance(every, bool) or every < 1:
             raise ConfigError(
                 f"'val.latent_map.every' is {every!r}; it must be a whole number of steps above 0."
+            )
+        if validation_epochs is not None:
+            raise ConfigError(
+                f"'val.latent_map.every' is {every} steps, but 'train.validation_epochs' validates at epoch "
+                "ends, which need not fall on its multiples; leave 'every' out to draw a map at every validation."
             )
         if validation_steps and every % int(validation_steps):
             raise ConfigError(

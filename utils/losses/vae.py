@@ -47,6 +47,17 @@ def recon_loss(pred: torch.Tensor, target: torch.Tensor, recon_type: str = "l1",
     )
 
 
+def check_recon_activation(where: str, loss: str, output_activation: str | None) -> None:
+    """A loss that reads the decoder output as logits (`where` names the key that asks for it, `loss` the
+    loss) must not follow an `output_activation`: the sigmoid would be applied on top of it."""
+    if output_activation is not None:
+        raise ConfigError(
+            f"'{where}: {loss}' reads the decoder output as logits and applies the sigmoid itself, but "
+            f"'network.output_activation' is {output_activation}; set output_activation to null, or use "
+            f"an l1/mse (MSE/L1) loss on the activated output."
+        )
+
+
 def decoded_image(pred: torch.Tensor, recon_type: str) -> torch.Tensor:
     """The image a decoder output stands for: sigmoid of the logits for the BCE losses, else itself."""
     return torch.sigmoid(pred) if recon_type in ("bce", "bce_focal") else pred
