@@ -26,6 +26,12 @@ from tests.helpers import (  # noqa: E402, F401 (re-exported for `from tests.con
 
 TRAINING_PROGRAMS = {"trainer.py", "torchrun", "accelerate"}
 
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    import torch
+
+    # The workers (pyproject's `-n 2`) share the cores: each takes its part, not all of them.
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+
 
 @pytest.fixture
 def tiny_config(tmp_path):

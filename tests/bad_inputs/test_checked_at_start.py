@@ -80,7 +80,8 @@ CASES = [
             ]
         ),
         "'network.heads[1].num_classes' (head 'segmentation') is 2, but 'datasets.train' "
-        "(SyntheticMasksDataset) holds 3 classes in 'mask' (values 0 to 2); set it to at least 3.",
+        "(SyntheticMasksDataset) with 'datasets.train.num_kinds' holds 3 classes in 'mask' (values 0 to 2); set it "
+        "to at least 3.",
     ),
     (
         "classification head with fewer classes than the labels",
@@ -94,7 +95,7 @@ CASES = [
             ],
         ),
         "'network.heads[2].num_classes' (head 'class') is 2, but 'datasets.train' (SyntheticMasksDataset) "
-        "holds 3 classes in 'label'",
+        "with 'datasets.train.num_kinds' holds 3 classes in 'label'",
     ),
 ]
 
@@ -182,6 +183,6 @@ def test_an_ldm_class_condition_is_checked_against_the_labels(stage1, tmp_path, 
     config["val"]["gt_key"] = "image"
     config["path"]["root"] = str(tmp_path / "experiments")
     status = run_trainer(config, tmp_path)
-    expected = "'condition.num_classes' is 2, but 'datasets.train' (SyntheticMasksDataset) holds 3 classes in 'label'"
+    expected = "'condition.num_classes' is 2, but 'datasets.train' (SyntheticMasksDataset) with 'datasets.train.num_kinds' holds 3 classes in 'label'"
     assert_one_sentence(capsys.readouterr().err, status, expected)
     assert not os.path.exists(run_folder(config))
