@@ -13,9 +13,9 @@ import numpy as np
 import torch
 from torch.utils import data
 
-from dataset.common.options import COMMON_KEYS
+from dataset.common.options import COMMON_KEYS, ITEM_SEED
 from utils.cli.console import preparation_bar
-from utils.config.schema import SEED_MAX, Key
+from utils.config.schema import Key
 from utils.errors import ConfigError
 from utils.optics.config import BLOCK_KEYS, LENS_KEYS, as_plain_dict, check_keys, lens_from_config
 
@@ -26,14 +26,7 @@ KERNEL_FILL = 0.8  # the margin leaves room for aberrations on top of defocus
 class PSFDataset(data.Dataset):
     config_keys = {
         "size": Key(1000, "int", "Items per epoch.", minimum=1),
-        "seed": Key(
-            None,
-            "int",
-            "Seed of the items (default: 0 for train, 1 otherwise).",
-            minimum=0,
-            maximum=SEED_MAX,
-            nullable=True,
-        ),
+        "seed": ITEM_SEED,
         "normalize": Key(
             "peak",
             "str",

@@ -3,8 +3,8 @@ import math
 import torch
 from torch.utils import data
 
-from dataset.common.options import read_key, where_of
-from utils.config.schema import SEED_MAX, Key
+from dataset.common.options import ITEM_SEED, read_key, where_of
+from utils.config.schema import Key
 from utils.errors import ConfigError
 
 SHAPE_KINDS = ("ellipse", "rectangle", "triangle")
@@ -37,14 +37,7 @@ class SyntheticMasksDataset(data.Dataset):
         ),
         "max_shapes": Key(2, "int", "Most shapes per image (1 to this many).", minimum=1),
         "noise_std": Key(0.0, "float", "Standard deviation of the noise added to `image`.", minimum=0.0),
-        "seed": Key(
-            None,
-            "int",
-            "Seed of the items (default: 0 for train, 1 otherwise).",
-            minimum=0,
-            maximum=SEED_MAX,
-            nullable=True,
-        ),
+        "seed": ITEM_SEED,
     }
 
     def __init__(self, opt):

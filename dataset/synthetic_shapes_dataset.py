@@ -3,7 +3,8 @@ import math
 import torch
 from torch.utils import data
 
-from utils.config.schema import SEED_MAX, Key, declared_values
+from dataset.common.options import ITEM_SEED
+from utils.config.schema import Key, declared_values
 
 
 class SyntheticShapesDataset(data.Dataset):
@@ -20,14 +21,7 @@ class SyntheticShapesDataset(data.Dataset):
         "channels": Key(1, "int", "Channels per image.", minimum=1),
         "num_shapes": Key(3, "int", "Ellipses per image.", minimum=0),
         "noise_std": Key(0.1, "float", "Standard deviation of the noise added to `cond`.", minimum=0.0),
-        "seed": Key(
-            None,
-            "int",
-            "Seed of the items (default: 0 for train, 1 otherwise).",
-            minimum=0,
-            maximum=SEED_MAX,
-            nullable=True,
-        ),
+        "seed": ITEM_SEED,
         "spatial_dims": Key(2, "int", "2 for images, 3 for volumes.", minimum=2, maximum=3),
     }
 

@@ -94,13 +94,7 @@ def generate(
 
 def build_parser() -> ScriptParser:
     parser = ScriptParser(description=__doc__)
-    parser.add_argument(
-        "--run",
-        required=True,
-        type=existing_folder,
-        reads=True,
-        help="a trained LDM (or ControlNet) run's final/, best/ or checkpoint-N/ folder",
-    )
+    parser.add_run_argument("a trained LDM (or ControlNet) run's final/, best/ or checkpoint-N/ folder")
     parser.add_argument("--out", required=True, type=output_folder, writes=True, help="output folder")
     parser.add_argument(
         "--conditions",

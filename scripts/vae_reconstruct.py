@@ -107,13 +107,7 @@ def reconstruct(
 
 def build_parser() -> ScriptParser:
     parser = ScriptParser(description=__doc__)
-    parser.add_argument(
-        "--run",
-        required=True,
-        type=existing_folder,
-        reads=True,
-        help="a VAE run's final/ (or checkpoint-N/) folder",
-    )
+    parser.add_run_argument("a VAE run's final/ (or checkpoint-N/) folder")
     parser.add_argument(
         "--input", required=True, type=existing_folder, reads=True, help="folder of .tif/.tiff images"
     )

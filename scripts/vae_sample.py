@@ -26,7 +26,6 @@ from utils.cli.args import (  # noqa: E402
     count,
     default_device,
     device,
-    existing_folder,
     output_folder,
     seed,
 )
@@ -92,13 +91,7 @@ def sample(
 
 def build_parser() -> ScriptParser:
     parser = ScriptParser(description=__doc__)
-    parser.add_argument(
-        "--run",
-        required=True,
-        type=existing_folder,
-        reads=True,
-        help="an autoencoder run's final/ (or checkpoint-N/) folder",
-    )
+    parser.add_run_argument("an autoencoder run's final/ (or checkpoint-N/) folder")
     parser.add_argument("--num-samples", type=count(1, MAX_SAMPLES), default=16)
     parser.add_argument(
         "--out", type=output_folder, writes=True, default=Path("vae_samples"), help="output folder"

@@ -9,8 +9,18 @@ from plain dicts without the trainer.
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from utils.config.schema import DATASET, Key
+from utils.config.schema import DATASET, SEED_MAX, Key
 from utils.errors import ConfigError, did_you_mean
+
+# The seed of a generated set's items, declared once for every dataset that draws its items.
+ITEM_SEED = Key(
+    None,
+    "int",
+    "Seed of the items (default: 0 for train, 1 otherwise).",
+    minimum=0,
+    maximum=SEED_MAX,
+    nullable=True,
+)
 
 # Handled by the trainer (DataLoader settings, the block's name); a dataset ignores all but `phase`
 # and `split_file`.

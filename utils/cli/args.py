@@ -14,6 +14,8 @@ import re
 import sys
 from pathlib import Path
 
+from utils.config.schema import SEED_MAX
+
 
 # argparse's own `type=int` lets `--steps 0`, `--batch-size 0` or `--guidance nan` through, and they fail
 # later as `range() arg 3 must not be zero` or as silent garbage; `--device cuda` on a CPU-only machine
@@ -27,7 +29,6 @@ class OneLineParser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-SEED_MAX = 2**32 - 1  # numpy's legacy seeding, which Accelerate's set_seed calls, takes no larger seed
 # Upper bounds of the scripts' counts: far above any real use, and below the sizes at which a typo
 # (an extra digit, 2**70) would allocate until the machine runs out of memory instead of failing at once.
 MAX_BATCH = 4096
@@ -77,30 +78,22 @@ def finite(minimum: float | None = None):
 seed = count(0, SEED_MAX)  # a random seed
 
 
-def existing_folder(text: str) -> Path:
-    """A folder that exists."""
-    path = Path(text)
-    if not path.exists():
-        raise argparse.ArgumentTypeError(f"'{text}' does not exist")
-    if not path.is_dir():
-        raise argparse.ArgumentTypeError(f"'{text}' is a file; give a folder")
-    return path
+def _existing(kind: str, wrong: str):
+    def parse(text: str) -> Path:
+        path = Path(text)
+        if not path.exists():
+            raise argparse.ArgumentTypeError(f"'{text}' does not exist")
+        if not (path.is_dir() if kind == "folder" else path.is_file()):
+            raise argparse.ArgumentTypeError(f"'{text}' is a {wrong}; give a {kind}")
+        return path
+
+    parse.__name__ = kind
+    parse.__doc__ = f"A {kind} that exists."
+    return parse
 
 
-existing_folder.__name__ = "folder"
-
-
-def existing_file(text: str) -> Path:
-    """A file that exists."""
-    path = Path(text)
-    if not path.exists():
-        raise argparse.ArgumentTypeError(f"'{text}' does not exist")
-    if not path.is_file():
-        raise argparse.ArgumentTypeError(f"'{text}' is a folder; give a file")
-    return path
-
-
-existing_file.__name__ = "file"
+existing_folder = _existing("folder", "file")
+existing_file = _existing("file", "folder")
 
 
 def output_folder(text: str) -> Path:

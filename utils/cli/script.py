@@ -21,7 +21,7 @@ import os
 import sys
 from collections.abc import Callable, Iterable
 
-from utils.cli.args import OneLineParser
+from utils.cli.args import OneLineParser, existing_folder
 from utils.outputs import OutputError, check_output, claim_output_folder, release_output_folder
 
 
@@ -46,6 +46,10 @@ class ScriptParser(OneLineParser):
         if writes:
             self._writes.append(action)
         return action
+
+    def add_run_argument(self, what: str) -> None:
+        """`--run`: the weights folder the script reads, described as `what`."""
+        self.add_argument("--run", required=True, type=existing_folder, reads=True, help=what)
 
     def add_reading_group(self, **kwargs) -> "_ReadingGroup":
         """A mutually exclusive group whose arguments take `reads=` and `writes=` as well."""
