@@ -73,9 +73,11 @@ def check_output(
         source = _real(path)
         relation = _relation(out, source)
         if relation is not None:
+            # A new sibling of whichever folder holds the other: of the output when it contains the input.
+            hint = _suggestion(out if relation == "contains" else source) if suggest else ""
             raise OutputError(
                 f"{name} '{output}' {relation} {input_name} '{path}', so writing there would overwrite or mix "
-                f"with what it reads; {advice}{_suggestion(source) if suggest else ''}."
+                f"with what it reads; {advice}{hint}."
             )
     if inside_a_run:
         return
@@ -181,7 +183,7 @@ def claim_output_folder(name: str, folder: str | os.PathLike, owner: str) -> boo
         entries = sorted(e for e in os.listdir(folder) if e != OWNER_FILE)
         writer = _read_owner(marker)
         if entries and writer != owner:
-            by = f"written by {writer}" if writer else "that no earlier run of it wrote"
+            by = f"written by {writer}" if writer else f"that no earlier run of {owner} wrote"
             raise OutputError(
                 f"{name} '{folder}' holds files {by} (e.g. '{entries[0]}'), which a file of the same name "
                 f"would replace; choose a new or empty folder."
