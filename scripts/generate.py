@@ -128,7 +128,7 @@ def build_parser() -> ScriptParser:
         "--count",
         dest="num_samples",
         type=count(1, MAX_SAMPLES),
-        help="samples of an unconditional run (4)",
+        help="samples of an unconditional run (4), or samples per condition (1)",
     )
     parser.add_argument(
         "--normalized", action="store_true", help="write the network's normalised range, not the data's"

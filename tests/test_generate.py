@@ -105,12 +105,24 @@ def test_labels_and_one_sentence_errors(stage1, tmp_path, capsys):
     # the same label and seed give the same sample; another seed another one
     first, third = (tifffile.imread(tmp_path / "c" / n) for n in ("class3_0000.tif", "class3_0002.tif"))
     assert not np.array_equal(first, third)
+    # --num-samples N: N samples of each condition, sample i of the list from the noise of seed + i
+    many = ["--run", final, "--labels", "3", "7", "--num-samples", "2", "--steps", 2, "--seed", 5]
+    assert run_generate(*many, "--out", tmp_path / "m") == 0
+    names = sorted(n for n in os.listdir(tmp_path / "m") if n.endswith(".tif"))
+    assert names == [
+        "class3_0000_s00.tif",
+        "class3_0000_s01.tif",
+        "class7_0001_s00.tif",
+        "class7_0001_s01.tif",
+    ]
+    read = {n: tifffile.imread(tmp_path / "m" / n) for n in names}
+    assert np.array_equal(read["class3_0000_s00.tif"], first)  # seed 5 + 0, label 3: the sample above
+    assert not np.array_equal(read["class3_0000_s00.tif"], read["class3_0000_s01.tif"])
     capsys.readouterr()
     for args, expected in (
         ([], "give --labels with indices from 0 to 63"),
         (["--labels", "64"], "--labels has [64], but this LDM knows 64 classes"),
         (["--labels", "a"], "--labels takes whole numbers"),
-        (["--num-samples", "2"], "--num-samples is for unconditional runs"),
     ):
         assert run_generate("--run", final, "--out", tmp_path / "e", *args) == 2
         err = capsys.readouterr().err

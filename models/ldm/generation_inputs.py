@@ -6,7 +6,7 @@ condition inputs and intensity stats, each mistake one sentence.
 - `--vector x,y,...` / `--vectors FILE` (JSON list or CSV rows): finite numbers, as many as the run's
   `condition.indices` or `condition.features` use;
 - `--labels 0 1 2`: class indices below the run's `num_classes`;
-- `--num-samples N`: unconditional runs only.
+- `--num-samples N`: the samples of an unconditional run, or N samples of each condition.
 """
 
 import json
@@ -96,10 +96,21 @@ def network_inputs(pipe, run: Path, conditions, vectors, labels, num_samples):
     if extra:
         what = f"conditioned on {kind}s (give {wanted})" if wanted else "unconditional (give --num-samples)"
         raise UserError(f"This LDM is {what}, so {', '.join(extra)} does not apply.")
-    if kind != "none" and num_samples is not None:
-        raise UserError(
-            f"--num-samples is for unconditional runs; this LDM makes one sample per condition ({wanted})."
-        )
+    if kind == "none":
+        count = 4 if num_samples is None else num_samples
+        return [f"sample_{i:04d}" for i in range(count)], None, None
+    names, inputs, stats = _conditioned_inputs(pipe, run, kind, conditions, vectors, labels)
+    if num_samples is None or num_samples == 1:
+        return names, inputs, stats
+    # N samples of each condition, named `<condition>_s<k>`; sample i of the whole list still starts
+    # from the noise of seed + i, so the same call gives the same files.
+    names = [f"{name}_s{k:02d}" for name in names for k in range(num_samples)]
+    inputs = inputs.repeat_interleave(num_samples, dim=0)
+    stats = None if stats is None else stats.repeat_interleave(num_samples, dim=0)
+    return names, inputs, stats
+
+
+def _conditioned_inputs(pipe, run: Path, kind: str, conditions, vectors, labels):
     if kind == "image":
         if conditions is None:
             raise UserError("This LDM is conditioned on images: give --conditions, a folder of TIFs.")
@@ -139,10 +150,7 @@ def network_inputs(pipe, run: Path, conditions, vectors, labels, num_samples):
             raise UserError(f"--labels has {bad}, but this LDM knows {classes} classes: 0 to {classes - 1}.")
         inputs = torch.tensor(labels)
         return [f"class{int(c)}_{i:04d}" for i, c in enumerate(labels)], inputs, None
-    count = 4 if num_samples is None else num_samples
-    if count < 1:
-        raise UserError(f"--num-samples is {count}; give at least 1.")
-    return [f"sample_{i:04d}" for i in range(count)], None, None
+    raise UserError(f"This LDM's condition type '{kind}' cannot be given to generate.py.")
 
 
 def check_condition_size(pipe, name: str, image: torch.Tensor) -> None:
