@@ -4,7 +4,8 @@
 
 `--run` is a VAE or multi-task autoencoder run's `final/` (or `checkpoint-N/`) folder. Latents are drawn
 from N(0, I) in the space stage 2 diffuses and divided by the run's stored `scaling_factor` (plus its
-shift) before decoding, so they have the spread of the training latents. The latent's shape is the one
+shift) before decoding, so they have the spread of the training latents; a VQ-VAE's are then snapped
+to the nearest codebook entries, the only latents its decoder has seen. The latent's shape is the one
 the encoder gives for an image of `--image-size` (default: the arch's `sample_size`, else the run's
 validation data). Outputs are in the training data's normalised range, like `vae_reconstruct.py`'s before
 denormalisation; sample i is drawn from seed `--seed` + i.
@@ -19,6 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from models.archs.autoencoder_outputs import decode_generated  # noqa: E402
 from scripts.vae_reconstruct import load_vae  # noqa: E402
 from utils.cli.args import (  # noqa: E402
     MAX_IMAGE_SIZE,
@@ -74,7 +76,7 @@ def sample(
         ]
     ).to(device)
     recon_type = (opt.get("train") or {}).get("recon_type", "l1")
-    images = decoded_image(vae.decode(vae.unscale_latents(noise)), recon_type).float().cpu()
+    images = decoded_image(decode_generated(vae, noise), recon_type).float().cpu()
     if list(images.shape[2:]) != [size] * spatial:  # a size the encoder rounds: 3 comes back as 4
         factor = max(images.shape[-1] // like.shape[-1], 1)  # the decoder's upsampling
         raise UserError(

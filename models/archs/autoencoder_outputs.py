@@ -19,6 +19,7 @@ library network it wraps:
     latent_channels                property: channels of the latent the diffusion model sees
     scale_latents(z)               latent -> what stage 2 diffuses: (z - shift) * config.scaling_factor
     unscale_latents(z)             the inverse, before `decode`
+    snaps_to_codebook              class attribute, True for VQ arches: `decode_generated` quantises
     last_decoder_layer()           the weight of the decoder's last conv, for `adaptive_gan_weight`
 
 `config.scaling_factor` (1 / std of the latents, measured by the VAE training model) is saved with
@@ -56,6 +57,19 @@ def activate_output(x: torch.Tensor, name: str | None) -> torch.Tensor:
     if name is None:
         return x
     return torch.tanh(x) if name == "tanh" else torch.sigmoid(x)
+
+
+def decode_generated(vae, z: torch.Tensor) -> torch.Tensor:
+    """The decoder output for `z` in the scaled space stage 2 diffuses (a diffusion sample, a random draw).
+
+    A VQ arch's decoder only ever sees codebook entries, so such a latent is snapped to the nearest codes
+    first, as latent diffusion does for VQ-regularised autoencoders; the snap is of the unscaled latent,
+    the space the codes live in.
+    """
+    z = vae.unscale_latents(z)
+    if getattr(vae, "snaps_to_codebook", False):
+        return vae.decode(z, quantize=True)
+    return vae.decode(z)
 
 
 class DiagonalGaussianPosterior:

@@ -73,6 +73,7 @@ class VQVAE_config(PretrainedConfig):
 class VQVAE_arch(PreTrainedModel):
     config_class = VQVAE_config
     main_input_name = "x"
+    snaps_to_codebook = True  # `decode_generated` quantises latents made outside the encoder
 
     def __init__(self, config: VQVAE_config):
         super().__init__(config)

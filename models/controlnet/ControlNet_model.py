@@ -17,6 +17,7 @@ from diffusers import DDPMScheduler
 
 from engine import BaseModel
 from models.archs import define_network
+from models.archs.autoencoder_outputs import decode_generated
 from models.controlnet.pipeline import ControlledUNet, as_control, check_diffusers_backend
 from models.ldm.frozen_vae import encode_latents
 from models.ldm.generation_files import copy_generation_folder
@@ -212,9 +213,8 @@ class ControlNet_model(BaseModel):
             device=latents.device,
         )
         with torch.no_grad():
-            vae = self.ldm.vae
             images = decoded_image(
-                vae.decode(vae.unscale_latents(sampled)), self.description["recon_type"]
+                decode_generated(self.ldm.vae, sampled), self.description["recon_type"]
             ).float()
         target = self.sample["gt"][:count].float()
         self.log(pred=images.cpu().numpy(), target=target.cpu().numpy())

@@ -12,6 +12,7 @@ import torch
 
 from engine import BaseModel
 from models.archs import define_network
+from models.archs.autoencoder_outputs import decode_generated
 from models.ldm.baselines import baseline_mean_target, baseline_metric_names, log_baselines
 from models.ldm.concat import ConcatConditionUNet, stacked
 from models.ldm.conditioning import (
@@ -127,7 +128,7 @@ class LDM_model(BaseModel):
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         with torch.no_grad(), self.accelerator.autocast():
-            return decoded_image(self.vae.decode(self.vae.unscale_latents(z)), self.recon_type).float()
+            return decoded_image(decode_generated(self.vae, z), self.recon_type).float()
 
     def feed_data(self, data, is_train=True):
         device = self.accelerator.device

@@ -13,6 +13,7 @@ import os
 import torch
 from diffusers import DDPMScheduler
 
+from models.archs.autoencoder_outputs import decode_generated
 from models.archs.condition_projector_arch import ConditionProjector_arch
 from models.archs.diffusion_unet_arch import DiffusionUNet_arch
 from models.ldm.concat import ConcatConditionUNet
@@ -141,6 +142,4 @@ class LDMPipeline:
             num_inference_steps=num_inference_steps or d["num_inference_steps"],
             device=device,
         )
-        return decoded_image(
-            self.vae.decode(self.vae.unscale_latents(latents)), d.get("recon_type", "l1")
-        ).float()
+        return decoded_image(decode_generated(self.vae, latents), d.get("recon_type", "l1")).float()
