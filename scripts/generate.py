@@ -1,6 +1,8 @@
 """Generate with a trained LDM run: float32 TIFs and a grid PNG out.
 
     python scripts/generate.py --run experiments/LDM_TIF/<key>/final --conditions data/sample/dente --out gen/
+    python scripts/generate.py --run experiments/LDM_TIF/<key>/final --conditions data/sample/dente \
+        --targets data/sample/edente --num-samples 4 --out gen/        # scored: metrics.json
     python scripts/generate.py --run experiments/LDM_PSF/<key>/final --vectors vectors.json --out gen/
     python scripts/generate.py --run experiments/LDM_PSF/<key>/final --vector 0.3,0.1,900,1000,0.45,0.55,0.65 --out gen/
     python scripts/generate.py --run experiments/ControlNet_shapes/<key>/final --control masks/ --out gen/
@@ -8,9 +10,12 @@
     python scripts/generate.py --run experiments/LDM_UNC/<key>/final --num-samples 16 --out gen/
 
 Outputs are in the data's intensity range (`--normalized` keeps the network's), named after their
-conditions; `--seed` makes them reproducible.
+conditions; `--seed` makes them reproducible. `--targets` scores them against the target TIFs of the same
+names (PSNR, SSIM, Dice for 0/1 masks; per sample, the mean, and the mean-target and shuffled-condition
+baselines) into `metrics.json`.
 """
 
+import json
 import sys
 from pathlib import Path
 
@@ -24,6 +29,7 @@ quiet_libraries()  # before diffusers and transformers load: bitsandbytes warns 
 
 from models.ldm.generation_inputs import network_inputs, parse_labels, read_vectors  # noqa: E402
 from models.ldm.sample_files import write_samples  # noqa: E402
+from models.ldm.sample_scores import score_samples  # noqa: E402
 from models.ldm.schedules import check_sampling_steps  # noqa: E402
 from utils.cli.args import (  # noqa: E402
     MAX_BATCH,
@@ -39,6 +45,7 @@ from utils.cli.args import (  # noqa: E402
     seed,
 )
 from utils.cli.script import ScriptParser  # noqa: E402
+from utils.errors import UserError  # noqa: E402
 
 
 def generate(
@@ -131,6 +138,12 @@ def build_parser() -> ScriptParser:
         help="samples of an unconditional run (4), or samples per condition (1)",
     )
     parser.add_argument(
+        "--targets",
+        type=existing_folder,
+        reads=True,
+        help="folder of target TIFs named like the conditions: scores the samples into metrics.json",
+    )
+    parser.add_argument(
         "--normalized", action="store_true", help="write the network's normalised range, not the data's"
     )
     parser.add_argument(
@@ -147,10 +160,13 @@ def build_parser() -> ScriptParser:
 
 
 def run(args) -> int:
+    if args.targets is not None and args.normalized:
+        raise UserError("--targets scores samples in the data's range; leave out --normalized.")
     if args.control is not None:  # a ControlNet run: its sampling lives in models/controlnet/
         from models.controlnet.generation import main_with_control
 
-        return main_with_control(args)
+        report_scores(args, main_with_control(args))
+        return 0
     vectors = read_vectors(args.vectors, args.vector) if (args.vectors or args.vector) else None
     written = generate(
         args.run,
@@ -168,7 +184,18 @@ def run(args) -> int:
         normalized=args.normalized,
     )
     print(f"Wrote {len(written)} TIFs and grid.png into {args.out}.")
+    report_scores(args, written)
     return 0
+
+
+def report_scores(args, written) -> None:
+    """`--targets`: the samples scored against their targets, beside the baselines, into metrics.json."""
+    if args.targets is None:
+        return
+    report = score_samples(written, args.out, args.targets)
+    baselines = {k: v for k, v in report.items() if k.endswith("_baseline")}
+    line = ", ".join(f"{name} {value:.3f}" for name, value in report["mean"].items())
+    print(f"Scored against {args.targets}: {line}; baselines {json.dumps(baselines)} (metrics.json).")
 
 
 def main(argv=None) -> int:

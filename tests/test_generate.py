@@ -55,6 +55,25 @@ def test_image_conditioned_outputs_are_in_the_data_range(stage1, tif_data, tmp_p
     }
     assert run_generate("--run", final, "--out", tmp_path / "x", "--labels", "1") == 2  # not a class run
 
+    # --targets: scored against targets of the same names; the samples themselves as targets score
+    # exactly (PSNR capped at 100 dB, SSIM 1), and each against another condition's target does not
+    targets = tmp_path / "targets"
+    targets.mkdir()
+    for i in range(16):
+        tifffile.imwrite(targets / f"im{i}.tif", tifffile.imread(tmp_path / "data_range" / f"im{i}.tif"))
+    assert run_generate(*common, "--targets", targets, "--out", tmp_path / "scored") == 0
+    report = json.load(open(tmp_path / "scored" / "metrics.json"))
+    assert len(report["samples"]) == 16 and "dice" not in report["mean"]  # not masks
+    assert report["mean"]["psnr"] == pytest.approx(100.0) and report["mean"]["ssim"] == pytest.approx(1.0)
+    assert report["shuffled_condition_baseline"]["psnr"] < 60
+    assert report["mean_target_baseline"]["psnr"] < 60
+    # two samples per condition: each scored against its condition's one target
+    assert run_generate(*common, "--targets", targets, "--num-samples", 2, "--out", tmp_path / "two") == 0
+    report = json.load(open(tmp_path / "two" / "metrics.json"))
+    assert sorted(report["samples"])[:2] == ["im0_s00.tif", "im0_s01.tif"]
+    assert report["samples"]["im0_s00.tif"]["psnr"] == pytest.approx(100.0)  # seed 1 + 0: the sample above
+    assert report["samples"]["im0_s01.tif"]["psnr"] < 100.0
+
 
 def test_unconditional_num_samples_and_mean_intensity(stage1, tif_data, tmp_path, capsys):
     block = {"type": "TIFFolderDataset", "dir": str(tif_data / "gt"), "normalize": "minmax"}

@@ -138,8 +138,8 @@ def generate_with_control(
     return write_samples(out, names, sample, description, seed, batch_size, stats, normalized, tile)
 
 
-def main_with_control(args) -> int:
-    """`scripts/generate.py --control`: its parsed arguments in, the exit status out."""
+def main_with_control(args) -> list[Path]:
+    """`scripts/generate.py --control`: its parsed arguments in, the TIFs written out."""
     if args.num_samples is not None:
         raise UserError("--num-samples does not apply with --control: each control TIF gives one sample.")
     written = generate_with_control(
@@ -159,4 +159,4 @@ def main_with_control(args) -> int:
         normalized=args.normalized,
     )
     print(f"Wrote {len(written)} TIFs and grid.png into {args.out}.")
-    return 0
+    return written
