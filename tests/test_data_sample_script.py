@@ -1,10 +1,15 @@
-"""scripts/make_sample_tifs.py writes deterministic TIF folders that the datasets read as documented."""
+"""scripts/make_sample_tifs.py writes deterministic TIF folders that the datasets read as documented;
+scripts/dataset_to_tifs.py writes a config's dataset items as TIFs."""
 
 import filecmp
 import importlib.util
 import os
 
+import numpy as np
+import tifffile
+
 from dataset.tif_dataset import TIFFolderDataset, TIFPairDataset
+from tests.helpers.runs import ROOT
 
 SCRIPT = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", "make_sample_tifs.py"
@@ -36,3 +41,23 @@ def test_sample_folders_are_deterministic_and_readable(tmp_path):
     assert (train[0]["cond"] != train[0]["gt"]).any()  # the condition carries the added "teeth"
     volumes = TIFFolderDataset({"dir": str(tmp_path / "a" / "volumes"), "spatial_dims": 3})
     assert volumes[0]["gt"].shape == (1, 2, 32, 32)
+
+
+def test_dataset_to_tifs_writes_the_items_the_run_sees(tmp_path):
+    """A config's `datasets.val` items as TIFs, exactly as the dataset gives them, with overrides."""
+    import scripts.dataset_to_tifs as dataset_to_tifs
+    from dataset.synthetic_masks_dataset import SyntheticMasksDataset
+
+    config = os.path.join(ROOT, "checkpoints", "ControlNet", "exp.yml")
+    argv = ["--config", config, "--keys", "mask", "image", "--count", "3", "--out", str(tmp_path / "m")]
+    assert dataset_to_tifs.main([*argv, "datasets.val.seed=7"]) == 0
+    expected = SyntheticMasksDataset(
+        {"size": 16, "image_size": 32, "num_kinds": 3, "seed": 7, "phase": "val"}
+    )
+    for i in range(3):
+        item = expected[i]
+        mask = tifffile.imread(tmp_path / "m" / "mask" / f"{item['name']}.tif")
+        image = tifffile.imread(tmp_path / "m" / "image" / f"{item['name']}.tif")
+        assert np.array_equal(mask, item["mask"].float().numpy()) and set(np.unique(mask)) <= {0, 1, 2, 3}
+        assert np.array_equal(image, item["image"].squeeze(0).numpy())
+    assert len(os.listdir(tmp_path / "m" / "mask")) == 3

@@ -51,3 +51,30 @@ def test_registered_beside_psnr():
 def test_shape_mismatch_is_an_error():
     with pytest.raises(ValueError, match="differ in shape"):
         dice(np.zeros((1, 1, 4, 4)), np.zeros((1, 1, 4, 5)))
+
+
+def test_generated_samples_scored_against_class_map_masks(tmp_path):
+    """`generate.py --targets` on masks: Dice of the foregrounds, 1 for samples on their own masks, lower
+    with the masks shuffled; the samples of `--num-samples` pair with their condition's mask."""
+    import json
+
+    import tifffile
+
+    from models.ldm.sample_scores import score_samples
+
+    rng = np.random.default_rng(0)
+    masks, out = tmp_path / "masks", tmp_path / "gen"
+    masks.mkdir(), out.mkdir()
+    written = []
+    for i in range(4):
+        mask = np.zeros((16, 16), np.float32)
+        top, left = rng.integers(0, 8, 2)
+        mask[top : top + 8, left : left + 8] = 1 + i % 3  # a class map: 0 background, 1..3 kinds
+        tifffile.imwrite(masks / f"shape{i}.tif", mask)
+        for k in range(2):
+            written.append(out / f"shape{i}_s{k:02d}.tif")
+            tifffile.imwrite(written[-1], np.where(mask > 0, 0.9, 0.05).astype(np.float32))
+    report = score_samples(written, out, masks)
+    assert report["mean"]["dice"] == 1.0 and len(report["samples"]) == 8
+    assert report["shuffled_condition_baseline"]["dice"] < 0.7
+    assert json.load(open(out / "metrics.json")) == report

@@ -2,8 +2,8 @@
 
 A sample is paired with the target TIF of its condition's name (`<name>.tif`, or `<name>_sK.tif`'s
 `<name>` under `--num-samples`). Each is scored as `vae_reconstruct.py` scores, in the targets' own
-intensity range (PSNR and SSIM with each target's data range), plus Dice (threshold 0.5) when the
-targets are masks (0/1 only). Two baselines say whether the condition mattered: the mean of all
+intensity range (PSNR and SSIM with each target's data range), plus Dice of the foregrounds (above
+0.5) when the targets are masks (whole numbers, at most 32 values: 0/1 masks or class maps). Two baselines say whether the condition mattered: the mean of all
 targets scored against each target, and each sample scored against the target of another condition
 (the conditions shuffled: a roll by one over the distinct names).
 """
@@ -27,7 +27,7 @@ def score_samples(written: list[Path], out: Path, targets: Path) -> dict:
     samples = {path: tifffile.imread(path).astype(np.float64) for path in written}
     pairs = {path: _condition_name(path, out) for path in samples}
     truth = {name: _read_target(targets, name, samples[path].shape) for path, name in pairs.items()}
-    masks = all(np.isin(t, (0.0, 1.0)).all() for t in truth.values())
+    masks = _are_masks(list(truth.values()))
     per_sample = {
         str(path.relative_to(out)): _scores(samples[path], truth[pairs[path]], masks) for path in samples
     }
@@ -46,6 +46,11 @@ def score_samples(written: list[Path], out: Path, targets: Path) -> dict:
         )
     (out / "metrics.json").write_text(json.dumps(report, indent=2))
     return report
+
+
+def _are_masks(targets: list[np.ndarray]) -> bool:
+    values = np.unique(np.concatenate([t.ravel() for t in targets]))
+    return len(values) <= 32 and bool(np.all(values == np.round(values)))
 
 
 def _condition_name(path: Path, out: Path) -> str:

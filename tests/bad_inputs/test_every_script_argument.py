@@ -22,6 +22,7 @@ SCRIPTS = (
     "make_sample_tifs",
     "demo_report",
     "key_reference",
+    "dataset_to_tifs",
 )
 # Arguments whose values are free text, checked against the run they are given with (a vector's length,
 # a label's range, a manifest's column), by the scripts' own tests.
@@ -32,6 +33,7 @@ FREE_TEXT = {
     ("analyze_latents", "--path-column"): "tests/test_latent_maps.py",
     ("analyze_latents", "--group-column"): "tests/test_latent_maps.py",
     ("push_to_hub", "--message"): "any commit message",
+    ("dataset_to_tifs", "--keys"): "checked against the dataset's items: tests/test_generate.py",
     ("demo_report", "--key"): "names the demo's run folders",
     ("demo_report", "--stage1"): "names the demo's run folders",
     ("demo_report", "--stage2"): "names the demo's run folders",
@@ -50,6 +52,7 @@ def base_arguments(script: str, paths: dict) -> list[str]:
         "make_sample_tifs": ["--out", out, "--patients", "1", "--slices", "1", "--size", "16"],
         "demo_report": ["--root", data, "--out", out],
         "key_reference": ["--check"],
+        "dataset_to_tifs": ["--config", paths["a file"], "--out", out],
     }[script]
 
 
