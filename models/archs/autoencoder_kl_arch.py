@@ -34,6 +34,8 @@ class AutoencoderKL_config(PretrainedConfig):
     resolution).
     `output_activation` (tanh, sigmoid or null) bounds the decoded image; diffusers has no such key, so
     it stays ours and a VAE with one is not exported to the diffusers format.
+    `gradient_checkpointing: true` recomputes each block's activations in the backward pass instead of
+    keeping them: less memory for about one more forward pass per step; the gradients are the same.
     """
 
     model_type = "AutoencoderKL"
@@ -60,6 +62,7 @@ class AutoencoderKL_config(PretrainedConfig):
         use_quant_conv: bool = True,
         use_post_quant_conv: bool = True,
         output_activation: str | None = None,
+        gradient_checkpointing: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -77,6 +80,8 @@ class AutoencoderKL_arch(PreTrainedModel):
         super().__init__(config)
         _check_config(config)
         self.diffusers_vae = diffusers.AutoencoderKL(**_diffusers_kwargs(config))
+        if config.gradient_checkpointing:
+            self.diffusers_vae.enable_gradient_checkpointing()
         self.post_init()
 
     def _init_weights(self, module):
@@ -155,7 +160,7 @@ class AutoencoderKL_arch(PreTrainedModel):
 
 
 # The keys of the config's signature that diffusers.AutoencoderKL does not take.
-_OURS = ("output_activation",)
+_OURS = ("output_activation", "gradient_checkpointing")
 
 
 def _diffusers_keys() -> list[str]:

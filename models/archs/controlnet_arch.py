@@ -21,6 +21,7 @@ class ControlNet_config(PretrainedConfig):
           conditioning_channels: 1                    # channels of the control image (a mask, an edge map)
           conditioning_embedding_out_channels: [16, 32, 64]   # one stride-2 conv between entries:
                                                       # the control image is 2**(len - 1) times the latent
+          gradient_checkpointing: false               # true: recompute activations in the backward pass
 
     `unet` (the diffusers config of the stage-2 UNet) is filled in by `ControlNet_model` from the frozen
     LDM run, so the saved config rebuilds the same ControlNet."""
@@ -32,12 +33,14 @@ class ControlNet_config(PretrainedConfig):
         conditioning_channels: int = 1,
         conditioning_embedding_out_channels: list[int] = (16, 32, 64),
         unet: dict | None = None,
+        gradient_checkpointing: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.conditioning_channels = conditioning_channels
         self.conditioning_embedding_out_channels = list(conditioning_embedding_out_channels)
         self.unet = dict(unet) if unet is not None else None
+        self.gradient_checkpointing = gradient_checkpointing
 
     @property
     def control_downsampling(self) -> int:
@@ -69,6 +72,8 @@ class ControlNet_arch(PreTrainedModel):
             conditioning_embedding_out_channels=tuple(config.conditioning_embedding_out_channels),
             load_weights_from_unet=False,
         )
+        if config.gradient_checkpointing:
+            self.controlnet.enable_gradient_checkpointing()
         self.post_init()
 
     def _init_weights(self, module):

@@ -12,6 +12,7 @@ from diffusers import UNet2DConditionModel
 from monai.networks.nets import DiffusionModelUNet
 from transformers import PretrainedConfig, PreTrainedModel
 
+from models.archs.checkpointing import checkpoint_blocks
 from models.archs.config_signature import keys_from_signature
 from utils.errors import ConfigError
 
@@ -39,6 +40,9 @@ class DiffusionUNet_config(PretrainedConfig):
     noise carries no structure, so a UNet told only a global vector (a PSF's field point and defocus)
     must build where things go from its padding; with the coordinates it reads it. The channels are
     added inside, so the UNet still takes and returns latents of `in_channels`.
+
+    `gradient_checkpointing: true` recomputes each block's activations in the backward pass instead of
+    keeping them (both backends): less memory for about one more forward pass per step.
     """
 
     model_type = "DiffusionUNet"
@@ -63,6 +67,7 @@ class DiffusionUNet_config(PretrainedConfig):
         condition_injection: str = "cross_attention",
         resnet_time_scale_shift: str = "default",
         coordinate_channels: bool = False,
+        gradient_checkpointing: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -98,7 +103,15 @@ class DiffusionUNet_arch(PreTrainedModel):
                 transformer_num_layers=config.transformer_num_layers,
                 cross_attention_dim=config.cross_attention_dim if config.with_conditioning else None,
             )
+        if config.gradient_checkpointing:
+            self._enable_gradient_checkpointing()
         self.post_init()
+
+    def _enable_gradient_checkpointing(self) -> None:
+        if self.uses_diffusers:
+            self.unet.enable_gradient_checkpointing()
+        else:  # MONAI's DiffusionModelUNet has no switch for it: its blocks are checkpointed from outside
+            checkpoint_blocks([*self.unet.down_blocks, self.unet.middle_block, *self.unet.up_blocks])
 
     def _init_weights(self, module):
         # Keep the library's initialisation (diffusers zero-inits the output conv of each resnet path):

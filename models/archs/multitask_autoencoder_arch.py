@@ -20,6 +20,7 @@ from models.archs.autoencoder_outputs import (
     activate_output,
     check_output_activation,
 )
+from models.archs.checkpointing import enable_diffusers_flag
 from utils.errors import ConfigError, did_you_mean
 
 HEAD_TYPES = ("RGBHead", "SegmentationHead", "ClassificationHead")
@@ -47,7 +48,8 @@ class MultiTaskAutoencoder_config(PretrainedConfig):
             - {type: ClassificationHead, name: class, num_classes: 2}        # a label, from the latent
 
     The decoder mirrors the encoder. `output_activation` (tanh, sigmoid or null) bounds every RGBHead's
-    image; the other heads give logits, untouched.
+    image; the other heads give logits, untouched. `gradient_checkpointing: true` recomputes the
+    encoder's and decoder's block activations in the backward pass instead of keeping them.
     """
 
     model_type = "MultiTaskAutoencoder"
@@ -67,6 +69,7 @@ class MultiTaskAutoencoder_config(PretrainedConfig):
         scaling_factor: float = 1.0,
         shift_factor: float | None = None,
         output_activation: str | None = None,
+        gradient_checkpointing: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -85,6 +88,7 @@ class MultiTaskAutoencoder_config(PretrainedConfig):
         self.scaling_factor = scaling_factor
         self.shift_factor = shift_factor
         self.output_activation = output_activation
+        self.gradient_checkpointing = gradient_checkpointing
 
     @property
     def widths(self) -> list[int]:
@@ -147,6 +151,9 @@ class MultiTaskAutoencoder_arch(PreTrainedModel):
             norm_num_groups=config.norm_num_groups,
             mid_block_add_attention=config.mid_block_add_attention,
         )
+        if config.gradient_checkpointing:
+            enable_diffusers_flag(self.encoder)
+            enable_diffusers_flag(self.decoder)
         self.heads = nn.ModuleDict()
         for head in heads:
             if head["type"] == "RGBHead":
