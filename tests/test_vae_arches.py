@@ -18,6 +18,7 @@ from models.archs.lookup_free_quantizer import LookupFreeQuantizer
 from models.archs.monai_autoencoder_kl_arch import MonaiAutoencoderKL_arch, MonaiAutoencoderKL_config
 from models.archs.patch_discriminator_arch import PatchDiscriminator_arch, PatchDiscriminator_config
 from models.archs.vqvae_arch import VQVAE_arch, VQVAE_config
+from tests.helpers.configs import TINY_VQ_ARCH
 from utils.errors import ConfigError, DataError
 
 HAS_EINOPS = importlib.util.find_spec("einops") is not None  # MONAI's attention blocks need it
@@ -42,16 +43,7 @@ TINY_MONAI = dict(
     with_encoder_nonlocal_attn=False,
     with_decoder_nonlocal_attn=False,
 )
-TINY_VQ = dict(
-    in_channels=1,
-    out_channels=1,
-    block_out_channels=[8, 16],
-    layers_per_block=1,
-    latent_channels=4,
-    norm_num_groups=4,
-    num_vq_embeddings=16,
-    sample_size=32,
-)
+TINY_VQ = TINY_VQ_ARCH
 
 
 def _images(shape=(2, 1, 32, 32), seed=0):

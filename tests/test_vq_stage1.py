@@ -14,17 +14,9 @@ from models.archs.autoencoder_outputs import decode_generated
 from models.archs.vqvae_arch import VQVAE_arch, VQVAE_config
 from tests.conftest import run_folder, run_trainer
 from tests.helpers import TINY_VAE, in_folder, ldm_config
+from tests.helpers.configs import TINY_VQ_ARCH
 
-TINY_VQ = dict(
-    in_channels=1,
-    out_channels=1,
-    block_out_channels=[8, 16],
-    layers_per_block=1,
-    latent_channels=4,
-    num_vq_embeddings=32,
-    norm_num_groups=4,
-    sample_size=16,
-)
+TINY_VQ = {**TINY_VQ_ARCH, "num_vq_embeddings": 32, "sample_size": 16}
 
 
 def nearest_codes(vae, z):

@@ -30,6 +30,18 @@ TINY_DENOISE = {
     "val": {"batch_size": 8, "metrics": {"psnr": {"crop": 0, "data_range": 1.0}, "ssim": {"crop": 0}}},
 }
 
+# The keys of a tiny 2D VQVAE arch (one channel, 16 codes of 4 numbers, 32x32 images).
+TINY_VQ_ARCH = {
+    "in_channels": 1,
+    "out_channels": 1,
+    "block_out_channels": [8, 16],
+    "layers_per_block": 1,
+    "latent_channels": 4,
+    "norm_num_groups": 4,
+    "num_vq_embeddings": 16,
+    "sample_size": 32,
+}
+
 # A 2D AutoencoderKL on generated shapes; stage 1 of the LDM tests.
 TINY_VAE = {
     "name": "vae",
