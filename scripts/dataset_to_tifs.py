@@ -2,10 +2,11 @@
 `generate.py`, made exactly as the run saw them.
 
     python scripts/dataset_to_tifs.py --config checkpoints/ControlNet/exp.yml --keys mask image \
-        --count 32 --out data/masks datasets.val.seed=7
+        --count 32 --out data/masks datasets.val.seed=7 datasets.val.size=32
 
 The block (`--block`, default `val`) is built as the trainer builds it, after the same config check;
-overrides (`datasets.val.seed=7` for items the run never saw) work as on the trainer's command line.
+overrides (`datasets.val.seed=7` for items the run never saw, `datasets.val.size=32` for as many) work as
+on the trainer's command line.
 Each key of each item becomes `<out>/<key>/<item name>.tif`, as the dataset gives it to the network.
 """
 

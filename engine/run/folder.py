@@ -90,8 +90,8 @@ class RunFolder:
         )
         if not self.is_train and self.existed:
             raise ConfigError(
-                f"The test folder '{self.path}' exists already; a -test run writes only into a new folder of its "
-                "own: leave 'path.run_dir' empty."
+                f"The test folder '{self.path}' exists already (another -test took the same name); a -test "
+                "writes only into a new folder of its own: run it again."
             )
         if self.existed and os.listdir(self.path):
             run_lock.refuse_if_locked(self.path)

@@ -1,7 +1,6 @@
-"""Command-line arguments of the scripts, checked where they are parsed: one line, exit 2.
+"""The types of the scripts' arguments, each checked where it is parsed (`utils/cli/script.py`).
 
-    parser = OneLineParser(description=__doc__)
-    parser.add_argument("--steps", type=count(1))
+    parser.add_argument("--steps", type=count(1, MAX_STEPS))
     parser.add_argument("--guidance", type=finite(0.0))
     parser.add_argument("--device", type=device, default=default_device())
 
@@ -11,23 +10,9 @@ Each type refuses a bad value with the reason.
 import argparse
 import math
 import re
-import sys
 from pathlib import Path
 
 from utils.config.schema import SEED_MAX
-
-
-# argparse's own `type=int` lets `--steps 0`, `--batch-size 0` or `--guidance nan` through, and they fail
-# later as `range() arg 3 must not be zero` or as silent garbage; `--device cuda` on a CPU-only machine
-# fails inside torch with an AssertionError. The types below refuse such values with the reason.
-class OneLineParser(argparse.ArgumentParser):
-    """Prints any argument error as the single `error: ...` line the trainer prints (argparse prints the
-    usage block first)."""
-
-    def error(self, message):
-        print(f"error: {message} (see {self.prog} --help).", file=sys.stderr)
-        sys.exit(2)
-
 
 # Upper bounds of the scripts' counts: far above any real use, and below the sizes at which a typo
 # (an extra digit, 2**70) would allocate until the machine runs out of memory instead of failing at once.
@@ -37,6 +22,9 @@ MAX_IMAGE_SIZE = 4096
 MAX_STEPS = 100_000
 
 
+# argparse's own `type=int` lets `--steps 0`, `--batch-size 0` or `--guidance nan` through, and they fail
+# later as `range() arg 3 must not be zero` or as silent garbage; `--device cuda` on a CPU-only machine
+# fails inside torch with an AssertionError. The types below refuse such values with the reason.
 def count(minimum: int = 0, maximum: int | None = None):
     """A whole number of at least `minimum` (and at most `maximum` when given)."""
 

@@ -21,12 +21,13 @@ import os
 import sys
 from collections.abc import Callable, Iterable
 
-from utils.cli.args import OneLineParser, existing_folder
+from utils.cli.args import existing_folder
 from utils.outputs import OutputError, check_output, claim_output_folder, release_output_folder
 
 
-class ScriptParser(OneLineParser):
-    """argparse's parser with `reads=` and `writes=` arguments, a `--debug` flag and `run`."""
+class ScriptParser(argparse.ArgumentParser):
+    """argparse's parser with `reads=` and `writes=` arguments, a `--debug` flag and `run`; an argument
+    error is the single `error: ...` line the trainer prints (argparse prints the usage block first)."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
@@ -40,12 +41,18 @@ class ScriptParser(OneLineParser):
     def add_argument(self, *names, reads: bool | Callable = False, writes: bool = False, **kwargs):
         """`reads`: the value names a file or folder the script reads (or a function giving the paths
         in a value, e.g. the FOLDER of `NAME=FOLDER`); `writes`: the value names where it writes."""
-        action = super().add_argument(*names, **kwargs)
+        return self._register(super().add_argument(*names, **kwargs), reads, writes)
+
+    def _register(self, action: argparse.Action, reads: bool | Callable, writes: bool) -> argparse.Action:
         if reads:
             self._reads.append((action, reads if callable(reads) else _as_paths))
         if writes:
             self._writes.append(action)
         return action
+
+    def error(self, message):
+        print(f"error: {message} (see {self.prog} --help).", file=sys.stderr)
+        sys.exit(2)
 
     def add_run_argument(self, what: str) -> None:
         """`--run`: the weights folder the script reads, described as `what`."""
@@ -108,12 +115,7 @@ class _ReadingGroup:
         self.parser, self.group = parser, group
 
     def add_argument(self, *names, reads: bool | Callable = False, writes: bool = False, **kwargs):
-        action = self.group.add_argument(*names, **kwargs)
-        if reads:
-            self.parser._reads.append((action, reads if callable(reads) else _as_paths))
-        if writes:
-            self.parser._writes.append(action)
-        return action
+        return self.parser._register(self.group.add_argument(*names, **kwargs), reads, writes)
 
 
 def _as_paths(value) -> Iterable:
