@@ -13,7 +13,8 @@ The contract, all a plugin needs:
 | `log(values=None, *, pred=None, target=None, prefix="")` | scalars, and the run's `val.metrics` of `pred` vs `target`: in `validate_step` averaged over the pass as `val_<prefix><name>`, else at the current step |
 | `log_images(name, images)` | an NCHW batch as one grid to the trackers and `<run>/images/`; in `validate_step`, the first batch's |
 
-Optional overrides: `setup_dataloaders()`, `build_optimizers()`, `on_train_end()`, `save_archs(folder)`.
+Optional overrides: `setup_dataloaders()`, `build_optimizers()`, `on_train_end()`, `save_archs(folder)`,
+`restored_training_state()`.
 Code written the seed's way (`self.models.append(net)`, `utils.log_metrics`) trains too: engine/seed_style.py.
 """
 
@@ -81,6 +82,7 @@ class BaseModel:
         self.named_networks: list[tuple[str, PreparedNetwork]] = []  # filled when the run starts
         self.gradient_guard = None
         self.last_metrics = {}
+        self.restored_best = None  # the best score a restored checkpoint brought (restored_state.py)
         self.added_networks = {}  # id(arch) -> (name, handle), from add_network
         self.run_log = ModelLog(opt, self.accelerator, self.state)  # behind log and log_images
 
@@ -115,6 +117,14 @@ class BaseModel:
     def on_train_end(self):
         """Called once after the last step and validation, before the final save: a model can store
         values measured on the trained weights in its arch's config (the VAE's latent scale factor)."""
+
+    def restored_training_state(self) -> dict | None:
+        """Training state brought from another trainer's checkpoint, applied by the engine at start
+        (engine/checkpoints/restored_state.py): `{"source": path, "loaded": [what the model loaded itself],
+        "optimizers": [{parameter: Adam state} or None, one per optimizer], "global_step": int or None,
+        "epoch": the epoch to run next or None, "best": {"metric", "mode", "value"} or None}`. None (this
+        default): nothing to restore."""
+        return None
 
     def validation_metric_names(self) -> set[str] | None:
         """The names validation reports (`val_...`), known before the first step, so that

@@ -5,6 +5,7 @@ data          `setup_dataloaders()`
 weights       `path.pretrained`
 optimizers    `build_optimizers()`, LR schedules, gradient clipping, EMA
 prepare       Accelerate: DDP/autocast around each network, optimizers, loaders
+restored      what a model brings from another trainer's checkpoint (`restored_training_state`)
 resume state  `path.resume_from_checkpoint` (read only)
 commit        the run folder is created and locked; `train.log`, `config.yml`, trackers
 """
@@ -13,6 +14,7 @@ import os
 
 from engine.checkpoints.best_metric import check_best_metric
 from engine.checkpoints.checkpointing import branch_point, find_resume_checkpoint, load_checkpoint
+from engine.checkpoints.restored_state import apply_restored_state
 from engine.checkpoints.resume_check import check_resume_before_setup
 from engine.checkpoints.weights import load_pretrained
 from engine.class_counts import check_class_counts
@@ -38,6 +40,7 @@ def start_run(model, training: bool) -> None:
         check_class_counts(model)
         if training:
             check_best_metric(model)
+            apply_restored_state(model)  # another trainer's checkpoint the model continues
         checkpoint = find_resume_checkpoint(model) if training else None
         if checkpoint is not None:
             load_checkpoint(model, checkpoint)

@@ -51,6 +51,16 @@ def best_score(run_dir: str) -> float | None:
     return None if record is None else float(record["value"])
 
 
+def best_so_far(model, name: str, mode: str) -> float | None:
+    """The score `<run>/best/` holds, or the best a restored checkpoint brought when that is better
+    (engine/checkpoints/restored_state.py)."""
+    best, restored = best_score(model.run_dir), model.restored_best
+    if restored and restored["metric"] == name and restored["mode"] == mode:
+        if is_better(float(restored["value"]), best, mode):
+            return float(restored["value"])
+    return best
+
+
 def is_better(value: float, best: float | None, mode: str) -> bool:
     return best is None or (value > best if mode == "max" else value < best)
 
@@ -81,7 +91,7 @@ def update_best_weights(model, metrics: dict[str, float]) -> bool:
     better = [None]
     if accelerator.is_main_process:
         recover(model.run_dir)
-        better = [is_better(value, best_score(model.run_dir), mode)]
+        better = [is_better(value, best_so_far(model, name, mode), mode)]
     if accelerator.num_processes > 1:
         broadcast_object_list(better)
     if not better[0]:

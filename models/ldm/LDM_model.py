@@ -30,6 +30,7 @@ from models.ldm.generation_files import sampled_latent_shape, write_generation_f
 from models.ldm.intensity import measure_target_intensity
 from models.ldm.keys import DIFFUSION_KEYS, TRAIN_KEYS, VAE_KEYS, VAL_KEYS
 from models.ldm.patched import SlidingWindowDenoiser, latent_size_of_window
+from models.ldm.pti_checkpoint import PTILDMStart
 from models.ldm.sampling import make_sampler, sample_latents
 from models.ldm.schedules import (
     check_sampling_steps,
@@ -100,12 +101,8 @@ class LDM_model(BaseModel):
         loader = self.train_loader if self.train_loader is not None else self.val_loader
         if self.cond_opt["type"] != "none":
             self.projector = self.add_network("projector", build_projector(self, loader))
-        if self.hp["monai_checkpoint"]:  # PTI-LDM-VAE weights to continue training from or to generate with
-            from models.ldm.pti_checkpoint import load_pti_ldm_checkpoint
-
-            projector = self.projector.arch if self.projector is not None else None
-            load_pti_ldm_checkpoint(self.hp["monai_checkpoint"], self.unet.arch, projector)
-            self.logger.info(f"Loaded the PTI-LDM-VAE stage-2 weights of {self.hp['monai_checkpoint']}.")
+        # PTI-LDM-VAE weights to continue training from or to generate with (and its training state)
+        self.pti = PTILDMStart(self) if self.hp["monai_checkpoint"] else None
         set_scale_factor(self, loader)
         self.mean_target = baseline_mean_target(self) if self.val_opt["baselines"] else None
         # Stored with the weights (ldm.json): the data's range and the latent size generation samples at.
@@ -298,6 +295,9 @@ class LDM_model(BaseModel):
 
     def on_train_end(self):
         self.log({"latent_scale_factor": self.scale_factor})
+
+    def restored_training_state(self):
+        return self.pti.training_state() if self.pti is not None else None
 
     def save_archs(self, folder: str):
         """The UNet and projector, then `scheduler/`, `ldm.json` and `mean_target.safetensors` beside them,

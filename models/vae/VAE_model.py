@@ -73,7 +73,8 @@ TRAIN_KEYS = {
     "monai_checkpoint": Key(
         None,
         "str",
-        "A MONAI autoencoder `.pth` to start from (`network.type: MonaiAutoencoderKL`).",
+        "A PTI-LDM-VAE autoencoder `.pth` to start from (`network.type: MonaiAutoencoderKL`); a "
+        "`checkpoint_epochN.pth` also restores its discriminator, optimizers, step and best loss.",
         nullable=True,
     ),
 }
@@ -121,18 +122,18 @@ class VAE_model(BaseModel):
             check_recon_activation(
                 "train.recon_type", train["recon_type"], getattr(generator.config, "output_activation", None)
             )
-        if train["monai_checkpoint"]:
-            # Continue from a MONAI autoencoder run: its autoencoder_epochN.pth or checkpoint_epochN.pth.
-            if not hasattr(generator, "load_monai_checkpoint"):
-                raise ConfigError(
-                    f"'train.monai_checkpoint' needs 'network.type: MonaiAutoencoderKL', not '{opt.network.type}'."
-                )
-            generator.load_monai_checkpoint(train["monai_checkpoint"])
         self.is_vq = type(generator).__name__.startswith("VQ")
         self.net_g = self.add_network("net_g", generator)
         self.net_d = None
         if opt.get("network_d") is not None and train["disc_weight"] > 0:
             self.net_d = self.add_network("net_d", define_network(opt.network_d))
+        self.pti = None  # continue a PTI-LDM-VAE run: its autoencoder_epochN.pth or checkpoint_epochN.pth
+        if train["monai_checkpoint"]:
+            from models.pti.vae import PTIVAEStart
+
+            self.pti = PTIVAEStart(
+                train["monai_checkpoint"], generator, self.net_d.arch if self.net_d is not None else None
+            )
         self.perceptual = None
         if train["perceptual_weight"] > 0:
             if not train["perceptual_weights_path"]:
@@ -152,6 +153,9 @@ class VAE_model(BaseModel):
         if self.net_d is not None:
             optimizers.append(self.make_optimizer(self.net_d.parameters(), lr=self.hp["disc_learning_rate"]))
         return optimizers
+
+    def restored_training_state(self):
+        return self.pti.training_state() if self.pti is not None else None
 
     @property
     def gan_active(self) -> bool:
