@@ -77,13 +77,15 @@ def vae_config(tmp_path, path, **train):
     config["network"] = {"type": "MonaiAutoencoderKL", **NETWORK}
     config["network_d"] = {"type": "PatchDiscriminator", **DISCRIMINATOR}
     config["train"].update(
-        monai_checkpoint=str(path),
-        max_train_steps=STEP + 2,
-        validation_steps=STEP + 2,
-        checkpointing_steps=STEP + 2,
-        best_metric="val_loss",
-        best_mode="min",
-        **train,
+        {
+            "monai_checkpoint": str(path),
+            "max_train_steps": STEP + 2,
+            "validation_steps": STEP + 2,
+            "checkpointing_steps": STEP + 2,
+            "best_metric": "val_loss",
+            "best_mode": "min",
+            **train,
+        }
     )
     return config
 

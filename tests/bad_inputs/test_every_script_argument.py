@@ -23,6 +23,7 @@ SCRIPTS = (
     "demo_report",
     "key_reference",
     "dataset_to_tifs",
+    "export_pti",
 )
 # Arguments whose values are free text, checked against the run they are given with (a vector's length,
 # a label's range, a manifest's column), by the scripts' own tests.
@@ -53,6 +54,7 @@ def base_arguments(script: str, paths: dict) -> list[str]:
         "demo_report": ["--root", data, "--out", out],
         "key_reference": ["--check"],
         "dataset_to_tifs": ["--config", paths["a file"], "--out", out],
+        "export_pti": ["--run", run, "--out", out],
     }[script]
 
 
