@@ -8,11 +8,18 @@
     python scripts/generate.py --run experiments/ControlNet_shapes/<key>/final --control masks/ --out gen/
     python scripts/generate.py --run experiments/LDM_CLS/<key>/best --labels 0 1 2 --out gen/
     python scripts/generate.py --run experiments/LDM_UNC/<key>/final --num-samples 16 --out gen/
+    python scripts/generate.py --run checkpoint_epoch50.pth --config checkpoints/LDM/pti_ldm_vae.yml \
+        --vae autoencoder_epoch73.pth --conditions data/sample/dente --out gen/     # PTI-LDM-VAE's files
 
 Outputs are in the data's intensity range (`--normalized` keeps the network's), named after their
 conditions; `--seed` makes them reproducible. `--targets` scores them against the target TIFs of the same
 names (PSNR, SSIM, Dice for 0/1 masks; per sample, the mean, and the mean-target and shuffled-condition
 baselines) into `metrics.json`.
+
+`--run` may also be a PTI-LDM-VAE stage-2 file (`checkpoint_epochN.pth`, or `diffusion_unet.pt`), read as
+it is: `--config` is the YAML giving its network keys, condition, schedule and sampling settings
+(checkpoints/LDM/pti_ldm_vae.yml) and `--vae` its autoencoder `.pth` (default: the YAML's
+`vae.monai_checkpoint`); see models/pti/generation.py.
 """
 
 import json
@@ -42,6 +49,7 @@ from utils.cli.args import (  # noqa: E402
     existing_folder,
     finite,
     output_folder,
+    run_or_pth,
     seed,
 )
 from utils.cli.script import ScriptParser  # noqa: E402
@@ -62,6 +70,8 @@ def generate(
     device: str = "cpu",
     labels: list[int] | None = None,
     normalized: bool = False,
+    config: Path | None = None,
+    vae: Path | None = None,
 ) -> list[Path]:
     """Samples of the run in `run` (its `final/`, `best/` or `checkpoint-N/` folder: UNet, projector,
     scheduler, `ldm.json` with the VAE reference, scale factor and the data's intensity range), written
@@ -73,10 +83,9 @@ def generate(
     targets; `normalized` keeps the network's range), named after their conditions. Vectors are given in
     the dataset's layout (a PSFDataset's `coords`: x, y, depth_mm, focus_mm, wavelengths_um); the run's
     `condition.indices` picks the numbers it was trained on. Sample i starts from the noise of
-    `seed + i`, whatever the batch size."""
-    from models.ldm.pipeline import LDMPipeline  # here, not at the top: `--help` answers at once
-
-    pipe = LDMPipeline.from_final(str(run), device)
+    `seed + i`, whatever the batch size. A PTI-LDM-VAE `.pth` as `run` is read with the YAML `config` and
+    the autoencoder `.pth` `vae` (`load_pipeline`)."""
+    pipe, data_config = load_pipeline(run, device, config, vae)
     if steps is not None:
         check_sampling_steps(
             steps,
@@ -85,7 +94,7 @@ def generate(
             "the run's diffusion.num_train_timesteps",
         )
     kind = pipe.condition_type
-    names, inputs, stats = network_inputs(pipe, run, conditions, vectors, labels, num_samples)
+    names, inputs, stats = network_inputs(pipe, data_config, conditions, vectors, labels, num_samples)
 
     def sample(chunk, seeds):
         batch = inputs[chunk] if inputs is not None else None
@@ -99,9 +108,47 @@ def generate(
     return write_samples(out, names, sample, pipe.description, seed, batch_size, stats, normalized, tile)
 
 
+def load_pipeline(run: Path, device: str, config: Path | None = None, vae: Path | None = None):
+    """(the pipeline of `run`, where its data settings are: the run folder's config.yml or `config`)."""
+    if run.is_dir():
+        if config is not None or vae is not None:
+            raise UserError(
+                "--config and --vae go with a PTI-LDM-VAE .pth as --run; a run folder holds its own."
+            )
+        from models.ldm.pipeline import LDMPipeline  # here, not at the top: `--help` answers at once
+
+        return LDMPipeline.from_final(str(run), device), run
+    if config is None:
+        raise UserError(
+            f"--run '{run}' is a PTI-LDM-VAE file: give --config, the YAML with its network keys "
+            "(checkpoints/LDM/pti_ldm_vae.yml), and --vae, its autoencoder .pth."
+        )
+    from models.pti.generation import pti_ldm_pipeline
+    from trainer import load_config
+
+    opt, _ = load_config(str(config), [f"vae.monai_checkpoint={vae}"] if vae is not None else [])
+    return pti_ldm_pipeline(run, opt, device), config
+
+
 def build_parser() -> ScriptParser:
     parser = ScriptParser(description=__doc__)
-    parser.add_run_argument("a trained LDM (or ControlNet) run's final/, best/ or checkpoint-N/ folder")
+    parser.add_argument(
+        "--run",
+        required=True,
+        type=run_or_pth,
+        reads=True,
+        help="a trained LDM (or ControlNet) run's final/, best/ or checkpoint-N/ folder, or a PTI-LDM-VAE "
+        "checkpoint_epochN.pth / diffusion_unet.pt (with --config and --vae)",
+    )
+    parser.add_argument(
+        "--config", type=existing_file, reads=True, help="with a .pth --run: the YAML of its network keys"
+    )
+    parser.add_argument(
+        "--vae",
+        type=existing_file,
+        reads=True,
+        help="with a .pth --run: its autoencoder .pth (PTI-LDM-VAE's)",
+    )
     parser.add_argument("--out", required=True, type=output_folder, writes=True, help="output folder")
     parser.add_argument(
         "--conditions",
@@ -182,6 +229,8 @@ def run(args) -> int:
         args.device,
         labels=parse_labels(args.labels),
         normalized=args.normalized,
+        config=args.config,
+        vae=args.vae,
     )
     print(f"Wrote {len(written)} TIFs and grid.png into {args.out}.")
     report_scores(args, written)

@@ -4,6 +4,12 @@
 
 `--run` is a VAE run's `final/` (or `checkpoint-N/`) folder; its saved `config.yml` says how the
 training data was normalised, and the same normalisation (with the run's patch size) is applied here.
+`--run` may also be a PTI-LDM-VAE `autoencoder_epochN.pth` or `checkpoint_epochN.pth`, read as it is, with
+`--config` the YAML giving its network keys and data settings (checkpoints/VAE/pti_ldm_vae.yml):
+
+    python scripts/vae_reconstruct.py --run autoencoder_epoch73.pth --config checkpoints/VAE/pti_ldm_vae.yml \
+        --input data/sample/tif --out recon/
+
 Reconstructions are written back in the input's original intensity range, with the input's names.
 Metrics (PSNR, SSIM, MAE; data range of each input image) are computed in that original range.
 """
@@ -24,7 +30,16 @@ from utils.cli.console import quiet_libraries  # noqa: E402
 quiet_libraries()  # before diffusers and transformers load: bitsandbytes warns on import
 
 from dataset.common.image_keys import NETWORK_INPUT_KEYS  # noqa: E402
-from utils.cli.args import MAX_BATCH, count, default_device, device, existing_folder, output_folder  # noqa: E402
+from utils.cli.args import (  # noqa: E402
+    MAX_BATCH,
+    count,
+    default_device,
+    device,
+    existing_file,
+    existing_folder,
+    output_folder,
+    run_or_pth,
+)
 from utils.cli.script import ScriptParser  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 from utils.images.comparison import comparison_grid  # noqa: E402
@@ -34,7 +49,20 @@ from utils.losses.vae import decoded_image  # noqa: E402
 from utils.metrics.image import mae, psnr, ssim  # noqa: E402
 
 
-def load_vae(run: Path, device: str):
+def load_vae(run: Path, device: str, config: Path | None = None):
+    """(the autoencoder, its run's config): from a run's folder, or a PTI-LDM-VAE .pth with `config`."""
+    if run.is_file() or config is not None:
+        if not run.is_file() or config is None:
+            raise UserError(
+                f"--run '{run}' is a PTI-LDM-VAE .pth: give --config, the YAML with its network keys "
+                "(checkpoints/VAE/pti_ldm_vae.yml)."
+                if run.is_file()
+                else "--config goes with a PTI-LDM-VAE .pth as --run; a run folder holds its own config.yml."
+            )
+        from models.pti.generation import pti_vae  # here, not at the top: `--help` answers at once
+
+        vae, opt = pti_vae(run, config, device)
+        return vae.eval(), opt
     config_path = run / "config.yml"
     if not config_path.is_file():
         config_path = run.parent / "config.yml"
@@ -56,11 +84,16 @@ def load_vae(run: Path, device: str):
 
 
 def reconstruct(
-    run: Path, input_dir: Path, out: Path, batch_size: int = 4, device: str = "cpu"
+    run: Path,
+    input_dir: Path,
+    out: Path,
+    batch_size: int = 4,
+    device: str = "cpu",
+    config: Path | None = None,
 ) -> list[dict]:
     from dataset.tif_dataset import TIFFolderDataset  # here, not at the top: `--help` answers at once
 
-    vae, opt = load_vae(run, device)
+    vae, opt = load_vae(run, device, config)
     block = (opt.get("datasets") or {}).get("val") or (opt.get("datasets") or {}).get("train") or {}
     dataset = TIFFolderDataset(
         {
@@ -107,7 +140,16 @@ def reconstruct(
 
 def build_parser() -> ScriptParser:
     parser = ScriptParser(description=__doc__)
-    parser.add_run_argument("a VAE run's final/ (or checkpoint-N/) folder")
+    parser.add_argument(
+        "--run",
+        required=True,
+        type=run_or_pth,
+        reads=True,
+        help="a VAE run's final/ (or checkpoint-N/) folder, or a PTI-LDM-VAE .pth (with --config)",
+    )
+    parser.add_argument(
+        "--config", type=existing_file, reads=True, help="with a .pth --run: the YAML of its network keys"
+    )
     parser.add_argument(
         "--input", required=True, type=existing_folder, reads=True, help="folder of .tif/.tiff images"
     )
@@ -118,7 +160,7 @@ def build_parser() -> ScriptParser:
 
 
 def run(args) -> int:
-    rows = reconstruct(args.run, args.input, args.out, args.batch_size, args.device)
+    rows = reconstruct(args.run, args.input, args.out, args.batch_size, args.device, args.config)
     mean_psnr = float(np.mean([r["psnr"] for r in rows]))
     print(
         f"Reconstructed {len(rows)} images into {args.out} (mean PSNR {mean_psnr:.2f} dB); metrics.csv and "

@@ -23,10 +23,12 @@ from utils.errors.files import as_user_error
 
 
 def read_conditions(run: Path, folder: Path):
-    """(names, condition images) from a folder of TIFs, normalised like the run's validation data."""
+    """(names, condition images) from a folder of TIFs, normalised like the run's validation data (`run`:
+    the run's folder, holding its config.yml, or a YAML experiment file)."""
     from dataset.tif_dataset import TIFFolderDataset
 
-    opt = yaml.safe_load((run / "config.yml").read_text()) if (run / "config.yml").is_file() else {}
+    config = run if run.suffix in (".yml", ".yaml") else run / "config.yml"
+    opt = yaml.safe_load(config.read_text()) if config.is_file() else {}
     block = (opt.get("datasets") or {}).get("val") or {}
     dataset = TIFFolderDataset(
         {

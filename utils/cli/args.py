@@ -84,6 +84,21 @@ existing_folder = _existing("folder", "file")
 existing_file = _existing("file", "folder")
 
 
+def run_or_pth(text: str) -> Path:
+    """A run's weights folder, or a PTI-LDM-VAE `.pth` / `.pt` file (read with the `--config` network keys)."""
+    path = Path(text)
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"'{text}' does not exist")
+    if path.is_file() and path.suffix not in (".pth", ".pt"):
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is a file but not a .pth or .pt; give a run's folder or a PTI-LDM-VAE .pth file"
+        )
+    return path
+
+
+run_or_pth.__name__ = "folder"  # wrong values as for a folder: a missing path, a file that is no .pth
+
+
 def output_folder(text: str) -> Path:
     """Where a script writes: a folder, or a path that does not exist yet (never an existing file)."""
     if not text.strip():
