@@ -114,6 +114,7 @@ def test_the_vae_run_starts_where_the_checkpoint_stopped(tmp_path):
     model = started(vae_config(tmp_path, path), tmp_path)
     try:
         assert model.global_step == STEP and model.state.epoch == EPOCH + 1
+        assert [s.last_epoch for s in model.schedulers] == [STEP, STEP]  # the LR schedules at that step
         assert model.restored_best == {"metric": "val_loss", "mode": "min", "value": 0.25}
         for optimizer, network, key in (
             (model.optimizers[0], model.net_g.arch.monai_autoencoder, "optimizer_g_state_dict"),

@@ -61,7 +61,8 @@ TRAIN_KEYS = {
         None,
         "str",
         "A PTI-LDM-VAE stage-2 `.pth` (`unet_state_dict` + `condition_projector_state_dict`, or "
-        "`diffusion_unet.pt`) to continue training from or generate with (`network.type: DiffusionUNet`, MONAI).",
+        "`diffusion_unet.pt`) to continue training from or generate with (`network.type: DiffusionUNet`, MONAI); "
+        "a `checkpoint_epochN.pth` also restores its optimizer, step, epoch and best loss.",
         nullable=True,
     ),
 }

@@ -60,12 +60,12 @@ def _vae(folder: Path):
     autoencoder = vae.monai_autoencoder.state_dict()
     state, what = {"autoencoder_state_dict": autoencoder}, "the autoencoder"
     _add_optimizer(
-        state, folder / "optimizer.bin", "optimizer_g_state_dict", _names(vae, "monai_autoencoder.")
+        state, folder / "optimizer.bin", "optimizer_g_state_dict", _monai_names(vae, "monai_autoencoder.")
     )
     if (folder / "net_d" / "config.json").is_file():
         discriminator = PatchDiscriminator_arch.from_pretrained(str(folder / "net_d"))
         state["discriminator_state_dict"] = discriminator.monai_discriminator.state_dict()
-        names = _names(discriminator, "monai_discriminator.")
+        names = _monai_names(discriminator, "monai_discriminator.")
         _add_optimizer(state, folder / "optimizer_1.bin", "optimizer_d_state_dict", names)
         what += " and the discriminator"
     return {"autoencoder.pt": autoencoder}, state, what
@@ -105,19 +105,21 @@ def _ldm(folder: Path):
         },
     }
     # The run's one optimizer runs over the UNet's parameters, then the projector's (null token included).
-    ours = _names(unet, "", "unet.") + _names(projector, "", "projector.")
+    ours = _names(unet, "unet.") + _names(projector, "projector.")
     theirs = {f"unet.unet.{n}": n for n, _ in unet.unet.named_parameters()}
     theirs.update({"projector.proj.weight": "weight", "projector.proj.bias": "bias"})
     _add_optimizer(state, folder / "optimizer.bin", "optimizer_state_dict", (ours, theirs))
     return {"diffusion_unet.pt": weights}, state, "the UNet and the condition projector"
 
 
-def _names(arch, inner: str, prefix: str = ""):
-    """(this optimizer's parameter names in order, {our name: PTI-LDM-VAE's}) for an arch wrapping one
-    MONAI network under `inner`; with `prefix`, only the names (for joining several archs)."""
-    names = [prefix + n for n, p in arch.named_parameters() if p.requires_grad]
-    if prefix:
-        return names
+def _names(arch, prefix: str = "") -> list[str]:
+    """The names of `arch`'s trainable parameters in the order its optimizer holds them."""
+    return [prefix + n for n, p in arch.named_parameters() if p.requires_grad]
+
+
+def _monai_names(arch, inner: str):
+    """(our names, {our name: PTI-LDM-VAE's}) for an arch wrapping one MONAI network under `inner`."""
+    names = _names(arch)
     return names, {n: n[len(inner) :] for n in names if n.startswith(inner)}
 
 
