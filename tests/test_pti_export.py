@@ -9,20 +9,7 @@ from monai.networks.nets import AutoencoderKL, DiffusionModelUNet, PatchDiscrimi
 
 from scripts import export_pti
 from tests.helpers import ldm_config, run_folder, run_trainer
-from tests.test_pti_resume import DISCRIMINATOR, NETWORK, closed, started, vae_config
-
-UNET = {
-    "spatial_dims": 2,
-    "in_channels": 2,
-    "out_channels": 2,
-    "channels": [16, 32],
-    "attention_levels": [False, True],
-    "num_head_channels": [0, 16],
-    "num_res_blocks": 1,
-    "norm_num_groups": 8,
-    "with_conditioning": True,
-    "cross_attention_dim": 32,
-}
+from tests.helpers.pti import DISCRIMINATOR, NETWORK, UNET, closed, started, vae_config
 
 
 def exported(folder, out):

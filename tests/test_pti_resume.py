@@ -2,111 +2,25 @@
 optimizers' moments, the step (the run counts on from it), the epoch and the best validation loss
 (best/ is written only by a better validation)."""
 
-import copy
 import json
 import os
 
 import pytest
 import torch
-from monai.networks.nets import AutoencoderKL, DiffusionModelUNet, PatchDiscriminator
+from monai.networks.nets import AutoencoderKL, DiffusionModelUNet
 
-from tests.helpers import (
-    TINY_VAE,
-    ldm_config,
-    read_scalars,
-    reset_accelerate,
-    run_folder,
-    run_trainer,
-    write_config,
+from tests.helpers import ldm_config, read_scalars, run_folder, run_trainer
+from tests.helpers.pti import (
+    EPOCH,
+    NETWORK,
+    STEP,
+    UNET,
+    closed,
+    pti_vae_checkpoint,
+    started,
+    train_a_little,
+    vae_config,
 )
-
-NETWORK = {
-    "spatial_dims": 2,
-    "in_channels": 1,
-    "out_channels": 1,
-    "channels": [8, 16],
-    "latent_channels": 2,
-    "num_res_blocks": 1,
-    "norm_num_groups": 4,
-    "attention_levels": [False, False],
-    "with_encoder_nonlocal_attn": False,
-    "with_decoder_nonlocal_attn": False,
-}
-DISCRIMINATOR = {"spatial_dims": 2, "in_channels": 1, "channels": 8, "num_layers_d": 2, "norm": "INSTANCE"}
-STEP, EPOCH = 10, 4
-
-
-def _train_a_little(networks, optimizer):
-    """Two Adam steps, so that the moments differ from zero and from each other."""
-    for _ in range(2):
-        loss = sum(
-            (p.float() ** 2).sum() * (i + 1)
-            for i, p in enumerate(q for n in networks for q in n.parameters())
-        )
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-
-
-def pti_vae_checkpoint(tmp_path, best_val_loss: float):
-    """A VAE checkpoint as PTI-LDM-VAE's trainer writes it."""
-    torch.manual_seed(0)
-    autoencoder = AutoencoderKL(**NETWORK)
-    discriminator = PatchDiscriminator(out_channels=1, **DISCRIMINATOR)
-    optimizer_g = torch.optim.Adam(autoencoder.parameters(), lr=1e-4)
-    optimizer_d = torch.optim.Adam(discriminator.parameters(), lr=1e-4)
-    _train_a_little([autoencoder], optimizer_g)
-    _train_a_little([discriminator], optimizer_d)
-    content = {
-        "epoch": EPOCH,
-        "autoencoder_state_dict": autoencoder.state_dict(),
-        "discriminator_state_dict": discriminator.state_dict(),
-        "optimizer_g_state_dict": optimizer_g.state_dict(),
-        "optimizer_d_state_dict": optimizer_d.state_dict(),
-        "best_val_loss": best_val_loss,
-        "total_step": STEP,
-    }
-    path = tmp_path / f"checkpoint_epoch{EPOCH}.pth"
-    torch.save(content, path)
-    return path, content, autoencoder, discriminator
-
-
-def vae_config(tmp_path, path, **train):
-    config = copy.deepcopy(TINY_VAE)
-    config["path"]["root"] = str(tmp_path / "experiments")
-    config["network"] = {"type": "MonaiAutoencoderKL", **NETWORK}
-    config["network_d"] = {"type": "PatchDiscriminator", **DISCRIMINATOR}
-    config["train"].update(
-        {
-            "monai_checkpoint": str(path),
-            "max_train_steps": STEP + 2,
-            "validation_steps": STEP + 2,
-            "checkpointing_steps": STEP + 2,
-            "best_metric": "val_loss",
-            "best_mode": "min",
-            **train,
-        }
-    )
-    return config
-
-
-def started(config, tmp_path):
-    """The model as the trainer builds it, started (weights, optimizers, restored state), not trained."""
-    import trainer
-    from engine.start import start_run
-
-    model, _ = trainer.build(trainer.parse_args(["-opt", write_config(config, tmp_path / "c.yml")]))
-    start_run(model, training=True)
-    return model
-
-
-def closed(model):
-    from engine.run.shutdown import end_processes
-
-    end_processes(model.accelerator, clean=True)
-    model.run_folder.rollback()
-    model.run_folder.close()
-    reset_accelerate()
 
 
 def test_the_vae_run_starts_where_the_checkpoint_stopped(tmp_path):
@@ -172,22 +86,10 @@ def test_the_ldm_run_restores_its_optimizer_epoch_and_best(tmp_path):
     torch.manual_seed(0)
     autoencoder = AutoencoderKL(**NETWORK)
     torch.save(autoencoder.state_dict(), tmp_path / "autoencoder.pt")
-    unet_keys = {
-        "spatial_dims": 2,
-        "in_channels": 2,
-        "out_channels": 2,
-        "channels": [16, 32],
-        "attention_levels": [False, True],
-        "num_head_channels": [0, 16],
-        "num_res_blocks": 1,
-        "norm_num_groups": 8,
-        "with_conditioning": True,
-        "cross_attention_dim": 32,
-    }
-    unet = DiffusionModelUNet(**unet_keys)
+    unet = DiffusionModelUNet(**UNET)
     projector = torch.nn.Linear(2, 32)
     optimizer = torch.optim.Adam(list(unet.parameters()) + list(projector.parameters()))
-    _train_a_little([unet, projector], optimizer)
+    train_a_little([unet, projector], optimizer)
     path = tmp_path / "checkpoint_epoch7.pth"
     saved = {
         "epoch": 7,
@@ -200,7 +102,7 @@ def test_the_ldm_run_restores_its_optimizer_epoch_and_best(tmp_path):
     torch.save(saved, path)
     config = ldm_config(tmp_path, None, condition={"type": "image", "position_embedding": False})
     config["vae"] = {"monai_checkpoint": str(tmp_path / "autoencoder.pt"), "network": NETWORK}
-    config["network"] = {"type": "DiffusionUNet", "backend": "monai", **unet_keys}
+    config["network"] = {"type": "DiffusionUNet", "backend": "monai", **UNET}
     config["train"].update(
         monai_checkpoint=str(path), max_train_steps=40, best_metric="val_loss", best_mode="min"
     )

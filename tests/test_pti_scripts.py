@@ -10,8 +10,7 @@ from monai.networks.nets import AutoencoderKL, DiffusionModelUNet
 
 from scripts import generate, vae_reconstruct
 from tests.helpers import ROOT
-from tests.test_pti_export import UNET
-from tests.test_pti_resume import NETWORK
+from tests.helpers.pti import NETWORK, UNET
 
 
 def images(folder, count=3, seed=0):
