@@ -32,6 +32,8 @@ class PTIVAEStart:
         if saved_d is not None and discriminator is not None:
             _load_discriminator(discriminator, strip_module(saved_d), self.path)
             self.loaded.append("the discriminator")
+        elif saved_d is not None:
+            self.loaded.append("not its discriminator (no network_d block, or disc_weight 0)")
 
     def training_state(self) -> dict | None:
         """For `BaseModel.restored_training_state`: None for a weights-only file."""
