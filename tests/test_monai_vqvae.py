@@ -125,6 +125,7 @@ def test_save_and_from_pretrained_give_identical_outputs_codebook_included(tmp_p
         ({"decay": 1.5}, "decay"),
         ({"embedding_init": "uniform"}, "embedding_init"),
         ({"dead_code_threshold": -1.0}, "dead_code_threshold"),
+        ({"epsilon": 0.0}, "epsilon"),
         ({"output_activation": "relu"}, "output_activation"),
     ],
 )

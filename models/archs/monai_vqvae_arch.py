@@ -230,6 +230,11 @@ def _check_config(config: MonaiVQVAE_config) -> None:
         )
     if not 0.0 <= config.decay <= 1.0:
         raise ConfigError(f"'network.decay' is {config.decay}; the codebook's EMA decay lies in [0, 1].")
+    if config.commitment_cost < 0 or config.epsilon <= 0:
+        raise ConfigError(
+            f"'network.commitment_cost' ({config.commitment_cost}) must be 0 or more and 'network.epsilon' "
+            f"({config.epsilon}) above 0 (the codebook's Laplace smoothing)."
+        )
     if config.dead_code_threshold < 0:
         raise ConfigError(
             f"'network.dead_code_threshold' is {config.dead_code_threshold}; give 0 (no restarts) or more."
