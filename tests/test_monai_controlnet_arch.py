@@ -127,3 +127,30 @@ def test_a_2d_unet_on_diffusers_or_no_unet_is_refused_in_one_sentence():
     controlnet = MonaiControlNet_arch(MonaiControlNet_config(unet=trained_unet().config.to_dict()))
     with pytest.raises(ConfigError, match="does not fit"):
         controlnet.copy_encoder(other)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients_with_the_blocks_run_again():
+    unet = trained_unet()
+    latents, timesteps, control, context = inputs()
+    grads, calls = [], []
+    for checkpointing in (False, True):
+        config = MonaiControlNet_config(
+            conditioning_embedding_out_channels=[4, 8],
+            unet=unet.config.to_dict(),
+            gradient_checkpointing=checkpointing,
+        )
+        controlnet = MonaiControlNet_arch(config)
+        torch.manual_seed(3)  # the zero convolutions would pass no gradient back to the blocks
+        for p in controlnet.parameters():
+            p.data.normal_(0.0, 0.1)
+        ran = []
+        for m in controlnet.modules():
+            if isinstance(m, torch.nn.Conv3d):
+                m.register_forward_hook(lambda *_, ran=ran: ran.append(1))
+        down, mid = controlnet(latents, timesteps, control, encoder_hidden_states=context)
+        (sum(r.square().mean() for r in down) + mid.square().mean()).backward()
+        grads.append({n: p.grad for n, p in controlnet.named_parameters()})
+        calls.append(len(ran))
+    assert calls[1] > calls[0]  # the checkpointed blocks ran again in the backward pass
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, rtol=1e-5, atol=1e-6, msg=name)
