@@ -1,4 +1,4 @@
-"""Stage 1: train an autoencoder (AutoencoderKL, MonaiAutoencoderKL or VQVAE) with the latent-diffusion recipe.
+"""Stage 1: train an autoencoder (AutoencoderKL, MonaiAutoencoderKL, VQVAE or MonaiVQVAE) with the latent-diffusion recipe.
 
     loss_G = recon + perceptual_weight * perceptual + kl_weight * KL (or the VQ loss)
              + disc_weight * w * adversarial          (the last term from step `disc_start` on)
@@ -122,7 +122,7 @@ class VAE_model(BaseModel):
             check_recon_activation(
                 "train.recon_type", train["recon_type"], getattr(generator.config, "output_activation", None)
             )
-        self.is_vq = type(generator).__name__.startswith("VQ")
+        self.is_vq = getattr(generator, "snaps_to_codebook", False)  # a VQ arch: a codebook, no posterior
         self.net_g = self.add_network("net_g", generator)
         self.net_d = None
         if opt.get("network_d") is not None and train["disc_weight"] > 0:

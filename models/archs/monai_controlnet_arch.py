@@ -1,0 +1,167 @@
+"""`type: MonaiControlNet`: MONAI's `ControlNet` (2D or 3D), shaped after a trained stage-2 UNet on the
+MONAI backend (`DiffusionUNet` with `backend: monai`, or any 3D one).
+
+The same interface as the diffusers-based `ControlNet` (models/archs/controlnet_arch.py): `copy_encoder(unet)`
+starts it as a copy of the trained UNet's encoder (input conv, time embedding, down and middle blocks,
+loaded by name as MONAI's ControlNet tutorial does) with its output convolutions at zero, so
+before training the controlled UNet predicts exactly what the UNet alone does; `forward` returns
+(down residuals, mid residual), already scaled, for MONAI `DiffusionModelUNet`'s
+`down_block_additional_residuals` / `mid_block_additional_residual`. `controlled_prediction` is that
+whole call: the UNet's prediction with the ControlNet's residuals added.
+"""
+
+import torch
+from monai.networks.nets import ControlNet
+from transformers import PretrainedConfig, PreTrainedModel
+
+from models.archs.checkpointing import checkpoint_blocks
+from models.archs.diffusion_unet_arch import DiffusionUNet_arch, DiffusionUNet_config, coordinate_grid
+from utils.errors import ConfigError
+
+
+class MonaiControlNet_config(PretrainedConfig):
+    """The keys a YAML gives (the same as `type: ControlNet`'s, so switching the type is enough):
+
+        network:
+          type: MonaiControlNet
+          conditioning_channels: 1                    # channels of the control image (a mask, an edge map)
+          conditioning_embedding_out_channels: [16, 32, 64]   # one stride-2 conv between entries:
+                                                      # the control image is 2**(len - 1) times the latent
+          gradient_checkpointing: false               # true: recompute activations in the backward pass
+
+    They are MONAI's `conditioning_embedding_in_channels` / `conditioning_embedding_num_channels`. `unet`
+    (the `DiffusionUNet` config of the stage-2 UNet, `unet_arch.config.to_dict()`) is filled in by the
+    training model from the frozen LDM run, so the saved config rebuilds the same ControlNet."""
+
+    model_type = "MonaiControlNet"
+
+    def __init__(
+        self,
+        conditioning_channels: int = 1,
+        conditioning_embedding_out_channels: list[int] = (16, 32, 64),
+        unet: dict | None = None,
+        gradient_checkpointing: bool = False,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.conditioning_channels = conditioning_channels
+        self.conditioning_embedding_out_channels = list(conditioning_embedding_out_channels)
+        self.unet = dict(unet) if unet is not None else None
+        self.gradient_checkpointing = gradient_checkpointing
+
+    @property
+    def control_downsampling(self) -> int:
+        """How many times larger the control image is than the latent."""
+        return 2 ** (len(self.conditioning_embedding_out_channels) - 1)
+
+
+class MonaiControlNet_arch(PreTrainedModel):
+    config_class = MonaiControlNet_config
+    main_input_name = "sample"
+
+    def __init__(self, config: MonaiControlNet_config):
+        super().__init__(config)
+        if not config.unet:
+            raise ConfigError(
+                "A ControlNet is shaped after a trained UNet: train it with 'model_type: ControlNet_model' "
+                "and 'ldm.pretrained' (an LDM run's final/), which fills in 'network.unet'."
+            )
+        if config.conditioning_channels < 1 or not config.conditioning_embedding_out_channels:
+            raise ConfigError(
+                "'network.conditioning_channels' must be 1 or more and 'network.conditioning_embedding_out_channels' "
+                "a non-empty list of widths."
+            )
+        unet = DiffusionUNet_config(**{k: v for k, v in config.unet.items() if k != "model_type"})
+        if unet.spatial_dims == 2 and unet.backend != "monai":
+            raise ConfigError(
+                "'network.type: MonaiControlNet' copies a UNet on MONAI's backend, but this LDM's 2D UNet runs "
+                "on diffusers; use 'network.type: ControlNet', or retrain the LDM with 'network.backend: monai'."
+            )
+        # The UNet's input conv also takes the coordinate channels when it has them.
+        in_channels = unet.in_channels + (unet.spatial_dims if unet.coordinate_channels else 0)
+        self.controlnet = ControlNet(
+            spatial_dims=unet.spatial_dims,
+            in_channels=in_channels,
+            num_res_blocks=unet.num_res_blocks,
+            channels=unet.channels,
+            attention_levels=unet.attention_levels,
+            norm_num_groups=unet.norm_num_groups,
+            norm_eps=unet.norm_eps,
+            num_head_channels=unet.num_head_channels,
+            with_conditioning=unet.with_conditioning,
+            transformer_num_layers=unet.transformer_num_layers,
+            cross_attention_dim=unet.cross_attention_dim if unet.with_conditioning else None,
+            conditioning_embedding_in_channels=config.conditioning_channels,
+            conditioning_embedding_num_channels=config.conditioning_embedding_out_channels,
+        )
+        if config.gradient_checkpointing:  # MONAI's ControlNet has no switch for it (as its UNet)
+            checkpoint_blocks([*self.controlnet.down_blocks, self.controlnet.middle_block])
+        self.post_init()
+
+    def _init_weights(self, module):
+        # Keep MONAI's initialisation: its zero convolutions must stay zero at the start.
+        pass
+
+    def copy_encoder(self, unet) -> None:
+        """Start from the trained UNet (a `DiffusionUNet_arch` on the MONAI backend, or its
+        `DiffusionModelUNet`): every weight the two share by name (input conv, time embedding, down and
+        middle blocks) is copied; the conditioning embedding's last conv and the output convs stay zero."""
+        inner = unet.unet if isinstance(unet, DiffusionUNet_arch) else unet
+        own = self.controlnet.state_dict()
+        shared = {k: v for k, v in inner.state_dict().items() if k in own and own[k].shape == v.shape}
+        # strict=False: the UNet's decoder has no place here, and the ControlNet's own convs no source.
+        self.controlnet.load_state_dict(shared, strict=False)
+        missing = [k for k in own if k not in shared and not k.startswith("controlnet_")]
+        if missing:
+            raise ConfigError(
+                f"The UNet does not fit this ControlNet's 'network.unet' config: {len(missing)} encoder weights "
+                f"were not copied (first: {missing[:2]}); build the ControlNet from that UNet's own config."
+            )
+
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timesteps: torch.Tensor,
+        control: torch.Tensor,
+        conditioning_scale: float = 1.0,
+        encoder_hidden_states: torch.Tensor | None = None,
+        class_labels: torch.Tensor | None = None,
+    ):
+        """(down residuals, mid residual), already multiplied by `conditioning_scale`, for MONAI
+        `DiffusionModelUNet`'s `down_block_additional_residuals` / `mid_block_additional_residual`.
+        `sample` is what the UNet's input conv takes (with the coordinate channels when the UNet has them)
+        and `encoder_hidden_states` its cross-attention context (MONAI's `context`); `class_labels` is
+        accepted for the shared interface (MONAI's UNet here embeds no classes)."""
+        down, mid = self.controlnet(
+            sample,
+            timesteps,
+            controlnet_cond=control,
+            conditioning_scale=float(conditioning_scale),
+            context=encoder_hidden_states,
+        )
+        return tuple(down), mid
+
+
+def controlled_prediction(
+    unet: DiffusionUNet_arch,
+    controlnet: MonaiControlNet_arch,
+    latents: torch.Tensor,
+    timesteps: torch.Tensor,
+    control: torch.Tensor,
+    conditioning_scale: float = 1.0,
+    context: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """`unet(latents, timesteps, context)` of a MONAI-backed `DiffusionUNet` with the ControlNet's residuals
+    added: the same inputs (coordinate channels, cross-attention context) go to both networks."""
+    arch = getattr(unet, "arch", unet)  # the bare arch of a training model's network handle
+    if arch.config.coordinate_channels:
+        latents = torch.cat([latents, coordinate_grid(latents)], dim=1)
+    context = context if arch.cross_attends else None
+    down, mid = controlnet(latents, timesteps, control, conditioning_scale, encoder_hidden_states=context)
+    return arch.unet(
+        latents,
+        timesteps=timesteps,
+        context=context,
+        down_block_additional_residuals=down,
+        mid_block_additional_residual=mid,
+    )
