@@ -73,11 +73,16 @@ def test_unet_rejects_conditioning_without_attention():
 
 
 @pytest.mark.parametrize("inject", ["time_embedding", "both"])
-def test_time_embedding_injection_reads_the_last_token_only_and_drops_cross_attention(inject):
-    unet = tiny_unet(condition_injection=inject)
-    cross = any("CrossAttn" in type(block).__name__ for block in unet.unet.down_blocks)
+@pytest.mark.parametrize("backend", [{}, {"backend": "monai"}, {"spatial_dims": 3}])
+def test_time_embedding_injection_reads_the_last_token_only_and_drops_cross_attention(inject, backend):
+    unet = tiny_unet(condition_injection=inject, **backend)
+    if unet.uses_diffusers:
+        cross = any("CrossAttn" in type(block).__name__ for block in unet.unet.down_blocks)
+    else:  # MONAI builds its attention blocks with a context exactly when it conditions
+        cross = unet.unet.with_conditioning
     assert cross == (inject == "both")
-    x, t = torch.randn(2, 2, 8, 8), torch.tensor([3, 700])
+    spatial = (8, 8, 8) if backend.get("spatial_dims") == 3 else (8, 8)
+    x, t = torch.randn(2, 2, *spatial), torch.tensor([3, 700])
     context = torch.randn(2, 5, 16)
     other_summary = context.clone()
     other_summary[:, -1] = torch.randn(2, 16)
@@ -90,11 +95,9 @@ def test_time_embedding_injection_reads_the_last_token_only_and_drops_cross_atte
         assert torch.equal(out, unet(x, t, other_tokens)) == (inject == "time_embedding")
 
 
-def test_time_embedding_injection_needs_the_diffusers_backend():
+def test_an_unknown_injection_is_one_sentence():
     from utils.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="diffusers backend"):
-        tiny_unet(condition_injection="time_embedding", backend="monai")
     with pytest.raises(ConfigError, match="cross_attention, time_embedding, both"):
         tiny_unet(condition_injection="film")
 

@@ -3,8 +3,9 @@
 The keys are those of MONAI's `DiffusionModelUNet` (its JSON configs carry over), plus `backend`,
 `condition_injection`, `resnet_time_scale_shift` and `coordinate_channels` (see `DiffusionUNet_config`).
 2D runs on diffusers' `UNet2DConditionModel` (fused attention, well kept); 3D on MONAI's
-`DiffusionModelUNet`. `backend: monai` forces MONAI in 2D too (to reuse weights trained with
-MONAI). `forward(sample, timesteps, context=None)` returns the prediction, a tensor.
+`DiffusionModelUNet` (its integer-class embedding replaced by a projection of the condition's summary
+token under `condition_injection: time_embedding`). `backend: monai` forces MONAI in 2D too (to reuse
+weights trained with MONAI). `forward(sample, timesteps, context=None)` returns the prediction, a tensor.
 """
 
 import torch
@@ -99,10 +100,20 @@ class DiffusionUNet_arch(PreTrainedModel):
                 norm_num_groups=config.norm_num_groups,
                 norm_eps=config.norm_eps,
                 num_head_channels=config.num_head_channels,
-                with_conditioning=config.with_conditioning,
+                with_conditioning=self.cross_attends,
                 transformer_num_layers=config.transformer_num_layers,
-                cross_attention_dim=config.cross_attention_dim if config.with_conditioning else None,
+                cross_attention_dim=config.cross_attention_dim if self.cross_attends else None,
+                num_class_embeds=1 if self.embeds_condition else None,
             )
+            if self.embeds_condition:  # as diffusers' `class_embed_type: projection`: the summary token,
+                # projected (linear, SiLU, linear) and added to the time embedding, in place of MONAI's
+                # table of integer classes
+                width = 4 * config.channels[0]
+                self.unet.class_embedding = torch.nn.Sequential(
+                    torch.nn.Linear(config.cross_attention_dim, width),
+                    torch.nn.SiLU(),
+                    torch.nn.Linear(width, width),
+                )
         if config.gradient_checkpointing:
             self._enable_gradient_checkpointing()
         self.post_init()
@@ -147,7 +158,12 @@ class DiffusionUNet_arch(PreTrainedModel):
             return self.unet(sample, timesteps, **inputs, return_dict=False)[0]
         if self.config.coordinate_channels:
             sample = torch.cat([sample, coordinate_grid(sample)], dim=1)
-        return self.unet(sample, timesteps=timesteps, context=context if self.cross_attends else None)
+        return self.unet(
+            sample,
+            timesteps=timesteps,
+            context=context if self.cross_attends else None,
+            class_labels=context[:, -1] if self.embeds_condition else None,
+        )
 
     def diffusers_inputs(
         self, sample: torch.Tensor, context: torch.Tensor | None
@@ -225,11 +241,6 @@ def _check_config(config: DiffusionUNet_config) -> None:
             f"'condition.inject' (the UNet's condition_injection) is {config.condition_injection!r}; use one of {', '.join(INJECTIONS)}."
         )
     uses_monai = config.backend == "monai" or (config.backend == "auto" and config.spatial_dims == 3)
-    if uses_monai and config.with_conditioning and config.condition_injection != "cross_attention":
-        raise ConfigError(
-            f"'condition.inject: {config.condition_injection}' needs the diffusers backend (2D): MONAI's "
-            "DiffusionModelUNet embeds integer classes only; use cross_attention with the MONAI backend."
-        )
     if config.resnet_time_scale_shift not in TIME_SCALE_SHIFTS:
         raise ConfigError(
             f"'network.resnet_time_scale_shift' is {config.resnet_time_scale_shift!r}; use one of "

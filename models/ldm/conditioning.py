@@ -46,7 +46,7 @@ CONDITION_KEYS = {
         "str",
         "Where the condition enters the UNet: `cross_attention` (tokens attended to), `time_embedding` (a "
         "summary added to the time embedding, which shifts every ResNet block, or scales and shifts it with "
-        "`network.resnet_time_scale_shift: scale_shift`; vector and class conditions, 2D) or `both`.",
+        "`network.resnet_time_scale_shift: scale_shift`, 2D; vector and class conditions) or `both`.",
         INJECTIONS,
     ),
     "reciprocal_features": Key(

@@ -42,6 +42,7 @@ SHIPPED = {
     "psf_emb": "checkpoints/PSF/psf_emb.yml",
     "vq": "checkpoints/VAE/vq.yml",
     "vae3d": "checkpoints/VAE/3d.yml",
+    "vae3d_psf": "checkpoints/VAE/3d_psf.yml",
     "ldm_vector": "checkpoints/LDM/exp.yml",
     "vae_tif": "checkpoints/VAE/tif.yml",
     "ldm_tif": "checkpoints/LDM/tif.yml",

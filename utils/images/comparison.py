@@ -4,8 +4,6 @@ Readable for small images such as 32-px PSFs too: panels upscaled, the differenc
 with a colour bar, and an optional log scale (`comparison_grid` says how).
 """
 
-import io
-
 import numpy as np
 
 from utils.images.grid import to_numpy
@@ -77,11 +75,13 @@ def comparison_grid(inputs, reconstructions, log_scale: bool = False, columns=CO
         axes[0, col].set_title(title + (scale if col < 2 else ""), fontsize=9)
     bar = fig.add_axes((0.88, 0.05, 0.025, 0.9 - 26 / height))
     fig.colorbar(shown, cax=bar).ax.tick_params(labelsize=7)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="raw", dpi=dpi)
-    rgba = np.frombuffer(buffer.getvalue(), dtype=np.uint8).reshape(
-        int(round(fig.get_figheight() * dpi)), int(round(fig.get_figwidth() * dpi)), 4
-    )
+    # The canvas's own pixel size: recomputing it from the figure's inches can round one pixel off
+    # (panels that are not square), and the buffer would not reshape.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    rgba = np.asarray(canvas.buffer_rgba()).copy()
     plt.close(fig)
     return rgba[..., :3].astype(np.float32) / 255.0
 

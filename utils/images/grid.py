@@ -10,12 +10,23 @@ def to_numpy(images) -> np.ndarray:
     return np.asarray(images, dtype=np.float32)
 
 
+VOLUME_SLICES = 5  # planes of a volume shown side by side in its tile; odd, so the middle one is among them
+
+
+def volume_slices(volumes: np.ndarray, count: int = VOLUME_SLICES) -> np.ndarray:
+    """(N, C, D, H, W) -> (N, C, H, k x W): the middle planes of `count` equal parts of the depth (k of
+    them, fewer for a thin volume), side by side, so a tile shows how a volume changes along D."""
+    depth = volumes.shape[2]
+    planes = sorted({depth * (2 * k + 1) // (2 * count) for k in range(count)})
+    return np.concatenate([volumes[:, :, p] for p in planes], axis=-1)
+
+
 def make_grid(images, ncol: int | None = None, pad: int = 1) -> np.ndarray:
     """(N, C, H, W) or (N, C, D, H, W) -> an (H', W', 3) float grid in [0, 1].
 
-    Each image is scaled to its own min..max so faint PSFs and bright images are both visible; volumes
-    show their middle slice; one channel is grey, three are RGB, any other count is laid out channel
-    by channel.
+    Each image is scaled to its own min..max so faint PSFs and bright images are both visible; a volume
+    shows a few planes side by side (`volume_slices`); one channel is grey, three are RGB, any other
+    count is laid out channel by channel.
     """
     x = to_numpy(images)
     if x.ndim == 2:
@@ -23,7 +34,7 @@ def make_grid(images, ncol: int | None = None, pad: int = 1) -> np.ndarray:
     elif x.ndim == 3:
         x = x[:, None]
     elif x.ndim == 5:
-        x = x[:, :, x.shape[2] // 2]
+        x = volume_slices(x)
     if x.ndim != 4:
         raise ValueError(f"images must be (N, C, H, W) or (N, C, D, H, W), got shape {x.shape}")
     n, c, h, w = x.shape
