@@ -3,6 +3,8 @@ at weight 0 every mode is the LDM alone bit for bit, before training it is the L
 the fusion's own layers learn first, and a short training run lowers the loss in every mode."""
 
 import copy
+import glob
+import json
 import os
 
 import numpy as np
@@ -10,7 +12,7 @@ import pytest
 import tifffile
 import torch
 
-from tests.conftest import run_folder, run_trainer
+from tests.conftest import read_scalars, run_folder, run_trainer
 from tests.helpers import MASK_DATA, TINY_CONTROLNET, TINY_MASK_LDM, TINY_MULTITASK
 
 MODES = ("residual", "gated", "film", "concat")
@@ -133,6 +135,7 @@ def trained(ldm):
         config["val"]["num_samples"] = 2
         assert run_trainer(config, tmp, name=f"{mode}.yml") == 0
         runs[mode] = os.path.join(run_folder(config), "final")
+        runs[f"{mode}_config"] = config
     return runs
 
 
@@ -183,6 +186,20 @@ def test_a_short_training_lowers_the_loss_and_weight_zero_stays_the_ldm(trained,
     zero = pipe(masks, seeds=[3, 4, 5], conditioning_scale=[0.0, 0.0], num_inference_steps=4)
     assert torch.equal(zero, base)
     assert not torch.equal(pipe(masks, seeds=[3, 4, 5], num_inference_steps=4), base)
+
+
+@pytest.mark.e2e
+def test_test_mode_rebuilds_a_film_run_as_trained(trained, tmp_path):
+    """`-test` over a run's final/ gives the validation score of the end of training: the FiLM layers and
+    the two controls are rebuilt from the saved config, not a default residual ControlNet."""
+    run = os.path.dirname(trained["film"])
+    at_the_end = read_scalars(run)["val_dice"][60]
+    tested = copy.deepcopy(trained["film_config"])
+    del tested["datasets"]["train"]
+    tested["path"]["pretrained"] = trained["film"]
+    assert run_trainer(tested, tmp_path, "-test", name="test.yml") == 0
+    (summary,) = glob.glob(os.path.join(run, "test", "*", "test_metrics.json"))
+    assert json.load(open(summary))["metrics"]["val_dice"] == pytest.approx(at_the_end, abs=1e-6)
 
 
 @pytest.mark.e2e
