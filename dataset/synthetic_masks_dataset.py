@@ -19,6 +19,7 @@ class SyntheticMasksDataset(data.Dataset):
     - `image`: float32 (channels, H, W) in [0, 1] (plus `noise_std` Gaussian noise)
     - `mask`: int64 (H, W), 0 for the background and 1 + kind inside a shape (a segmentation target)
     - `label`: int64, the kind of the image's shapes (a classification target)
+    - `edges` (with `edges: true`): float32 (1, H, W), 1 on the shapes' outline (a second ControlNet control)
 
     Item `idx` is a pure function of (`seed`, `idx`); train and val draw other streams unless each is given
     a seed. Nothing is downloaded: the multi-task and ControlNet examples run on it as shipped.
@@ -37,6 +38,7 @@ class SyntheticMasksDataset(data.Dataset):
         ),
         "max_shapes": Key(2, "int", "Most shapes per image (1 to this many).", minimum=1),
         "noise_std": Key(0.0, "float", "Standard deviation of the noise added to `image`.", minimum=0.0),
+        "edges": Key(False, "bool", "Also give `edges`, the outline of the mask's shapes (1 pixel wide)."),
         "seed": ITEM_SEED,
     }
 
@@ -51,6 +53,7 @@ class SyntheticMasksDataset(data.Dataset):
         self.num_kinds = int(keys["num_kinds"])
         self.max_shapes = int(keys["max_shapes"])
         self.noise_std = float(keys["noise_std"])
+        self.edges = bool(keys["edges"])
         # Train and val draw from different streams unless the YAML gives each its own seed.
         seed = keys["seed"]
         self.seed = int(seed if seed is not None else (0 if opt.get("phase", "train") == "train" else 1))
@@ -97,4 +100,16 @@ class SyntheticMasksDataset(data.Dataset):
             mask[inside] = kind + 1
         if self.noise_std:
             image = image + self.noise_std * torch.randn(image.shape, generator=g)
-        return {"image": image, "mask": mask, "label": torch.tensor(kind), "name": f"shapes_{idx:05d}"}
+        item = {"image": image, "mask": mask, "label": torch.tensor(kind), "name": f"shapes_{idx:05d}"}
+        if self.edges:  # drawn after everything else, so the other keys are as without it
+            item["edges"] = outline(mask)
+        return item
+
+
+def outline(mask: torch.Tensor) -> torch.Tensor:
+    """(1, H, W) float: 1 where a pixel of a shape has a 4-neighbour of another class (or the border)."""
+    padded = torch.nn.functional.pad(mask[None, None].float(), (1, 1, 1, 1), value=-1.0)[0, 0]
+    centre = padded[1:-1, 1:-1]
+    neighbours = (padded[:-2, 1:-1], padded[2:, 1:-1], padded[1:-1, :-2], padded[1:-1, 2:])
+    differs = torch.stack([n != centre for n in neighbours]).any(0)
+    return ((mask > 0) & differs).float()[None]

@@ -167,12 +167,18 @@ def build_parser() -> ScriptParser:
     )
     parser.add_argument(
         "--control",
+        action="append",
         type=existing_folder,
         reads=True,
-        help="folder of control TIFs (--run: a ControlNet run's folder); the LDM's condition as without",
+        help="folder of control TIFs (--run: a ControlNet run's folder); repeat it for a run of several "
+        "controls, in the order of its control.key; the LDM's condition as without",
     )
     parser.add_argument(
-        "--conditioning-scale", type=finite(0.0), help="ControlNet residual weight; default: the run's"
+        "--conditioning-scale",
+        action="append",
+        type=finite(0.0),
+        help="weight of the control (0: the LDM alone); once for all controls or once per --control; "
+        "default: the run's",
     )
     parser.add_argument(
         "--labels", nargs="+", default=[], help="class indices of a class-conditioned run: 0 1 2 or 0,1,2"

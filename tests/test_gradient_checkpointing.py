@@ -68,10 +68,9 @@ def _controlnet(**keys):
 
 def _controlnet_loss(net, g):
     sample, context = torch.randn(2, 2, 8, 8, generator=g), torch.randn(2, 3, 8, generator=g)
-    down, mid = net(
-        sample, torch.tensor([3, 700]), torch.randn(2, 1, 16, 16, generator=g), encoder_hidden_states=context
-    )
-    return sum(r.square().mean() for r in down) + mid.square().mean()
+    control = torch.randn(2, 1, 16, 16, generator=g)
+    steering = net(sample, torch.tensor([3, 700]), [control], [1.0], encoder_hidden_states=context)
+    return sum(r.square().mean() for r in steering.down) + steering.mid.square().mean()
 
 
 def _multitask(**keys):

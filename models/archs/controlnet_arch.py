@@ -1,15 +1,28 @@
 """`type: ControlNet`: diffusers' `ControlNetModel` (2D), shaped after a trained stage-2 UNet.
 
-`copy_encoder(unet)` starts it as a copy of the trained UNet's encoder, with zero convolutions, so
-before training the controlled UNet predicts exactly what the UNet alone does. `forward` returns
-(down residuals, mid residual), already scaled, for the UNet's `down_block_additional_residuals` /
-`mid_block_additional_residual`.
+`copy_encoder(unet)` starts it as a copy of the trained UNet's encoder, so before training the
+controlled UNet predicts exactly what the UNet alone does. One branch per control (diffusers'
+MultiControlNetModel's way: each control its own network, their outputs summed, each times its own
+weight). `forward` returns a `Steering` (models/archs/controlnet_fusion.py), the one thing the model and
+its pipeline read, in the fusion mode of `fusion: {mode, controls}` (filled in from `control.fusion` and
+the number of `control.key`s by `ControlNet_model`):
+
+    residual  diffusers' zero convolutions, residuals added to the skips (the ControlNet paper)
+    gated     a gate per control and level, starting at 0, times the residuals; the zero convolutions get
+              a normal init instead, as with both at zero neither would get a gradient
+    film      the zero convolutions give twice the channels, (gamma, beta) of each skip, starting at 0
+    concat    no encoder copy: only diffusers' control encoder (its last conv with a normal init) brings
+              the control to latent size, and extra input channels of the UNet's conv_in (weights starting
+              at 0) read it. Only those train: the frozen UNet keeps the LDM exactly at weight 0, and
+              this adapter is the smallest change that lets the control reach every later layer.
 """
 
 import torch
 from diffusers import ControlNetModel, UNet2DConditionModel
+from diffusers.models.controlnets.controlnet import ControlNetConditioningEmbedding
 from transformers import PretrainedConfig, PreTrainedModel
 
+from models.archs.controlnet_fusion import FUSIONS, Steering, combine, film_convs, input_conv
 from utils.errors import ConfigError
 
 
@@ -34,9 +47,13 @@ class ControlNet_config(PretrainedConfig):
         conditioning_embedding_out_channels: list[int] = (16, 32, 64),
         unet: dict | None = None,
         gradient_checkpointing: bool = False,
+        fusion: dict | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        # Filled in by ControlNet_model from control.fusion and control.key (a saved config without it
+        # is one residual ControlNet, as before the fusion modes).
+        self.fusion = {"mode": "residual", "controls": 1, **(fusion or {})}
         self.conditioning_channels = conditioning_channels
         self.conditioning_embedding_out_channels = list(conditioning_embedding_out_channels)
         self.unet = dict(unet) if unet is not None else None
@@ -64,56 +81,124 @@ class ControlNet_arch(PreTrainedModel):
                 "'network.conditioning_channels' must be 1 or more and 'network.conditioning_embedding_out_channels' "
                 "a non-empty list of widths."
             )
+        self.mode, controls = config.fusion["mode"], int(config.fusion["controls"])
+        if self.mode not in FUSIONS or controls < 1:
+            raise ConfigError(
+                f"'control.fusion' is {self.mode!r} over {controls} controls; give one of {', '.join(FUSIONS)} "
+                "and at least one control key."
+            )
         # Only the shape is taken here (load_weights_from_unet=False); copy_encoder brings the weights.
         shape = UNet2DConditionModel.from_config(config.unet)
-        self.controlnet = ControlNetModel.from_unet(
-            shape,
-            conditioning_channels=config.conditioning_channels,
-            conditioning_embedding_out_channels=tuple(config.conditioning_embedding_out_channels),
-            load_weights_from_unet=False,
-        )
-        if config.gradient_checkpointing:
-            self.controlnet.enable_gradient_checkpointing()
+        if self.mode == "concat":
+            width, kernel = shape.conv_in.out_channels, shape.conv_in.kernel_size
+            self.encoders = torch.nn.ModuleList(self._encoder(width) for _ in range(controls))
+            # (UNet width, encoded channels, k, k) per control: the extra input channels of conv_in.
+            self.input_weights = torch.nn.Parameter(torch.zeros(controls, width, width, *kernel))
+            self.post_init()
+            return
+        branches = [self._branch(shape) for _ in range(controls)]
+        # The first branch keeps the name a residual ControlNet always had, so its weights load as before.
+        self.controlnet = branches[0]
+        self.more_controlnets = torch.nn.ModuleList(branches[1:])
+        if self.mode == "gated":
+            levels = len(self.controlnet.controlnet_down_blocks) + 1
+            self.gates = torch.nn.Parameter(torch.zeros(controls, levels))
+            self._reinit_zero_convs()
         self.post_init()
 
+    def _branch(self, shape) -> ControlNetModel:
+        branch = ControlNetModel.from_unet(
+            shape,
+            conditioning_channels=self.config.conditioning_channels,
+            conditioning_embedding_out_channels=tuple(self.config.conditioning_embedding_out_channels),
+            load_weights_from_unet=False,
+        )
+        if self.mode == "film":
+            branch.controlnet_down_blocks = film_convs(branch.controlnet_down_blocks)
+            branch.controlnet_mid_block = film_convs([branch.controlnet_mid_block])[0]
+        if self.config.gradient_checkpointing:
+            branch.enable_gradient_checkpointing()
+        return branch
+
+    def _encoder(self, width: int) -> ControlNetConditioningEmbedding:
+        encoder = ControlNetConditioningEmbedding(
+            conditioning_embedding_channels=width,
+            conditioning_channels=self.config.conditioning_channels,
+            block_out_channels=tuple(self.config.conditioning_embedding_out_channels),
+        )
+        encoder.conv_out.reset_parameters()  # the zero weights of conv_in's extra channels keep the LDM
+        return encoder
+
+    @property
+    def branches(self) -> list[ControlNetModel]:
+        return [self.controlnet, *self.more_controlnets] if self.mode != "concat" else []
+
+    def _reinit_zero_convs(self) -> None:
+        for branch in self.branches:
+            for conv in [*branch.controlnet_down_blocks, branch.controlnet_mid_block]:
+                conv.reset_parameters()
+
     def _init_weights(self, module):
-        # Keep diffusers' initialisation: its zero convolutions must stay zero at the start.
+        # Keep the initialisation set above: zero convolutions, gates and extra input weights as chosen.
         pass
 
     def copy_encoder(self, unet: UNet2DConditionModel) -> None:
-        """Start from the trained UNet: its input conv, time embedding, down and mid blocks are copied
-        (diffusers' `ControlNetModel.from_unet`); the zero convolutions start at zero. The class embedding
-        is copied too, for a UNet whose condition enters through its time embedding."""
-        copied = ControlNetModel.from_unet(
-            unet,
-            conditioning_channels=self.config.conditioning_channels,
-            conditioning_embedding_out_channels=tuple(self.config.conditioning_embedding_out_channels),
-            load_weights_from_unet=True,
-        )
-        self.controlnet.load_state_dict(copied.state_dict())
+        """Start every branch from the trained UNet: its input conv, time embedding, down and mid blocks
+        are copied (diffusers' `ControlNetModel.from_unet`); the class embedding is copied too, for a
+        UNet whose condition enters through its time embedding. The fusion's own layers (zero or FiLM
+        convolutions, gates) keep their initialisation. Concat has no encoder copy."""
+        for branch in self.branches:
+            copied = ControlNetModel.from_unet(
+                unet,
+                conditioning_channels=self.config.conditioning_channels,
+                conditioning_embedding_out_channels=tuple(self.config.conditioning_embedding_out_channels),
+                load_weights_from_unet=True,
+            ).state_dict()
+            if self.mode != "residual":
+                copied = {
+                    k: v
+                    for k, v in copied.items()
+                    if not k.startswith(("controlnet_down_blocks", "controlnet_mid_block"))
+                }
+            branch.load_state_dict(copied, strict=self.mode == "residual")
 
     def forward(
         self,
         sample: torch.Tensor,
         timesteps: torch.Tensor,
-        control: torch.Tensor,
-        conditioning_scale: float = 1.0,
+        controls: list[torch.Tensor],
+        conditioning_scales: list[float],
         encoder_hidden_states: torch.Tensor | None = None,
         class_labels: torch.Tensor | None = None,
-    ):
-        """(down residuals, mid residual), already multiplied by `conditioning_scale`, for the UNet's
-        `down_block_additional_residuals` / `mid_block_additional_residual` (residual addition).
+        conv_in: torch.nn.Conv2d | None = None,
+    ) -> Steering:
+        """The steering of the UNet by `controls` (one per branch), each times its weight.
         `encoder_hidden_states` and `class_labels` are given as the UNet takes them
         (`DiffusionUNet_arch.diffusers_inputs`): a UNet whose condition enters through its time
         embedding (`condition.inject: time_embedding`) passes its ControlNet the same class embedding
-        input."""
-        down, mid = self.controlnet(
-            sample,
-            timesteps,
-            encoder_hidden_states=encoder_hidden_states,
-            class_labels=class_labels,
-            controlnet_cond=control,
-            conditioning_scale=float(conditioning_scale),
-            return_dict=False,
-        )
-        return tuple(down), mid
+        input. `conv_in` (the UNet's input convolution) gives concat its stride and padding."""
+        if self.mode == "concat":
+            parts = [
+                Steering(input=float(scale) * input_conv(encoder(control), weight, conv_in))
+                for encoder, weight, control, scale in zip(
+                    self.encoders, self.input_weights, controls, conditioning_scales
+                )
+            ]
+            return combine(parts)
+        parts = []
+        for i, (branch, control, scale) in enumerate(zip(self.branches, controls, conditioning_scales)):
+            down, mid = branch(
+                sample,
+                timesteps,
+                encoder_hidden_states=encoder_hidden_states,
+                class_labels=class_labels,
+                controlnet_cond=control,
+                conditioning_scale=float(scale),
+                return_dict=False,
+            )
+            down = list(down)
+            if self.mode == "gated":
+                gates = self.gates[i]
+                down, mid = [g * r for g, r in zip(gates[:-1], down)], gates[-1] * mid
+            parts.append(Steering(down, mid, film=self.mode == "film"))
+        return combine(parts)

@@ -1,10 +1,11 @@
 """A ControlNet that steers a frozen, trained LDM with a spatial control image (a mask, an edge map).
 
     ldm:     {pretrained: experiments/LDM_shapes/demo/final}      # an LDM_model run's final/
-    control: {key: mask, conditioning_scale: 1.0}
+    control: {key: mask, conditioning_scale: 1.0, fusion: residual}     # or key: [mask, edges],
+                                                                       # conditioning_scale: [1.0, 0.5]
     network: {type: ControlNet, conditioning_channels: 1, conditioning_embedding_out_channels: [16, 32, 64]}
 
-    loss = || UNet(zt, t, tokens(condition), + ControlNet(zt, t, tokens(condition), control)) - target ||^2
+    loss = || UNet(zt, t, tokens(condition) | steered by ControlNet(zt, t, tokens(condition), controls)) - target ||^2
 
 zt, the tokens and the target (epsilon | v | z0) are those of the frozen LDM; only the ControlNet trains.
 """
@@ -18,7 +19,8 @@ from diffusers import DDPMScheduler
 from engine import BaseModel
 from models.archs import define_network
 from models.archs.autoencoder_outputs import decode_generated
-from models.controlnet.pipeline import ControlledUNet, as_control, check_diffusers_backend
+from models.archs.controlnet_fusion import FUSIONS
+from models.controlnet.pipeline import ControlledUNet, as_control, check_diffusers_backend, per_control
 from models.ldm.frozen_vae import encode_latents
 from models.ldm.generation_files import copy_generation_folder
 from models.ldm.pipeline import LDMPipeline
@@ -37,11 +39,33 @@ LDM_KEYS = {
     )
 }
 CONTROL_KEYS = {
-    "key": Key("mask", "str", "Batch key of the control image."),
+    # 'any': a key or a list of keys, checked by control_keys (one sentence naming the key).
+    "key": Key("mask", "any", "Batch key of the control image, or a list of keys (one ControlNet each)."),
     "conditioning_scale": Key(
-        1.0, "float", "Weight of the ControlNet's residuals when sampling.", minimum=0.0
+        1.0,
+        "float|list",
+        "Weight of the control when sampling (0: the LDM alone), or one per control key.",
+        minimum=0.0,
+    ),
+    "fusion": Key(
+        "residual",
+        "str",
+        "How the control enters the UNet: residual addition, zero-initialised gates, FiLM, input concat.",
+        FUSIONS,
     ),
 }
+
+
+def control_keys(value) -> list[str]:
+    """`control.key` as a list of batch keys."""
+    keys = value if isinstance(value, list) else [value]
+    if not keys or not all(isinstance(k, str) and k.strip() for k in keys) or len(set(keys)) != len(keys):
+        raise ConfigError(
+            f"'control.key' is {value!r}; give a batch key (e.g. mask) or a list of distinct keys (e.g. [mask, edges])."
+        )
+    return keys
+
+
 VAL_KEYS = {
     "sampler": Key(
         None, "str", "Sampler of the validation samples (default: the LDM's).", SAMPLERS, nullable=True
@@ -81,6 +105,8 @@ class ControlNet_model(BaseModel):
         self.control_opt = self.config_values("control")
         self.val_opt = self.config_values("val")
         self.gt_key = opt["val"]["gt_key"]
+        self.control_keys = control_keys(self.control_opt["key"])
+        self.conditioning_scales = per_control(self.control_opt["conditioning_scale"], len(self.control_keys))
         folder = self.ldm_opt["pretrained"]
         if not folder or not os.path.isfile(os.path.join(str(folder), "ldm.json")):
             raise ConfigError(
@@ -104,7 +130,8 @@ class ControlNet_model(BaseModel):
         )
         self.cond_key = self.description["condition"]["key"]
 
-        block = {**dict(opt.network), "unet": dict(self.ldm.unet.unet.config)}
+        fusion = {"mode": self.control_opt["fusion"], "controls": len(self.control_keys)}
+        block = {**dict(opt.network), "unet": dict(self.ldm.unet.unet.config), "fusion": fusion}
         if block.get("type") != "ControlNet":
             raise ConfigError(
                 f"'network.type' is {block.get('type')!r}; ControlNet_model trains 'ControlNet'."
@@ -116,7 +143,7 @@ class ControlNet_model(BaseModel):
     # ------------------------------------------------------------------ data
 
     def feed_data(self, data, is_train=True):
-        needed = [self.gt_key, self.control_opt["key"]]
+        needed = [self.gt_key, *self.control_keys]
         if self.condition_type != "none":
             needed.append(self.cond_key)
         for key in needed:
@@ -127,26 +154,27 @@ class ControlNet_model(BaseModel):
                 )
         device = self.accelerator.device
         gt = data[self.gt_key].to(device)
-        control = as_control(data[self.control_opt["key"]]).to(device)
+        controls = [as_control(data[key]).to(device) for key in self.control_keys]
         with torch.no_grad():
             latent = encode_latents(self.ldm.vae, gt).float()
             conditions = data[self.cond_key] if self.condition_type != "none" else None
             if torch.is_tensor(conditions):
                 conditions = conditions.to(device)
             context, _ = self.ldm.context(conditions)
-        self._check_control(control, latent)
-        self.sample = {"gt": gt, "control": control, "latent": latent, "context": context}
+        for key, control in zip(self.control_keys, controls):
+            self._check_control(key, control, latent)
+        self.sample = {"gt": gt, "controls": controls, "latent": latent, "context": context}
 
     @property
     def condition_type(self) -> str:
         return self.description["condition"]["type"]
 
-    def _check_control(self, control, latent):
+    def _check_control(self, key, control, latent):
         factor = self.controlnet.config.control_downsampling
         expected = (self.controlnet.config.conditioning_channels, *[s * factor for s in latent.shape[2:]])
         if tuple(control.shape[1:]) != expected:
             raise ConfigError(
-                f"The control images are {tuple(control.shape[1:])} but this ControlNet expects {expected} "
+                f"The control images '{key}' are {tuple(control.shape[1:])} but this ControlNet expects {expected} "
                 f"(network.conditioning_channels, and latent size {tuple(latent.shape[2:])} times 2**(len("
                 "network.conditioning_embedding_out_channels) - 1)); adjust those keys."
             )
@@ -156,7 +184,7 @@ class ControlNet_model(BaseModel):
     def _loss(self, noise, timesteps):
         latents = self.sample["latent"]
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
-        unet = ControlledUNet(self.ldm.unet, self.controlnet, self.sample["control"], 1.0)
+        unet = ControlledUNet(self.ldm.unet, self.controlnet, self.sample["controls"], 1.0)
         prediction = unet(noisy, timesteps, self.sample["context"])
         target = training_target(self.noise_scheduler, latents, noise, timesteps)
         return (prediction.float() - target.float()).pow(2).mean()
@@ -195,14 +223,14 @@ class ControlNet_model(BaseModel):
         if count <= 0:
             return
         context = self.sample["context"][:count] if self.sample["context"] is not None else None
-        control = self.sample["control"][:count]
+        controls = [c[:count] for c in self.sample["controls"]]
+        control = controls[0]  # the one shown in the grid
         guidance = float(self._setting("guidance_scale"))
         null = None
         if context is not None and guidance != 1.0:
             null = self.ldm.projector.null_token.expand_as(context)
-        scale = float(self.control_opt["conditioning_scale"])
         sampled = sample_latents(
-            ControlledUNet(self.ldm.unet, self.controlnet, control, scale),
+            ControlledUNet(self.ldm.unet, self.controlnet, controls, self.conditioning_scales),
             make_sampler(self._setting("sampler"), self.ldm.noise_scheduler_config),
             latents.shape[1:],
             [self.opt["seed"] + idx + i for i in range(count)],
@@ -232,7 +260,8 @@ class ControlNet_model(BaseModel):
     def save_archs(self, folder: str):
         """The ControlNet, then `ldm/` (what generation reads of the LDM's folder) and `controlnet.json`,
         in every weights folder (checkpoint-N, best/, final/): `generate.py --control` takes any.
-        `controlnet.json` holds the control key and conditioning scale."""
+        `controlnet.json` holds the control key(s), conditioning scale(s) and fusion mode; the arch's
+        config.json holds the fusion mode and control count it is built with."""
         super().save_archs(folder)
         if not self.accelerator.is_main_process:
             return

@@ -1,7 +1,9 @@
 """`scripts/generate.py --control <folder>`: sample a trained ControlNet run on a folder of control TIFs.
 
 Each control TIF (a mask, an edge map; (H, W) or (C, H, W), values as in training) gives one sample,
-named after it. Over a conditioned LDM each control also takes a condition, given as for the LDM alone
+named after it. A run of several controls takes one `--control` folder per control, in the order of its
+`control.key`, paired by file name (the first folder's names name the samples), and one
+`--conditioning-scale` for all or one per control. Over a conditioned LDM each control also takes a condition, given as for the LDM alone
 (`--vector(s)`, `--labels`, `--conditions`): one for every control, or one per control (in the order
 of the control files' names; image conditions are paired with the controls by file name). Sample i
 starts from the noise of seed + i; outputs are written in the data's intensity range unless
@@ -41,6 +43,30 @@ def read_controls(folder: Path) -> tuple[list[str], torch.Tensor]:
             f"The control images in '{folder}' differ in shape ({sorted(shapes)}); give one size."
         )
     return [p.stem for p in paths], torch.from_numpy(np.stack(arrays))
+
+
+def read_control_folders(pipe, folders: list[Path]) -> tuple[list[str], list[torch.Tensor]]:
+    """(names, one (N, C, H, W) tensor per control key) from one folder per key, paired by file name."""
+    keys = pipe.control_keys
+    if len(folders) != len(keys):
+        raise UserError(
+            f"This ControlNet run takes {len(keys)} controls ({', '.join(keys)}) but got {len(folders)} "
+            "--control folders; give one --control folder per control, in that order."
+        )
+    names, first = read_controls(folders[0])
+    check_control_shape(pipe, folders[0], first)
+    tensors = [first]
+    for folder in folders[1:]:
+        other_names, other = read_controls(folder)
+        missing = sorted(set(names) - set(other_names))
+        if missing:
+            raise UserError(
+                f"The controls {missing[:5]} of '{folders[0]}' have no TIF of the same name in '{folder}'; "
+                "the --control folders are paired by file name."
+            )
+        check_control_shape(pipe, folder, other)
+        tensors.append(other[[other_names.index(name) for name in names]])
+    return names, tensors
 
 
 def check_control_shape(pipe, folder: Path, controls: torch.Tensor) -> None:
@@ -92,7 +118,7 @@ def control_conditions(pipe, run: Path, control_names, control_size, conditions,
 def generate_with_control(
     run: Path,
     out: Path,
-    controls: Path,
+    controls: Path | list[Path],
     seed: int = 0,
     batch_size: int = 8,
     sampler=None,
@@ -113,15 +139,18 @@ def generate_with_control(
             "--steps",
             "the run's diffusion.num_train_timesteps",
         )
-    names, inputs = read_controls(controls)
-    check_control_shape(pipe, controls, inputs)
+    folders = list(controls) if isinstance(controls, (list, tuple)) else [controls]
+    names, tensors = read_control_folders(pipe, [Path(f) for f in folders])
+    inputs = tensors[0]  # the control shown beside each sample
     condition_inputs, stats = control_conditions(
         pipe, Path(run), names, inputs.shape[2:], conditions, vectors, labels
     )
+    if conditioning_scale is not None:  # one for all controls or one per control (a list from argparse)
+        conditioning_scale = _scales(conditioning_scale, len(tensors))
 
     def sample(chunk, seeds):
         return pipe(
-            inputs[chunk],
+            [t[chunk] for t in tensors],
             condition_inputs[chunk] if condition_inputs is not None else None,
             seeds=seeds,
             conditioning_scale=conditioning_scale,
@@ -136,6 +165,16 @@ def generate_with_control(
 
     description = pipe.ldm.description
     return write_samples(out, names, sample, description, seed, batch_size, stats, normalized, tile)
+
+
+def _scales(given, count: int) -> list[float]:
+    given = list(given) if isinstance(given, (list, tuple)) else [given]
+    if len(given) not in (1, count):
+        raise UserError(
+            f"{len(given)} --conditioning-scale values for {count} controls; give one for all controls or one "
+            "per --control, in the same order."
+        )
+    return given * count if len(given) == 1 else given
 
 
 def main_with_control(args) -> list[Path]:

@@ -1,12 +1,12 @@
 """Sampling a frozen LDM steered by a ControlNet, and a trained ControlNet run's `final/` loaded for it.
 
     pipe = ControlNetPipeline.from_final("experiments/ControlNet_shapes/demo/final")
-    images = pipe(controls, seeds=[0, 1], conditioning_scale=1.0)      # controls: (B, C, H, W)
+    images = pipe([masks, edges], seeds=[0, 1], conditioning_scale=[1.0, 0.5])   # each (B, C, H, W)
 
-`ControlledUNet` is the UNet as the LDM samplers call it, `unet(latents, timesteps, context)`, with the
-ControlNet's residuals added to its skip connections (residual addition, times `conditioning_scale`).
-It goes through the LDM's own `sample_latents`, so seeds, samplers and classifier-free guidance behave
-exactly as for the LDM alone; with `conditioning_scale: 0` a sample is the LDM's sample bit for bit.
+`ControlledUNet` is the UNet as the LDM samplers call it, `unet(latents, timesteps, context)`, steered
+by the ControlNet in its fusion mode (models/archs/controlnet_fusion.py), each control times its own
+weight. It goes through the LDM's own `sample_latents`, so seeds, samplers and classifier-free guidance
+behave exactly as for the LDM alone; with every weight at 0 a sample is the LDM's sample bit for bit.
 """
 
 import os
@@ -20,30 +20,41 @@ from utils.errors.files import read_json
 
 
 class ControlledUNet:
-    """`unet(latents, timesteps, context)` of a diffusers-backed `DiffusionUNet` plus a ControlNet."""
+    """`unet(latents, timesteps, context)` of a diffusers-backed `DiffusionUNet` plus a ControlNet: one
+    control tensor (or a list, one per control) and one weight (or one per control)."""
 
-    def __init__(self, unet, controlnet, control: torch.Tensor, conditioning_scale: float = 1.0):
+    def __init__(self, unet, controlnet, controls, conditioning_scale=1.0):
         check_diffusers_backend(unet)
         self.unet, self.controlnet = unet, controlnet
-        self.control, self.conditioning_scale = control, float(conditioning_scale)
+        self.controls = list(controls) if isinstance(controls, (list, tuple)) else [controls]
+        self.scales = per_control(conditioning_scale, len(self.controls))
 
     def __call__(self, latents, timesteps, context=None):
-        control = self.control
-        if len(latents) != len(control):  # classifier-free guidance doubles the batch
-            control = control.repeat(len(latents) // len(control), *[1] * (control.ndim - 1))
+        controls = [  # classifier-free guidance doubles the batch
+            c.repeat(len(latents) // len(c), *[1] * (c.ndim - 1)) if len(c) != len(latents) else c
+            for c in self.controls
+        ]
         arch = getattr(self.unet, "arch", self.unet)
         # The inputs DiffusionUNet.forward gives its diffusers UNet (coordinate channels, cross-attention
         # context or time-embedded summary), given to the ControlNet and the UNet alike.
         latents, inputs = arch.diffusers_inputs(latents, context)
-        down, mid = self.controlnet(latents, timesteps, control, self.conditioning_scale, **inputs)
-        return arch.unet(
-            latents,
-            timesteps,
-            **inputs,
-            down_block_additional_residuals=down,
-            mid_block_additional_residual=mid,
-            return_dict=False,
-        )[0]
+        steering = self.controlnet(
+            latents, timesteps, controls, self.scales, conv_in=arch.unet.conv_in, **inputs
+        )
+        return steering.run(arch.unet, latents, timesteps, **inputs)
+
+
+def per_control(weights, count: int) -> list[float]:
+    """One weight for every control, or one per control."""
+    weights = list(weights) if isinstance(weights, (list, tuple)) else [weights]
+    if len(weights) == 1:
+        weights = weights * count
+    if len(weights) != count:
+        raise ConfigError(
+            f"There are {count} controls but {len(weights)} conditioning scales {weights}; give one scale for "
+            "all controls or one per control, in the order of control.key."
+        )
+    return [float(w) for w in weights]
 
 
 def check_diffusers_backend(unet) -> None:
@@ -78,32 +89,41 @@ class ControlNetPipeline:
         return cls(ldm, controlnet.to(device).eval(), description)
 
     @property
+    def control_keys(self) -> list[str]:
+        """The batch keys the run was trained on, in the order its controls are given."""
+        key = self.description["control"]["key"]
+        return list(key) if isinstance(key, list) else [key]
+
+    @property
     def condition_type(self) -> str:
         return self.ldm.condition_type
 
     @torch.no_grad()
     def __call__(
         self,
-        control,
+        controls,
         conditions=None,
         seeds: list[int] | None = None,
-        conditioning_scale: float | None = None,
+        conditioning_scale=None,
         sampler: str | None = None,
         num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
     ) -> torch.Tensor:
         ldm, d = self.ldm, self.ldm.description
         device = next(self.controlnet.parameters()).device
-        control = as_control(control).to(device)
+        controls = [
+            as_control(c).to(device)
+            for c in (controls if isinstance(controls, (list, tuple)) else [controls])
+        ]
         if conditions is not None and torch.is_tensor(conditions):
             conditions = conditions.to(device)
         context, shape = ldm.context(conditions)
-        seeds = list(range(len(control))) if seeds is None else list(seeds)
+        seeds = list(range(len(controls[0]))) if seeds is None else list(seeds)
         guidance_scale = d["guidance_scale"] if guidance_scale is None else guidance_scale
         if conditioning_scale is None:
             conditioning_scale = self.description["control"]["conditioning_scale"]
         return ldm.denoise_and_decode(
-            ControlledUNet(ldm.unet, self.controlnet, control, conditioning_scale),
+            ControlledUNet(ldm.unet, self.controlnet, controls, conditioning_scale),
             shape,
             seeds,
             context,
