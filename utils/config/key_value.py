@@ -99,12 +99,13 @@ def _check_range(where: str, shown, value, key: Key) -> None:
 
 def _check_str_list(where: str, value, key: Key):
     values = value if isinstance(value, list) else [value]
+    allowed = f"one of {', '.join(key.choices)}" if key.choices else "a name"
     if not values:
-        raise ConfigError(
-            f"'{where}' is an empty list; give one of {', '.join(key.choices)}, or a list of them."
-        )
+        raise ConfigError(f"'{where}' is an empty list; give {allowed}, or a list of them.")
     for v in values:
-        if not isinstance(v, str) or (key.choices and v not in key.choices):
+        if not isinstance(v, str) or not v.strip():
+            raise ConfigError(f"'{where}' is {value!r}; give {allowed}, or a list of them.")
+        if key.choices and v not in key.choices:
             raise ConfigError(
                 f"'{where}' is {value!r}; allowed: {', '.join(key.choices)}, or a list of them"
                 f"{did_you_mean(str(v), key.choices)}."
