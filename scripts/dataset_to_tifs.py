@@ -7,7 +7,14 @@
 The block (`--block`, default `val`) is built as the trainer builds it, after the same config check;
 overrides (`datasets.val.seed=7` for items the run never saw, `datasets.val.size=32` for as many) work as
 on the trainer's command line.
-Each key of each item becomes `<out>/<key>/<item name>.tif`, as the dataset gives it to the network.
+Each image key of each item becomes `<out>/<key>/<item name>.tif`, as the dataset gives it to the network;
+an item without a name is `sample_NNNN`, the name `generate.py` gives the sample of the N-th vector or label,
+so `--targets` pairs them. Each vector key (a PSF's `coords`, a label) becomes `<out>/<key>.csv`, one row per
+item in the same order, for `generate.py --vectors`:
+
+    python scripts/dataset_to_tifs.py --config checkpoints/LDM/3d.yml --keys gt coords --out data/stacks
+    python scripts/generate.py --run experiments/LDM_3D_PSF/<key>/final --vectors data/stacks/coords.csv \
+        --targets data/stacks/gt --out gen3d
 """
 
 import sys
@@ -51,21 +58,28 @@ def write_items(args) -> int:
     dataset = create_dataset(block)
     first = dataset[0]
     images = [k for k, v in first.items() if torch.is_tensor(v) and v.ndim >= 2]
+    vectors = [k for k, v in first.items() if torch.is_tensor(v) and v.ndim <= 1]
     keys = args.keys or images
-    missing = [k for k in keys if k not in images]
+    missing = [k for k in keys if k not in images + vectors]
     if missing:
         raise UserError(
-            f"--keys {missing[0]!r} is not an image of the items of 'datasets.{args.block}' "
-            f"({block['type']}); its images: {', '.join(images)}."
+            f"--keys {missing[0]!r} is not an image or vector of the items of 'datasets.{args.block}' "
+            f"({block['type']}); its images: {', '.join(images)}; its vectors: {', '.join(vectors) or 'none'}."
         )
     written = min(args.count, len(dataset))
+    rows = {key: [] for key in keys if key in vectors}
     for i in range(written):
         item = first if i == 0 else dataset[i]
-        name = str(item.get("name", f"item_{i:05d}"))
+        name = str(item.get("name", f"sample_{i:04d}"))
         for key in keys:
+            if key in rows:
+                rows[key].append(",".join(f"{v:.9g}" for v in item[key].reshape(-1).tolist()))
+                continue
             path = args.out / key / f"{name}.tif"
             path.parent.mkdir(parents=True, exist_ok=True)
             tifffile.imwrite(path, item[key].float().numpy().astype(np.float32).squeeze())
+    for key, lines in rows.items():
+        (args.out / f"{key}.csv").write_text("\n".join(lines) + "\n")
     print(f"Wrote {written} items ({', '.join(keys)}) of datasets.{args.block} into {args.out}.")
     return 0
 

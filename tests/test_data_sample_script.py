@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 import tifffile
+import yaml
 
 from dataset.tif_dataset import TIFFolderDataset, TIFPairDataset
 from tests.helpers.runs import ROOT
@@ -61,3 +62,33 @@ def test_dataset_to_tifs_writes_the_items_the_run_sees(tmp_path):
         assert np.array_equal(mask, item["mask"].float().numpy()) and set(np.unique(mask)) <= {0, 1, 2, 3}
         assert np.array_equal(image, item["image"].squeeze(0).numpy())
     assert len(os.listdir(tmp_path / "m" / "mask")) == 3
+
+
+def test_dataset_to_tifs_writes_vectors_as_csv_rows_beside_targets_named_as_generate_names_samples(
+    tmp_path, capsys
+):
+    """A vector key (a PSF stack's coordinates) becomes one CSV row per item, in the order of the target
+    TIFs `sample_NNNN.tif`, the names `generate.py --vectors` gives its samples, so `--targets` pairs them."""
+    import scripts.dataset_to_tifs as dataset_to_tifs
+    from dataset.psf_stack_dataset import PSFStackDataset
+    from models.ldm.generation_inputs import read_vectors
+
+    config = os.path.join(ROOT, "checkpoints", "LDM", "3d.yml")
+    out = tmp_path / "stacks"
+    assert (
+        dataset_to_tifs.main(
+            ["--config", config, "--keys", "gt", "coords", "--count", "2", "--out", str(out)]
+        )
+        == 0
+    )
+    block = yaml.safe_load(open(config))["datasets"]["val"]
+    expected = PSFStackDataset({**block, "phase": "val"})
+    vectors = read_vectors(out / "coords.csv", [])
+    assert sorted(os.listdir(out / "gt")) == ["sample_0000.tif", "sample_0001.tif"]
+    for i in range(2):
+        assert np.allclose(vectors[i], expected[i]["coords"].tolist(), rtol=1e-7)
+        assert np.array_equal(
+            tifffile.imread(out / "gt" / f"sample_{i:04d}.tif"), expected[i]["gt"][0].numpy()
+        )
+    assert dataset_to_tifs.main(["--config", config, "--keys", "cords", "--out", str(tmp_path / "x")]) == 2
+    assert "its vectors: coords" in capsys.readouterr().err
