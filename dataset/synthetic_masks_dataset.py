@@ -30,7 +30,9 @@ class SyntheticMasksDataset(data.Dataset):
     config_keys = {
         "size": Key(None, "int", "Items per epoch.", minimum=1, required=True),
         "image_size": Key(32, "int", "Side of each image in pixels.", minimum=1),
-        "spatial_dims": Key(2, "int", "2: images (H, W); 3: volumes (D, H, W) of side image_size.", (2, 3)),
+        "spatial_dims": Key(
+            2, "int", "2: images (H, W); 3: volumes (D, H, W) of side image_size.", minimum=2, maximum=3
+        ),
         "channels": Key(1, "int", "Channels per image.", minimum=1),
         "num_kinds": Key(
             2,
