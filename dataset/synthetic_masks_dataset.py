@@ -11,10 +11,12 @@ SHAPE_KINDS = ("ellipse", "rectangle", "triangle")
 
 
 class SyntheticMasksDataset(data.Dataset):
-    """Images of flat shapes with their segmentation masks and a class label, made on the fly (2D).
+    """Images of flat shapes with their segmentation masks and a class label, made on the fly (2D), or
+    volumes of solid shapes (`spatial_dims: 3`).
 
     Each image holds 1 to `max_shapes` shapes of one kind (ellipse, rectangle, triangle: the first
-    `num_kinds`), each with its own brightness in [0.5, 1] on a black background. Keys:
+    `num_kinds`; in 3D an ellipsoid, a box, a pyramid, rotated about the depth axis), each with its own
+    brightness in [0.5, 1] on a black background. Keys (in 3D each H, W is D, H, W):
 
     - `image`: float32 (channels, H, W) in [0, 1] (plus `noise_std` Gaussian noise)
     - `mask`: int64 (H, W), 0 for the background and 1 + kind inside a shape (a segmentation target)
@@ -28,6 +30,9 @@ class SyntheticMasksDataset(data.Dataset):
     config_keys = {
         "size": Key(None, "int", "Items per epoch.", minimum=1, required=True),
         "image_size": Key(32, "int", "Side of each image in pixels.", minimum=1),
+        "spatial_dims": Key(
+            2, "int", "2: images (H, W); 3: volumes (D, H, W) of side image_size.", minimum=2, maximum=3
+        ),
         "channels": Key(1, "int", "Channels per image.", minimum=1),
         "num_kinds": Key(
             2,
@@ -54,11 +59,15 @@ class SyntheticMasksDataset(data.Dataset):
         self.max_shapes = int(keys["max_shapes"])
         self.noise_std = float(keys["noise_std"])
         self.edges = bool(keys["edges"])
+        self.spatial_dims = int(keys["spatial_dims"])
         # Train and val draw from different streams unless the YAML gives each its own seed.
         seed = keys["seed"]
         self.seed = int(seed if seed is not None else (0 if opt.get("phase", "train") == "train" else 1))
         coords = torch.linspace(-1, 1, self.image_size)
-        self.y, self.x = torch.meshgrid(coords, coords, indexing="ij")
+        if self.spatial_dims == 3:
+            self.z, self.y, self.x = torch.meshgrid(coords, coords, coords, indexing="ij")
+        else:
+            self.y, self.x = torch.meshgrid(coords, coords, indexing="ij")
 
     @property
     def num_classes(self) -> int:
@@ -80,22 +89,30 @@ class SyntheticMasksDataset(data.Dataset):
         angle = torch.rand(1, generator=g).item() * math.pi
         u = (self.x - cx) * math.cos(angle) + (self.y - cy) * math.sin(angle)
         v = -(self.x - cx) * math.sin(angle) + (self.y - cy) * math.cos(angle)
+        w, c = torch.zeros(()), 1.0  # the depth axis (3D), drawn after the 2D draws so 2D stays as it was
+        if self.spatial_dims == 3:
+            cz = torch.rand(1, generator=g).item() * 0.9 - 0.45
+            c = torch.rand(1, generator=g).item() * 0.3 + 0.3
+            w = self.z - cz
         if kind == "ellipse":
-            return (u / a) ** 2 + (v / b) ** 2 <= 1
+            return (u / a) ** 2 + (v / b) ** 2 + (w / c) ** 2 <= 1
         if kind == "rectangle":
-            return (u.abs() <= a) & (v.abs() <= b)
-        # An isosceles triangle: apex at v = -b, base at v = +b, half-width a at the base.
-        return (v <= b) & (u.abs() <= a * (v + b) / (2 * b))
+            return (u.abs() <= a) & (v.abs() <= b) & (w.abs() <= c)
+        # An isosceles triangle: apex at v = -b, base at v = +b, half-width a at the base (in 3D a
+        # pyramid, half-depth c at the base).
+        rise = (v + b) / (2 * b)
+        return (v <= b) & (u.abs() <= a * rise) & (w.abs() <= c * rise)
 
     def __getitem__(self, idx):
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + idx)
         kind = int(torch.randint(self.num_kinds, (1,), generator=g))
         count = int(torch.randint(1, self.max_shapes + 1, (1,), generator=g))
-        image = torch.zeros(self.channels, self.image_size, self.image_size)
-        mask = torch.zeros(self.image_size, self.image_size, dtype=torch.long)
+        side = [self.image_size] * self.spatial_dims
+        image = torch.zeros(self.channels, *side)
+        mask = torch.zeros(side, dtype=torch.long)
         for _ in range(count):
             inside = self._inside(SHAPE_KINDS[kind], g)
-            brightness = torch.rand(self.channels, 1, 1, generator=g) * 0.5 + 0.5
+            brightness = torch.rand(self.channels, *[1] * self.spatial_dims, generator=g) * 0.5 + 0.5
             image = torch.where(inside, brightness, image)
             mask[inside] = kind + 1
         if self.noise_std:
@@ -107,9 +124,16 @@ class SyntheticMasksDataset(data.Dataset):
 
 
 def outline(mask: torch.Tensor) -> torch.Tensor:
-    """(1, H, W) float: 1 where a pixel of a shape has a 4-neighbour of another class (or the border)."""
-    padded = torch.nn.functional.pad(mask[None, None].float(), (1, 1, 1, 1), value=-1.0)[0, 0]
-    centre = padded[1:-1, 1:-1]
-    neighbours = (padded[:-2, 1:-1], padded[2:, 1:-1], padded[1:-1, :-2], padded[1:-1, 2:])
-    differs = torch.stack([n != centre for n in neighbours]).any(0)
+    """(1, *spatial) float: 1 where a pixel (voxel) of a shape has a face neighbour of another class (or the
+    border)."""
+    ndim = mask.ndim
+    padded = torch.nn.functional.pad(mask[None, None].float(), (1, 1) * ndim, value=-1.0)[0, 0]
+    inner = (slice(1, -1),) * ndim
+    centre = padded[inner]
+    differs = torch.zeros_like(centre, dtype=torch.bool)
+    for axis in range(ndim):
+        for shifted in (slice(None, -2), slice(2, None)):
+            index = list(inner)
+            index[axis] = shifted
+            differs |= padded[tuple(index)] != centre
     return ((mask > 0) & differs).float()[None]

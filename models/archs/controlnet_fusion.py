@@ -63,7 +63,7 @@ def combine(parts: list[Steering]) -> Steering:
         return None if tensors[0] is None else torch.stack(tensors).sum(0)
 
     down = None if first.down is None else [total(level) for level in zip(*(p.down for p in parts))]
-    return Steering(down, total([p.mid for p in parts]), first.film, total([p.input for p in parts]))
+    return type(first)(down, total([p.mid for p in parts]), first.film, total([p.input for p in parts]))
 
 
 def _modulate(h: torch.Tensor, film: torch.Tensor) -> torch.Tensor:

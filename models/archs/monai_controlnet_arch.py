@@ -4,10 +4,14 @@ MONAI backend (`DiffusionUNet` with `backend: monai`, or any 3D one).
 The same interface as the diffusers-based `ControlNet` (models/archs/controlnet_arch.py): `copy_encoder(unet)`
 starts it as a copy of the trained UNet's encoder (input conv, time embedding, down and middle blocks,
 loaded by name as MONAI's ControlNet tutorial does) with its output convolutions at zero, so
-before training the controlled UNet predicts exactly what the UNet alone does; `forward` returns
+before training the controlled UNet predicts exactly what the UNet alone does; `residuals` gives
 (down residuals, mid residual), already scaled, for MONAI `DiffusionModelUNet`'s
-`down_block_additional_residuals` / `mid_block_additional_residual`. `controlled_prediction` is that
-whole call: the UNet's prediction with the ControlNet's residuals added.
+`down_block_additional_residuals` / `mid_block_additional_residual`; `forward` gives them as a
+`MonaiSteering` (models/archs/controlnet_fusion.py), one branch per control, summed, so
+`ControlNet_model` and its pipeline drive both arches alike. Only residual fusion exists here.
+`controlled_prediction` is the whole call for one control: the UNet's prediction with the residuals added.
+A UNet whose condition enters through its time embedding (`condition.inject: time_embedding`) gets a
+ControlNet with the same class embedding (the summary token's projection), copied with the encoder.
 """
 
 import torch
@@ -15,7 +19,8 @@ from monai.networks.nets import ControlNet
 from transformers import PretrainedConfig, PreTrainedModel
 
 from models.archs.checkpointing import checkpoint_blocks
-from models.archs.diffusion_unet_arch import DiffusionUNet_arch, DiffusionUNet_config, coordinate_grid
+from models.archs.controlnet_fusion import Steering, combine
+from models.archs.diffusion_unet_arch import DiffusionUNet_arch, DiffusionUNet_config
 from utils.errors import ConfigError
 
 
@@ -41,9 +46,12 @@ class MonaiControlNet_config(PretrainedConfig):
         conditioning_embedding_out_channels: list[int] = (16, 32, 64),
         unet: dict | None = None,
         gradient_checkpointing: bool = False,
+        fusion: dict | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        # Filled in by ControlNet_model from control.fusion and control.key (residual is the only mode).
+        self.fusion = {"mode": "residual", "controls": 1, **(fusion or {})}
         self.conditioning_channels = conditioning_channels
         self.conditioning_embedding_out_channels = list(conditioning_embedding_out_channels)
         self.unet = dict(unet) if unet is not None else None
@@ -77,9 +85,26 @@ class MonaiControlNet_arch(PreTrainedModel):
                 "'network.type: MonaiControlNet' copies a UNet on MONAI's backend, but this LDM's 2D UNet runs "
                 "on diffusers; use 'network.type: ControlNet', or retrain the LDM with 'network.backend: monai'."
             )
+        mode, controls = config.fusion["mode"], int(config.fusion["controls"])
+        if mode != "residual" or controls < 1:
+            raise ConfigError(
+                f"'control.fusion' is {mode!r} over {controls} controls, but a ControlNet over a MONAI-backed "
+                "UNet (3D, or backend: monai) fuses only by 'residual'; set control.fusion: residual."
+            )
+        branches = [self._branch(config, unet) for _ in range(controls)]
+        # The first branch keeps the name a single ControlNet always had, so its weights load as before.
+        self.controlnet = branches[0]
+        self.more_controlnets = torch.nn.ModuleList(branches[1:])
+        self.post_init()
+
+    @staticmethod
+    def _branch(config, unet: DiffusionUNet_config) -> ControlNet:
+        # As DiffusionUNet_arch decides (cross_attends / embeds_condition), from the config alone.
+        cross_attends = unet.with_conditioning and unet.condition_injection != "time_embedding"
+        embeds = unet.with_conditioning and unet.condition_injection != "cross_attention"
         # The UNet's input conv also takes the coordinate channels when it has them.
         in_channels = unet.in_channels + (unet.spatial_dims if unet.coordinate_channels else 0)
-        self.controlnet = ControlNet(
+        branch = ControlNet(
             spatial_dims=unet.spatial_dims,
             in_channels=in_channels,
             num_res_blocks=unet.num_res_blocks,
@@ -88,37 +113,52 @@ class MonaiControlNet_arch(PreTrainedModel):
             norm_num_groups=unet.norm_num_groups,
             norm_eps=unet.norm_eps,
             num_head_channels=unet.num_head_channels,
-            with_conditioning=unet.with_conditioning,
+            with_conditioning=cross_attends,
             transformer_num_layers=unet.transformer_num_layers,
-            cross_attention_dim=unet.cross_attention_dim if unet.with_conditioning else None,
+            cross_attention_dim=unet.cross_attention_dim if cross_attends else None,
+            num_class_embeds=1 if embeds else None,
             conditioning_embedding_in_channels=config.conditioning_channels,
             conditioning_embedding_num_channels=config.conditioning_embedding_out_channels,
         )
+        if embeds:  # the UNet's projection of the summary token (DiffusionUNet_arch's), copied by name
+            width = 4 * unet.channels[0]
+            branch.class_embedding = torch.nn.Sequential(
+                torch.nn.Linear(unet.cross_attention_dim, width),
+                torch.nn.SiLU(),
+                torch.nn.Linear(width, width),
+            )
         if config.gradient_checkpointing:  # MONAI's ControlNet has no switch for it (as its UNet)
-            checkpoint_blocks([*self.controlnet.down_blocks, self.controlnet.middle_block])
-        self.post_init()
+            checkpoint_blocks([*branch.down_blocks, branch.middle_block])
+        return branch
+
+    @property
+    def branches(self) -> list[ControlNet]:
+        return [self.controlnet, *self.more_controlnets]
 
     def _init_weights(self, module):
         # Keep MONAI's initialisation: its zero convolutions must stay zero at the start.
         pass
 
     def copy_encoder(self, unet) -> None:
-        """Start from the trained UNet (a `DiffusionUNet_arch` on the MONAI backend, or its
-        `DiffusionModelUNet`): every weight the two share by name (input conv, time embedding, down and
-        middle blocks) is copied; the conditioning embedding's last conv and the output convs stay zero."""
+        """Start every branch from the trained UNet (a `DiffusionUNet_arch` on the MONAI backend, or its
+        `DiffusionModelUNet`): every weight the two share by name (input conv, time and class embedding,
+        down and middle blocks) is copied; the conditioning embedding's last conv and the output convs
+        stay zero."""
         inner = unet.unet if isinstance(unet, DiffusionUNet_arch) else unet
-        own = self.controlnet.state_dict()
-        shared = {k: v for k, v in inner.state_dict().items() if k in own and own[k].shape == v.shape}
-        # strict=False: the UNet's decoder has no place here, and the ControlNet's own convs no source.
-        self.controlnet.load_state_dict(shared, strict=False)
-        missing = [k for k in own if k not in shared and not k.startswith("controlnet_")]
-        if missing:
-            raise ConfigError(
-                f"The UNet does not fit this ControlNet's 'network.unet' config: {len(missing)} encoder weights "
-                f"were not copied (first: {missing[:2]}); build the ControlNet from that UNet's own config."
-            )
+        for branch in self.branches:
+            own = branch.state_dict()
+            shared = {k: v for k, v in inner.state_dict().items() if k in own and own[k].shape == v.shape}
+            # strict=False: the UNet's decoder has no place here, and the ControlNet's own convs no source.
+            branch.load_state_dict(shared, strict=False)
+            missing = [k for k in own if k not in shared and not k.startswith("controlnet_")]
+            if missing:
+                raise ConfigError(
+                    f"The UNet does not fit this ControlNet's 'network.unet' config: {len(missing)} encoder "
+                    f"weights were not copied (first: {missing[:2]}); build the ControlNet from that UNet's "
+                    "own config."
+                )
 
-    def forward(
+    def residuals(
         self,
         sample: torch.Tensor,
         timesteps: torch.Tensor,
@@ -126,20 +166,54 @@ class MonaiControlNet_arch(PreTrainedModel):
         conditioning_scale: float = 1.0,
         encoder_hidden_states: torch.Tensor | None = None,
         class_labels: torch.Tensor | None = None,
+        branch: int = 0,
     ):
-        """(down residuals, mid residual), already multiplied by `conditioning_scale`, for MONAI
-        `DiffusionModelUNet`'s `down_block_additional_residuals` / `mid_block_additional_residual`.
-        `sample` is what the UNet's input conv takes (with the coordinate channels when the UNet has them)
-        and `encoder_hidden_states` its cross-attention context (MONAI's `context`); `class_labels` is
-        accepted for the shared interface (MONAI's UNet here embeds no classes)."""
-        down, mid = self.controlnet(
+        """(down residuals, mid residual) of one branch, already multiplied by `conditioning_scale`, for
+        MONAI `DiffusionModelUNet`'s `down_block_additional_residuals` / `mid_block_additional_residual`.
+        `sample` is what the UNet's input conv takes (with the coordinate channels when the UNet has them),
+        `encoder_hidden_states` its cross-attention context (MONAI's `context`) and `class_labels` its
+        class embedding input (the summary token, under `condition.inject: time_embedding`)."""
+        down, mid = self.branches[branch](
             sample,
             timesteps,
             controlnet_cond=control,
             conditioning_scale=float(conditioning_scale),
             context=encoder_hidden_states,
+            class_labels=class_labels,
         )
         return tuple(down), mid
+
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timesteps: torch.Tensor,
+        controls: list[torch.Tensor],
+        conditioning_scales: list[float],
+        encoder_hidden_states: torch.Tensor | None = None,
+        class_labels: torch.Tensor | None = None,
+        conv_in=None,
+    ) -> "MonaiSteering":
+        """The steering of the UNet by `controls` (one per branch), each times its weight; the inputs as
+        `DiffusionUNet_arch.diffusers_inputs` gives them (`conv_in` is taken for the shared interface)."""
+        parts = [
+            MonaiSteering(*self.residuals(sample, timesteps, c, s, encoder_hidden_states, class_labels, i))
+            for i, (c, s) in enumerate(zip(controls, conditioning_scales))
+        ]
+        return combine(parts)
+
+
+class MonaiSteering(Steering):
+    """Residuals for MONAI's `DiffusionModelUNet`, which names its inputs otherwise than diffusers' UNet."""
+
+    def run(self, unet, sample, timesteps, encoder_hidden_states=None, class_labels=None) -> torch.Tensor:
+        return unet(
+            sample,
+            timesteps=timesteps,
+            context=encoder_hidden_states,
+            class_labels=class_labels,
+            down_block_additional_residuals=list(self.down),
+            mid_block_additional_residual=self.mid,
+        )
 
 
 def controlled_prediction(
@@ -151,17 +225,10 @@ def controlled_prediction(
     conditioning_scale: float = 1.0,
     context: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """`unet(latents, timesteps, context)` of a MONAI-backed `DiffusionUNet` with the ControlNet's residuals
-    added: the same inputs (coordinate channels, cross-attention context) go to both networks."""
+    """`unet(latents, timesteps, context)` of a MONAI-backed `DiffusionUNet` with one ControlNet branch's
+    residuals added: the same inputs (coordinate channels, cross-attention context, class embedding
+    input) go to both networks."""
     arch = getattr(unet, "arch", unet)  # the bare arch of a training model's network handle
-    if arch.config.coordinate_channels:
-        latents = torch.cat([latents, coordinate_grid(latents)], dim=1)
-    context = context if arch.cross_attends else None
-    down, mid = controlnet(latents, timesteps, control, conditioning_scale, encoder_hidden_states=context)
-    return arch.unet(
-        latents,
-        timesteps=timesteps,
-        context=context,
-        down_block_additional_residuals=down,
-        mid_block_additional_residual=mid,
-    )
+    latents, inputs = arch.diffusers_inputs(latents, context)
+    steering = controlnet(latents, timesteps, [control], [conditioning_scale], **inputs)
+    return steering.run(arch.unet, latents, timesteps, **inputs)

@@ -4,6 +4,7 @@
     control: {key: mask, conditioning_scale: 1.0, fusion: residual}     # or key: [mask, edges],
                                                                        # conditioning_scale: [1.0, 0.5]
     network: {type: ControlNet, conditioning_channels: 1, conditioning_embedding_out_channels: [16, 32, 64]}
+             # type: MonaiControlNet over an LDM whose UNet runs on MONAI (3D, or backend: monai)
 
     loss = || UNet(zt, t, tokens(condition) | steered by ControlNet(zt, t, tokens(condition), controls)) - target ||^2
 
@@ -20,7 +21,7 @@ from engine import BaseModel
 from models.archs import define_network
 from models.archs.autoencoder_outputs import decode_generated
 from models.archs.controlnet_fusion import FUSIONS
-from models.controlnet.pipeline import ControlledUNet, as_control, check_diffusers_backend, per_control
+from models.controlnet.pipeline import ControlledUNet, as_control, check_controlnet_type, per_control
 from models.ldm.frozen_vae import encode_latents
 from models.ldm.generation_files import copy_generation_folder
 from models.ldm.pipeline import LDMPipeline
@@ -117,7 +118,6 @@ class ControlNet_model(BaseModel):
         device = self.accelerator.device
         # Not in self.models: the LDM is neither trained, nor checkpointed, nor saved again by the core.
         self.ldm = LDMPipeline.from_final(self.ldm_folder, str(device))
-        check_diffusers_backend(self.ldm.unet)
         for frozen in (self.ldm.unet, self.ldm.projector, self.ldm.vae):
             if frozen is not None:
                 frozen.eval().requires_grad_(False)
@@ -131,12 +131,10 @@ class ControlNet_model(BaseModel):
         self.cond_key = self.description["condition"]["key"]
 
         fusion = {"mode": self.control_opt["fusion"], "controls": len(self.control_keys)}
-        block = {**dict(opt.network), "unet": dict(self.ldm.unet.unet.config), "fusion": fusion}
-        if block.get("type") != "ControlNet":
-            raise ConfigError(
-                f"'network.type' is {block.get('type')!r}; ControlNet_model trains 'ControlNet'."
-            )
-        controlnet = define_network(block)
+        check_controlnet_type(self.ldm.unet, opt.network.get("type"))
+        # The shape to copy: diffusers' UNet2DConditionModel config, or the DiffusionUNet config on MONAI.
+        unet = self.ldm.unet.unet.config if self.ldm.unet.uses_diffusers else self.ldm.unet.config.to_dict()
+        controlnet = define_network({**dict(opt.network), "unet": dict(unet), "fusion": fusion})
         controlnet.copy_encoder(self.ldm.unet.unet)
         self.controlnet = self.add_network("controlnet", controlnet)
 
@@ -154,7 +152,7 @@ class ControlNet_model(BaseModel):
                 )
         device = self.accelerator.device
         gt = data[self.gt_key].to(device)
-        controls = [as_control(data[key]).to(device) for key in self.control_keys]
+        controls = [as_control(data[key], gt.ndim - 2).to(device) for key in self.control_keys]
         with torch.no_grad():
             latent = encode_latents(self.ldm.vae, gt).float()
             conditions = data[self.cond_key] if self.condition_type != "none" else None
@@ -248,9 +246,8 @@ class ControlNet_model(BaseModel):
         self.log(pred=images.cpu().numpy(), target=target.cpu().numpy())
         if idx == 0:
             shown = min(count, int(self.val_opt["num_images"]))
-            shown_control = control[:shown] / control[:shown].amax(dim=(1, 2, 3), keepdim=True).clamp(
-                min=1e-8
-            )
+            peak = control[:shown].amax(dim=tuple(range(1, control.ndim)), keepdim=True)
+            shown_control = control[:shown] / peak.clamp(min=1e-8)
             panels = [_to_channels(shown_control, target.shape[1]), target[:shown], images[:shown]]
             grid = torch.cat(panels, dim=-1).cpu().numpy()
             self.log_images("val_control_target_sample", grid)
@@ -279,4 +276,6 @@ class ControlNet_model(BaseModel):
 
 def _to_channels(control: torch.Tensor, channels: int) -> torch.Tensor:
     """A control image shown beside images of `channels` channels (its first channel, repeated)."""
-    return control if control.shape[1] == channels else control[:, :1].expand(-1, channels, -1, -1)
+    return (
+        control if control.shape[1] == channels else control[:, :1].expand(-1, channels, *control.shape[2:])
+    )

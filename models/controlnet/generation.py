@@ -1,6 +1,7 @@
 """`scripts/generate.py --control <folder>`: sample a trained ControlNet run on a folder of control TIFs.
 
-Each control TIF (a mask, an edge map; (H, W) or (C, H, W), values as in training) gives one sample,
+Each control TIF (a mask, an edge map; (H, W) or (C, H, W), values as in training; over a 3D LDM
+(D, H, W) or (C, D, H, W)) gives one sample, written as a (D, H, W) stack in 3D,
 named after it. A run of several controls takes one `--control` folder per control, in the order of its
 `control.key`, paired by file name (the first folder's names name the samples), and one
 `--conditioning-scale` for all or one per control. Over a conditioned LDM each control also takes a condition, given as for the LDM alone
@@ -22,7 +23,7 @@ from models.ldm.schedules import check_sampling_steps
 from utils.errors import DataError, UserError
 
 
-def read_controls(folder: Path) -> tuple[list[str], torch.Tensor]:
+def read_controls(folder: Path, spatial_dims: int = 2) -> tuple[list[str], torch.Tensor]:
     from dataset.common import files
 
     if not Path(folder).is_dir():
@@ -36,7 +37,7 @@ def read_controls(folder: Path) -> tuple[list[str], torch.Tensor]:
         files.check_dtype(raw.dtype, path)
         files.check_finite(raw, path)
         array = np.asarray(raw, dtype=np.float32)
-        arrays.append(array[None] if array.ndim == 2 else array)
+        arrays.append(array[None] if array.ndim == spatial_dims else array)
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
         raise DataError(
@@ -53,11 +54,12 @@ def read_control_folders(pipe, folders: list[Path]) -> tuple[list[str], list[tor
             f"This ControlNet run takes {len(keys)} controls ({', '.join(keys)}) but got {len(folders)} "
             "--control folders; give one --control folder per control, in that order."
         )
-    names, first = read_controls(folders[0])
+    spatial_dims = len(pipe.ldm.description["latent_shape"]) - 1
+    names, first = read_controls(folders[0], spatial_dims)
     check_control_shape(pipe, folders[0], first)
     tensors = [first]
     for folder in folders[1:]:
-        other_names, other = read_controls(folder)
+        other_names, other = read_controls(folder, spatial_dims)
         missing = sorted(set(names) - set(other_names))
         if missing:
             raise UserError(

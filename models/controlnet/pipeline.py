@@ -14,17 +14,18 @@ import os
 import torch
 
 from models.archs.controlnet_arch import ControlNet_arch
+from models.archs.monai_controlnet_arch import MonaiControlNet_arch
 from models.ldm.pipeline import LDMPipeline
 from utils.errors import ConfigError
 from utils.errors.files import read_json
 
 
 class ControlledUNet:
-    """`unet(latents, timesteps, context)` of a diffusers-backed `DiffusionUNet` plus a ControlNet: one
-    control tensor (or a list, one per control) and one weight (or one per control)."""
+    """`unet(latents, timesteps, context)` of a `DiffusionUNet` plus a ControlNet (`ControlNet` over the
+    diffusers backend, `MonaiControlNet` over MONAI's): one control tensor (or a list, one per control)
+    and one weight (or one per control)."""
 
     def __init__(self, unet, controlnet, controls, conditioning_scale=1.0):
-        check_diffusers_backend(unet)
         self.unet, self.controlnet = unet, controlnet
         self.controls = list(controls) if isinstance(controls, (list, tuple)) else [controls]
         self.scales = per_control(conditioning_scale, len(self.controls))
@@ -35,7 +36,7 @@ class ControlledUNet:
             for c in self.controls
         ]
         arch = getattr(self.unet, "arch", self.unet)
-        # The inputs DiffusionUNet.forward gives its diffusers UNet (coordinate channels, cross-attention
+        # The inputs DiffusionUNet.forward gives its inner UNet (coordinate channels, cross-attention
         # context or time-embedded summary), given to the ControlNet and the UNet alike.
         latents, inputs = arch.diffusers_inputs(latents, context)
         steering = self.controlnet(
@@ -57,19 +58,25 @@ def per_control(weights, count: int) -> list[float]:
     return [float(w) for w in weights]
 
 
-def check_diffusers_backend(unet) -> None:
-    if not getattr(unet, "uses_diffusers", False):
+CONTROLNET_TYPES = {True: "ControlNet", False: "MonaiControlNet"}  # by DiffusionUNet.uses_diffusers
+
+
+def check_controlnet_type(unet, network_type) -> None:
+    """Each backend's UNet has its ControlNet: diffusers' `ControlNetModel` copies a
+    `UNet2DConditionModel`, MONAI's `ControlNet` a `DiffusionModelUNet`."""
+    wanted = CONTROLNET_TYPES[bool(unet.uses_diffusers)]
+    if network_type != wanted:
+        backend = "diffusers'" if unet.uses_diffusers else "MONAI's (3D, or backend: monai)"
         raise ConfigError(
-            "A ControlNet needs the LDM's UNet on the diffusers backend (diffusers' ControlNetModel copies a "
-            "UNet2DConditionModel); this LDM uses MONAI's DiffusionModelUNet, so retrain it in 2D with "
-            "'network.backend: diffusers' (or auto)."
+            f"'network.type' is {network_type!r}, but this LDM's UNet runs on {backend} backend, which "
+            f"ControlNet_model steers with 'network.type: {wanted}'."
         )
 
 
-def as_control(control) -> torch.Tensor:
-    """A control batch as float (B, C, H, W): a class map (B, H, W) gets its channel axis."""
+def as_control(control, spatial_dims: int = 2) -> torch.Tensor:
+    """A control batch as float (B, C, *spatial): a class map (B, *spatial) gets its channel axis."""
     control = torch.as_tensor(control)
-    return (control[:, None] if control.ndim == 3 else control).float()
+    return (control[:, None] if control.ndim == spatial_dims + 1 else control).float()
 
 
 class ControlNetPipeline:
@@ -85,7 +92,8 @@ class ControlNetPipeline:
             )
         description = read_json(path)
         ldm = LDMPipeline.from_final(os.path.join(folder, description["ldm"]), device)
-        controlnet = ControlNet_arch.from_pretrained(os.path.join(folder, description["controlnet"]))
+        arch = ControlNet_arch if ldm.unet.uses_diffusers else MonaiControlNet_arch
+        controlnet = arch.from_pretrained(os.path.join(folder, description["controlnet"]))
         return cls(ldm, controlnet.to(device).eval(), description)
 
     @property
@@ -112,7 +120,7 @@ class ControlNetPipeline:
         ldm, d = self.ldm, self.ldm.description
         device = next(self.controlnet.parameters()).device
         controls = [
-            as_control(c).to(device)
+            as_control(c, len(d["latent_shape"]) - 1).to(device)
             for c in (controls if isinstance(controls, (list, tuple)) else [controls])
         ]
         if conditions is not None and torch.is_tensor(conditions):
