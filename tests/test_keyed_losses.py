@@ -57,9 +57,9 @@ def test_segmentation_scores_per_class_and_accuracy():
     assert accuracy(torch.tensor([[0.0, 1.0], [2.0, 0.0]]), torch.tensor([1, 1])) == 0.5
 
 
-def test_a_controlnet_over_a_monai_unet_is_refused_in_one_sentence():
+def test_a_diffusers_controlnet_over_a_monai_unet_is_refused_naming_the_monai_one():
     from models.archs.diffusion_unet_arch import DiffusionUNet_arch, DiffusionUNet_config
-    from models.controlnet.pipeline import ControlledUNet
+    from models.controlnet.pipeline import check_controlnet_type
 
     unet = DiffusionUNet_arch(
         DiffusionUNet_config(
@@ -72,5 +72,6 @@ def test_a_controlnet_over_a_monai_unet_is_refused_in_one_sentence():
             backend="monai",
         )
     )
-    with pytest.raises(ConfigError, match="needs the LDM's UNet on the diffusers backend"):
-        ControlledUNet(unet, None, torch.zeros(1, 1, 8, 8))
+    with pytest.raises(ConfigError, match="'network.type: MonaiControlNet'"):
+        check_controlnet_type(unet, "ControlNet")
+    check_controlnet_type(unet, "MonaiControlNet")
