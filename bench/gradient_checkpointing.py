@@ -5,7 +5,7 @@ lazy imports such as the one `torch.utils.checkpoint` does on first use), then t
 backward pass at the measured size. The figure is the rise of the process's peak memory over that step:
 on CUDA `torch.cuda.max_memory_allocated`, on CPU the peak resident set (`resource.getrusage`;
 `tracemalloc` does not see torch's allocations). Both settings share the weights' size, so the
-difference is the activations the checkpointed blocks no longer keep. No optimizer step: its state
+difference is the activations the checkpointed blocks do not keep. No optimizer step: its state
 costs the same with either setting.
 
     python bench/gradient_checkpointing.py [--arch NAME ...] [--size 128]

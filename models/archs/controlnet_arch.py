@@ -51,8 +51,8 @@ class ControlNet_config(PretrainedConfig):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        # Filled in by ControlNet_model from control.fusion and control.key (a saved config without it
-        # is one residual ControlNet, as before the fusion modes).
+        # Filled in by ControlNet_model from control.fusion and control.key; a saved config without it
+        # is one residual ControlNet.
         self.fusion = {"mode": "residual", "controls": 1, **(fusion or {})}
         self.conditioning_channels = conditioning_channels
         self.conditioning_embedding_out_channels = list(conditioning_embedding_out_channels)
@@ -65,22 +65,27 @@ class ControlNet_config(PretrainedConfig):
         return 2 ** (len(self.conditioning_embedding_out_channels) - 1)
 
 
+def check_controlnet_config(config: PretrainedConfig) -> None:
+    """The keys every ControlNet arch reads, checked before it is built."""
+    if not config.unet:
+        raise ConfigError(
+            "A ControlNet is shaped after a trained UNet: train it with 'model_type: ControlNet_model' "
+            "and 'ldm.pretrained' (an LDM run's final/), which fills in 'network.unet'."
+        )
+    if config.conditioning_channels < 1 or not config.conditioning_embedding_out_channels:
+        raise ConfigError(
+            "'network.conditioning_channels' must be 1 or more and 'network.conditioning_embedding_out_channels' "
+            "a non-empty list of widths."
+        )
+
+
 class ControlNet_arch(PreTrainedModel):
     config_class = ControlNet_config
     main_input_name = "sample"
 
     def __init__(self, config: ControlNet_config):
         super().__init__(config)
-        if not config.unet:
-            raise ConfigError(
-                "A ControlNet is shaped after a trained UNet: train it with 'model_type: ControlNet_model' "
-                "and 'ldm.pretrained' (an LDM run's final/), which fills in 'network.unet'."
-            )
-        if config.conditioning_channels < 1 or not config.conditioning_embedding_out_channels:
-            raise ConfigError(
-                "'network.conditioning_channels' must be 1 or more and 'network.conditioning_embedding_out_channels' "
-                "a non-empty list of widths."
-            )
+        check_controlnet_config(config)
         self.mode, controls = config.fusion["mode"], int(config.fusion["controls"])
         if self.mode not in FUSIONS or controls < 1:
             raise ConfigError(
@@ -97,7 +102,7 @@ class ControlNet_arch(PreTrainedModel):
             self.post_init()
             return
         branches = [self._branch(shape) for _ in range(controls)]
-        # The first branch keeps the name a residual ControlNet always had, so its weights load as before.
+        # The first branch is named as a single residual ControlNet's, so a one-control run's weights keep their names.
         self.controlnet = branches[0]
         self.more_controlnets = torch.nn.ModuleList(branches[1:])
         if self.mode == "gated":

@@ -19,6 +19,7 @@ from monai.networks.nets import ControlNet
 from transformers import PretrainedConfig, PreTrainedModel
 
 from models.archs.checkpointing import checkpoint_blocks
+from models.archs.controlnet_arch import check_controlnet_config
 from models.archs.controlnet_fusion import Steering, combine
 from models.archs.diffusion_unet_arch import DiffusionUNet_arch, DiffusionUNet_config
 from utils.errors import ConfigError
@@ -69,16 +70,7 @@ class MonaiControlNet_arch(PreTrainedModel):
 
     def __init__(self, config: MonaiControlNet_config):
         super().__init__(config)
-        if not config.unet:
-            raise ConfigError(
-                "A ControlNet is shaped after a trained UNet: train it with 'model_type: ControlNet_model' "
-                "and 'ldm.pretrained' (an LDM run's final/), which fills in 'network.unet'."
-            )
-        if config.conditioning_channels < 1 or not config.conditioning_embedding_out_channels:
-            raise ConfigError(
-                "'network.conditioning_channels' must be 1 or more and 'network.conditioning_embedding_out_channels' "
-                "a non-empty list of widths."
-            )
+        check_controlnet_config(config)
         unet = DiffusionUNet_config(**{k: v for k, v in config.unet.items() if k != "model_type"})
         if unet.spatial_dims == 2 and unet.backend != "monai":
             raise ConfigError(
@@ -92,7 +84,7 @@ class MonaiControlNet_arch(PreTrainedModel):
                 "UNet (3D, or backend: monai) fuses only by 'residual'; set control.fusion: residual."
             )
         branches = [self._branch(config, unet) for _ in range(controls)]
-        # The first branch keeps the name a single ControlNet always had, so its weights load as before.
+        # The first branch is named as a single ControlNet's, so a one-control run's weights keep their names.
         self.controlnet = branches[0]
         self.more_controlnets = torch.nn.ModuleList(branches[1:])
         self.post_init()
