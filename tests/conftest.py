@@ -33,6 +33,17 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
 
 
+# The longest modules, slowest first (from `pytest --durations`): pyproject's `--dist loadfile
+# --no-loadscope-reorder` hands whole files to the two workers in collection order, so starting these
+# first keeps one of them from ending the run alone on a long file while the other worker idles.
+LONGEST_FIRST = ("test_readme_commands.py",)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
+
 @pytest.fixture
 def tiny_config(tmp_path):
     return in_folder(TINY_DENOISE, tmp_path)

@@ -10,7 +10,7 @@ import pytest
 import tifffile
 import torch
 
-from tests.helpers import read_scalars, run_folder, run_trainer
+from tests.helpers import monai_kl, read_scalars, run_folder, run_trainer
 from utils.images.patches import sliding_window
 from utils.metrics.image import psnr
 
@@ -24,19 +24,7 @@ VAE_3D = {
         "train": {"type": "SyntheticShapesDataset", "spatial_dims": 3, "image_size": 16, "size": 64},
         "val": {"type": "SyntheticShapesDataset", "spatial_dims": 3, "image_size": 24, "size": 4},
     },
-    "network": {
-        "type": "MonaiAutoencoderKL",
-        "spatial_dims": 3,
-        "in_channels": 1,
-        "out_channels": 1,
-        "channels": [8, 16],
-        "latent_channels": 2,
-        "num_res_blocks": 1,
-        "norm_num_groups": 4,
-        "attention_levels": [False, False],
-        "with_encoder_nonlocal_attn": False,
-        "with_decoder_nonlocal_attn": False,
-    },
+    "network": monai_kl(3),
     "path": {"root": None},
     "train": {
         "optim": {"learning_rate": 3e-3},

@@ -13,7 +13,7 @@ import pytest
 import tifffile
 import torch
 
-from tests.helpers import read_scalars, run_folder, run_trainer
+from tests.helpers import monai_kl, read_scalars, run_folder, run_trainer
 from tests.helpers.scripts import run_generate
 from utils.errors import ConfigError
 
@@ -32,19 +32,7 @@ VAE = {
     "seed": 3,
     "experiment_key": "run",
     "datasets": DATA,
-    "network": {
-        "type": "MonaiAutoencoderKL",
-        "spatial_dims": 3,
-        "in_channels": 1,
-        "out_channels": 1,
-        "channels": [8, 16],
-        "latent_channels": 2,
-        "num_res_blocks": 1,
-        "norm_num_groups": 4,
-        "attention_levels": [False, False],
-        "with_encoder_nonlocal_attn": False,
-        "with_decoder_nonlocal_attn": False,
-    },
+    "network": monai_kl(3),
     "path": {"root": None},
     "train": {
         "optim": {"learning_rate": 2e-3},

@@ -39,3 +39,12 @@ def test_an_unmarked_test_that_starts_the_trainer_fails_naming_the_mark(tmp_path
         subprocess.run("accelerate launch trainer.py -opt x.yml", shell=True)
     done = subprocess.run([sys.executable, "-c", "print(2 + 2)"], capture_output=True, text=True)
     assert done.stdout == "4\n"  # any other program runs as it would
+
+
+def test_the_modules_started_first_exist():
+    from tests.conftest import LONGEST_FIRST
+
+    modules = {
+        os.path.basename(p) for p in glob.glob(os.path.join(ROOT, "tests", "**", "test_*.py"), recursive=True)
+    }
+    assert [name for name in LONGEST_FIRST if name not in modules] == []

@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import read_scalars, run_folder, run_trainer
+from tests.helpers import TINY_MONAI_KL, monai_kl, read_scalars, run_folder, run_trainer
 
 pytestmark = pytest.mark.e2e  # every test here runs the trainer
 
@@ -83,19 +83,7 @@ def test_vq_vae_logs_codebook_usage(vae_config, tmp_path):
 def test_3d_monai_vae_trains_and_validates(vae_config, tmp_path):
     for phase in ("train", "val"):
         vae_config["datasets"][phase].update(spatial_dims=3, image_size=16)
-    vae_config["network"] = {
-        "type": "MonaiAutoencoderKL",
-        "spatial_dims": 3,
-        "in_channels": 1,
-        "out_channels": 1,
-        "channels": [8, 16],
-        "latent_channels": 2,
-        "num_res_blocks": 1,
-        "norm_num_groups": 4,
-        "attention_levels": [False, False],
-        "with_encoder_nonlocal_attn": False,
-        "with_decoder_nonlocal_attn": False,
-    }
+    vae_config["network"] = monai_kl(3)
     vae_config["train"].update(batch_size=4, max_train_steps=4, validation_steps=4, checkpointing_steps=4)
     vae_config["val"]["batch_size"] = 4
     assert run_trainer(vae_config, tmp_path) == 0
@@ -111,18 +99,7 @@ def test_3d_monai_vae_trains_and_validates(vae_config, tmp_path):
 def test_pti_ldm_vae_checkpoint_is_loaded_and_trained_on(vae_config, tmp_path):
     from monai.networks.nets import AutoencoderKL
 
-    network = {
-        "spatial_dims": 2,
-        "in_channels": 1,
-        "out_channels": 1,
-        "channels": [8, 16],
-        "latent_channels": 2,
-        "num_res_blocks": 1,
-        "norm_num_groups": 4,
-        "attention_levels": [False, False],
-        "with_encoder_nonlocal_attn": False,
-        "with_decoder_nonlocal_attn": False,
-    }
+    network = {"spatial_dims": 2, **TINY_MONAI_KL}
     torch.manual_seed(11)
     monai_vae = AutoencoderKL(**network)
     path = tmp_path / "checkpoint_epoch7.pth"

@@ -42,6 +42,25 @@ TINY_VQ_ARCH = {
     "sample_size": 32,
 }
 
+# MONAI's AutoencoderKL at test size, without attention; `monai_kl(dims)` makes the `network` block.
+TINY_MONAI_KL = {
+    "in_channels": 1,
+    "out_channels": 1,
+    "channels": [8, 16],
+    "latent_channels": 2,
+    "num_res_blocks": 1,
+    "norm_num_groups": 4,
+    "attention_levels": [False, False],
+    "with_encoder_nonlocal_attn": False,
+    "with_decoder_nonlocal_attn": False,
+}
+
+
+def monai_kl(spatial_dims: int) -> dict:
+    """The `network` block of a tiny MONAI AutoencoderKL run in 2D or 3D."""
+    return {"type": "MonaiAutoencoderKL", "spatial_dims": spatial_dims, **TINY_MONAI_KL}
+
+
 # A 2D AutoencoderKL on generated shapes; stage 1 of the LDM tests.
 TINY_VAE = {
     "name": "vae",

@@ -5,21 +5,10 @@ import copy
 import torch
 from monai.networks.nets import AutoencoderKL, PatchDiscriminator
 
-from tests.helpers.configs import TINY_VAE
+from tests.helpers.configs import TINY_MONAI_KL, TINY_VAE
 from tests.helpers.runs import reset_accelerate, write_config
 
-NETWORK = {
-    "spatial_dims": 2,
-    "in_channels": 1,
-    "out_channels": 1,
-    "channels": [8, 16],
-    "latent_channels": 2,
-    "num_res_blocks": 1,
-    "norm_num_groups": 4,
-    "attention_levels": [False, False],
-    "with_encoder_nonlocal_attn": False,
-    "with_decoder_nonlocal_attn": False,
-}
+NETWORK = {"spatial_dims": 2, **TINY_MONAI_KL}
 DISCRIMINATOR = {"spatial_dims": 2, "in_channels": 1, "channels": 8, "num_layers_d": 2, "norm": "INSTANCE"}
 STEP, EPOCH = 10, 4
 
