@@ -9,7 +9,7 @@ b, ...) so that the machine's drift hits all alike; prints the medians (and the 
 - `python trainer.py -opt <tiny config>`: from the launch to the end of the first optimizer step
 
 The trainer's child is this script in `--first-step` mode: it registers a torch-wide optimizer step
-hook (torch.optim.optimizer.register_optimizer_step_post_hook, so no product code changes), then runs
+hook (`torch.optim.optimizer.register_optimizer_step_post_hook`, so no product code changes), then runs
 trainer.py as `__main__`. On the first optimizer step the hook prints `time.monotonic()` (one clock for
 every process on Linux) and the optional libraries that are loaded by then, and ends the process at
 once: what follows is not start-up. The tiny configs are the test suite's TINY_VAE (diffusers'
@@ -59,16 +59,20 @@ MONAI_NETWORK = {
 
 def first_step(trainer_argv: list[str]) -> None:
     """Run in the child: trainer.py as `__main__`, ended by the first optimizer step."""
+    import importlib.util
     import runpy
 
-    import torch  # the run imports it first thing anyway; the hook needs it before the run starts
+    # The run imports torch first thing anyway; the hook needs it before the run starts.
+    from torch.optim.optimizer import register_optimizer_step_post_hook
 
     def stamp(optimizer, args, kwargs):
-        loaded = [name for name in OPTIONAL if name in sys.modules]
+        # A module registered for a deferred import (importlib.util.LazyLoader) has not run yet.
+        modules = [sys.modules.get(name) for name in OPTIONAL]
+        loaded = [n for n, m in zip(OPTIONAL, modules) if m and not isinstance(m, importlib.util._LazyModule)]
         print(json.dumps({"first_step": time.monotonic(), "loaded": loaded}), flush=True)
         os._exit(0)  # the rest of the run is not start-up
 
-    torch.optim.optimizer.register_optimizer_step_post_hook(stamp)
+    register_optimizer_step_post_hook(stamp)
     sys.path[0] = str(REPO)
     sys.argv = ["trainer.py", *trainer_argv]
     runpy.run_path(str(REPO / "trainer.py"), run_name="__main__")
@@ -85,6 +89,7 @@ def tiny_configs(folder: Path) -> dict[str, Path]:
     for family in ("diffusers", "monai"):
         config = copy.deepcopy(TINY_VAE)
         config["path"]["root"] = str(folder / "runs")
+        config["name"] = f"startup_{family}"
         if family == "monai":
             config["network"] = dict(MONAI_NETWORK)
         paths[family] = Path(write_config(config, folder / f"{family}.yml"))
