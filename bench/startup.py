@@ -59,16 +59,15 @@ MONAI_NETWORK = {
 
 def first_step(trainer_argv: list[str]) -> None:
     """Run in the child: trainer.py as `__main__`, ended by the first optimizer step."""
-    import importlib.util
     import runpy
 
     # The run imports torch first thing anyway; the hook needs it before the run starts.
     from torch.optim.optimizer import register_optimizer_step_post_hook
 
     def stamp(optimizer, args, kwargs):
-        # A module registered for a deferred import (importlib.util.LazyLoader) has not run yet.
-        modules = [sys.modules.get(name) for name in OPTIONAL]
-        loaded = [n for n, m in zip(OPTIONAL, modules) if m and not isinstance(m, importlib.util._LazyModule)]
+        from utils.cli.imports import is_deferred  # a placeholder in sys.modules is not an import
+
+        loaded = [n for n in OPTIONAL if n in sys.modules and not is_deferred(sys.modules[n])]
         print(json.dumps({"first_step": time.monotonic(), "loaded": loaded}), flush=True)
         os._exit(0)  # the rest of the run is not start-up
 
