@@ -30,7 +30,8 @@ dataset class:
 - ControlNet and PSF models: none (their steps need a frozen UNet or ray-traced targets); said so
 
 Each loop reads the loss back every step (as a progress bar does), and on CUDA both synchronise at each
-stamp.
+stamp. The trainer's step also does what the shipped config turns on and the plain loops leave out (the
+EMA of LDM/exp.yml and LDM/tif.yml, a GAN's discriminator), so its ratio to the plain loop includes them.
 
 Step time: the median of the intervals between consecutive stamps after `--warmup` updates (compilation,
 cuDNN autotuning), over `--rounds` rounds in which the settings and loops alternate. Peak memory over the
