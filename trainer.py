@@ -113,7 +113,9 @@ def build(args):
 def main(argv=None) -> int:
     args = parse_args(argv)
     from utils.cli.console import quiet_libraries
+    from utils.cli.imports import defer_unused_imports
 
+    defer_unused_imports()  # before diffusers loads: bitsandbytes only for train.optim.use_8bit_adam
     quiet_libraries()  # no bitsandbytes warning, no per-file checkpoint lines, no "Loading weights" bars
     try:
         model, _ = build(args)

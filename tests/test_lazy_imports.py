@@ -1,0 +1,74 @@
+"""A run imports only the libraries it uses: a tiny run of a diffusers arch, from its start to its final
+save, never executes MONAI, comet_ml, bitsandbytes, UMAP or plotly (bench/startup.py measures what
+each import costs a run's start)."""
+
+import inspect
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import ROOT, TINY_VAE, in_folder, write_config
+
+OPTIONAL = ("monai", "comet_ml", "bitsandbytes", "umap", "plotly")
+# Runs trainer.main in a fresh interpreter, then lists the modules that were imported (a placeholder of
+# utils/cli/imports.py is not), then reads bitsandbytes' 8-bit AdamW, as `use_8bit_adam` does.
+RUN_AND_LIST = """
+import json, sys
+import trainer
+from utils.cli.imports import is_deferred
+status = trainer.main(["-opt", sys.argv[1]])
+imported = sorted(name for name, module in sys.modules.items() if not is_deferred(module))
+import bitsandbytes
+adam = bitsandbytes.optim.AdamW8bit.__name__
+print(json.dumps({"status": status, "modules": imported, "adam": adam}))
+"""
+
+
+@pytest.mark.e2e
+def test_a_tiny_diffusers_run_never_imports_the_libraries_it_does_not_use(tmp_path):
+    config = in_folder(TINY_VAE, tmp_path)
+    config["train"].update(max_train_steps=2, validation_steps=2, checkpointing_steps=2)
+    path = write_config(config, tmp_path / "exp.yml")
+    done = subprocess.run(
+        [sys.executable, "-c", RUN_AND_LIST, path], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["status"] == 0, done.stderr[-3000:]
+    modules = set(report["modules"])
+    # The run did train, validate and save through diffusers' network.
+    assert {"diffusers.models.autoencoders.autoencoder_kl", "accelerate", "safetensors.torch"} <= modules
+    loaded = sorted(m for m in modules if m.split(".")[0] in OPTIONAL)
+    assert loaded == []
+    assert report["adam"] == "AdamW8bit"  # deferred, not gone: the first read imports it
+
+
+def test_a_deferred_library_runs_on_its_first_read_and_never_on_a_scan(tmp_path, monkeypatch):
+    from utils.cli.imports import defer_unused_imports, is_deferred
+
+    package = tmp_path / "deferred_probe"
+    (package / "sub").mkdir(parents=True)
+    (package / "__init__.py").write_text(
+        "import builtins\nbuiltins.probe_runs = getattr(builtins, 'probe_runs', 0) + 1\nvalue = 42\n"
+    )
+    (package / "sub" / "__init__.py").write_text("from deferred_probe import value\ndouble = 2 * value\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "deferred_probe", raising=False)
+    import builtins
+
+    monkeypatch.setattr(builtins, "probe_runs", 0, raising=False)
+    defer_unused_imports(["deferred_probe"])
+    import deferred_probe as placeholder  # what a library's module-level `import` keeps
+
+    # What torch's operator registration does through inspect.getmodule: a scan of every module's __file__.
+    inspect.getmodule(test_a_deferred_library_runs_on_its_first_read_and_never_on_a_scan)
+    assert is_deferred(placeholder) and builtins.probe_runs == 0
+    import deferred_probe.sub  # a submodule first: the package runs before it, as in a plain import
+
+    assert deferred_probe.sub.double == 84 and builtins.probe_runs == 1
+    assert placeholder.value == 42 and builtins.probe_runs == 1  # the placeholder hands reads on
+    assert not is_deferred(placeholder) and sys.modules["deferred_probe"] is deferred_probe
+    monkeypatch.delitem(sys.modules, "deferred_probe.sub")
+    monkeypatch.delitem(sys.modules, "deferred_probe")
