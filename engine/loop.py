@@ -21,6 +21,7 @@ from engine.divergence import SkippedSteps
 from engine.loader_rng import seed_loader_for_epoch
 from engine.optimization import advance_schedules, clear_gradients
 from engine.run.signals import StopSignals
+from engine.speed import channels_last_batch
 from utils.cli.console import TrainingProgress
 from utils.config.cadence import due
 from utils.errors import NumericalError, PluginError
@@ -45,6 +46,7 @@ def train(model) -> dict:
     )
     last_validated, window, checked_crop = -1, [], False
     skipped = SkippedSteps(train_opt.get("max_consecutive_skipped_steps"))
+    channels_last = train_opt.get("channels_last")
     with StopSignals() as stop_signals, progress:
         while state.global_step < total_steps:
             model.train_loader.set_epoch(state.epoch)
@@ -58,6 +60,8 @@ def train(model) -> dict:
                 if not checked_crop:  # once: the images' size is known from the first batch
                     check_metric_crop(model.opt, batch)
                     checked_crop = True
+                if channels_last:
+                    batch = channels_last_batch(batch)
                 with accelerator.accumulate(*prepared), batch_errors(model.opt, "train", batch):
                     model.feed_data(batch, is_train=True)
                     losses = model.optimize_parameters()

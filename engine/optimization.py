@@ -54,7 +54,13 @@ def make_optimizer(opt, accelerator, params, lr: float | None = None) -> torch.o
         weight_decay=optim["adam_weight_decay"],
         eps=optim["adam_epsilon"],
     )
+    kernel = optim.get("implementation", "auto")
     if optim["use_8bit_adam"]:
+        if kernel != "auto":
+            raise ConfigError(
+                f"'train.optim.implementation' is '{kernel}' but 'train.optim.use_8bit_adam' is true; "
+                "bitsandbytes' 8-bit AdamW has its own kernel, so leave 'implementation' at 'auto'."
+            )
         try:
             import bitsandbytes as bnb
         except ImportError:
@@ -62,6 +68,15 @@ def make_optimizer(opt, accelerator, params, lr: float | None = None) -> torch.o
                 "'train.optim.use_8bit_adam' is true but bitsandbytes is not installed (pip install bitsandbytes)."
             ) from None
         return bnb.optim.AdamW8bit(params, **kwargs)
+    if kernel == "fused" and opt.get("mixed_precision") == "fp16":
+        # fp16's grad scaler hands a fused AdamW its gradients still scaled, and the clipping before the
+        # step (GradientGuard) would then clip the scaled norm.
+        raise ConfigError(
+            "'train.optim.implementation' is 'fused' with 'mixed_precision: fp16', whose scaled gradients "
+            "it would clip wrongly; use 'foreach', or bf16."
+        )
+    if kernel != "auto":  # `auto` passes neither flag: torch picks (the for-loop on CPU, foreach on CUDA)
+        kwargs[kernel] = True
     return torch.optim.AdamW(params, **kwargs)
 
 

@@ -25,6 +25,7 @@ from engine.run.report import describe_setup
 from engine.run.trackers import comet_init_kwargs, requested_trackers, store_run_config
 from engine.seed_style import adopt_appended_networks
 from engine.sizes import check_sizes
+from engine.speed import apply_speed_options
 from utils.config.load import flatten, redact_secrets, save_options
 from utils.config.scheduler import warmup_note
 from utils.errors import ConfigError, PluginError
@@ -64,6 +65,7 @@ def _set_up(model, training: bool) -> None:
     pretrained = opt["path"].get("pretrained")
     if pretrained:
         load_pretrained(model, pretrained)
+    apply_speed_options(model)  # train.channels_last, train.compile
 
     optimizers = []
     if training:
