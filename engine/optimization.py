@@ -100,11 +100,21 @@ class GradientGuard:
     """Clips the gradients to `train.optim.max_grad_norm` just before each real optimizer step, records
     their norm, and drops them when they are not finite (AdamW then leaves those weights and moments
     untouched; the loop applies `train.nan_policy`). It runs as a step pre-hook, which Accelerate calls
-    only on sync steps and, with fp16, after the grad scaler has unscaled the gradients."""
+    only on sync steps and, with fp16, after the grad scaler has unscaled the gradients.
 
-    def __init__(self, max_norm: float | None):
+    `on_device` (`train.log_every` above 1): with a fused AdamW the norm is not read back; the optimizer
+    gets `found_inf`, on which its kernel leaves weights, moments and step count as they were, and
+    `last_norm` reads the norm when it is logged. Other optimizers need the norm on the host to drop
+    the gradients, so they read it back as before."""
+
+    def __init__(self, max_norm: float | None, on_device: bool = False):
         self.max_norm = max_norm
-        self.last_norm = None
+        self.on_device = on_device
+        self._norm = None
+
+    @property
+    def last_norm(self) -> float | None:
+        return float(self._norm) if torch.is_tensor(self._norm) else self._norm
 
     def attach(self, optimizer: torch.optim.Optimizer) -> None:
         optimizer.register_step_pre_hook(self)
@@ -117,8 +127,12 @@ class GradientGuard:
             norm = torch.nn.utils.clip_grad_norm_(params, self.max_norm)
         else:
             norm = torch.nn.utils.get_total_norm([p.grad for p in params])
-        self.last_norm = float(norm)
-        if not math.isfinite(self.last_norm):
+        if self.on_device and optimizer.defaults.get("fused"):
+            self._norm = norm.detach()
+            optimizer.found_inf = torch.logical_not(torch.isfinite(self._norm)).to(torch.float32)
+            return
+        self._norm = float(norm)
+        if not math.isfinite(self._norm):
             for p in params:
                 p.grad = None
 

@@ -72,7 +72,9 @@ def _set_up(model, training: bool) -> None:
         if model.train_loader is None:
             raise ConfigError("Training needs a 'datasets.train' block (or use -test to validate only).")
         optimizers = list(model.optimizers) or list(model.build_optimizers())
-        model.gradient_guard = GradientGuard(opt["train"]["optim"]["max_grad_norm"])
+        model.gradient_guard = GradientGuard(
+            opt["train"]["optim"]["max_grad_norm"], on_device=opt["train"].get("log_every", 1) > 1
+        )
         for optimizer in optimizers:
             model.gradient_guard.attach(optimizer)
         model.schedulers = [make_scheduler(opt, o, model.max_train_steps) for o in optimizers]

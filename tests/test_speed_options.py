@@ -98,3 +98,68 @@ def test_a_kernel_with_8bit_adam_is_refused(vae_config, tmp_path, capsys):
     assert "'train.optim.implementation' is 'fused' but 'train.optim.use_8bit_adam' is true" in (
         capsys.readouterr().err
     )
+
+
+def _poison_step(monkeypatch, at_call):
+    """The total loss of the `at_call`-th training step (counted from 1) is NaN; records whether each
+    step changed the generator's weights."""
+    from models.vae.VAE_model import VAE_model
+
+    changed = []
+    original = VAE_model.optimize_parameters
+
+    def optimize(self):
+        before = [p.detach().clone() for p in self.net_g.parameters()]
+        if len(changed) + 1 == at_call:
+            self.sample = {"gt": self.sample["gt"] * float("nan")}
+        losses = original(self)
+        changed.append(any(not torch.equal(b, p) for b, p in zip(before, self.net_g.parameters())))
+        return losses
+
+    monkeypatch.setattr(VAE_model, "optimize_parameters", optimize)
+    return changed
+
+
+LAZY = {"log_every": 3, "max_train_steps": 6, "optim": {"learning_rate": 2e-3, "implementation": "fused"}}
+
+
+def test_log_every_reads_back_and_logs_means_every_n_steps(vae_config, tmp_path, monkeypatch):
+    from models.vae.VAE_model import VAE_model
+
+    norms = []
+    original = VAE_model.optimize_parameters
+
+    def spy(self):
+        losses = original(self)
+        norms.append(self.gradient_guard._norm)
+        return losses
+
+    monkeypatch.setattr(VAE_model, "optimize_parameters", spy)
+    train = {**LAZY, "validation_steps": 6, "checkpointing_steps": 6}
+    every, _ = _run(vae_config, tmp_path, "every1", **{**train, "log_every": 1})
+    assert all(isinstance(n, float) for n in norms)  # log_every 1: read back at every step
+    norms.clear()
+    lazy, _ = _run(vae_config, tmp_path, "lazy", **train)
+    assert all(torch.is_tensor(n) for n in norms)  # the fused AdamW's check stays on the device
+    assert sorted(lazy["train/all"]) == [3, 6]
+    for step in (3, 6):
+        mean = sum(every["train/all"][s] for s in range(step - 2, step + 1)) / 3
+        assert lazy["train/all"][step] == pytest.approx(mean, rel=1e-5)
+
+
+def test_log_every_reports_a_nan_naming_its_own_step(vae_config, tmp_path, monkeypatch, capsys):
+    _poison_step(monkeypatch, at_call=2)
+    vae_config["train"].update(LAZY, validation_steps=6, checkpointing_steps=6)
+    assert run_trainer(vae_config, tmp_path) == 2
+    err = capsys.readouterr().err
+    assert "not finite at step 2" in err and "all=nan" in err and "nan_policy: skip" in err
+
+
+def test_log_every_skips_a_nan_step_with_the_weights_untouched(vae_config, tmp_path, monkeypatch):
+    changed = _poison_step(monkeypatch, at_call=2)
+    vae_config["train"].update(LAZY, nan_policy="skip", validation_steps=6, checkpointing_steps=6)
+    assert run_trainer(vae_config, tmp_path) == 0
+    assert changed == [True, False, True, True, True, True]  # the fused kernel skipped step 2 on found_inf
+    scalars = read_scalars(run_folder(vae_config))
+    assert scalars["train/skipped_steps"][3] == 1
+    assert scalars["train/all"][6] == scalars["train/all"][6]  # finite again after the skipped step

@@ -209,6 +209,9 @@ TRAIN = {
     ),
     "find_unused_parameters": Key(False, "bool", "DDP option for networks with parameters unused in a step."),
     "check_speed": Key(False, "bool", "Log step time and samples/s to the trackers."),
+    "log_every": Key(
+        1, "int", "Read back, check and log the losses every N steps (docs/benchmarks.md).", minimum=1
+    ),
     "channels_last": Key(False, "bool", "Keep weights and batches channels-last (NHWC; docs/benchmarks.md)."),
     "compile": Key(False, "bool", "torch.compile each network's calls (the first steps compile)."),
     "best_metric": Key(
