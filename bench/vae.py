@@ -9,8 +9,9 @@ Seed 000's config: `channels` [64, 128, 256], batch 4, 128x128, one channel, L1 
 
 `--options` adds one more trainer loop (MonaiAutoencoderKL) per speed option, interleaved with the others:
 `channels_last` (train.channels_last), `foreach` / `fused` (train.optim.implementation), `compile`
-(train.compile; its first step, which compiles, is reported apart from the step times), and `best`
-(the winners together: BEST_OPTIONS). `--only-monai` leaves out the diffusers network's loop.
+(train.compile; its first step, which compiles, is reported apart from the step times), `log_every`
+(train.log_every 10 with the fused AdamW: no loss or gradient norm read back inside a step), and
+`best` (the winners together: BEST_OPTIONS). `--only-monai` leaves out the diffusers network's loop.
 
 A step's time is the wall time between consecutive steps; peak memory is the process's resident set
 growth during each loop. Prints steps/s and the ratios to the plain loop (target: at least as fast;
@@ -63,6 +64,7 @@ SPEED_OPTIONS = {
     "foreach": {"optim": {"implementation": "foreach"}},
     "fused": {"optim": {"implementation": "fused"}},
     "compile": {"compile": True},
+    "log_every": {"log_every": 10, "optim": {"implementation": "fused"}},  # no readback in the step
 }
 BEST_OPTIONS = {"channels_last": True, "optim": {"implementation": "fused"}}
 DISCRIMINATOR = dict(type="PatchDiscriminator", spatial_dims=2, in_channels=1, channels=32, num_layers_d=3)

@@ -14,17 +14,20 @@ pytestmark = pytest.mark.e2e  # every test here runs the trainer
 
 
 def _run(config, tmp_path, key, **train):
-    """A 2-step run of `config` with `train` changed, as experiment `key`; returns its scalars and folder."""
+    """A run of `config` (2 steps unless `train` says) with `train` changed, as experiment `key`; returns
+    its scalars and folder."""
     config = copy.deepcopy(config)
     config["experiment_key"] = key
-    config["train"].update(max_train_steps=2, validation_steps=2, checkpointing_steps=2, **train)
+    config["train"].update({"max_train_steps": 2, "validation_steps": 2, "checkpointing_steps": 2, **train})
     assert run_trainer(config, tmp_path, name=f"{key}.yml") == 0
     return read_scalars(run_folder(config)), run_folder(config)
 
 
 def _spatial_convs(arch):
-    """The conv weights whose layout channels-last changes (a 1x1 kernel is both layouts at once)."""
-    return [m.weight for m in arch.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size != (1, 1)]
+    """The conv weights whose layout channels-last changes (a 1x1 kernel or one input channel is both
+    layouts at once)."""
+    convs = [m for m in arch.modules() if isinstance(m, torch.nn.Conv2d)]
+    return [m.weight for m in convs if m.kernel_size != (1, 1) and m.in_channels > 1]
 
 
 def test_channels_last_steps_in_nhwc_to_the_default_losses_and_saves(vae_config, tmp_path, monkeypatch):
@@ -48,18 +51,24 @@ def test_channels_last_steps_in_nhwc_to_the_default_losses_and_saves(vae_config,
     for step in (1, 2):
         assert fast["train/all"][step] == pytest.approx(plain["train/all"][step], rel=1e-5, abs=1e-6)
     assert fast["val_psnr"][2] == pytest.approx(plain["val_psnr"][2], abs=1e-3)
-    # Saved contiguous (safetensors refuses other layouts), the same tensors as the default run's.
+    # Saved contiguous (safetensors refuses other layouts), in the arch's own element order: the default
+    # run's tensors up to what 2 Adam steps of 2e-3 can move a weight (a layout written as raw memory
+    # would scramble them far beyond that).
     saved = load_file(os.path.join(fast_dir, "final", "net_g", "model.safetensors"))
     reference = load_file(os.path.join(plain_dir, "final", "net_g", "model.safetensors"))
     assert saved.keys() == reference.keys()
-    assert all(torch.allclose(saved[k], reference[k], atol=1e-5) for k in saved)
+    assert all(saved[k].is_contiguous() and torch.allclose(saved[k], reference[k], atol=5e-3) for k in saved)
 
 
-def test_compile_trains_and_saves_weights_that_load_without_prefix(vae_config, tmp_path):
+def test_compile_trains_and_saves_weights_that_load_without_prefix(vae_config, tmp_path, monkeypatch):
     from torch._dynamo.utils import counters
 
     from models.archs import find_arch
 
+    # Dynamo captures the graphs and AOTAutograd their backward as under the default backend; inductor's
+    # C++ code generation (minutes on 2 cores) is left out, it is torch's part, not the trainer's.
+    compile_module = torch.nn.Module.compile
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self: compile_module(self, backend="aot_eager"))
     counters.clear()
     plain, _ = _run(vae_config, tmp_path, "eager")
     assert not counters["stats"]["unique_graphs"]
