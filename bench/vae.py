@@ -18,6 +18,7 @@ growth during each loop. Prints steps/s and the ratios to the plain loop (target
 with the speed options, at most 0.8x its time per step, i.e. at least x1.25 its speed).
 
     python bench/vae.py [--steps 12] [--rounds 2] [--size 128] [--gan] [--options channels_last fused ...]
+                        [--only-monai] [--threads N]
 """
 
 import argparse
@@ -66,7 +67,7 @@ SPEED_OPTIONS = {
     "compile": {"compile": True},
     "log_every": {"log_every": 10, "optim": {"implementation": "fused"}},  # no readback in the step
 }
-BEST_OPTIONS = {"channels_last": True, "optim": {"implementation": "fused"}}
+BEST_OPTIONS = {"optim": {"implementation": "fused"}}  # channels_last lost on this CPU (docs/benchmarks.md)
 DISCRIMINATOR = dict(type="PatchDiscriminator", spatial_dims=2, in_channels=1, channels=32, num_layers_d=3)
 
 
@@ -199,7 +200,15 @@ def main():
         "--options", nargs="*", default=[], choices=[*SPEED_OPTIONS, "best"], help="speed options to time"
     )
     parser.add_argument("--only-monai", action="store_true", help="leave out the diffusers network's loop")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (a CPU shared with other jobs: 1 is steadier)",
+    )
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     firsts = {}
     loops = {
         "plain MONAI loop": lambda: plain_monai_steps(args),
@@ -221,7 +230,10 @@ def main():
                 times[name] += steps
                 memory[name] = max(memory[name], grown)
     base = statistics.median(times["plain MONAI loop"])
-    print(f"seed 000 config, batch 4, {args.size}x{args.size}, 1 channel{', PatchGAN' if args.gan else ''}:")
+    print(
+        f"seed 000 config, batch 4, {args.size}x{args.size}, 1 channel{', PatchGAN' if args.gan else ''}; "
+        f"torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores:"
+    )
     for name, steps in times.items():
         median = statistics.median(steps)
         first = f", first step {statistics.median(firsts[name]):.1f} s" if name in firsts else ""
