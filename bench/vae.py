@@ -7,10 +7,18 @@ Seed 000's config: `channels` [64, 128, 256], batch 4, 128x128, one channel, L1 
 - VAE_model + MonaiAutoencoderKL: the same network through the trainer
 - VAE_model + AutoencoderKL: diffusers' network at the same widths through the trainer
 
-A step's time is the wall time between consecutive steps; peak memory is the process's resident set
-growth during each loop. Prints steps/s and the ratios to the plain loop (target: at least as fast).
+`--options` adds one more trainer loop (MonaiAutoencoderKL) per speed option, interleaved with the others:
+`channels_last` (train.channels_last), `foreach` / `fused` (train.optim.implementation), `compile`
+(train.compile; its first step, which compiles, is reported apart from the step times), `log_every`
+(train.log_every 10 with the fused AdamW: no loss or gradient norm read back inside a step), and
+`best` (the winners together: BEST_OPTIONS). `--only-monai` leaves out the diffusers network's loop.
 
-    python bench/vae.py [--steps 12] [--rounds 2] [--size 128] [--gan]
+A step's time is the wall time between consecutive steps; peak memory is the process's resident set
+growth during each loop. Prints steps/s and the ratios to the plain loop (target: at least as fast;
+with the speed options, at most 0.8x its time per step, i.e. at least x1.25 its speed).
+
+    python bench/vae.py [--steps 12] [--rounds 2] [--size 128] [--gan] [--options channels_last fused ...]
+                        [--only-monai] [--threads N]
 """
 
 import argparse
@@ -52,6 +60,14 @@ DIFFUSERS_NETWORK = dict(
     norm_num_groups=SEED_000["norm_num_groups"],
     mid_block_add_attention=False,
 )
+SPEED_OPTIONS = {
+    "channels_last": {"channels_last": True},
+    "foreach": {"optim": {"implementation": "foreach"}},
+    "fused": {"optim": {"implementation": "fused"}},
+    "compile": {"compile": True},
+    "log_every": {"log_every": 10, "optim": {"implementation": "fused"}},  # no readback in the step
+}
+BEST_OPTIONS = {"optim": {"implementation": "fused"}}  # channels_last lost on this CPU (docs/benchmarks.md)
 DISCRIMINATOR = dict(type="PatchDiscriminator", spatial_dims=2, in_channels=1, channels=32, num_layers_d=3)
 
 
@@ -73,7 +89,14 @@ class PeakRSS:
         return (self.peak - self.start) / 2**20
 
 
-def trainer_steps(args, root, network) -> tuple[list[float], float]:
+def with_options(train: dict, options: dict) -> dict:
+    """`train` with the `options` of a speed variant merged in (the optim block key by key)."""
+    merged = {**train, **{k: v for k, v in options.items() if k != "optim"}}
+    merged["optim"] = {**train["optim"], **options.get("optim", {})}
+    return merged
+
+
+def trainer_steps(args, root, network, options=None, first=None) -> tuple[list[float], float]:
     config = {
         "name": "bench_vae",
         "model_type": "VAE_model",
@@ -98,6 +121,7 @@ def trainer_steps(args, root, network) -> tuple[list[float], float]:
             "compute_scale_factor": False,
         },
     }
+    config["train"] = with_options(config["train"], options or {})
     if args.gan:
         config["network_d"] = dict(DISCRIMINATOR)
     stamps = []
@@ -114,7 +138,10 @@ def trainer_steps(args, root, network) -> tuple[list[float], float]:
             assert run_trainer(config, Path(root), name="bench_vae.yml") == 0
     finally:
         VAE_model.optimize_parameters = original
-    return [b - a for a, b in zip(stamps, stamps[1:])][1:], memory.growth_mb
+    steps = [b - a for a, b in zip(stamps, stamps[1:])]
+    if first is not None:  # the first step's time (a compiled loop compiles there)
+        first.append(steps[0])
+    return steps[1:], memory.growth_mb
 
 
 def plain_monai_steps(args) -> tuple[list[float], float]:
@@ -169,27 +196,52 @@ def main():
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--gan", action="store_true", help="add the PatchGAN adversarial term to all loops")
+    parser.add_argument(
+        "--options", nargs="*", default=[], choices=[*SPEED_OPTIONS, "best"], help="speed options to time"
+    )
+    parser.add_argument("--only-monai", action="store_true", help="leave out the diffusers network's loop")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (a CPU shared with other jobs: 1 is steadier)",
+    )
     args = parser.parse_args()
-    times = {"plain MONAI loop": [], "VAE_model + MonaiAutoencoderKL": [], "VAE_model + AutoencoderKL": []}
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    firsts = {}
+    loops = {
+        "plain MONAI loop": lambda: plain_monai_steps(args),
+        "VAE_model + MonaiAutoencoderKL": lambda: trainer_steps(args, root, MONAI_NETWORK),
+    }
+    if not args.only_monai:
+        loops["VAE_model + AutoencoderKL"] = lambda: trainer_steps(args, root, DIFFUSERS_NETWORK)
+    for option in args.options:
+        name = f"  + {option}"
+        settings = BEST_OPTIONS if option == "best" else SPEED_OPTIONS[option]
+        firsts[name] = []
+        loops[name] = lambda s=settings, f=firsts[name]: trainer_steps(args, root, MONAI_NETWORK, s, f)
+    times = {name: [] for name in loops}
     memory = {k: 0.0 for k in times}
     with tempfile.TemporaryDirectory() as root:
         for _ in range(args.rounds):
-            for name, run in (
-                ("plain MONAI loop", lambda: plain_monai_steps(args)),
-                ("VAE_model + MonaiAutoencoderKL", lambda: trainer_steps(args, root, MONAI_NETWORK)),
-                ("VAE_model + AutoencoderKL", lambda: trainer_steps(args, root, DIFFUSERS_NETWORK)),
-            ):
+            for name, run in loops.items():
                 steps, grown = run()
                 times[name] += steps
                 memory[name] = max(memory[name], grown)
     base = statistics.median(times["plain MONAI loop"])
-    print(f"seed 000 config, batch 4, {args.size}x{args.size}, 1 channel{', PatchGAN' if args.gan else ''}:")
+    print(
+        f"seed 000 config, batch 4, {args.size}x{args.size}, 1 channel{', PatchGAN' if args.gan else ''}; "
+        f"torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores:"
+    )
     for name, steps in times.items():
         median = statistics.median(steps)
+        first = f", first step {statistics.median(firsts[name]):.1f} s" if name in firsts else ""
         print(
-            f"  {name:32s} {1 / median:6.3f} steps/s  ({median:.3f} s/step, x{base / median:.2f} the plain "
-            f"loop's speed, peak RSS growth {memory[name]:.0f} MB)"
+            f"  {name:32s} {1 / median:6.3f} steps/s  ({median:.3f} s/step = {median / base:.2f}x the plain "
+            f"loop's time, x{base / median:.2f} its speed, peak RSS growth {memory[name]:.0f} MB{first})"
         )
+    print(f"  ('+ option': VAE_model + MonaiAutoencoderKL with it; best = {BEST_OPTIONS})")
 
 
 if __name__ == "__main__":

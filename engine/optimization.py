@@ -54,7 +54,13 @@ def make_optimizer(opt, accelerator, params, lr: float | None = None) -> torch.o
         weight_decay=optim["adam_weight_decay"],
         eps=optim["adam_epsilon"],
     )
+    kernel = optim.get("implementation", "auto")
     if optim["use_8bit_adam"]:
+        if kernel != "auto":
+            raise ConfigError(
+                f"'train.optim.implementation' is '{kernel}' but 'train.optim.use_8bit_adam' is true; "
+                "bitsandbytes' 8-bit AdamW has its own kernel, so leave 'implementation' at 'auto'."
+            )
         try:
             import bitsandbytes as bnb
         except ImportError:
@@ -62,6 +68,15 @@ def make_optimizer(opt, accelerator, params, lr: float | None = None) -> torch.o
                 "'train.optim.use_8bit_adam' is true but bitsandbytes is not installed (pip install bitsandbytes)."
             ) from None
         return bnb.optim.AdamW8bit(params, **kwargs)
+    if kernel == "fused" and opt.get("mixed_precision") == "fp16":
+        # fp16's grad scaler hands a fused AdamW its gradients still scaled, and the clipping before the
+        # step (GradientGuard) would then clip the scaled norm.
+        raise ConfigError(
+            "'train.optim.implementation' is 'fused' with 'mixed_precision: fp16', whose scaled gradients "
+            "it would clip wrongly; use 'foreach', or bf16."
+        )
+    if kernel != "auto":  # `auto` passes neither flag: torch picks (the for-loop on CPU, foreach on CUDA)
+        kwargs[kernel] = True
     return torch.optim.AdamW(params, **kwargs)
 
 
@@ -85,11 +100,21 @@ class GradientGuard:
     """Clips the gradients to `train.optim.max_grad_norm` just before each real optimizer step, records
     their norm, and drops them when they are not finite (AdamW then leaves those weights and moments
     untouched; the loop applies `train.nan_policy`). It runs as a step pre-hook, which Accelerate calls
-    only on sync steps and, with fp16, after the grad scaler has unscaled the gradients."""
+    only on sync steps and, with fp16, after the grad scaler has unscaled the gradients.
 
-    def __init__(self, max_norm: float | None):
+    `on_device` (`train.log_every` above 1): with a fused AdamW the norm is not read back; the optimizer
+    gets `found_inf`, on which its kernel leaves weights, moments and step count as they were, and
+    `last_norm` reads the norm when it is logged. Other optimizers need the norm on the host to drop
+    the gradients, so they read it back as before."""
+
+    def __init__(self, max_norm: float | None, on_device: bool = False):
         self.max_norm = max_norm
-        self.last_norm = None
+        self.on_device = on_device
+        self._norm = None
+
+    @property
+    def last_norm(self) -> float | None:
+        return float(self._norm) if torch.is_tensor(self._norm) else self._norm
 
     def attach(self, optimizer: torch.optim.Optimizer) -> None:
         optimizer.register_step_pre_hook(self)
@@ -102,8 +127,12 @@ class GradientGuard:
             norm = torch.nn.utils.clip_grad_norm_(params, self.max_norm)
         else:
             norm = torch.nn.utils.get_total_norm([p.grad for p in params])
-        self.last_norm = float(norm)
-        if not math.isfinite(self.last_norm):
+        if self.on_device and optimizer.defaults.get("fused"):
+            self._norm = norm.detach()
+            optimizer.found_inf = torch.logical_not(torch.isfinite(self._norm)).to(torch.float32)
+            return
+        self._norm = float(norm)
+        if not math.isfinite(self._norm):
             for p in params:
                 p.grad = None
 

@@ -25,6 +25,7 @@ from engine.run.report import describe_setup
 from engine.run.trackers import comet_init_kwargs, requested_trackers, store_run_config
 from engine.seed_style import adopt_appended_networks
 from engine.sizes import check_sizes
+from engine.speed import apply_speed_options
 from utils.config.load import flatten, redact_secrets, save_options
 from utils.config.scheduler import warmup_note
 from utils.errors import ConfigError, PluginError
@@ -64,13 +65,16 @@ def _set_up(model, training: bool) -> None:
     pretrained = opt["path"].get("pretrained")
     if pretrained:
         load_pretrained(model, pretrained)
+    apply_speed_options(model)  # train.channels_last, train.compile
 
     optimizers = []
     if training:
         if model.train_loader is None:
             raise ConfigError("Training needs a 'datasets.train' block (or use -test to validate only).")
         optimizers = list(model.optimizers) or list(model.build_optimizers())
-        model.gradient_guard = GradientGuard(opt["train"]["optim"]["max_grad_norm"])
+        model.gradient_guard = GradientGuard(
+            opt["train"]["optim"]["max_grad_norm"], on_device=opt["train"].get("log_every", 1) > 1
+        )
         for optimizer in optimizers:
             model.gradient_guard.attach(optimizer)
         model.schedulers = [make_scheduler(opt, o, model.max_train_steps) for o in optimizers]

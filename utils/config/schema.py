@@ -29,6 +29,7 @@ class Key:
 
 SEED_MAX = 2**32 - 1  # numpy's legacy generators take seeds up to this
 REPORT_TO_CHOICES = ("tensorboard", "comet_ml", "none", "all")
+ADAMW_KERNELS = ("auto", "foreach", "fused")
 SCHEDULER_CHOICES = (
     "linear",
     "cosine",
@@ -112,6 +113,9 @@ OPTIM = {
     "adam_beta2": Key(0.999, "float", "AdamW beta2.", minimum=0.0, maximum=1.0, below_maximum=True),
     "adam_weight_decay": Key(1e-2, "float", "AdamW decoupled weight decay.", minimum=0.0),
     "adam_epsilon": Key(1e-8, "float", "AdamW epsilon.", minimum=0.0),
+    "implementation": Key(
+        "auto", "str", "AdamW kernel: torch's choice, `foreach` or `fused`.", ADAMW_KERNELS
+    ),
     "max_grad_norm": Key(
         1.0,
         "float",
@@ -205,6 +209,11 @@ TRAIN = {
     ),
     "find_unused_parameters": Key(False, "bool", "DDP option for networks with parameters unused in a step."),
     "check_speed": Key(False, "bool", "Log step time and samples/s to the trackers."),
+    "log_every": Key(
+        1, "int", "Read back, check and log the losses every N steps (docs/benchmarks.md).", minimum=1
+    ),
+    "channels_last": Key(False, "bool", "Keep weights and batches channels-last (NHWC; docs/benchmarks.md)."),
+    "compile": Key(False, "bool", "torch.compile each network's calls (the first steps compile)."),
     "best_metric": Key(
         None,
         "str",
