@@ -48,19 +48,6 @@ PLAIN_IMPORTS = {
         "from transformers import PreTrainedModel; from monai.networks.nets import AutoencoderKL"
     ),
 }
-MONAI_NETWORK = {
-    "type": "MonaiAutoencoderKL",
-    "spatial_dims": 2,
-    "in_channels": 1,
-    "out_channels": 1,
-    "channels": [8, 16],
-    "latent_channels": 2,
-    "num_res_blocks": 1,
-    "norm_num_groups": 4,
-    "attention_levels": [False, False],
-    "with_encoder_nonlocal_attn": False,
-    "with_decoder_nonlocal_attn": False,
-}
 
 
 def first_step(repo: Path, trainer_argv: list[str]) -> None:
@@ -92,7 +79,7 @@ def first_step(repo: Path, trainer_argv: list[str]) -> None:
 def tiny_configs(folder: Path) -> dict[str, Path]:
     """{arch family: YAML path}: the suite's tiny VAE run, with diffusers' and with MONAI's network."""
     sys.path.insert(0, str(REPO))
-    from tests.helpers.configs import TINY_VAE
+    from tests.helpers.configs import TINY_VAE, monai_kl
     from tests.helpers.runs import write_config
 
     paths = {}
@@ -101,7 +88,7 @@ def tiny_configs(folder: Path) -> dict[str, Path]:
         config["path"]["root"] = str(folder / "runs")
         config["name"] = f"startup_{family}"
         if family == "monai":
-            config["network"] = dict(MONAI_NETWORK)
+            config["network"] = monai_kl(2)
         paths[family] = Path(write_config(config, folder / f"{family}.yml"))
     return paths
 
