@@ -33,20 +33,11 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
 
 
-# The longest modules, slowest first (from `pytest --durations`): pyproject's `--dist loadfile
-# --no-loadscope-reorder` hands whole files to the two workers in collection order, so starting these
-# first keeps one of them from ending the run alone on a long file while the other worker idles.
-LONGEST_FIRST = (
-    "test_readme_commands.py",
-    "test_distributed.py",
-    "test_training.py",
-    "test_validation_metric_names.py",
-    "test_latent_maps.py",
-    "test_controlnet_fusion.py",
-    "test_crash_safety.py",
-    "test_multitask.py",
-    "test_controlnet.py",
-)
+# The longest module (from `pytest --durations`), started first: pyproject's `--dist loadfile
+# --no-loadscope-reorder` hands whole files to the two workers in collection order, so it does not end
+# the run alone on one worker while the other idles. Only it: starting several subprocess-heavy
+# modules together (torchrun, the trainer launches) made the suite three minutes longer.
+LONGEST_FIRST = ("test_readme_commands.py",)
 
 
 def pytest_collection_modifyitems(config, items):
