@@ -8,12 +8,11 @@ version on the CPU in seconds (tests/test_bench_gpu.py runs it).
 
 A setting is a precision (fp32, bf16, fp16) and at most one option: `compile` (torch.compile), `8bit_adam`
 (bitsandbytes' AdamW8bit) or `grad_ckpt` (gradient checkpointing), e.g. `bf16+grad_ckpt`. The trainer
-gets them as overrides of the shipped YAML (`mixed_precision`, `train.compile` when the trainer has that
-key, `train.optim.use_8bit_adam`, `network.gradient_checkpointing`); the plain loop applies the same by
+gets them as overrides of the shipped YAML (`mixed_precision`, `train.compile`,
+`train.optim.use_8bit_adam`, `network.gradient_checkpointing`); the plain loop applies the same by
 hand (torch.autocast and a GradScaler for fp16, torch.compile of the network, AdamW8bit, the arch built
 with `gradient_checkpointing: true`). A setting that cannot run is skipped with a printed reason: fp16
-and 8-bit Adam need CUDA, 8-bit Adam needs bitsandbytes, checkpointing needs an arch with the key, and
-compile through the trainer needs a `train.compile` key (until it exists, only the plain loops compile).
+and 8-bit Adam need CUDA, 8-bit Adam needs bitsandbytes, and checkpointing needs an arch with the key.
 
 The trainer runs in this process (`trainer.main` on the shipped YAML with key=value overrides: batch size
 and network as shipped, data sized to the steps taken, no validation, no checkpoints, no trackers); a
@@ -175,12 +174,6 @@ def arch_keys(network_type: str) -> set[str]:
     return set(inspect.signature(find_arch(network_type)[0].__init__).parameters)
 
 
-def has_train_compile() -> bool:
-    from utils.config.schema import TRAIN
-
-    return "compile" in TRAIN
-
-
 def skip_reason(setting: str, loop: str, opt, device: str, smoke: bool) -> str | None:
     """Why `setting` cannot run in `loop` ('trainer' or 'plain') here, or None."""
     precision, _, option = setting.partition("+")
@@ -197,8 +190,6 @@ def skip_reason(setting: str, loop: str, opt, device: str, smoke: bool) -> str |
             return "8-bit Adam needs bitsandbytes, which is not installed"
     if option == "grad_ckpt" and "gradient_checkpointing" not in arch_keys(opt["network"]["type"]):
         return f"the arch {opt['network']['type']} has no network.gradient_checkpointing"
-    if option == "compile" and loop == "trainer" and not has_train_compile():
-        return "the trainer has no train.compile option yet (the plain loops compile)"
     if loop == "plain" and plain_step_builder(opt) is None:
         return f"no plain loop is written for {opt['model_type']} (its step needs a frozen UNet or ray-traced targets)"
     return None
