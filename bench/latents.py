@@ -1,21 +1,34 @@
-"""Time of the latent-space scripts.latent_analysis (not a test): encoding and 2-D embedding of N latents.
+"""Time of the latent-space scripts (not a test): encoding against a plain loop, then the 2-D maps of N latents.
 
 The VAE is checkpoints/VAE/tif.yml's AutoencoderKL (64x64 images -> 4x16x16 latents, 1,024 features),
-at its initial weights (the time does not depend on them); the images are random 64x64 ones. For each N
-it times: encoding (batches of 64, posterior means), the features (flatten + standardise), each
-embedding (PCA, UMAP, t-SNE) and the scores (silhouette, kNN accuracy, trustworthiness). UMAP's first
-call compiles numba code; that one-off cost is timed apart, on 100 points, before the runs. The load
-average of the machine is printed before and after (the CPU may be shared).
+at its initial weights (the time does not depend on them); the images are N random 64x64 float32 TIFs
+written to a temporary folder. For each N it first times three ways of getting their posterior means,
+in alternating rounds (median of `--rounds`, one round at N >= 5,000):
 
-    python bench/latents.py [--sizes 1000 10000] [--threads 2]
+- plain: the images already in memory as one tensor, encoded in batches under `torch.no_grad` (what a
+  user's own loop does at best; it reads no file);
+- analyze_latents.py: its `encode_sources` on the folder (reading the TIFs, the posterior means, the
+  thumbnails of the map's hover);
+- val.latent_map: the plain loop plus `ValidationLatentMap.add` on each batch (the map takes the
+  posterior means of the validation pass's own forward, so what it adds is that collection);
+
+and prints each as a ratio to the plain loop's time (target at most 1.1). Then it times the features
+(flatten + standardise), each embedding (PCA, UMAP, t-SNE) and the scores (silhouette, kNN accuracy,
+trustworthiness). UMAP's first call compiles numba code; that one-off cost is timed apart, on 100
+points, before the runs. The load average of the machine is printed before and after.
+
+    python bench/latents.py [--sizes 1000 10000] [--batch-size 16] [--rounds 3] [--threads 2]
 """
 
 import argparse
 import os
+import statistics
 import sys
+import tempfile
 import time
 
 import numpy as np
+import tifffile
 import torch
 import yaml
 
@@ -23,7 +36,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from models.archs import define_network  # noqa: E402
+from scripts.latent_analysis.encoding import encode_sources  # noqa: E402
+from scripts.latent_analysis.sources import folder_sources  # noqa: E402
 from utils.latent_maps import embed_2d, latent_features, separation_scores, trustworthiness_score  # noqa: E402
+from utils.latent_maps.training_map import LATENT_MAP_KEYS, ValidationLatentMap  # noqa: E402
+
+SIZE = 64
 
 
 def timed(function, *args, **kwargs):
@@ -32,19 +50,54 @@ def timed(function, *args, **kwargs):
     return result, time.perf_counter() - started
 
 
-def encode(vae, count: int, batch: int = 64) -> np.ndarray:
-    generator = torch.Generator().manual_seed(0)
+def write_images(folder: str, count: int) -> torch.Tensor:
+    """`count` random 64x64 TIFs in `folder`; returns them as one (N, 1, 64, 64) tensor."""
+    images = np.random.default_rng(0).random((count, 1, SIZE, SIZE), dtype=np.float32)
+    for i, image in enumerate(images):
+        tifffile.imwrite(os.path.join(folder, f"img{i:05d}.tif"), image[0])
+    return torch.from_numpy(images)
+
+
+def plain_encode(vae, images: torch.Tensor, batch: int, latent_map=None) -> np.ndarray:
     out = []
     with torch.no_grad():
-        for start in range(0, count, batch):
-            x = torch.rand((min(batch, count - start), 1, 64, 64), generator=generator)
-            out.append(vae.encode(x).latent_dist.mean.numpy())
+        for start in range(0, len(images), batch):
+            x = images[start : start + batch]
+            latents = vae.encode(x).latent_dist.mean
+            if latent_map is not None:
+                latent_map.add(latents, x)
+            out.append(latents.numpy())
     return np.concatenate(out)
+
+
+def script_encode(vae, folder: str, batch: int) -> np.ndarray:
+    sources = folder_sources([f"all={folder}"], {})
+    return encode_sources(vae, sources, batch, progress=False).latents
+
+
+def compare_encoding(vae, folder: str, images: torch.Tensor, batch: int, rounds: int) -> dict:
+    """Seconds of each way (median over rounds, ways alternating), and the largest latent difference."""
+    latent_map = ValidationLatentMap({**LATENT_MAP_KEYS, "max_points": len(images)})
+    ways = {
+        "plain": lambda: plain_encode(vae, images, batch),
+        "analyze_latents.py": lambda: script_encode(vae, folder, batch),
+        "val.latent_map": lambda: (latent_map.begin(0), plain_encode(vae, images, batch, latent_map))[1],
+    }
+    seconds = {name: [] for name in ways}
+    results = {}
+    for _ in range(rounds):
+        for name, way in ways.items():
+            results[name], elapsed = timed(way)
+            seconds[name].append(elapsed)
+    difference = float(np.abs(results["analyze_latents.py"] - results["plain"]).max())
+    return {name: statistics.median(values) for name, values in seconds.items()}, difference
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--batch-size", type=int, default=16, help="analyze_latents.py's default")
+    parser.add_argument("--rounds", type=int, default=3, help="encoding rounds below N = 5,000")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -58,11 +111,21 @@ def main() -> None:
     _, compile_seconds = timed(embed_2d, np.random.default_rng(0).standard_normal((100, 8)), "umap")
     print(f"UMAP first call (numba compilation, once per process): {compile_seconds:.1f} s")
     for count in args.sizes:
-        latents, encode_seconds = timed(encode, vae, count)
+        with tempfile.TemporaryDirectory() as folder:
+            images = write_images(folder, count)
+            rounds = args.rounds if count < 5000 else 1
+            seconds, difference = compare_encoding(vae, folder, images, args.batch_size, rounds)
+        plain = seconds["plain"]
+        print(
+            f"N={count}, batch {args.batch_size}, {rounds} round(s): encode "
+            + "; ".join(f"{name} {t:.1f} s ({t / plain:.2f}x)" for name, t in seconds.items())
+            + f"; largest difference from the plain loop's latents {difference:.1e}",
+            flush=True,
+        )
+        latents = plain_encode(vae, images, args.batch_size)
         features, feature_seconds = timed(latent_features, latents, "flatten")
         groups = np.arange(count) % 2
-        line = [f"N={count}: encode {encode_seconds:.1f} s ({count / encode_seconds:.0f} img/s)"]
-        line.append(f"features {feature_seconds:.2f} s")
+        line = [f"N={count}: features {feature_seconds:.2f} s"]
         coords = {}
         for method in ("pca", "umap", "tsne"):
             coords[method], seconds = timed(embed_2d, features, method)

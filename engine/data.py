@@ -18,12 +18,17 @@ _UNEQUAL = re.compile(
 
 class NamedCollate:
     """torch's collate, whose failure on items of different sizes names the dataset block and the sizes
-    (torch says only "stack expects each tensor to be equal size"). A class, so that workers can pickle it."""
+    (torch says only "stack expects each tensor to be equal size"). A class, so that workers can pickle it.
+    A batched fetch whose list of items has its own `collate()` (dataset/common/cached_batch.py: a batch
+    copied straight out of a dataset's cache) is batched by it."""
 
     def __init__(self, phase: str, kind: str):
         self.phase, self.kind = phase, kind
 
     def __call__(self, items):
+        own_collate = getattr(items, "collate", None)
+        if own_collate is not None:
+            return own_collate()
         try:
             return default_collate(items)
         except RuntimeError as error:

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
+from dataset.common import tif_headers
+from dataset.common.tif_headers import NUMERIC_KINDS, Header, KnownHeaders, RawPixels
 from utils.errors import DataError
 
 TIF_SUFFIXES = (".tif", ".tiff")
 PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 IMAGE_SUFFIXES = TIF_SUFFIXES + PIL_SUFFIXES
-# Real numbers only: bool, signed and unsigned integers, floats. Complex or structured pixels are a mistake.
-NUMERIC_KINDS = "biuf"
 # PIL modes that keep more than 8 bits; every other mode is converted to 8-bit gray or RGB.
 _PIL_DTYPES = {"I": np.dtype(np.int32), "F": np.dtype(np.float32), "I;16": np.dtype(np.uint16)}
 
@@ -37,16 +37,15 @@ def list_files(folder: str, suffixes: tuple[str, ...], recursive: bool, key: str
     return found
 
 
-def probe(path: str | Path, channels: int = 1) -> tuple[tuple[int, ...], np.dtype]:
-    """(shape, dtype) from the header alone; for PNG/JPG, those `read(path, channels)` will return."""
+def probe(path: str | Path, channels: int = 1, known: KnownHeaders | None = None) -> Header:
+    """Shape and dtype from the header alone; for PNG/JPG, those `read(path, channels)` will return.
+
+    known: headers of files probed before, shared by files written the same way (tif_headers.py).
+    """
     path = str(path)
     if path.lower().endswith(TIF_SUFFIXES):
-        import tifffile
-
         try:
-            with tifffile.TiffFile(path) as tif:
-                series = tif.series[0]
-                return tuple(series.shape), np.dtype(series.dtype)
+            return known.probe(path) if known is not None else tif_headers.parse(path)[0]
         except Exception as error:
             raise DataError(f"'{path}' is not a readable TIF file ({_reason(error)}).") from None
     from PIL import Image
@@ -55,14 +54,20 @@ def probe(path: str | Path, channels: int = 1) -> tuple[tuple[int, ...], np.dtyp
         with Image.open(path) as image:
             width, height = image.size
             shape = (height, width) if channels == 1 else (height, width, channels)
-            return shape, _PIL_DTYPES.get(image.mode[:4], np.dtype(np.uint8))
+            return Header(shape, _PIL_DTYPES.get(image.mode[:4], np.dtype(np.uint8)))
     except Exception as error:
         raise DataError(f"'{path}' is not a readable image file ({_reason(error)}).") from None
 
 
-def read(path: str | Path, channels: int = 1) -> np.ndarray:
-    """The decoded pixels as stored (TIF) or converted to `channels` (PNG/JPG: 1 gray, 3 RGB), unchecked."""
+def read(path: str | Path, channels: int = 1, raw: RawPixels | None = None) -> np.ndarray:
+    """The decoded pixels as stored (TIF) or converted to `channels` (PNG/JPG: 1 gray, 3 RGB), unchecked.
+
+    raw: the file's `probe(...).raw`, to read an uncompressed TIF without parsing its header again.
+    """
     path = str(path)
+    array = raw.pixels(path) if raw is not None else None
+    if array is not None:
+        return array
     if path.lower().endswith(TIF_SUFFIXES):
         import tifffile
 

@@ -17,6 +17,7 @@ from torch.utils import data
 from dataset.common import files
 from dataset.common.augmentation import PairedAugmentation
 from dataset.common.cache import PreloadCache
+from dataset.common.cached_batch import FetchedItems, StackedCache
 from dataset.common.geometry import crop, crop_window, resize
 from dataset.common.image_keys import IMAGE_KEYS, SPLIT_KEYS
 from dataset.common.normalization import Normalization, denormalize
@@ -59,6 +60,7 @@ class ImageItemsDataset(data.Dataset):
         self._probe()
         cache_rate = self.read(opt, "cache_rate")
         self.cache = PreloadCache(self._load, len(self.records), cache_rate)
+        self.stacked_cache = StackedCache.stack(self.cache.items)
 
     # ------------------------------------------------------------------ for subclasses
 
@@ -84,8 +86,29 @@ class ImageItemsDataset(data.Dataset):
 
     def __getitems__(self, indices: list[int]) -> list[dict]:
         """DataLoader's batched fetch. Its collate copies the items into new batch tensors, so cached
-        arrays can be handed over without the defensive copy that `__getitem__` makes (2.4x faster)."""
-        return [self._item(idx, protect_cache=False) for idx in indices]
+        arrays can be handed over without the defensive copy that `__getitem__` makes (2.4x faster).
+        When the whole batch is cached and needs no per-item work, the items also offer the trainer's
+        collate a copy of the batch straight out of the cache (cached_batch.py)."""
+        if type(self).__getitem__ is not ImageItemsDataset.__getitem__:
+            return [self[idx] for idx in indices]  # a subclass's own items
+        items = [self._item(idx, protect_cache=False) for idx in indices]
+        if not self._batch_from_cache(indices):
+            return items
+        names = [item["name"] for item in items]
+        extras = [self.cache.get(idx)[2] for idx in indices]
+        return FetchedItems(items, lambda: self.stacked_cache.batch(indices, names, extras))
+
+    def _batch_from_cache(self, indices: list[int]) -> bool:
+        per_item_work = (self.patch_size is not None and self.patch_mode == "crop") or (
+            self.phase == "train" and self.augment.active
+        )
+        return (
+            self.stacked_cache is not None
+            and not per_item_work
+            and type(self)._item is ImageItemsDataset._item
+            and bool(indices)
+            and max(indices) < len(self.cache)
+        )
 
     def _item(self, idx: int, protect_cache: bool) -> dict:
         record = self.records[idx]
@@ -189,15 +212,19 @@ class ImageItemsDataset(data.Dataset):
         """Every header read once: a corrupt file, a wrong dtype or rank, mixed shapes fail here, by name."""
         self.channel_axes: list[dict[str, int | None]] = []
         self.shapes: list[dict[str, tuple[int, ...]]] = []
+        self.raw_pixels: list[dict[str, files.RawPixels | None]] = []
+        known = files.KnownHeaders()
         for record in self.records:
-            axes, shapes = {}, {}
+            axes, shapes, raw = {}, {}, {}
             for key, path in record.paths.items():
-                shape, dtype = files.probe(path, self.channels)
-                files.check_dtype(dtype, path)
-                axes[key] = files.channel_axis(shape, path, self.spatial_dims, self.channels)
-                shapes[key] = files.channel_first_shape(shape, axes[key])
+                header = files.probe(path, self.channels, known)
+                files.check_dtype(header.dtype, path)
+                axes[key] = files.channel_axis(header.shape, path, self.spatial_dims, self.channels)
+                shapes[key] = files.channel_first_shape(header.shape, axes[key])
+                raw[key] = header.raw
             self.channel_axes.append(axes)
             self.shapes.append(shapes)
+            self.raw_pixels.append(raw)
         self._check_shapes()
 
     def _check_shapes(self) -> None:
@@ -239,7 +266,7 @@ class ImageItemsDataset(data.Dataset):
         record = self.records[idx]
         images, stats = {}, {}
         for key, path in record.paths.items():
-            array = files.read(path, self.channels)
+            array = files.read(path, self.channels, self.raw_pixels[idx][key])
             files.check_dtype(array.dtype, path)
             files.check_finite(array, path)
             array = files.to_channel_first(array, self.channel_axes[idx][key])
