@@ -5,7 +5,7 @@ image that takes several times as long as reading its pixels, and building a dat
 images spends seconds probing them. Two shortcuts, both falling back to tifffile whenever they do not
 apply:
 
-- `RawPixels`: an uncompressed, contiguous series is read with one `np.fromfile` at the offset its
+- `RawPixels`: an uncompressed, contiguous series is read with one read at the offset its
   header gave when the dataset was built, as long as the file's size and modification time are unchanged.
 - `KnownHeaders`: files written by one program usually share their header byte for byte. When a
   header lies wholly before the pixels, its bytes identify it, so the next file of the same size whose
@@ -35,14 +35,18 @@ class RawPixels:
 
     def pixels(self, path: str) -> np.ndarray | None:
         """The pixels in native byte order, or None when the file changed since it was probed."""
-        stat = os.stat(path)
-        if (stat.st_size, stat.st_mtime_ns) != (self.size, self.mtime_ns):
+        array = np.empty(self.shape, dtype=self.dtype)
+        # One unbuffered read straight into the array: np.fromfile takes 5x as long for a small image.
+        with open(path, "rb", buffering=0) as f:
+            stat = os.fstat(f.fileno())
+            if (stat.st_size, stat.st_mtime_ns) != (self.size, self.mtime_ns):
+                return None
+            f.seek(self.offset)
+            view, filled = memoryview(array.reshape(-1).view(np.uint8)), 0
+            while filled < len(view) and (got := f.readinto(view[filled:])):
+                filled += got
+        if filled < len(view):
             return None
-        count = prod(self.shape)
-        array = np.fromfile(path, dtype=self.dtype, count=count, offset=self.offset)
-        if array.size != count:
-            return None
-        array = array.reshape(self.shape)
         return array if self.dtype.isnative else array.astype(self.dtype.newbyteorder("="))
 
 
