@@ -21,6 +21,9 @@ import numpy as np
 
 NUMERIC_KINDS = "biuf"  # real numbers only: bool, signed and unsigned integers, floats
 LONGEST_SHARED_HEADER = 1 << 16  # bytes; longer headers (large descriptions) are parsed every time
+# Headers kept per file size: files whose headers all differ (a UUID in each, as OME-TIFF writes) stop
+# adding to the table here, so that each later probe compares against a few prefixes at most.
+HEADERS_PER_SIZE = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +109,7 @@ class KnownHeaders:
                     raw = replace(header.raw, mtime_ns=stat.st_mtime_ns)
                     return header._replace(raw=raw)
         header, leading = parse(path)
-        if leading is not None and len(known) < 8:
+        if leading is not None and len(known) < HEADERS_PER_SIZE:
             with open(path, "rb") as f:
                 self._by_size.setdefault(stat.st_size, {})[f.read(leading)] = header
         return header
