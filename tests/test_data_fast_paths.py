@@ -2,6 +2,7 @@
 header gave, and cached batches copied out of the cache in one step per key (dataset/common/)."""
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from dataset.common import files
-from dataset.common.cached_batch import FetchedItems
+from dataset.common.cached_batch import KEEP_BATCHES, FetchedItems
 from dataset.manifest_dataset import ManifestDataset
 from dataset.tif_dataset import TIFFolderDataset, TIFPairDataset
 from engine.data import NamedCollate
@@ -183,6 +184,67 @@ def test_a_cached_batch_changed_in_place_leaves_the_cache_alone(pairs):
         batch["norm"]["gt"].mul_(0)
     torch.testing.assert_close(dataset[0]["gt"], before)
     assert float(next(iter(loader))["norm"]["gt"].abs().sum()) > 0
+
+
+def test_the_trainers_collate_never_makes_the_items_and_a_plain_reader_gets_them(pairs, monkeypatch):
+    dataset = TIFPairDataset({**pairs, "phase": "val", "cache_rate": 1.0})
+    made = []
+    real_item = dataset._item
+    monkeypatch.setattr(
+        dataset, "_item", lambda idx, protect_cache: made.append(idx) or real_item(idx, protect_cache)
+    )
+    batch = NamedCollate("val", "TIFPairDataset")(dataset.__getitems__([4, 1]))
+    assert made == [] and batch["name"] == ["p4", "p1"]
+    fetched = dataset.__getitems__([4, 1])
+    items = list(fetched)
+    assert made == [4, 1] and len(fetched) == 2 and fetched[-1] is items[1]
+    torch.testing.assert_close(items[0]["gt"], dataset[4]["gt"])
+    torch.testing.assert_close(batch["gt"][0], dataset[4]["gt"])
+
+
+def test_a_batch_storage_is_reused_only_once_nothing_holds_it(pairs):
+    dataset = TIFPairDataset({**pairs, "phase": "val", "cache_rate": 1.0})
+    collate = NamedCollate("val", "TIFPairDataset")
+    expected = [dataset[i]["gt"] for i in range(len(dataset))]
+
+    def fetch(indices):
+        return collate(dataset.__getitems__(indices))
+
+    first = fetch([0, 1])
+    first_storage = first["gt"].data_ptr()
+    kept = [first["gt"][1:], first["norm"]["gt"].numpy()]  # a slice and a numpy array of the batch
+    del first
+    storages = set()
+    for _ in range(3 * KEEP_BATCHES):
+        batch = fetch([2, 3])
+        storages.add(batch["gt"].data_ptr())
+        del batch
+    assert len(storages) == 1 and first_storage not in storages  # one storage, recycled
+    torch.testing.assert_close(kept[0][0], expected[1])  # the batch still held was never written over
+    del kept
+    again = fetch([5, 6])
+    assert again["gt"].data_ptr() == first_storage
+    torch.testing.assert_close(again["gt"][1], expected[6])
+    held = [fetch([i, i + 1]) for i in range(len(dataset) - 1)]  # more than the pool keeps, all held
+    for i, batch in enumerate(held):
+        torch.testing.assert_close(batch["gt"][1], expected[i + 1])
+
+
+def test_threads_fetching_cached_batches_at_once_each_get_their_own(pairs):
+    dataset = TIFPairDataset({**pairs, "phase": "val", "cache_rate": 1.0})
+    collate = NamedCollate("val", "TIFPairDataset")
+    expected = torch.stack([dataset[i]["gt"] for i in range(len(dataset))])
+
+    def check(offset):
+        for step in range(200):
+            indices = [(offset + step + k) % len(dataset) for k in range(3)]
+            batch = collate(dataset.__getitems__(indices))
+            if not torch.equal(batch["gt"], expected[indices]):
+                return False
+        return True
+
+    with ThreadPoolExecutor(4) as pool:
+        assert all(pool.map(check, range(4)))
 
 
 def test_headers_shared_by_files_are_parsed_once_and_still_right(tmp_path):

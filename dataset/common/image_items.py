@@ -7,6 +7,7 @@ An item is `{<key>: float32 (C, *spatial) tensor for each image, 'name': str, 'n
 original intensities.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,19 +85,21 @@ class ImageItemsDataset(data.Dataset):
     def __getitem__(self, idx: int) -> dict:
         return self._item(idx, protect_cache=True)
 
-    def __getitems__(self, indices: list[int]) -> list[dict]:
+    def __getitems__(self, indices: list[int]) -> Sequence[dict]:
         """DataLoader's batched fetch. Its collate copies the items into new batch tensors, so cached
         arrays can be handed over without the defensive copy that `__getitem__` makes (2.4x faster).
-        When the whole batch is cached and needs no per-item work, the items also offer the trainer's
-        collate a copy of the batch straight out of the cache (cached_batch.py)."""
+        When the whole batch is cached and needs no per-item work, the items are made only if read,
+        and the trainer's collate copies the batch straight out of the cache (cached_batch.py)."""
         if type(self).__getitem__ is not ImageItemsDataset.__getitem__:
             return [self[idx] for idx in indices]  # a subclass's own items
-        items = [self._item(idx, protect_cache=False) for idx in indices]
         if not self._batch_from_cache(indices):
-            return items
-        names = [item["name"] for item in items]
+            return [self._item(idx, protect_cache=False) for idx in indices]
+        names = [self.records[idx].name for idx in indices]
         extras = [self.cache.get(idx)[2] for idx in indices]
-        return FetchedItems(items, lambda: self.stacked_cache.batch(indices, names, extras))
+        return FetchedItems(
+            lambda: [self._item(idx, protect_cache=False) for idx in indices],
+            lambda: self.stacked_cache.batch(indices, names, extras),
+        )
 
     def _batch_from_cache(self, indices: list[int]) -> bool:
         per_item_work = (self.patch_size is not None and self.patch_mode == "crop") or (
