@@ -15,6 +15,10 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from utils.cli.imports import defer_unused_imports  # noqa: E402
+
+defer_unused_imports()  # before diffusers loads: no script reads bitsandbytes
+
 from utils.cli.args import (  # noqa: E402
     MAX_BATCH,
     MAX_IMAGE_SIZE,

@@ -28,9 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from utils.cli.args import MAX_SAMPLES, count, existing_file, output_folder  # noqa: E402
 from utils.cli.console import quiet_libraries  # noqa: E402
+from utils.cli.imports import defer_unused_imports  # noqa: E402
 from utils.cli.script import ScriptParser  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 
+defer_unused_imports()  # before diffusers loads: no script reads bitsandbytes
 quiet_libraries()
 
 

@@ -31,7 +31,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from utils.cli.console import quiet_libraries  # noqa: E402
+from utils.cli.imports import defer_unused_imports  # noqa: E402
 
+defer_unused_imports()  # before diffusers loads: no script reads bitsandbytes
 quiet_libraries()  # before diffusers and transformers load: bitsandbytes warns on import
 
 from models.ldm.generation_inputs import network_inputs, parse_labels, read_vectors  # noqa: E402

@@ -111,7 +111,9 @@ def main(argv=None) -> int:
 
 def write_page(args) -> int:
     from utils.cli.console import quiet_libraries
+    from utils.cli.imports import defer_unused_imports
 
+    defer_unused_imports()  # before the plugins load diffusers: nothing here reads bitsandbytes
     quiet_libraries()  # loading the model plugins imports bitsandbytes, which warns on import
     page = keys_page()
     if args.check:

@@ -16,6 +16,10 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from utils.cli.imports import defer_unused_imports  # noqa: E402
+
+defer_unused_imports()  # before diffusers loads: no script reads bitsandbytes
+
 from engine.hub import push_failure_sentence, push_final_folder, write_model_card  # noqa: E402
 from utils.cli.args import existing_folder  # noqa: E402
 from utils.cli.script import ScriptParser  # noqa: E402

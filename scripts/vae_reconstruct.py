@@ -26,7 +26,9 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from utils.cli.console import quiet_libraries  # noqa: E402
+from utils.cli.imports import defer_unused_imports  # noqa: E402
 
+defer_unused_imports()  # before diffusers loads: no script reads bitsandbytes
 quiet_libraries()  # before diffusers and transformers load: bitsandbytes warns on import
 
 from dataset.common.image_keys import NETWORK_INPUT_KEYS  # noqa: E402

@@ -1,13 +1,15 @@
 """A run imports only the libraries it uses: a tiny run of a diffusers arch, from its start to its final
-save, never executes MONAI, comet_ml, bitsandbytes, UMAP or plotly (bench/startup.py measures what
-each import costs a run's start)."""
+save, never executes MONAI, comet_ml, bitsandbytes, UMAP or plotly, nor does a script that loads its
+weights (bench/startup.py measures what each import costs a run's start)."""
 
 import inspect
 import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+import tifffile
 
 from tests.helpers import ROOT, TINY_VAE, in_folder, write_config
 
@@ -24,25 +26,56 @@ import bitsandbytes
 adam = bitsandbytes.optim.AdamW8bit.__name__
 print(json.dumps({"status": status, "modules": imported, "adam": adam}))
 """
+# Runs a script as `python scripts/NAME.py ARGS...` would, then lists the modules that were imported.
+SCRIPT_AND_LIST = """
+import json, runpy, sys
+sys.argv = sys.argv[1:]
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+except SystemExit as done:
+    status = done.code
+from utils.cli.imports import is_deferred
+imported = sorted(name for name, module in sys.modules.items() if not is_deferred(module))
+print(json.dumps({"status": status, "modules": imported}))
+"""
 
 
-@pytest.mark.e2e
-def test_a_tiny_diffusers_run_never_imports_the_libraries_it_does_not_use(tmp_path):
-    config = in_folder(TINY_VAE, tmp_path)
-    config["train"].update(max_train_steps=2, validation_steps=2, checkpointing_steps=2)
-    path = write_config(config, tmp_path / "exp.yml")
+def run_and_list(code: str, *args: str) -> dict:
     done = subprocess.run(
-        [sys.executable, "-c", RUN_AND_LIST, path], cwd=ROOT, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["status"] == 0, done.stderr[-3000:]
-    modules = set(report["modules"])
+    report["modules"] = set(report["modules"])
+    return report
+
+
+def optional_libraries(modules: set) -> list:
+    return sorted(m for m in modules if m.split(".")[0] in OPTIONAL)
+
+
+@pytest.mark.e2e
+def test_a_tiny_diffusers_run_and_a_script_on_it_never_import_the_libraries_they_do_not_use(tmp_path):
+    config = in_folder(TINY_VAE, tmp_path)
+    config["train"].update(max_train_steps=2, validation_steps=2, checkpointing_steps=2)
+    report = run_and_list(RUN_AND_LIST, write_config(config, tmp_path / "exp.yml"))
     # The run did train, validate and save through diffusers' network.
-    assert {"diffusers.models.autoencoders.autoencoder_kl", "accelerate", "safetensors.torch"} <= modules
-    loaded = sorted(m for m in modules if m.split(".")[0] in OPTIONAL)
-    assert loaded == []
+    assert {"diffusers.models.autoencoders.autoencoder_kl", "accelerate", "safetensors.torch"} <= report[
+        "modules"
+    ]
+    assert optional_libraries(report["modules"]) == []
     assert report["adam"] == "AdamW8bit"  # deferred, not gone: the first read imports it
+
+    (final,) = tmp_path.glob("**/final")
+    images = tmp_path / "images"
+    images.mkdir()
+    tifffile.imwrite(images / "a.tif", np.random.default_rng(0).random((16, 16), dtype=np.float32))
+    out = tmp_path / "recon"
+    script = ["scripts/vae_reconstruct.py", "--run", str(final), "--input", str(images), "--out", str(out)]
+    report = run_and_list(SCRIPT_AND_LIST, *script)
+    assert (out / "a.tif").is_file() and "diffusers.models.autoencoders.autoencoder_kl" in report["modules"]
+    assert optional_libraries(report["modules"]) == []
 
 
 def test_a_deferred_library_runs_on_its_first_read_and_never_on_a_scan(tmp_path, monkeypatch):
