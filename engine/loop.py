@@ -52,6 +52,7 @@ def train(model) -> dict:
     skipped = SkippedSteps(train_opt.get("max_consecutive_skipped_steps"))
     channels_last = train_opt.get("channels_last")
     every, pending, logged = train_opt.get("log_every", 1), [], state.global_step
+    first_step = state.global_step + 1  # the first this start trains
     with StopSignals() as stop_signals, progress:
         while state.global_step < total_steps:
             model.train_loader.set_epoch(state.epoch)
@@ -101,7 +102,7 @@ def train(model) -> dict:
                     or (due(train_opt, "validation", *at) and model.val_loader is not None)
                 ):
                     for step, each in pending:  # in step order: the first non-finite loss is reported
-                        check_losses(model, each, step)
+                        check_pending_losses(model, each, step, first_step)
                         skipped.check(each["all"], step)
                     logs = log_step(model, window, speed.update(state.global_step - logged))
                     pending, window = [], []
@@ -162,6 +163,17 @@ def check_losses(model, losses, step: int | None = None) -> None:
         )
     model.state.skipped_steps += 1
     model.logger.warning(f"Skipped step {step}: the loss is not finite ({terms}).")
+
+
+def check_pending_losses(model, losses, step: int, first_step: int) -> None:
+    """`check_losses` on losses read back after their step (`train.log_every` above 1). A loss that was not
+    finite at the first step this start trained undoes the start, as it does when read back at once:
+    nothing of it was logged or saved, and the corrected rerun must not be refused as a second run."""
+    try:
+        check_losses(model, losses, step)
+    except NumericalError as error:
+        error.undo_run = step == first_step
+        raise
 
 
 class StepSpeed:

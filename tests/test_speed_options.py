@@ -164,6 +164,20 @@ def test_log_every_reports_a_nan_naming_its_own_step(vae_config, tmp_path, monke
     assert "not finite at step 2" in err and "all=nan" in err and "nan_policy: skip" in err
 
 
+@pytest.mark.parametrize("every", [1, 3])
+def test_a_nan_at_the_first_step_undoes_the_start_with_any_log_every(
+    vae_config, tmp_path, monkeypatch, capsys, every
+):
+    vae_config["train"].update(LAZY, log_every=every, validation_steps=6, checkpointing_steps=6)
+    with monkeypatch.context() as poisoned:
+        _poison_step(poisoned, at_call=1)
+        assert run_trainer(vae_config, tmp_path) == 2
+    assert "not finite at step 1" in capsys.readouterr().err
+    assert not os.path.exists(run_folder(vae_config))  # nothing kept, so the rerun is no second run
+    assert run_trainer(vae_config, tmp_path) == 0
+    assert os.path.isdir(os.path.join(run_folder(vae_config), "final"))
+
+
 def test_log_every_skips_a_nan_step_with_the_weights_untouched(vae_config, tmp_path, monkeypatch):
     changed = _poison_step(monkeypatch, at_call=2)
     vae_config["train"].update(LAZY, nan_policy="skip", validation_steps=6, checkpointing_steps=6)
