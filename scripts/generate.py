@@ -36,10 +36,8 @@ from utils.cli.imports import defer_unused_imports  # noqa: E402
 defer_unused_imports()  # before diffusers loads: no script reads bitsandbytes
 quiet_libraries()  # before diffusers and transformers load: bitsandbytes warns on import
 
-from models.ldm.generation_inputs import network_inputs, parse_labels, read_vectors  # noqa: E402
 from models.ldm.sample_files import write_samples  # noqa: E402
 from models.ldm.sample_scores import score_samples  # noqa: E402
-from models.ldm.schedules import check_sampling_steps  # noqa: E402
 from utils.cli.args import (  # noqa: E402
     MAX_BATCH,
     MAX_SAMPLES,
@@ -87,6 +85,10 @@ def generate(
     `condition.indices` picks the numbers it was trained on. Sample i starts from the noise of
     `seed + i`, whatever the batch size. A PTI-LDM-VAE `.pth` as `run` is read with the YAML `config` and
     the autoencoder `.pth` `vae` (`load_pipeline`)."""
+    # Here, not at the top: they load diffusers and every arch, and `--help` answers at once.
+    from models.ldm.generation_inputs import network_inputs
+    from models.ldm.schedules import check_sampling_steps
+
     pipe, data_config = load_pipeline(run, device, config, vae)
     if steps is not None:
         check_sampling_steps(
@@ -222,6 +224,8 @@ def run(args) -> int:
 
         report_scores(args, main_with_control(args))
         return 0
+    from models.ldm.generation_inputs import parse_labels, read_vectors
+
     vectors = read_vectors(args.vectors, args.vector) if (args.vectors or args.vector) else None
     written = generate(
         args.run,

@@ -20,7 +20,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from models.archs.autoencoder_outputs import decode_generated  # noqa: E402
 from scripts.vae_reconstruct import load_vae  # noqa: E402
 from utils.cli.args import (  # noqa: E402
     MAX_IMAGE_SIZE,
@@ -59,6 +58,9 @@ def sample(
     run: Path, out: Path, num_samples: int, seed: int = 0, size: int | None = None, device: str = "cpu"
 ):
     """Decode `num_samples` random latents; returns the images (N, C, H, W) and writes them into `out`."""
+    # Here, not at the top: it loads every arch (diffusers, transformers), and `--help` answers at once.
+    from models.archs.autoencoder_outputs import decode_generated
+
     vae, opt = load_vae(run, device)
     size = image_size(vae, opt, size)
     channels = vae.config.in_channels

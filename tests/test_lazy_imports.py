@@ -40,6 +40,24 @@ print(json.dumps({"status": status, "modules": imported}))
 """
 
 
+# Runs `python SCRIPT --help` for each script in turn, in one interpreter, then lists every module imported.
+HELP_AND_LIST = """
+import json, runpy, sys
+for script in sys.argv[1:]:
+    sys.argv = [script, "--help"]
+    try:
+        runpy.run_path(script, run_name="__main__")
+    except SystemExit as done:
+        assert done.code in (0, None), (script, done.code)
+print(json.dumps({"status": 0, "modules": sorted(sys.modules)}))
+"""
+# The scripts that load a network only after parsing their arguments, so that `--help` answers at once.
+QUICK_HELP = (
+    "analyze_latents", "dataset_to_tifs", "export_pti", "generate", "make_sample_tifs", "vae_reconstruct",
+    "vae_sample",
+)  # fmt: skip
+
+
 def run_and_list(code: str, *args: str) -> dict:
     done = subprocess.run(
         [sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True, timeout=300
@@ -76,6 +94,14 @@ def test_a_tiny_diffusers_run_and_a_script_on_it_never_import_the_libraries_they
     report = run_and_list(SCRIPT_AND_LIST, *script)
     assert (out / "a.tif").is_file() and "diffusers.models.autoencoders.autoencoder_kl" in report["modules"]
     assert optional_libraries(report["modules"]) == []
+
+
+def test_the_scripts_answer_help_without_loading_a_network_library():
+    report = run_and_list(HELP_AND_LIST, *(f"scripts/{name}.py" for name in QUICK_HELP))
+    loaded = sorted(
+        m for m in report["modules"] if m.split(".")[0] in ("diffusers", "monai") or m == "models.archs"
+    )
+    assert loaded == []
 
 
 def test_a_deferred_library_runs_on_its_first_read_and_never_on_a_scan(tmp_path, monkeypatch):
