@@ -43,6 +43,7 @@ from utils.latent_maps import embed_2d, latent_features, separation_scores, trus
 from utils.latent_maps.training_map import LATENT_MAP_KEYS, ValidationLatentMap  # noqa: E402
 
 SIZE = 64
+WAYS = ["plain", "analyze_latents.py", "val.latent_map"]  # the ways of encoding compared, in this order
 
 
 def timed(function, *args, **kwargs):
@@ -68,6 +69,10 @@ def plain_steps(vae, images: torch.Tensor, batch: int, latent_map=None):
         if latent_map is not None:
             latent_map.add(latents, x)
         yield latents.numpy()
+
+
+def plain_encode(vae, images: torch.Tensor, batch: int) -> np.ndarray:
+    return np.concatenate(list(plain_steps(vae, images, batch)))
 
 
 def script_steps(vae, folder: str, batch: int):
@@ -110,13 +115,6 @@ def compare_encoding(vae, folder: str, images: torch.Tensor, batch: int, rounds:
         np.abs(np.concatenate(results["analyze_latents.py"]) - np.concatenate(results["plain"])).max()
     )
     return {name: statistics.median(values) for name, values in seconds.items()}, difference
-
-
-def plain_encode(vae, images: torch.Tensor, batch: int) -> np.ndarray:
-    return np.concatenate(list(plain_steps(vae, images, batch)))
-
-
-WAYS = ["plain", "analyze_latents.py", "val.latent_map"]
 
 
 def main() -> None:

@@ -50,7 +50,7 @@ def thumbnails(images, size: int = 48) -> np.ndarray:
     import torch
     import torch.nn.functional as F
 
-    x = torch.as_tensor(np.asarray(images, dtype=np.float32))[:, 0]
+    x = torch.as_tensor(images, dtype=torch.float32)[:, 0]  # a tensor or an array
     while x.ndim > 3:
         x = x[:, x.shape[1] // 2]
     flat = x.reshape(len(x), -1)

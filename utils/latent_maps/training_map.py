@@ -109,7 +109,7 @@ class ValidationLatentMap:
         if room <= 0:
             return
         latents = latents[:room].detach().float().cpu().numpy()
-        thumbs = thumbnails(images[:room].detach().float().cpu().numpy(), size=32)
+        thumbs = thumbnails(images[:room].detach().cpu(), size=32)
         first = len(self._items)
         names = (
             [str(n) for n in names[:room]]
